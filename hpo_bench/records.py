@@ -1,0 +1,212 @@
+"""The recorder: one row per outer step / evaluation, timed honestly.
+
+Only the tuner's own work is timed. :meth:`Recorder.record` pauses the clock on entry,
+computes every measurement (validation and test loss, the reference solve, the
+reference hypergradient and the errors against it) and resumes it on exit, so
+``time_s`` is cumulative tuner time. Costs (``inner_steps``, ``grad_evals``, ``hvps``,
+``inner_solves``) are cumulative counts the tuner reports with :meth:`Recorder.add_cost`.
+
+Statuses: ``ok``; ``diverged`` (non-finite parameters or losses, or validation loss
+``diverge_factor`` times above the first one); ``timeout``; ``error`` (message and
+traceback kept in ``message``). A non-``ok`` row ends the cell.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+
+__all__ = ["Budget", "Recorder", "COLUMNS", "STATUSES", "StopRun", "rel_error", "cosine"]
+
+STATUSES = ("ok", "diverged", "timeout", "error")
+
+#: Documented columns of the records table, in order (``README.md`` explains each).
+COLUMNS = (
+    "suite", "cell_id", "task", "task_params", "tuner", "tuner_label", "tuner_params", "seed",
+    "budget_steps", "budget_seconds", "step", "time_s", "inner_steps", "grad_evals", "hvps", "inner_solves",
+    "val_loss", "val_loss_ref", "test_loss", "best_val_loss", "hypergrad_rel_error", "hypergrad_cosine",
+    "hypergrad_norm", "hp", "theta", "status", "message",
+)
+
+
+class StopRun(Exception):
+    """Raised inside a tuner to end the cell early (the recorder has the reason)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much a tuner may spend: outer steps / evaluations and tuner seconds (either may be ``None``)."""
+
+    steps: int | None = 50
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"budget `steps >= 1` must hold, but got steps={self.steps!r}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ValueError(f"budget `seconds > 0` must hold, but got seconds={self.seconds!r}")
+        if self.steps is None and self.seconds is None:
+            raise ValueError("a budget needs `steps`, `seconds` or both")
+
+
+def rel_error(est: torch.Tensor, ref: torch.Tensor) -> float:
+    """``||est - ref|| / ||ref||`` (``||est||`` when ``ref = 0``)."""
+    den = float(torch.linalg.vector_norm(ref))
+    num = float(torch.linalg.vector_norm(est - ref))
+    return num / den if den > 0 else num
+
+
+def cosine(est: torch.Tensor, ref: torch.Tensor) -> float:
+    den = float(torch.linalg.vector_norm(est)) * float(torch.linalg.vector_norm(ref))
+    return float(est @ ref) / den if den > 0 else float("nan")
+
+
+class Recorder:
+    """Collects records for one cell. Tuners call :meth:`add_cost`, :meth:`record` and
+    :meth:`should_stop`; the harness builds it and reads :attr:`rows`.
+
+    Args:
+        task: the cell's task.
+        budget: the cell's budget.
+        meta: constant columns (suite, cell_id, task, tuner, seed, ...).
+        reference: measure ``val_loss_ref`` and hypergradient errors against the task's
+            reference (clock paused). Turn off for tasks whose reference is costly.
+        diverge_factor: validation loss this many times above the first one is a divergence.
+    """
+
+    def __init__(self, task, budget: Budget, *, meta: dict[str, Any] | None = None, reference: bool = True,
+                 diverge_factor: float = 1e8) -> None:
+        self.task = task
+        self.budget = budget
+        self.meta = dict(meta or {})
+        self.reference = reference
+        self.diverge_factor = diverge_factor
+        self.rows: list[dict[str, Any]] = []
+        self.costs = {"inner_steps": 0, "grad_evals": 0, "hvps": 0, "inner_solves": 0}
+        self.best = math.inf
+        self.status = "ok"
+        self.stop_reason: str | None = None
+        self._stop_requested = False
+        self._elapsed = 0.0
+        self._t0: float | None = None
+        self._first_val: float | None = None
+
+    # ----------------------------------------------------------------- clock
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    @property
+    def time_s(self) -> float:
+        """Tuner time so far (excludes every paused interval)."""
+        running = time.perf_counter() - self._t0 if self._t0 is not None else 0.0
+        return self._elapsed + running
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the clock for measurements the tuner does not pay for."""
+        if self._t0 is None:
+            yield
+            return
+        self._elapsed += time.perf_counter() - self._t0
+        self._t0 = None
+        try:
+            yield
+        finally:
+            self._t0 = time.perf_counter()
+
+    # ----------------------------------------------------------------- costs
+    def add_cost(self, **counts: int) -> None:
+        for key, n in counts.items():
+            if key not in self.costs:
+                raise KeyError(f"unknown cost {key!r}; known: {sorted(self.costs)}")
+            self.costs[key] += int(n)
+
+    # ---------------------------------------------------------------- budget
+    def request_stop(self, reason: str = "requested") -> None:
+        self._stop_requested = True
+        self.stop_reason = reason
+
+    def should_stop(self) -> bool:
+        if self._stop_requested or self.status != "ok":
+            return True
+        if self.budget.steps is not None and len(self.rows) >= self.budget.steps:
+            self.stop_reason = "budget_steps"
+            return True
+        if self.budget.seconds is not None and self.time_s >= self.budget.seconds:
+            self.stop_reason = "budget_seconds"
+            return True
+        return False
+
+    # --------------------------------------------------------------- records
+    def record(self, *, w: torch.Tensor | None, theta: torch.Tensor, hypergrad: torch.Tensor | None = None,
+               val_loss: float | None = None, status: str = "ok", message: str = "", **extra: Any) -> str:
+        """Append one row (clock paused); returns its status (``diverged`` ends the cell)."""
+        with self.paused():
+            return self._record(w=w, theta=theta, hypergrad=hypergrad, val_loss=val_loss, status=status,
+                                message=message, extra=extra)
+
+    def _record(self, *, w, theta, hypergrad, val_loss, status, message, extra) -> str:
+        task = self.task
+        theta = theta.detach()
+        row: dict[str, Any] = dict(self.meta)
+        row.update(step=len(self.rows), time_s=self.time_s, **self.costs)
+        nan = float("nan")
+        with torch.no_grad():
+            finite_w = w is not None and bool(torch.isfinite(w).all())
+            if val_loss is None:
+                val_loss = float(task.outer_loss(w)) if finite_w else nan
+            test_loss = float(task.test_loss(w)) if finite_w else nan
+        val_ref = rel = cos = nan
+        if self.reference and bool(torch.isfinite(theta).all()):
+            try:
+                val_ref = float(task.response(theta))
+                if hypergrad is not None:
+                    ref = task.reference_hypergradient(theta)
+                    rel, cos = rel_error(hypergrad, ref), cosine(hypergrad, ref)
+            except FloatingPointError as exc:  # e.g. raw λ made the inner problem non-convex
+                message = message or f"reference unavailable: {exc}"
+        if status == "ok":
+            if not finite_w or not math.isfinite(val_loss) or (
+                    hypergrad is not None and not bool(torch.isfinite(hypergrad).all())):
+                status, message = "diverged", message or "non-finite parameters, loss or hypergradient"
+            elif self._first_val is not None and val_loss > self.diverge_factor * max(self._first_val, 1e-300):
+                status, message = "diverged", f"validation loss {val_loss:.3g} blew up (first {self._first_val:.3g})"
+        if self._first_val is None and math.isfinite(val_loss):
+            self._first_val = val_loss
+        if math.isfinite(val_loss):
+            self.best = min(self.best, val_loss)
+        row.update(
+            val_loss=val_loss, val_loss_ref=val_ref, test_loss=test_loss, best_val_loss=self.best,
+            hypergrad_rel_error=rel, hypergrad_cosine=cos,
+            hypergrad_norm=float(torch.linalg.vector_norm(hypergrad)) if hypergrad is not None else nan,
+            hp=[float(v) for v in task.space.to_natural(theta).cpu()], theta=[float(v) for v in theta.cpu()],
+            status=status, message=message,
+        )
+        if extra:
+            row["extra"] = json.dumps(extra, sort_keys=True, default=str)
+        self.rows.append(row)
+        if status != "ok":
+            self.status = status
+            self.stop_reason = status
+        return status
+
+    def fail(self, status: str, message: str, theta: torch.Tensor | None = None) -> None:
+        """Append a terminal row for a cell that errored or timed out (no measurements)."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, but got {status!r}")
+        nan = float("nan")
+        row: dict[str, Any] = dict(self.meta)
+        row.update(step=len(self.rows), time_s=self.time_s, **self.costs, val_loss=nan, val_loss_ref=nan,
+                   test_loss=nan, best_val_loss=self.best, hypergrad_rel_error=nan, hypergrad_cosine=nan,
+                   hypergrad_norm=nan,
+                   hp=[] if theta is None else [float(v) for v in self.task.space.to_natural(theta).cpu()],
+                   theta=[] if theta is None else [float(v) for v in theta.cpu()],
+                   status=status, message=message)
+        self.rows.append(row)
+        self.status = status

@@ -1,0 +1,246 @@
+"""Suite files: TOML that names tasks, tuners, seeds and budgets.
+
+Schema (every key but ``task``, ``tuner`` and ``seeds`` is optional)::
+
+    name = "quick"                 # default: the file's stem
+    description = "..."
+    seeds = [0, 1, 2]              # non-empty list of distinct integers >= 0
+    dtype = "float64"              # "float64" | "float32"
+    device = "cpu"                 # any torch device string, e.g. "cuda"
+    reference = true               # measure errors against the task's reference
+
+    [budget]                       # default budget of every tuner
+    steps = 30                     # outer steps / evaluations, integer >= 1
+    seconds = 10.0                 # tuner seconds, > 0
+
+    [[task]]                       # one table per task instance
+    name = "ridge"                 # a registered task
+    label = "ridge-small"          # unique; default: the name
+    params = { n = 200, p = 20 }   # keyword arguments of the task
+
+    [[tuner]]
+    name = "gradient"
+    label = "cg"
+    params = { method = "cg" }
+    budget = { steps = 50 }        # overrides [budget] for this tuner
+
+Cells are every task x tuner x seed. Named suites ship in ``hpo_bench/suites/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .records import Budget
+from .registry import TASKS, TUNERS, UnknownNameError
+from .task import resolve_dtype
+
+__all__ = ["Suite", "SuiteError", "Entry", "Cell", "load_suite", "named_suites", "suite_path"]
+
+TOP_KEYS = {"name", "description", "seeds", "dtype", "device", "reference", "budget", "task", "tuner"}
+ENTRY_KEYS = {"task": {"name", "label", "params"}, "tuner": {"name", "label", "params", "budget"}}
+BUDGET_KEYS = {"steps", "seconds"}
+_LABEL = re.compile(r"^[A-Za-z0-9_.+=-]+$")
+
+
+class SuiteError(ValueError):
+    """A suite file breaks the schema; the message names the file, the key, the rule and the value."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    label: str
+    params: dict[str, Any]
+    budget: Budget | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a task instance, a tuner, a seed and a budget."""
+
+    suite: str
+    task: Entry
+    tuner: Entry
+    seed: int
+    budget: Budget
+    dtype: str = "float64"
+    device: str = "cpu"
+    reference: bool = True
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.task.label}__{self.tuner.label}__seed{self.seed}"
+
+
+@dataclass
+class Suite:
+    name: str
+    path: str
+    description: str
+    seeds: list[int]
+    tasks: list[Entry]
+    tuners: list[Entry]
+    budget: Budget
+    dtype: str = "float64"
+    device: str = "cpu"
+    reference: bool = True
+    sha256: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        return [Cell(self.name, t, u, s, u.budget or self.budget, self.dtype, self.device, self.reference)
+                for t in self.tasks for u in self.tuners for s in self.seeds]
+
+
+def named_suites() -> dict[str, Path]:
+    root = resources.files("hpo_bench") / "suites"
+    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".toml")}
+
+
+def suite_path(name_or_path: str) -> Path:
+    """A named suite (``quick``) or a path to a TOML file."""
+    named = named_suites()
+    if name_or_path in named:
+        return named[name_or_path]
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise SuiteError(f"suite file {str(p)!r} does not exist")
+        return p
+    raise SuiteError(f"unknown suite {name_or_path!r}; named suites: {', '.join(sorted(named))} "
+                     "(or give a path to a .toml file)")
+
+
+class _Checker:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, key: str, rule: str, value: Any = inspect.Parameter.empty) -> None:
+        got = "" if value is inspect.Parameter.empty else f", but got {value!r}"
+        raise SuiteError(f"suite file {self.path!r}: key `{key}` must be {rule}{got}")
+
+    def keys(self, table: dict, allowed: set[str], where: str) -> None:
+        extra = sorted(set(table) - allowed)
+        if extra:
+            prefix = f"{where}." if where else ""
+            self.fail(f"{prefix}{extra[0]}", f"one of the known keys ({', '.join(sorted(allowed))})", extra[0])
+
+    def budget(self, table: Any, where: str) -> Budget:
+        if not isinstance(table, dict):
+            self.fail(where, "a table like { steps = 30, seconds = 10.0 }", table)
+        self.keys(table, BUDGET_KEYS, where)
+        steps, seconds = table.get("steps"), table.get("seconds")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            self.fail(f"{where}.steps", "an integer >= 1", steps)
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                    or not seconds > 0):
+            self.fail(f"{where}.seconds", "a number > 0", seconds)
+        if steps is None and seconds is None:
+            self.fail(where, "a table with `steps`, `seconds` or both", table)
+        return Budget(steps=steps, seconds=float(seconds) if seconds is not None else None)
+
+
+def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
+    """Parse and validate a suite; every problem raises :class:`SuiteError`."""
+    path = suite_path(name_or_path)
+    shown = str(path) if not str(path).startswith(str(resources.files("hpo_bench"))) else f"<{path.stem}>"
+    ck = _Checker(shown)
+    data = path.read_bytes()
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"suite file {shown!r}: not valid TOML: {exc}") from None
+    ck.keys(raw, TOP_KEYS, "")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not _LABEL.match(name):
+        ck.fail("name", "a string of letters, digits and _.+=-", name)
+    desc = raw.get("description", "")
+    if not isinstance(desc, str):
+        ck.fail("description", "a string", desc)
+    if "seeds" not in raw:
+        ck.fail("seeds", "present (a non-empty list of distinct integers >= 0)")
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or not seeds:
+        ck.fail("seeds", "a non-empty list of distinct integers >= 0", seeds)
+    for i, s in enumerate(seeds):
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            ck.fail(f"seeds[{i}]", "an integer >= 0", s)
+    if len(set(seeds)) != len(seeds):
+        ck.fail("seeds", "free of repeats", seeds)
+    dtype = raw.get("dtype", "float64")
+    try:
+        resolve_dtype(dtype)
+    except (ValueError, TypeError):
+        ck.fail("dtype", "'float64' or 'float32'", dtype)
+    device = raw.get("device", "cpu")
+    if not isinstance(device, str):
+        ck.fail("device", "a torch device string such as 'cpu' or 'cuda'", device)
+    reference = raw.get("reference", True)
+    if not isinstance(reference, bool):
+        ck.fail("reference", "true or false", reference)
+    budget = ck.budget(raw.get("budget", {"steps": 50}), "budget")
+
+    entries: dict[str, list[Entry]] = {}
+    for kind, registry in (("task", TASKS), ("tuner", TUNERS)):
+        tables = raw.get(kind)
+        if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+            ck.fail(kind, f"a non-empty array of tables ([[{kind}]] with at least a `name`)", tables)
+        out: list[Entry] = []
+        for i, t in enumerate(tables):
+            where = f"{kind}[{i}]"
+            ck.keys(t, ENTRY_KEYS[kind], where)
+            nm = t.get("name")
+            if not isinstance(nm, str):
+                ck.fail(f"{where}.name", f"a registered {kind} name ({', '.join(registry.names())})", nm)
+            if nm not in registry:
+                ck.fail(f"{where}.name", f"a registered {kind} name ({', '.join(registry.names())})", nm)
+            label = t.get("label", nm)
+            if not isinstance(label, str) or not _LABEL.match(label):
+                ck.fail(f"{where}.label", "a string of letters, digits and _.+=-", label)
+            params = t.get("params", {})
+            if not isinstance(params, dict):
+                ck.fail(f"{where}.params", "a table of keyword arguments", params)
+            ebudget = ck.budget(t["budget"], f"{where}.budget") if "budget" in t else None
+            out.append(Entry(nm, label, dict(params), ebudget))
+        labels = [e.label for e in out]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            ck.fail(f"{kind}[*].label", f"unique (give each repeated {kind} a `label`)", dup)
+        entries[kind] = out
+
+    suite = Suite(name=name, path=str(path), description=desc, seeds=list(seeds), tasks=entries["task"],
+                  tuners=entries["tuner"], budget=budget, dtype=dtype, device=device, reference=reference,
+                  sha256=hashlib.sha256(data).hexdigest(), raw=raw)
+    if validate:
+        _validate_params(suite, ck)
+    return suite
+
+
+def _validate_params(suite: Suite, ck: _Checker) -> None:
+    """Build every tuner, and check every task's keywords, before any cell runs."""
+    for i, e in enumerate(suite.tasks):
+        cls = TASKS.get(e.name)
+        sig = inspect.signature(cls.__init__)
+        known = [p for p in sig.parameters if p not in ("self", "seed", "dtype", "device")]
+        has_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+        for key in e.params:
+            if not has_kwargs and key not in known:
+                ck.fail(f"task[{i}].params.{key}", f"a parameter of task {e.name!r} ({', '.join(known)})", key)
+            if key in ("seed", "dtype", "device"):
+                ck.fail(f"task[{i}].params.{key}", "set at suite level (`seeds`, `dtype`, `device`), not per task",
+                        key)
+    for i, e in enumerate(suite.tuners):
+        try:
+            TUNERS.get(e.name)(**e.params)
+        except TypeError as exc:
+            ck.fail(f"tuner[{i}].params", f"keyword arguments of tuner {e.name!r} ({exc})", e.params)
+        except (ValueError, UnknownNameError) as exc:
+            raise SuiteError(f"suite file {ck.path!r}: key `tuner[{i}].params`: {exc}") from None

@@ -1,0 +1,226 @@
+"""The task contract: a bilevel problem with a ground-truth hypergradient.
+
+A task is the bilevel problem::
+
+    min_theta  F(theta) = outer_loss(w*(theta))
+    s.t.       w*(theta) = argmin_w inner_loss(w, theta)
+
+with parameters ``w`` a flat 1-D tensor and hyperparameters ``theta`` a flat 1-D tensor
+in the *transformed* coordinates of :attr:`Task.space` (see :mod:`hpo_bench.space`).
+
+Lifecycle: a task is built from keyword-only parameters and a ``seed``; the data are
+generated or loaded deterministically at construction and never change afterwards.
+Every method is then a pure function of its arguments (no ``.grad`` side effects).
+
+Ground truth. ``reference_hypergradient(theta)`` is dF/dtheta at the *exact* inner
+solution: a closed form where one exists (tag ``"closed-form"``), otherwise implicit
+differentiation with the dense Hessian at a tight solve (:func:`implicit_reference`).
+By the implicit function theorem, at a stationary point (``grad_w inner = 0``)::
+
+    dF/dtheta = - (d^2 inner / dtheta dw) H^{-1} grad_w outer,    H = d^2 inner / dw^2
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+
+from .space import Space
+
+__all__ = ["Task", "Linearization", "TaskParamError", "implicit_reference", "require", "resolve_dtype"]
+
+_DTYPES = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64, "float": torch.float32}
+
+
+class TaskParamError(ValueError):
+    """A task parameter breaks its rule."""
+
+
+def require(cond: bool, task: str, key: str, rule: str, value: Any) -> None:
+    """Raise :class:`TaskParamError` naming the task, the parameter, the rule and the value."""
+    if not cond:
+        raise TaskParamError(f"task {task!r}: parameter `{key}` must be {rule}, but got {value!r}")
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"`dtype` must be one of {sorted(_DTYPES)}, but got {dtype!r}") from None
+
+
+class Linearization:
+    """Matrix-free second-order information of ``inner_loss`` at one point ``(w, theta)``.
+
+    Built once per hypergradient; every call reuses one autograd graph of
+    ``grad_w inner(w, theta)`` (double backward), so one HVP costs one backward pass.
+    Tasks with structure (e.g. a cached Gram matrix) may subclass it.
+
+    Attributes:
+        grad: ``grad_w inner`` at the point (detached), shape ``(p,)``.
+        n_hvp: Hessian-vector products computed so far.
+        n_cross: cross-derivative products computed so far.
+    """
+
+    def __init__(self, task: Task, w: torch.Tensor, theta: torch.Tensor) -> None:
+        self.task = task
+        self._w = w.detach().requires_grad_(True)
+        self._theta = theta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss = task.inner_loss(self._w, self._theta)
+            (g,) = torch.autograd.grad(loss, self._w, create_graph=True)
+        self._g = g
+        self.grad = g.detach()
+        self.n_hvp = 0
+        self.n_cross = 0
+
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        """``H v`` with ``H = d^2 inner / dw^2``."""
+        self.n_hvp += 1
+        (hv,) = torch.autograd.grad(self._g, self._w, v, retain_graph=True)
+        return hv
+
+    def cross_vjp(self, v: torch.Tensor) -> torch.Tensor:
+        """``(d^2 inner / dtheta dw) v``: how ``grad_w inner`` moves with ``theta``, applied to ``v``."""
+        self.n_cross += 1
+        (cv,) = torch.autograd.grad(self._g, self._theta, v, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(self._theta) if cv is None else cv
+
+    def hessian(self) -> torch.Tensor:
+        """Dense ``H`` (p HVPs' worth of work), for small problems and references."""
+        p = self._w.shape[0]
+        eye = torch.eye(p, dtype=self._w.dtype, device=self._w.device)
+        rows = torch.autograd.grad(self._g, self._w, eye, retain_graph=True, is_grads_batched=True)[0]
+        self.n_hvp += p
+        return 0.5 * (rows + rows.T)
+
+
+class Task(ABC):
+    """Base class of every task. Subclasses set :attr:`name` and implement the abstract methods.
+
+    Constructors take keyword-only parameters only and must store them in
+    ``self.params`` (JSON-serialisable) so records can name the exact instance.
+
+    Class attributes:
+        name: registry name.
+        tags: declared capabilities, e.g. ``{"closed-form", "quadratic", "per-example"}``.
+        check_params: small parameters used by ``hpo-bench check`` and the test kit.
+    """
+
+    name: ClassVar[str] = ""
+    tags: ClassVar[frozenset[str]] = frozenset()
+    check_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, *, seed: int = 0, dtype: str | torch.dtype = "float64", device: str = "cpu") -> None:
+        self.seed = int(seed)
+        self.dtype = resolve_dtype(dtype)
+        self.device = torch.device(device)
+        self.params: dict[str, Any] = {}
+
+    # -------------------------------------------------------------- contract
+    @property
+    @abstractmethod
+    def space(self) -> Space:
+        """The hyperparameter space."""
+
+    @property
+    @abstractmethod
+    def n_params(self) -> int:
+        """Length of the flat parameter vector ``w``."""
+
+    @abstractmethod
+    def init_params(self) -> torch.Tensor:
+        """Deterministic starting point of inner solvers, shape ``(n_params,)``."""
+
+    @abstractmethod
+    def inner_loss(self, w: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Training objective (data term + penalty), a scalar differentiable in ``w`` and ``theta``."""
+
+    @abstractmethod
+    def outer_loss(self, w: torch.Tensor) -> torch.Tensor:
+        """Validation loss, a scalar differentiable in ``w``."""
+
+    @abstractmethod
+    def test_loss(self, w: torch.Tensor) -> torch.Tensor:
+        """Held-out test loss (never seen by tuners)."""
+
+    @abstractmethod
+    def solve(self, theta: torch.Tensor) -> torch.Tensor:
+        """Reference inner solution ``w*(theta)`` (closed form, or converged to ~1e-12)."""
+
+    def reference_hypergradient(self, theta: torch.Tensor) -> torch.Tensor:
+        """Ground-truth ``dF/dtheta``; default: dense implicit differentiation at :meth:`solve`."""
+        return implicit_reference(self, theta)
+
+    # -------------------------------------------------------------- optional
+    @property
+    def n_train(self) -> int:
+        raise NotImplementedError(f"task {self.name!r} has no per-example training losses")
+
+    def inner_loss_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Training objective on the examples ``idx`` (data term averaged over them + penalty).
+
+        Averaging over all examples gives :meth:`inner_loss`. Tasks tagged ``"per-example"``
+        implement it; stochastic inner solvers need it.
+        """
+        raise NotImplementedError(f"task {self.name!r} has no per-example training losses")
+
+    def linearize(self, w: torch.Tensor, theta: torch.Tensor) -> Linearization:
+        """Second-order oracle at ``(w, theta)``; override to exploit structure."""
+        return Linearization(self, w, theta)
+
+    def inner_grad(self, w: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """``grad_w inner(w, theta)`` (no graph kept)."""
+        with torch.enable_grad():
+            w_ = w.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.inner_loss(w_, theta.detach()), w_)
+        return g
+
+    def outer_grad(self, w: torch.Tensor) -> torch.Tensor:
+        """``grad_w outer(w)`` (no graph kept)."""
+        with torch.enable_grad():
+            w_ = w.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.outer_loss(w_), w_)
+        return g
+
+    def response(self, theta: torch.Tensor) -> torch.Tensor:
+        """``F(theta) = outer_loss(solve(theta))``: the function tuners minimise."""
+        return self.outer_loss(self.solve(theta))
+
+    def tensor(self, data, **kw) -> torch.Tensor:
+        return torch.as_tensor(data, dtype=self.dtype, device=self.device, **kw)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params), "seed": self.seed,
+                "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
+                "n_params": self.n_params, "n_hyper": self.space.dim, "tags": sorted(self.tags)}
+
+    def params_json(self) -> str:
+        return json.dumps(self.params, sort_keys=True, default=str)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args}, seed={self.seed})"
+
+
+def implicit_reference(task: Task, theta: torch.Tensor) -> torch.Tensor:
+    """Implicit differentiation with the dense Hessian at the task's reference solve.
+
+    Exact up to the accuracy of :meth:`Task.solve`; the fallback reference for tasks with
+    no closed form. Solves with Cholesky where ``H`` is positive definite, else LU.
+    """
+    w = task.solve(theta).detach()
+    lin = task.linearize(w, theta)
+    h = lin.hessian()
+    v = task.outer_grad(w)
+    chol, info = torch.linalg.cholesky_ex(h)
+    if int(info) == 0:
+        q = torch.cholesky_solve(v.unsqueeze(1), chol).squeeze(1)
+    else:
+        q = torch.linalg.solve(h, v)
+    return -lin.cross_vjp(q)

@@ -1,0 +1,150 @@
+"""Shared maths of the quadratic (ridge-type) tasks.
+
+Inner objective, with penalty vector ``d = d(theta)`` (one entry per weight)::
+
+    inner(w, theta) = a/n ||X w - y||^2 + b * sum_j d_j w_j^2
+
+so that, with ``G = X^T X / n`` and ``c = X^T y / n`` (cached once),
+
+    H  = 2a G + 2b diag(d)                      (constant in w)
+    w* = H^{-1} (2a c)
+    dF/dd_j = -2b w*_j q_j,   q = H^{-1} grad outer(w*)      (implicit function theorem)
+
+and ``dF/dtheta`` follows from ``d(theta)`` by the chain rule (sum over a scalar block,
+times ``lam`` for a log transform). The outer and test losses are mean squared errors.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hpo_bench.space import Space
+from hpo_bench.task import Linearization, Task
+
+__all__ = ["QuadraticTask", "QuadraticLinearization"]
+
+
+class QuadraticLinearization(Linearization):
+    """HVPs from the cached Gram matrix: ``H v = 2a G v + 2b d * v`` (a p x p mat-vec, not n x p)."""
+
+    def __init__(self, task: QuadraticTask, w: torch.Tensor, theta: torch.Tensor) -> None:
+        self.task = task
+        self._w = w.detach()
+        self._theta = theta.detach()
+        self._d = task.penalty_vector(self._theta)
+        self.grad = 2 * task.a * (task.gram @ self._w - task.xty) + 2 * task.b * self._d * self._w
+        self.n_hvp = 0
+        self.n_cross = 0
+
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        self.n_hvp += 1
+        t = self.task
+        return 2 * t.a * (t.gram @ v) + 2 * t.b * self._d * v
+
+    def cross_vjp(self, v: torch.Tensor) -> torch.Tensor:
+        self.n_cross += 1
+        return self.task.chain_to_theta(self._theta, 2 * self.task.b * self._w * v)
+
+    def hessian(self) -> torch.Tensor:
+        self.n_hvp += self._w.shape[0]
+        return self.task.hessian(self._theta)
+
+
+class QuadraticTask(Task):
+    """Base of ridge-type tasks. Subclasses set the data and call :meth:`_setup`."""
+
+    tags = frozenset({"closed-form", "quadratic", "convex", "per-example"})
+    a: float = 0.5
+    b: float = 0.5
+
+    def _setup(self, x_train, y_train, x_val, y_val, x_test, y_test, space: Space, w0=None) -> None:
+        t = self.tensor
+        self.x_train, self.y_train = t(x_train), t(y_train).reshape(-1)
+        self.x_val, self.y_val = t(x_val), t(y_val).reshape(-1)
+        self.x_test, self.y_test = t(x_test), t(y_test).reshape(-1)
+        n = self.x_train.shape[0]
+        self.gram = self.x_train.T @ self.x_train / n
+        self.xty = self.x_train.T @ self.y_train / n
+        self._space = space
+        p = self.x_train.shape[1]
+        self._w0 = torch.zeros(p, dtype=self.dtype, device=self.device) if w0 is None else t(w0).reshape(-1)
+
+    # -------------------------------------------------------------- contract
+    @property
+    def space(self) -> Space:
+        return self._space
+
+    @property
+    def n_params(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def n_train(self) -> int:
+        return self.x_train.shape[0]
+
+    def init_params(self) -> torch.Tensor:
+        return self._w0.clone()
+
+    def penalty_vector(self, theta: torch.Tensor) -> torch.Tensor:
+        """One penalty per weight, differentiable in ``theta``."""
+        lam = self.space.to_natural(theta)
+        return lam.expand(self.n_params) if lam.shape[0] == 1 else lam
+
+    def chain_to_theta(self, theta: torch.Tensor, g_d: torch.Tensor) -> torch.Tensor:
+        """Map a gradient with respect to the penalty vector onto ``theta``."""
+        g = g_d.sum().reshape(1) if self.space.dim == 1 else g_d
+        block = self.space.blocks[0]
+        return g * torch.exp(theta) if block.transform == "log" else g
+
+    def inner_loss(self, w: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        r = self.x_train @ w - self.y_train
+        return self.a * (r @ r) / r.shape[0] + self.b * torch.sum(self.penalty_vector(theta) * w * w)
+
+    def inner_loss_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        r = self.x_train[idx] @ w - self.y_train[idx]
+        return self.a * (r @ r) / r.shape[0] + self.b * torch.sum(self.penalty_vector(theta) * w * w)
+
+    def outer_loss(self, w: torch.Tensor) -> torch.Tensor:
+        r = self.x_val @ w - self.y_val
+        return (r @ r) / r.shape[0]
+
+    def test_loss(self, w: torch.Tensor) -> torch.Tensor:
+        r = self.x_test @ w - self.y_test
+        return (r @ r) / r.shape[0]
+
+    # ------------------------------------------------------- closed forms
+    def hessian(self, theta: torch.Tensor) -> torch.Tensor:
+        return 2 * self.a * self.gram + torch.diag(2 * self.b * self.penalty_vector(theta.detach()))
+
+    def _factor(self, theta: torch.Tensor) -> torch.Tensor:
+        chol, info = torch.linalg.cholesky_ex(self.hessian(theta))
+        if int(info) != 0:
+            raise FloatingPointError(
+                f"{self.name}: the inner problem is not strictly convex at lam="
+                f"{self.space.to_natural(theta.detach()).tolist()} (Hessian not positive definite)"
+            )
+        return chol
+
+    def solve(self, theta: torch.Tensor) -> torch.Tensor:
+        chol = self._factor(theta)
+        return torch.cholesky_solve((2 * self.a * self.xty).unsqueeze(1), chol).squeeze(1)
+
+    def reference_hypergradient(self, theta: torch.Tensor) -> torch.Tensor:
+        """Closed form: ``-2b w* . H^{-1} grad outer(w*)`` chained onto ``theta``."""
+        theta = theta.detach()
+        chol = self._factor(theta)
+        w = torch.cholesky_solve((2 * self.a * self.xty).unsqueeze(1), chol).squeeze(1)
+        r = self.x_val @ w - self.y_val
+        gout = 2 * self.x_val.T @ r / r.shape[0]
+        q = torch.cholesky_solve(gout.unsqueeze(1), chol).squeeze(1)
+        return self.chain_to_theta(theta, -2 * self.b * w * q)
+
+    def linearize(self, w: torch.Tensor, theta: torch.Tensor) -> Linearization:
+        return QuadraticLinearization(self, w, theta)
+
+    def inner_grad(self, w: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return 2 * self.a * (self.gram @ w - self.xty) + 2 * self.b * self.penalty_vector(theta) * w
+
+    def outer_grad(self, w: torch.Tensor) -> torch.Tensor:
+        r = self.x_val @ w - self.y_val
+        return 2 * self.x_val.T @ r / r.shape[0]

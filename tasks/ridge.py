@@ -1,0 +1,115 @@
+"""Ridge regression with one penalty (``ridge``) or one penalty per feature (``ridge_per_feature``).
+
+Inner objective ``1/(2n) ||X w - y||^2 + 1/2 sum_j lam_j w_j^2``; validation and test
+losses are mean squared errors. Closed-form ``w*`` and hypergradient (see
+:mod:`hpo_bench.tasks._quadratic`).
+
+Data (``dataset``):
+
+* ``"synthetic"``: ``n`` training rows (``n_val``, ``n_test`` held out), ``p`` Gaussian
+  features with Toeplitz correlation ``rho^|i-j|``, column scales spread log-uniformly
+  from 1 to ``scale_spread``, ``n_informative`` non-zero true weights (positions drawn
+  from the seed), Gaussian noise of standard deviation ``noise``.
+* ``"diabetes"``: scikit-learn's bundled diabetes set (442 x 10, offline), shuffled by
+  the seed and split 50/25/25; features and target standardised with training
+  statistics (no intercept is fitted after centring).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hpo_bench.registry import register_task
+from hpo_bench.space import Block, Space
+from hpo_bench.task import require as _require
+
+from ._quadratic import QuadraticTask
+
+__all__ = ["Ridge", "RidgePerFeature", "make_regression_data"]
+
+DATASETS = ("synthetic", "diabetes")
+
+
+def make_regression_data(*, task: str, dataset: str, n: int, p: int, noise: float, rho: float,
+                         scale_spread: float, n_informative: int | None, n_val: int | None,
+                         n_test: int | None, seed: int):
+    """Return ``(x_tr, y_tr, x_va, y_va, x_te, y_te)`` as float64 numpy arrays."""
+    _require(dataset in DATASETS, task, "dataset", f"one of {list(DATASETS)}", dataset)
+    rng = np.random.default_rng(seed)
+    if dataset == "diabetes":
+        from sklearn.datasets import load_diabetes
+
+        x, y = load_diabetes(return_X_y=True)
+        perm = rng.permutation(len(y))
+        x, y = x[perm], y[perm]
+        n_tr, n_va = len(y) // 2, len(y) // 4
+        tr, va, te = slice(0, n_tr), slice(n_tr, n_tr + n_va), slice(n_tr + n_va, None)
+        mu, sd = x[tr].mean(0), x[tr].std(0)
+        x = (x - mu) / sd
+        y = (y - y[tr].mean()) / y[tr].std()
+        return x[tr], y[tr], x[va], y[va], x[te], y[te]
+
+    for key, val in (("n", n), ("p", p)):
+        _require(isinstance(val, int) and val >= 1, task, key, "an integer >= 1", val)
+    _require(noise >= 0, task, "noise", ">= 0", noise)
+    _require(0 <= rho < 1, task, "rho", "0 <= rho < 1", rho)
+    _require(scale_spread >= 1, task, "scale_spread", ">= 1", scale_spread)
+    k = p // 2 if n_informative is None else n_informative
+    _require(isinstance(k, int) and 0 <= k <= p, task, "n_informative", f"an integer in [0, p={p}]", k)
+    n_val = max(n // 2, 10) if n_val is None else n_val
+    n_test = max(n // 2, 10) if n_test is None else n_test
+    _require(isinstance(n_val, int) and n_val >= 1, task, "n_val", "an integer >= 1", n_val)
+    _require(isinstance(n_test, int) and n_test >= 1, task, "n_test", "an integer >= 1", n_test)
+
+    idx = np.arange(p)
+    cov = rho ** np.abs(idx[:, None] - idx[None, :])
+    chol = np.linalg.cholesky(cov)
+    scales = np.logspace(0.0, np.log10(scale_spread), p)
+    w_true = np.zeros(p)
+    support = rng.choice(p, size=k, replace=False)
+    w_true[support] = rng.standard_normal(k)
+    total = n + n_val + n_test
+    x = (rng.standard_normal((total, p)) @ chol.T) * scales
+    # true weights act on unit-scale features, so feature scale does not decide relevance
+    y = (x / scales) @ w_true + noise * rng.standard_normal(total)
+    tr, va, te = slice(0, n), slice(n, n + n_val), slice(n + n_val, None)
+    return x[tr], y[tr], x[va], y[va], x[te], y[te]
+
+
+class _RidgeBase(QuadraticTask):
+    check_params = {"n": 60, "p": 6, "rho": 0.6}
+    per_feature: bool = False
+
+    def __init__(self, *, dataset: str = "synthetic", n: int = 200, p: int = 20, noise: float = 1.0,
+                 rho: float = 0.5, scale_spread: float = 10.0, n_informative: int | None = None,
+                 n_val: int | None = None, n_test: int | None = None, lam0: float = 1.0,
+                 lam_low: float = 1e-6, lam_high: float = 1e6, seed: int = 0, dtype="float64",
+                 device: str = "cpu") -> None:
+        super().__init__(seed=seed, dtype=dtype, device=device)
+        data = make_regression_data(task=self.name, dataset=dataset, n=n, p=p, noise=noise, rho=rho,
+                                    scale_spread=scale_spread, n_informative=n_informative,
+                                    n_val=n_val, n_test=n_test, seed=seed)
+        p_eff = data[0].shape[1]
+        space = Space((Block("lam", kind="per_feature" if self.per_feature else "scalar",
+                             size=p_eff if self.per_feature else 1, low=lam_low, high=lam_high,
+                             transform="log", init=lam0),))
+        self._setup(*data, space=space)
+        self.params = {"dataset": dataset, "lam0": lam0, "lam_low": lam_low, "lam_high": lam_high}
+        if dataset == "synthetic":
+            self.params.update({"n": n, "p": p, "noise": noise, "rho": rho, "scale_spread": scale_spread,
+                                "n_informative": n_informative, "n_val": n_val, "n_test": n_test})
+
+
+@register_task
+class Ridge(_RidgeBase):
+    """Ridge regression, one penalty ``lam`` (log-transformed)."""
+
+    name = "ridge"
+
+
+@register_task
+class RidgePerFeature(_RidgeBase):
+    """Ridge regression, one penalty per feature (``p`` log-transformed hyperparameters)."""
+
+    name = "ridge_per_feature"
+    per_feature = True
