@@ -78,7 +78,7 @@ def run_inner(task: Task, theta: torch.Tensor, state: InnerState, *, solver: str
                     loss = task.inner_loss_batch(w_, theta, idx[i])
                     (g,) = torch.autograd.grad(loss, w_)
                 if state.trace is not None:
-                    state.trace.append(float(loss))
+                    state.trace.append(float(loss.detach()))
                 adam_step(state, g, lr)
         return steps * n
     raise ValueError(f"unknown inner solver {solver!r}; known inner solvers: {', '.join(INNER_SOLVERS)}")

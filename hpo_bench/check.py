@@ -1,0 +1,146 @@
+"""``hpo-bench check``: every hypergradient method vs the reference vs finite differences.
+
+For a task instance and a few hyperparameter points, compares
+
+* the task's reference hypergradient with central finite differences of the response
+  ``F(theta) = outer(solve(theta))`` (every coordinate when there are at most
+  ``fd_full_max`` hyperparameters, otherwise directional derivatives along seeded random
+  unit vectors);
+* every registered method with the reference and with the finite differences: relative
+  error, cosine, fraction of coordinates whose sign agrees, HVPs and time. Implicit
+  methods run at the reference solution ``w*``; unrolled ones from ``task.init_params()``
+  with their default number of steps, so their error includes the unfinished inner solve.
+
+A method that claims exactness (``info.exact``) fails beyond ``exact_tol``; the reference
+fails beyond ``fd_tol``. Approximate methods are reported, never failed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from .records import cosine, rel_error
+from .registry import METHODS, TASKS
+from .task import Task
+
+__all__ = ["CheckRow", "check_task", "build_check_task", "check_points", "finite_difference", "sign_agreement"]
+
+
+@dataclass
+class CheckRow:
+    task: str
+    point: int
+    hp: list[float]
+    method: str
+    kind: str
+    exact: bool
+    rel_error_ref: float
+    rel_error_fd: float
+    cosine: float
+    sign_agree: float
+    hvp: int
+    time_ms: float
+    verdict: str  # "pass", "FAIL", "approx"
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_points(task: Task, n_points: int = 3, seed: int = 0) -> list[torch.Tensor]:
+    """The space's initial point and ``n_points - 1`` seeded perturbations (unit normal in theta)."""
+    gen = torch.Generator().manual_seed(seed)
+    base = task.space.init_theta(dtype=task.dtype, device=task.device)
+    pts = [base]
+    for _ in range(n_points - 1):
+        step = torch.randn(base.shape[0], generator=gen, dtype=task.dtype).to(task.device)
+        pts.append(task.space.project(base + step))
+    return pts
+
+
+def finite_difference(task: Task, theta: torch.Tensor, directions: torch.Tensor, h: float = 1e-5) -> torch.Tensor:
+    """Central differences of ``F`` along each row of ``directions``: ``(F(t + h u) - F(t - h u)) / 2h``."""
+    out = []
+    for u in directions:
+        fp = float(task.response(theta + h * u))
+        fm = float(task.response(theta - h * u))
+        out.append((fp - fm) / (2 * h))
+    return torch.tensor(out, dtype=theta.dtype, device=theta.device)
+
+
+def sign_agreement(est: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-6) -> float:
+    """Fraction of coordinates where signs agree (coordinates with |ref| tiny count as agreeing)."""
+    small = ref.abs() <= rtol * float(ref.abs().max()) if ref.numel() else ref.abs() >= 0
+    agree = (torch.sign(est) == torch.sign(ref)) | small
+    return float(agree.double().mean())
+
+
+def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 3, seed: int = 0,
+               exact_tol: float = 1e-8, fd_tol: float = 1e-6, fd_full_max: int = 32, fd_h: float = 1e-5,
+               method_opts: dict[str, dict] | None = None) -> list[CheckRow]:
+    """Rows for every (point, method) plus one ``reference`` row per point."""
+    names = methods if methods is not None else METHODS.names()
+    fns = {n: METHODS.get(n) for n in names}
+    method_opts = method_opts or {}
+    rows: list[CheckRow] = []
+    m = task.space.dim
+    gen = torch.Generator().manual_seed(seed + 1)
+    for k, theta in enumerate(check_points(task, n_points, seed)):
+        hp = [float(v) for v in task.space.to_natural(theta).cpu()]
+        if m <= fd_full_max:
+            dirs = torch.eye(m, dtype=task.dtype, device=task.device)
+        else:
+            dirs = torch.randn(8, m, generator=gen, dtype=task.dtype).to(task.device)
+            dirs = dirs / torch.linalg.vector_norm(dirs, dim=1, keepdim=True)
+        fd = finite_difference(task, theta, dirs, fd_h)
+        t0 = time.perf_counter()
+        ref = task.reference_hypergradient(theta)
+        t_ref = (time.perf_counter() - t0) * 1e3
+        ref_fd = rel_error(dirs @ ref, fd)
+        full = m <= fd_full_max
+        rows.append(CheckRow(
+            task=task.name, point=k, hp=hp, method="reference", kind="reference", exact=True,
+            rel_error_ref=0.0, rel_error_fd=ref_fd, cosine=cosine(dirs @ ref, fd),
+            sign_agree=sign_agreement(dirs @ ref, fd), hvp=0, time_ms=t_ref,
+            verdict="pass" if ref_fd <= fd_tol else "FAIL",
+            note=("closed form" if "closed-form" in task.tags else "dense implicit at tight solve")
+            + ("" if full else f"; FD on {dirs.shape[0]} random directions")))
+        w_star = task.solve(theta)
+        w0 = task.init_params()
+        for name, fn in fns.items():
+            opts = dict(method_opts.get(name, {}))
+            t0 = time.perf_counter()
+            try:
+                hg = fn(task, w_star if fn.info.kind == "implicit" else w0, theta, **opts)
+            except Exception as exc:  # reported per method; one broken method must not hide the others
+                rows.append(CheckRow(task.name, k, hp, name, fn.info.kind, fn.info.exact, math.nan, math.nan,
+                                     math.nan, math.nan, 0, math.nan, "FAIL", f"{type(exc).__name__}: {exc}"))
+                continue
+            dt = (time.perf_counter() - t0) * 1e3
+            g = hg.grad
+            err = rel_error(g, ref)
+            verdict = ("pass" if err <= exact_tol else "FAIL") if fn.info.exact else "approx"
+            note = ""
+            if fn.info.kind == "unrolled":
+                note = f"T={hg.stats.get('iterations')} steps from w0"
+            elif "converged" in hg.stats and not hg.stats["converged"]:
+                note = f"not converged ({hg.stats.get('cg_status', '')})"
+            rows.append(CheckRow(
+                task=task.name, point=k, hp=hp, method=name, kind=fn.info.kind, exact=fn.info.exact,
+                rel_error_ref=err, rel_error_fd=rel_error(dirs @ g, fd), cosine=cosine(g, ref),
+                sign_agree=sign_agreement(g, ref), hvp=int(hg.stats.get("hvp", 0)), time_ms=dt,
+                verdict=verdict, note=note))
+    return rows
+
+
+def build_check_task(name: str, params: dict[str, Any] | None = None, *, dtype: str = "float64",
+                     device: str = "cpu", seed: int = 0) -> Task:
+    """The task's small ``check_params`` instance, updated with ``params``."""
+    cls = TASKS.get(name)
+    kw = {**getattr(cls, "check_params", {}), **(params or {})}
+    return cls(**kw, seed=seed, dtype=dtype, device=device)

@@ -1,0 +1,225 @@
+"""The ``hpo-bench`` command line.
+
+Bad input (unknown names, malformed suite files, bad parameters or bounds) ends with one
+line on stderr and exit status 2, never a traceback. ``check`` exits 1 when a method that
+claims exactness (or the reference) disagrees beyond tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .registry import METHODS, TASKS, TUNERS, RegistryError, UnknownNameError
+from .space import SpaceError
+from .suite import SuiteError
+from .task import TaskParamError
+from .tuner import TunerParamError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hyperparameter-optimization benchmarks with ground-truth hypergradients.")
+console = Console(width=None if sys.stdout.isatty() else 180)
+BAD_INPUT = (UnknownNameError, SuiteError, SpaceError, TaskParamError, TunerParamError, RegistryError)
+
+
+class BadInput(Exception):
+    """Raised by commands for input they reject; printed as one line, exit 2."""
+
+
+def _parse_params(items: list[str] | None, what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise BadInput(f"{what} must look like key=value (TOML value), but got {item!r}")
+        key, val = item.split("=", 1)
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {val}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = val  # a bare word is a string
+    return out
+
+
+# ----------------------------------------------------------------------- list
+@app.command("list")
+def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Tasks, tuners, hypergradient methods and named suites."""
+    from .suite import load_suite, named_suites
+
+    tasks = [{"name": n, "tags": sorted(getattr(c, "tags", ())), "origin": TASKS.origin(n),
+              "summary": (c.__doc__ or "").strip().splitlines()[0]} for n, c in TASKS.items()]
+    tuners = [{"name": n, "tags": sorted(getattr(c, "tags", ())), "origin": TUNERS.origin(n),
+               "summary": (c.__doc__ or "").strip().splitlines()[0]} for n, c in TUNERS.items()]
+    methods = [{"name": n, "kind": f.info.kind, "exact": f.info.exact, "knob": f.info.knob,
+                "summary": f.info.summary} for n, f in METHODS.items()]
+    suites = []
+    for n, p in sorted(named_suites().items()):
+        s = load_suite(str(p), validate=False)
+        suites.append({"name": n, "cells": len(s.cells()), "description": s.description})
+    if as_json:
+        print(json.dumps({"tasks": tasks, "tuners": tuners, "methods": methods, "suites": suites}, indent=2))
+        return
+    for title, rows, cols in (("Tasks", tasks, ("name", "tags", "summary")),
+                              ("Tuners", tuners, ("name", "tags", "summary")),
+                              ("Hypergradient methods", methods, ("name", "kind", "exact", "knob", "summary")),
+                              ("Suites", suites, ("name", "cells", "description"))):
+        table = Table(title=title, title_justify="left")
+        for c in cols:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*[", ".join(r[c]) if isinstance(r[c], list) else str(r[c]) for c in cols])
+        console.print(table)
+
+
+# ---------------------------------------------------------------------- check
+def _fmt(x: float) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2e}"
+
+
+@app.command("check")
+def check_cmd(
+    task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="Task(s) to check (default: all)."),
+    method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Method(s) (default: all)."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="Task parameter key=value (TOML)."),
+    points: int = typer.Option(3, help="Hyperparameter points per task."),
+    seed: int = typer.Option(0, help="Seed of the task data and the points."),
+    exact_tol: float = typer.Option(1e-8, help="Max rel. error of exact methods vs the reference."),
+    fd_tol: float = typer.Option(1e-6, help="Max rel. error of the reference vs finite differences."),
+    device: str = typer.Option("cpu", help="Torch device."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Gradient check: every method vs the reference vs central finite differences."""
+    from .check import build_check_task, check_task
+
+    if points < 1:
+        raise BadInput(f"--points must be >= 1, but got {points}")
+    names = task or TASKS.names()
+    for n in names:
+        TASKS.get(n)
+    for m in method or []:
+        METHODS.get(m)
+    params = _parse_params(param, "--param")
+    rows = []
+    for n in names:
+        t = build_check_task(n, params, device=device, seed=seed)
+        rows.extend(check_task(t, methods=method, n_points=points, seed=seed, exact_tol=exact_tol, fd_tol=fd_tol))
+    failed = [r for r in rows if r.verdict == "FAIL"]
+    if as_json:
+        print(json.dumps({"rows": [r.as_dict() for r in rows], "failed": len(failed)}, indent=2))
+    else:
+        table = Table(title="Hypergradient check (float64): rel. error vs reference and vs finite differences",
+                      title_justify="left")
+        for c in ("task", "pt", "λ (first)", "method", "kind", "err vs ref", "err vs FD", "cosine", "sign",
+                  "HVPs", "ms", "verdict", "note"):
+            table.add_column(c, justify="right" if c in ("err vs ref", "err vs FD", "HVPs", "ms") else "left")
+        for r in rows:
+            style = "red" if r.verdict == "FAIL" else ("green" if r.verdict == "pass" else None)
+            table.add_row(r.task, str(r.point), f"{r.hp[0]:.4g}" + (" …" if len(r.hp) > 1 else ""), r.method,
+                          r.kind, _fmt(r.rel_error_ref), _fmt(r.rel_error_fd), f"{r.cosine:.4f}",
+                          f"{r.sign_agree:.2f}", str(r.hvp), f"{r.time_ms:.2f}", r.verdict, r.note, style=style)
+        console.print(table)
+        console.print(f"{len(rows)} rows, {len(failed)} failed (exact methods: rel. error <= {exact_tol:g}; "
+                      f"reference vs FD <= {fd_tol:g}; approximate methods are reported, not failed)")
+    if failed:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------ run
+@app.command("run")
+def run_cmd(
+    suite: str = typer.Argument(..., help="A named suite (see `hpo-bench list`) or a path to a suite TOML."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (records.parquet, cells/, provenance.json)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print where results went."),
+) -> None:
+    """Run a suite: every task x tuner x seed cell, serially."""
+    from .harness import run_suite
+    from .suite import load_suite
+    from .summary import summarize
+
+    s = load_suite(suite)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {str(out)!r} exists and is not a folder")
+    n = len(s.cells())
+    if not quiet:
+        console.print(f"suite [bold]{s.name}[/bold]: {n} cells ({len(s.tasks)} tasks x {len(s.tuners)} tuners x "
+                      f"{len(s.seeds)} seeds) -> {out}")
+
+    def on_cell(cell, rows, k, total):
+        if quiet:
+            return
+        last = rows[-1]
+        console.print(f"[{k}/{total}] {cell.cell_id}: {last['status']} after {len(rows)} records, "
+                      f"val {last['best_val_loss']:.4g}, {last['time_s']:.2f} s")
+
+    res = run_suite(s, out, argv=sys.argv, on_cell=on_cell)
+    if not quiet:
+        console.print(summarize(res.frame))
+    bad = {k: v for k, v in res.statuses.items() if v != "ok"}
+    console.print(f"records: {res.records_path} ({len(res.frame)} rows); provenance: {res.provenance_path}"
+                  + (f"; {len(bad)} cells not ok: {', '.join(f'{k}={v}' for k, v in bad.items())}" if bad else ""))
+
+
+@app.command("show")
+def show_cmd(run_dir: Path = typer.Argument(..., help="A run folder written by `hpo-bench run`.")) -> None:
+    """Summarise a finished run folder (one row per task x tuner, mean over seeds)."""
+    import pandas as pd
+
+    from .summary import summarize
+
+    path = run_dir / "records.parquet"
+    if not path.is_file():
+        raise BadInput(f"{str(path)!r} not found: is {str(run_dir)!r} a run folder written by `hpo-bench run`?")
+    console.print(summarize(pd.read_parquet(path)))
+
+
+@app.command("notebook")
+def notebook_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Replay the seed notebook: its printed numbers vs ours, then what its hypergradient gets right and wrong."""
+    from .notebook import diagnose, render, replay
+
+    rep = replay()
+    diag = diagnose()
+    if as_json:
+        print(json.dumps({"replay": rep, "diagnosis": diag}, indent=2, default=float))
+    else:
+        render(console, rep, diag)
+    if not all(r["match"] for r in rep):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console entry point: bad input is one line on stderr and exit status 2."""
+    try:
+        rc = app(standalone_mode=False)
+    except BadInput as exc:
+        print(f"hpo-bench: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except BAD_INPUT as exc:
+        print(f"hpo-bench: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("hpo-bench: aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        # click's usage errors (typer may vendor click, so match by shape, not by class)
+        if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
+            print(exc.ctx.get_help())
+            sys.exit(0)
+        if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+            print(f"hpo-bench: error: {exc.format_message()}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        raise
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
