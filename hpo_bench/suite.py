@@ -23,8 +23,9 @@ Schema (every key but ``task``, ``tuner`` and ``seeds`` is optional)::
     label = "cg"
     params = { method = "cg" }
     budget = { steps = 50 }        # overrides [budget] for this tuner
+    tasks = ["ridge-small"]        # optional: only these task labels (default: all)
 
-Cells are every task x tuner x seed. Named suites ship in ``hpo_bench/suites/``.
+Cells are every task x tuner x seed (a tuner's ``tasks`` list restricts its tasks). Named suites ship in ``hpo_bench/suites/``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .task import resolve_dtype
 __all__ = ["Suite", "SuiteError", "Entry", "Cell", "load_suite", "named_suites", "suite_path"]
 
 TOP_KEYS = {"name", "description", "seeds", "dtype", "device", "reference", "budget", "task", "tuner"}
-ENTRY_KEYS = {"task": {"name", "label", "params"}, "tuner": {"name", "label", "params", "budget"}}
+ENTRY_KEYS = {"task": {"name", "label", "params"}, "tuner": {"name", "label", "params", "budget", "tasks"}}
 BUDGET_KEYS = {"steps", "seconds"}
 _LABEL = re.compile(r"^[A-Za-z0-9_.+=-]+$")
 
@@ -60,6 +61,7 @@ class Entry:
     label: str
     params: dict[str, Any]
     budget: Budget | None = None
+    only_tasks: tuple[str, ...] | None = None  # tuner entries: restrict to these task labels
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,8 @@ class Suite:
 
     def cells(self) -> list[Cell]:
         return [Cell(self.name, t, u, s, u.budget or self.budget, self.dtype, self.device, self.reference)
-                for t in self.tasks for u in self.tuners for s in self.seeds]
+                for t in self.tasks for u in self.tuners for s in self.seeds
+                if u.only_tasks is None or t.label in u.only_tasks]
 
 
 def named_suites() -> dict[str, Path]:
@@ -209,7 +212,16 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
             if not isinstance(params, dict):
                 ck.fail(f"{where}.params", "a table of keyword arguments", params)
             ebudget = ck.budget(t["budget"], f"{where}.budget") if "budget" in t else None
-            out.append(Entry(nm, label, dict(params), ebudget))
+            only = t.get("tasks")
+            if only is not None:
+                known = [e.label for e in entries["task"]]
+                if not isinstance(only, list) or not only or not all(isinstance(x, str) for x in only):
+                    ck.fail(f"{where}.tasks", "a non-empty list of task labels", only)
+                for x in only:
+                    if x not in known:
+                        ck.fail(f"{where}.tasks", f"a list of task labels of this suite ({', '.join(known)})", x)
+                only = tuple(only)
+            out.append(Entry(nm, label, dict(params), ebudget, only))
         labels = [e.label for e in out]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
