@@ -25,6 +25,12 @@ from ._base import Hypergradient, hypergradient_method
 __all__ = ["exact", "cg", "neumann", "fixed_point", "identity", "conjugate_gradient", "power_step"]
 
 
+def _start(task: Task, w: torch.Tensor, theta: torch.Tensor):
+    """Detach the inputs (methods never write ``.grad``), linearize, and take ``grad_w outer``."""
+    w, theta = w.detach(), theta.detach()
+    return w, theta, task.linearize(w, theta), task.outer_grad(w).detach()
+
+
 def _finish(task: Task, w: torch.Tensor, lin: Linearization, q: torch.Tensor, stats: dict) -> Hypergradient:
     grad = -lin.cross_vjp(q)
     stats = {"hvp": lin.n_hvp, "grad_evals": 1, "outer_grad_evals": 1, **stats}
@@ -34,8 +40,7 @@ def _finish(task: Task, w: torch.Tensor, lin: Linearization, q: torch.Tensor, st
 @hypergradient_method("exact", kind="implicit", exact=True, knob=None,
                       summary="dense Hessian solve (Cholesky); p HVPs")
 def exact(task: Task, w: torch.Tensor, theta: torch.Tensor) -> Hypergradient:
-    lin = task.linearize(w, theta)
-    v = task.outer_grad(w)
+    w, theta, lin, v = _start(task, w, theta)
     h = lin.hessian()
     chol, info = torch.linalg.cholesky_ex(h)
     q = torch.cholesky_solve(v.unsqueeze(1), chol).squeeze(1) if int(info) == 0 else torch.linalg.solve(h, v)
@@ -89,8 +94,7 @@ def conjugate_gradient(matvec, b: torch.Tensor, *, tol: float, max_iter: int,
 def cg(task: Task, w: torch.Tensor, theta: torch.Tensor, *, tol: float = 1e-10, max_iter: int | None = None,
        x0: torch.Tensor | None = None) -> Hypergradient:
     """CG to relative residual ``tol`` (default 1e-10) or ``max_iter`` (default ``2 p + 10``)."""
-    lin = task.linearize(w, theta)
-    v = task.outer_grad(w)
+    w, theta, lin, v = _start(task, w, theta)
     max_iter = 2 * v.shape[0] + 10 if max_iter is None else int(max_iter)
     q, info = conjugate_gradient(lin.hvp, v, tol=tol, max_iter=max_iter, x0=x0)
     info.pop("hvp_cg", None)
@@ -127,8 +131,7 @@ def _step_size(lin: Linearization, alpha: float | None, n: int) -> tuple[float, 
 def neumann(task: Task, w: torch.Tensor, theta: torch.Tensor, *, iterations: int = 20,
             alpha: float | None = None) -> Hypergradient:
     """``K = iterations`` HVPs; ``alpha`` defaults to ``1/L`` by power iteration (HVPs counted)."""
-    lin = task.linearize(w, theta)
-    v = task.outer_grad(w)
+    w, theta, lin, v = _start(task, w, theta)
     a, info = _step_size(lin, alpha, v.shape[0])
     term = v.clone()
     acc = v.clone()
@@ -143,8 +146,7 @@ def neumann(task: Task, w: torch.Tensor, theta: torch.Tensor, *, iterations: int
 def fixed_point(task: Task, w: torch.Tensor, theta: torch.Tensor, *, iterations: int = 20,
                 alpha: float | None = None) -> Hypergradient:
     """``K = iterations`` iterations from ``q_0 = 0`` (the first needs no HVP: ``q_1 = alpha v``)."""
-    lin = task.linearize(w, theta)
-    v = task.outer_grad(w)
+    w, theta, lin, v = _start(task, w, theta)
     a, info = _step_size(lin, alpha, v.shape[0])
     q = torch.zeros_like(v)
     for k in range(int(iterations)):
@@ -155,6 +157,5 @@ def fixed_point(task: Task, w: torch.Tensor, theta: torch.Tensor, *, iterations:
 @hypergradient_method("identity", kind="implicit", exact=False, knob=None,
                       summary="H^{-1} ~ I (the seed notebook's formula); no HVP")
 def identity(task: Task, w: torch.Tensor, theta: torch.Tensor) -> Hypergradient:
-    lin = task.linearize(w, theta)
-    v = task.outer_grad(w)
+    w, theta, lin, v = _start(task, w, theta)
     return _finish(task, w, lin, v, {"iterations": 0})

@@ -1,0 +1,137 @@
+"""The gradient tuner: budgets, bounds, reproducibility, statuses, and the recorder's clock."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from hpo_bench import TUNERS, get_task
+from hpo_bench.harness import run_cell
+from hpo_bench.records import Budget, Recorder
+from hpo_bench.registry import UnknownNameError
+from hpo_bench.suite import Cell, Entry
+from hpo_bench.tuner import TunerParamError
+
+TIME_COLS = ("time_s",)
+
+
+def run(task, budget=Budget(steps=8), **params):
+    rec = Recorder(task, budget)
+    rec.start()
+    TUNERS.get("gradient")(**params).run(task, rec)
+    return rec
+
+
+@pytest.mark.parametrize("params", [
+    dict(method="exact", inner="exact"),
+    dict(method="cg", inner="gd", inner_steps=50),
+    dict(method="neumann", inner="gd", inner_steps=50, method_opts={"iterations": 5}),
+    dict(method="fixed_point", inner="adam", inner_steps=50, inner_lr=0.05),
+    dict(method="identity", inner="gd", inner_steps=20, warm_start=False),
+    dict(method="reverse", inner="gd", inner_steps=30, outer="sgd", outer_lr=0.5),
+    dict(method="truncated", inner="gd", inner_steps=30, method_opts={"truncate": 5}, outer="rmsprop"),
+    dict(method="forward", inner="gd", inner_steps=30, outer="sgd", outer_momentum=0.5),
+])
+def test_every_configuration_runs_within_budget(ridge_pf, params):
+    rec = run(ridge_pf, Budget(steps=6), **params)
+    assert len(rec.rows) == 6
+    assert [r["status"] for r in rec.rows] == ["ok"] * 6
+    times = [r["time_s"] for r in rec.rows]
+    assert times == sorted(times)
+    for key in ("inner_steps", "hvps", "grad_evals"):
+        vals = [r[key] for r in rec.rows]
+        assert vals == sorted(vals)
+    assert all(math.isfinite(r["hypergrad_rel_error"]) for r in rec.rows)
+    assert rec.rows[-1]["best_val_loss"] == min(r["val_loss"] for r in rec.rows)
+
+
+def test_exact_tuner_hypergradients_are_exact_and_loss_decreases(ridge):
+    rec = run(ridge, Budget(steps=25), method="exact", inner="exact", outer="adam", outer_lr=0.3)
+    assert max(r["hypergrad_rel_error"] for r in rec.rows) <= 1e-8
+    assert rec.rows[-1]["val_loss_ref"] < rec.rows[0]["val_loss_ref"]
+
+
+def test_bounds_are_respected():
+    task = get_task("ridge", n=40, p=4, lam_low=0.5, lam_high=2.0)
+    rec = run(task, Budget(steps=10), method="exact", inner="exact", outer="sgd", outer_lr=1e3)
+    for r in rec.rows:
+        assert 0.5 - 1e-12 <= r["hp"][0] <= 2.0 + 1e-12
+
+
+def test_seconds_budget_stops_the_run(ridge):
+    rec = run(ridge, Budget(steps=None, seconds=0.3), method="cg", inner="gd", inner_steps=10)
+    assert rec.stop_reason == "budget_seconds" and len(rec.rows) >= 1
+
+
+def test_reproducible_apart_from_time(ridge_pf):
+    a = run(ridge_pf, method="cg", inner="adam", inner_steps=20, inner_lr=0.05)
+    b = run(ridge_pf, method="cg", inner="adam", inner_steps=20, inner_lr=0.05)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in TIME_COLS} for r in rows]  # noqa: E731
+    assert strip(a.rows) == strip(b.rows)
+
+
+def test_diverging_inner_run_is_recorded_not_raised(ridge):
+    rec = run(ridge, Budget(steps=20), method="cg", inner="gd", inner_steps=200, inner_lr=50.0)
+    assert rec.rows[-1]["status"] == "diverged"
+    assert len(rec.rows) < 20
+    assert all(r["status"] == "ok" for r in rec.rows[:-1])
+
+
+def test_measurements_are_not_timed(ridge):
+    """The clock stops inside record(): a slow reference adds nothing to time_s."""
+    class SlowReference(type(ridge)):
+        def reference_hypergradient(self, theta):
+            time.sleep(0.2)
+            return super().reference_hypergradient(theta)
+
+    slow = SlowReference(n=60, p=6, rho=0.6, seed=3)
+    rec = run(slow, Budget(steps=3), method="exact", inner="exact")
+    assert rec.rows[-1]["time_s"] < 0.2  # three sleeps of 0.2 s were all paused
+
+
+@pytest.mark.parametrize("params, fragment", [
+    (dict(method="magic"), "unknown hypergradient method 'magic'; known hypergradient methods: cg, exact"),
+    (dict(inner="lbfgs"), "parameter `inner` must be one of"),
+    (dict(outer="nadam"), "parameter `outer` must be one of ['sgd', 'adam', 'rmsprop']"),
+    (dict(inner_steps=0), "parameter `inner_steps` must be an integer >= 1"),
+    (dict(outer_lr=-1.0), "parameter `outer_lr` must be > 0"),
+    (dict(method="reverse", inner="adam"), "'gd' for the unrolled method 'reverse'"),
+    (dict(method="cg", method_opts={"tolerance": 1}), "options of 'cg'"),
+])
+def test_bad_tuner_params(params, fragment):
+    with pytest.raises((TunerParamError, UnknownNameError)) as exc:
+        TUNERS.get("gradient")(**params)
+    assert fragment in str(exc.value)
+
+
+def test_run_cell_turns_exceptions_into_error_rows():
+    cell = Cell("t", Entry("ridge", "r", {"p": -3}), Entry("gradient", "g", {}), 0, Budget(steps=2))
+    rows = run_cell(cell)
+    assert len(rows) == 1 and rows[0]["status"] == "error"
+    assert "parameter `p`" in rows[0]["message"] and "Traceback" in rows[0]["message"]
+
+
+
+class _ExplodesAfterTwo(TUNERS.get("gradient")):
+    """Records two steps, then raises: the finished rows must survive."""
+
+    name = "test_explodes_after_two"
+
+    def run(self, task, recorder, *, seed=0):
+        theta = task.space.init_theta()
+        for _ in range(2):
+            recorder.record(w=task.solve(theta), theta=theta)
+        raise RuntimeError("boom in the middle")
+
+
+def test_failing_tuner_keeps_finished_rows(monkeypatch):
+    # registered only for this test, so registry-wide conformance checks never see it
+    monkeypatch.setitem(TUNERS._items, "test_explodes_after_two", _ExplodesAfterTwo)
+    cell = Cell("t", Entry("ridge", "r", {"n": 40, "p": 4}), Entry("test_explodes_after_two", "x", {}), 0,
+                Budget(steps=10))
+    rows = run_cell(cell)
+    assert [r["status"] for r in rows] == ["ok", "ok", "error"]
+    assert "boom in the middle" in rows[-1]["message"]
