@@ -1,0 +1,43 @@
+"""Optuna's Tree-structured Parzen Estimator (TPE), univariate or multivariate."""
+
+from __future__ import annotations
+
+import optuna
+
+from hpo_bench.registry import register_tuner
+
+from ._optuna import OptunaTuner
+
+__all__ = ["TPETuner"]
+
+
+@register_tuner
+class TPETuner(OptunaTuner):
+    """Optuna TPE over theta (Bergstra et al. 2011); ``multivariate = true`` models the axes jointly.
+
+    Args:
+        n_startup_trials: random proposals before the Parzen estimators take over.
+        n_ei_candidates: candidates scored by expected improvement per proposal.
+        multivariate: one joint density over all axes (Falkner et al. 2018) instead of
+            one density per axis.
+        inner, inner_steps, inner_lr: see :class:`~hpo_bench.baselines._optuna.OptunaTuner`.
+    """
+
+    name = "tpe"
+
+    def __init__(self, *, n_startup_trials: int = 10, n_ei_candidates: int = 24, multivariate: bool = False,
+                 **common) -> None:
+        super().__init__(n_startup_trials=n_startup_trials, n_ei_candidates=n_ei_candidates,
+                         multivariate=multivariate, **common)
+        self._int("n_startup_trials", n_startup_trials, 0)
+        self._int("n_ei_candidates", n_ei_candidates, 1)
+        if not isinstance(multivariate, bool):
+            self._fail("multivariate", "true or false", multivariate)
+        self.n_startup_trials = n_startup_trials
+        self.n_ei_candidates = n_ei_candidates
+        self.multivariate = multivariate
+
+    def _sampler(self, task, recorder, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(n_startup_trials=self.n_startup_trials,
+                                          n_ei_candidates=self.n_ei_candidates,
+                                          multivariate=self.multivariate, seed=seed)
