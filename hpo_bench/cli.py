@@ -194,6 +194,62 @@ def notebook_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-rea
         raise typer.Exit(1)
 
 
+# --------------------------------------------------------------------- tune
+@app.command("tune")
+def tune_cmd(
+    suite: str = typer.Argument(..., help="A named suite or a path to a suite TOML with a [tune] step."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (tune/ holds the tuning cells and choices.json)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print where results went."),
+) -> None:
+    """Tune each tuner's declared knobs on the tuning seeds, then run the suite's seeds with the choice."""
+    from .harness import run_suite
+    from .suite import load_suite
+    from .tune import tune_suite, tuning_suite
+
+    s = load_suite(suite)
+    ts = tuning_suite(s)
+    if ts is None:
+        raise BadInput(f"suite {s.name!r} declares no tune step (a [tune] table and a tuner with "
+                       f"`tune = {{ knob = [values] }}`); run it with `hpo-bench run {suite} --out {out}`")
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {str(out)!r} exists and is not a folder")
+    if not quiet:
+        console.print(f"suite [bold]{s.name}[/bold]: tune step, {len(ts.cells())} cells on tuning seeds "
+                      f"{list(s.tune.seeds)} -> {out / 'tune'}")
+    resolved, doc = tune_suite(s, out, argv=sys.argv)
+    if not quiet:
+        for t in doc["tuners"]:
+            chosen = {task: c["params"] for task, c in (t["choice"] or {}).get("by_task", {}).items()}
+            console.print(f"  {t['label']}: {json.dumps(chosen, sort_keys=True)}")
+        console.print(f"clean run: {len(resolved.cells())} cells on seeds {resolved.seeds} -> {out}")
+    res = run_suite(resolved, out, argv=sys.argv)
+    bad = {k: v for k, v in res.statuses.items() if v != "ok"}
+    console.print(f"choices: {out / 'tune' / 'choices.json'}; records: {res.records_path} ({len(res.frame)} rows)"
+                  + (f"; {len(bad)} cells not ok: {', '.join(f'{k}={v}' for k, v in bad.items())}" if bad else ""))
+
+
+# ------------------------------------------------------------------- report
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `hpo-bench run` or `hpo-bench tune`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/report)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for oracle computations not yet cached."),
+) -> None:
+    """Tables (markdown, LaTeX, CSV), figures (PNG, PDF) and summary.md from a run folder."""
+    from .report import ReportError, make_report
+
+    if jobs < 1:
+        raise BadInput(f"--jobs must be >= 1, but got {jobs}")
+    try:
+        res = make_report(run_dir, out, jobs=jobs)
+    except ReportError as exc:
+        raise BadInput(str(exc)) from None
+    console.print(f"report of {res.n_cells} cells ({res.n_rows} records): {res.summary_path}")
+    console.print(f"tables: {res.summary_path.parent / 'tables'} ({', '.join(res.tables)}; .md .tex .csv)")
+    console.print(f"figures: {res.summary_path.parent / 'figures'} ({', '.join(res.figures)}; .png .pdf)")
+    console.print(f"oracle cache: {res.oracle_dir}")
+
+
 def main() -> None:
     """Console entry point: bad input is one line on stderr and exit status 2."""
     try:

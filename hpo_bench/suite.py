@@ -24,6 +24,13 @@ Schema (every key but ``task``, ``tuner`` and ``seeds`` is optional)::
     params = { method = "cg" }
     budget = { steps = 50 }        # overrides [budget] for this tuner
     tasks = ["ridge-small"]        # optional: only these task labels (default: all)
+    tune = { outer_lr = [0.05, 0.2] }  # optional: knobs the tune step chooses (needs [tune])
+
+    [tune]                         # the tune step (``hpo-bench tune``, :mod:`hpo_bench.tune`)
+    seeds = [100, 101]             # tuning seeds: distinct integers >= 0, none in `seeds`
+    scope = "task"                 # "task": a choice per task; "suite": one per tuner for all its tasks
+    budget = { steps = 30 }        # optional: the tuning budget (default: each tuner's budget)
+
 
 Cells are every task x tuner x seed (a tuner's ``tasks`` list restricts its tasks). Named suites ship in ``hpo_bench/suites/``.
 """
@@ -32,6 +39,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -43,10 +52,13 @@ from .records import Budget
 from .registry import TASKS, TUNERS, UnknownNameError
 from .task import resolve_dtype
 
-__all__ = ["Suite", "SuiteError", "Entry", "Cell", "load_suite", "named_suites", "suite_path"]
+__all__ = ["Suite", "SuiteError", "Entry", "Cell", "TuneSpec", "load_suite", "named_suites", "suite_path"]
 
-TOP_KEYS = {"name", "description", "seeds", "dtype", "device", "reference", "budget", "task", "tuner"}
-ENTRY_KEYS = {"task": {"name", "label", "params"}, "tuner": {"name", "label", "params", "budget", "tasks"}}
+TOP_KEYS = {"name", "description", "seeds", "dtype", "device", "reference", "budget", "task", "tuner", "tune"}
+ENTRY_KEYS = {"task": {"name", "label", "params"}, "tuner": {"name", "label", "params", "budget", "tasks", "tune"}}
+TUNE_KEYS = {"seeds", "scope", "budget"}
+TUNE_SCOPES = ("task", "suite")
+MAX_TUNE_COMBOS = 64
 BUDGET_KEYS = {"steps", "seconds"}
 _LABEL = re.compile(r"^[A-Za-z0-9_.+=-]+$")
 
@@ -82,6 +94,29 @@ class Cell:
         return f"{self.task.label}__{self.tuner.label}__seed{self.seed}"
 
 
+@dataclass(frozen=True)
+class TuneSpec:
+    """The declared tune step: knob grids per tuner label, tried on separate tuning seeds.
+
+    ``hpo-bench tune`` (:func:`hpo_bench.tune.tune_suite`) runs every combination on every
+    tuning seed, picks the best per task (``scope = "task"``) or per tuner (``"suite"``) and
+    runs the suite's own seeds with the choice; ``hpo-bench run`` uses the declared params.
+    """
+
+    seeds: tuple[int, ...]
+    grids: dict[str, dict[str, list]]  # tuner label -> {knob: values to try}
+    scope: str = "task"
+    budget: Budget | None = None
+
+    def combos(self, label: str) -> list[dict[str, Any]]:
+        """Every combination of the knobs of tuner ``label``, in declared order (none if it declares no grid)."""
+        grid = self.grids.get(label)
+        if not grid:
+            return []
+        keys = list(grid)
+        return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
+
+
 @dataclass
 class Suite:
     name: str
@@ -96,6 +131,7 @@ class Suite:
     reference: bool = True
     sha256: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    tune: TuneSpec | None = None  # the declared tune step, if any
 
     def cells(self) -> list[Cell]:
         return [Cell(self.name, t, u, s, u.budget or self.budget, self.dtype, self.device, self.reference)
@@ -228,12 +264,63 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
             ck.fail(f"{kind}[*].label", f"unique (give each repeated {kind} a `label`)", dup)
         entries[kind] = out
 
+    tune = _parse_tune(raw, entries["tuner"], list(seeds), ck)
     suite = Suite(name=name, path=str(path), description=desc, seeds=list(seeds), tasks=entries["task"],
                   tuners=entries["tuner"], budget=budget, dtype=dtype, device=device, reference=reference,
-                  sha256=hashlib.sha256(data).hexdigest(), raw=raw)
+                  sha256=hashlib.sha256(data).hexdigest(), raw=raw, tune=tune)
     if validate:
         _validate_params(suite, ck)
     return suite
+
+
+def _parse_tune(raw: dict, tuners: list[Entry], seeds: list[int], ck: _Checker) -> TuneSpec | None:
+    """The ``[tune]`` table and the tuners' ``tune`` grids (knob names are checked by building tuners)."""
+    grids: dict[str, dict[str, list]] = {}
+    first = None
+    for i, t in enumerate(raw["tuner"]):
+        if "tune" not in t:
+            continue
+        where = f"tuner[{i}].tune"
+        grid = t["tune"]
+        if not isinstance(grid, dict) or not grid:
+            ck.fail(where, "a non-empty table of knob = [values] (e.g. { outer_lr = [0.05, 0.2] })", grid)
+        n = 1
+        for knob, values in grid.items():
+            if not isinstance(values, list) or not values:
+                ck.fail(f"{where}.{knob}", "a non-empty list of values to try", values)
+            if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
+                ck.fail(f"{where}.{knob}", "free of repeats", values)
+            if knob in t.get("params", {}):
+                ck.fail(f"{where}.{knob}", f"absent from tuner[{i}].params (the tune step sets a tuned knob)", knob)
+            n *= len(values)
+        if n > MAX_TUNE_COMBOS:
+            ck.fail(where, f"a grid of at most {MAX_TUNE_COMBOS} combinations", f"{n} combinations")
+        grids[tuners[i].label] = {k: list(v) for k, v in grid.items()}
+        first = i if first is None else first
+    table = raw.get("tune")
+    if table is None:
+        if grids:
+            ck.fail("tune.seeds", f"present (a [tune] table with tuning seeds), since tuner[{first}] declares `tune`")
+        return None
+    if not isinstance(table, dict):
+        ck.fail("tune", "a table like { seeds = [100, 101] }", table)
+    ck.keys(table, TUNE_KEYS, "tune")
+    tseeds = table.get("seeds")
+    if not isinstance(tseeds, list) or not tseeds:
+        ck.fail("tune.seeds", "a non-empty list of distinct integers >= 0 (the tuning seeds)", tseeds)
+    for i, s in enumerate(tseeds):
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            ck.fail(f"tune.seeds[{i}]", "an integer >= 0", s)
+    if len(set(tseeds)) != len(tseeds):
+        ck.fail("tune.seeds", "free of repeats", tseeds)
+    overlap = sorted(set(tseeds) & set(seeds))
+    if overlap:
+        ck.fail("tune.seeds", "disjoint from `seeds` (tuning on the evaluation seeds would leak)", overlap)
+    scope = table.get("scope", "task")
+    if scope not in TUNE_SCOPES:
+        ck.fail("tune.scope", f"one of {list(TUNE_SCOPES)}", scope)
+    budget = ck.budget(table["budget"], "tune.budget") if "budget" in table else None
+    return TuneSpec(seeds=tuple(tseeds), grids=grids, scope=scope, budget=budget)
 
 
 def _validate_params(suite: Suite, ck: _Checker) -> None:
@@ -256,3 +343,11 @@ def _validate_params(suite: Suite, ck: _Checker) -> None:
             ck.fail(f"tuner[{i}].params", f"keyword arguments of tuner {e.name!r} ({exc})", e.params)
         except (ValueError, UnknownNameError) as exc:
             raise SuiteError(f"suite file {ck.path!r}: key `tuner[{i}].params`: {exc}") from None
+    for i, e in enumerate(suite.tuners):  # every combination of the tune step must build
+        for combo in suite.tune.combos(e.label) if suite.tune is not None else []:
+            try:
+                TUNERS.get(e.name)(**e.params, **combo)
+            except TypeError as exc:
+                ck.fail(f"tuner[{i}].tune", f"knobs of tuner {e.name!r} ({exc})", suite.tune.grids[e.label])
+            except (ValueError, UnknownNameError) as exc:
+                raise SuiteError(f"suite file {ck.path!r}: key `tuner[{i}].tune` ({combo}): {exc}") from None

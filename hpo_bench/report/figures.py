@@ -1,0 +1,280 @@
+"""Report figures (seaborn on matplotlib's Agg backend), PNG and PDF, paper-sized.
+
+Every figure reads only the records table (plus the derived columns of
+:mod:`hpo_bench.report.metrics`): one panel per task, one colour per tuner label (the same
+in every figure), solid lines for gradient-based tuners and dashed for black-box ones.
+Curves are medians over seeds with an interquartile band (25th-75th percentile) of step
+functions resampled on a common log-spaced axis; a point is drawn only where
+every seed of the tuner has a record (a median over a fixed set of monotone curves). Regrets below ``1e-12 |F*|`` (float64
+resolution) are drawn at that floor, since a log axis cannot show zero.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # no display; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from ..registry import TUNERS  # noqa: E402
+from .metrics import TARGETS, target_label  # noqa: E402
+
+__all__ = ["palette_for", "FIGURES", "make_figures", "RC"]
+
+#: Paper sizes: a full-width figure of a two-column paper is about 7 inches.
+WIDTH_IN = 7.0
+PANEL_H_IN = 2.1
+RC = {"font.size": 8, "axes.titlesize": 8, "axes.titley": 1.0, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+      "legend.fontsize": 7, "lines.linewidth": 1.2, "pdf.fonttype": 42, "ps.fonttype": 42,
+      "svg.fonttype": "none", "figure.dpi": 100, "savefig.dpi": 200}
+FIGURES = ("regret_vs_time", "regret_vs_cost", "hypergrad_error", "final_hp")
+N_GRID = 100
+LEGEND_COLS = 5
+
+
+def palette_for(labels: list[str]) -> dict[str, Any]:
+    """One colour per tuner label, in the given order (colour-blind safe up to 10)."""
+    colours = sns.color_palette("colorblind", len(labels)) if len(labels) <= 10 else \
+        sns.color_palette("husl", len(labels))
+    return dict(zip(labels, colours))
+
+
+def _family(tuner_name: str) -> str:
+    try:
+        tags = TUNERS.get(tuner_name).tags
+    except KeyError:
+        return "gradient"
+    return "black-box" if "black-box" in tags else "gradient"
+
+
+DASHES = {"gradient": "", "black-box": (4, 2)}
+
+
+def _grid(ax_values: np.ndarray) -> np.ndarray | None:
+    pos = ax_values[np.isfinite(ax_values) & (ax_values > 0)]
+    if pos.size == 0:
+        return None
+    lo, hi = float(pos.min()), float(pos.max())
+    if hi <= lo:
+        hi = lo * 1.01
+    return np.geomspace(lo, hi, N_GRID)
+
+
+def _resample(d: pd.DataFrame, x: str, grid: np.ndarray) -> pd.DataFrame:
+    """Step-function value of the floored incumbent regret of each cell at every grid point."""
+    out = []
+    for cell_id, g in d.groupby("cell_id", sort=False):
+        xs = g[x].to_numpy(dtype=float)
+        ys = g["regret_plot"].to_numpy(dtype=float)
+        ok = np.isfinite(xs) & np.isfinite(ys)
+        xs, ys = xs[ok], ys[ok]
+        if xs.size == 0:
+            continue
+        order = np.argsort(xs, kind="stable")
+        xs, ys = xs[order], np.minimum.accumulate(ys[order])
+        idx = np.searchsorted(xs, grid, side="right") - 1
+        vals = np.where(idx >= 0, ys[np.clip(idx, 0, None)], np.nan)
+        out.append(pd.DataFrame({"cell_id": cell_id, "tuner_label": g["tuner_label"].iloc[0],
+                                 "family": g["family"].iloc[0], "x": grid, "y": vals}))
+    if not out:
+        return pd.DataFrame(columns=["cell_id", "tuner_label", "family", "x", "y"])
+    res = pd.concat(out, ignore_index=True)
+    # keep a grid point for a tuner only where every one of its seeds has a record, so the median
+    # is over a fixed set of monotone curves (and so monotone itself)
+    n_cells = res.groupby("tuner_label")["cell_id"].nunique()
+    cnt = res.dropna(subset=["y"]).groupby(["tuner_label", "x"]).size().rename("k").reset_index()
+    keep = cnt[cnt["k"] >= cnt["tuner_label"].map(n_cells)][["tuner_label", "x"]]
+    return res.merge(keep, on=["tuner_label", "x"], how="inner")
+
+
+def _median_iqr(d: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Median and interquartile range of ``y`` over seeds at each ``x``, per tuner label (vectorised)."""
+    g = d.dropna(subset=[y]).groupby(["tuner_label", x], sort=True)[y]
+    out = pd.concat([g.median().rename("median"), g.quantile(0.25).rename("q1"), g.quantile(0.75).rename("q3")],
+                    axis=1).reset_index()
+    return out
+
+
+def _band_lines(ax: plt.Axes, agg: pd.DataFrame, x: str, hue_order: list[str], palette: dict,
+                families: dict[str, str]) -> None:
+    """Median lines (seaborn) with interquartile bands; dashed for black-box tuners."""
+    agg = agg.assign(family=agg["tuner_label"].map(families).fillna("gradient"))
+    sns.lineplot(data=agg, x=x, y="median", hue="tuner_label", hue_order=hue_order, palette=palette,
+                 style="family", style_order=["gradient", "black-box"], dashes=DASHES, estimator=None,
+                 errorbar=None, legend=False, ax=ax)
+    for lab in hue_order:
+        a = agg[agg["tuner_label"] == lab]
+        ax.fill_between(a[x].to_numpy(dtype=float), a["q1"].to_numpy(dtype=float), a["q3"].to_numpy(dtype=float),
+                        color=palette[lab], alpha=0.15, linewidth=0)
+
+
+def _panels(n: int, n_legend: int) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A grid of up to 3 panels per row above a legend band sized for ``n_legend`` entries.
+
+    Margins are fixed in inches (no constrained layout: it re-measures every tick label of
+    every log axis at each save, which dominated the report's run time).
+    """
+    ncols = min(3, max(n, 1))
+    nrows = math.ceil(max(n, 1) / ncols)
+    legend_rows = math.ceil(max(n_legend, 1) / LEGEND_COLS)
+    top_in, bottom_in = 0.25, 0.45 + 0.17 * legend_rows
+    height = PANEL_H_IN * nrows + top_in + bottom_in
+    fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTH_IN, height), squeeze=False)
+    fig.subplots_adjust(left=0.75 / WIDTH_IN, right=1 - 0.1 / WIDTH_IN, top=1 - top_in / height,
+                        bottom=bottom_in / height, wspace=0.42, hspace=0.55 * 2.1 / PANEL_H_IN)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _legend(fig: plt.Figure, labels: list[str], palette: dict, families: dict[str, str], extra: list | None = None):
+    handles = [Line2D([], [], color=palette[lab], linestyle="--" if families.get(lab) == "black-box" else "-",
+                      label=lab) for lab in labels]
+    handles += extra or []
+    if handles:
+        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), LEGEND_COLS),
+                   frameon=False)
+
+
+def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
+    paths = []
+    for ext, kw in (("png", {}), ("pdf", {"metadata": {"CreationDate": None}})):
+        p = out_dir / f"{name}.{ext}"
+        fig.savefig(p, **kw)
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def _empty(ax: plt.Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=7, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _regret_figure(rows: pd.DataFrame, cells: pd.DataFrame, x: str, xlabel: str, tasks: list[str], labels: list[str],
+                   palette: dict, families: dict) -> plt.Figure:
+    fig, axes = _panels(len(tasks), len(labels) + len(TARGETS))
+    target_handles = [Line2D([], [], color="0.4", linestyle=ls, linewidth=0.8, label=f"{target_label(f)} of gap")
+                      for f, ls in zip(TARGETS, (":", "-."))]
+    for ax, task in zip(axes, tasks):
+        d = rows[rows["task"] == task]
+        grid = _grid(d[x].to_numpy(dtype=float))
+        res = _resample(d, x, grid) if grid is not None else None
+        if res is None or res.empty:
+            _empty(ax, "no records with a positive " + xlabel)
+            ax.set_title(task)
+            continue
+        hue_order = [lab for lab in labels if lab in set(res["tuner_label"])]
+        _band_lines(ax, _median_iqr(res, "x", "y"), "x", hue_order, palette, families)
+        c = cells[cells["task"] == task]
+        for frac, ls in zip(TARGETS, (":", "-.")):
+            ax.axhline(float(np.median(frac * c["oracle_gap"])), color="0.4", linestyle=ls, linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("regret F(λ) − F*")
+        ax.set_title(task)
+    _legend(fig, [lab for lab in labels if lab in set(rows["tuner_label"])], palette, families, target_handles)
+    return fig
+
+
+def _hypergrad_figure(rows: pd.DataFrame, tasks: list[str], labels: list[str], palette: dict,
+                      families: dict) -> plt.Figure:
+    fig, axes = _panels(len(tasks), len(labels))
+    err = pd.to_numeric(rows.get("hypergrad_rel_error", pd.Series(np.nan, index=rows.index)), errors="coerce")
+    d_all = rows.assign(err=err.clip(lower=1e-16))[np.isfinite(err)]
+    shown: list[str] = []
+    for ax, task in zip(axes, tasks):
+        d = d_all[d_all["task"] == task]
+        ax.set_title(task)
+        if d.empty:
+            _empty(ax, "no hypergradients recorded\n(black-box tuners only)")
+            continue
+        hue_order = [lab for lab in labels if lab in set(d["tuner_label"])]
+        shown += [lab for lab in hue_order if lab not in shown]
+        _band_lines(ax, _median_iqr(d, "step", "err"), "step", hue_order, palette, families)
+        ax.set_yscale("log")
+        ax.set_xlabel("outer step")
+        ax.set_ylabel("hypergradient rel. error")
+    _legend(fig, [lab for lab in labels if lab in shown], palette, families)
+    return fig
+
+
+def _hp_figure(cells: pd.DataFrame, tasks: list[str], labels: list[str], palette: dict,
+               families: dict) -> plt.Figure:
+    fig, axes = _panels(len(tasks), len(labels) + 1)
+    shown: list[str] = []
+    for ax, task in zip(axes, tasks):
+        c = cells[cells["task"] == task]
+        pts = []
+        log = True
+        for r in c.itertuples():
+            if len(r.final_hp) != len(r.oracle_hp) or not r.final_hp:
+                continue
+            log = log and all(t == "log" for t in r.transforms)
+            for fh, oh in zip(r.final_hp, r.oracle_hp):
+                pts.append({"tuner_label": r.tuner_label, "oracle": oh, "final": fh})
+        ax.set_title(task)
+        if not pts:
+            _empty(ax, "no final hyperparameters")
+            continue
+        d = pd.DataFrame(pts)
+        hue_order = [lab for lab in labels if lab in set(d["tuner_label"])]
+        shown += [lab for lab in hue_order if lab not in shown]
+        many = len(d) > 200
+        sns.scatterplot(data=d, x="oracle", y="final", hue="tuner_label", hue_order=hue_order, palette=palette,
+                        legend=False, ax=ax, s=6 if many else 14, alpha=0.45 if many else 0.8, linewidth=0)
+        vals = np.concatenate([d["oracle"].to_numpy(dtype=float), d["final"].to_numpy(dtype=float)])
+        vals = vals[np.isfinite(vals)]
+        if log and (vals > 0).all():
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            lo, hi = float(vals.min()) / 2, float(vals.max()) * 2
+        else:
+            span = float(vals.max() - vals.min()) or 1.0
+            lo, hi = float(vals.min()) - 0.05 * span, float(vals.max()) + 0.05 * span
+        ax.plot([lo, hi], [lo, hi], color="0.5", linewidth=0.8, linestyle=":")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_xlabel("oracle λ*")
+        ax.set_ylabel("final λ")
+    _legend(fig, [lab for lab in labels if lab in shown], palette, families,
+            [Line2D([], [], color="0.5", linestyle=":", linewidth=0.8, label="final = oracle")])
+    return fig
+
+
+def make_figures(rows: pd.DataFrame, cells: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Path]]:
+    """Write every figure of :data:`FIGURES` as PNG and PDF into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = list(pd.unique(cells["task"]))
+    labels = list(pd.unique(cells["tuner_label"]))
+    palette = palette_for(labels)
+    families = {lab: _family(name) for lab, name in zip(cells["tuner_label"], cells["tuner"])}
+    rows = rows.assign(family=rows["tuner_label"].map(families).fillna("gradient"),
+                       regret_plot=np.maximum(rows["incumbent_regret"],
+                                              1e-12 * np.maximum(rows["oracle_val_loss"].abs(), 1e-300)))
+    paths: dict[str, list[Path]] = {}
+    with sns.axes_style("whitegrid"), plt.rc_context(RC):
+        builders = {
+            "regret_vs_time": lambda: _regret_figure(rows, cells, "time_s", "tuner time (s)", tasks, labels,
+                                                     palette, families),
+            "regret_vs_cost": lambda: _regret_figure(rows, cells, "cost_units", "cost units", tasks, labels,
+                                                     palette, families),
+            "hypergrad_error": lambda: _hypergrad_figure(rows, tasks, labels, palette, families),
+            "final_hp": lambda: _hp_figure(cells, tasks, labels, palette, families),
+        }
+        for name in FIGURES:
+            paths[name] = _save(builders[name](), out, name)
+    return paths

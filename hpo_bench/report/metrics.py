@@ -1,0 +1,199 @@
+"""Derived metrics of a records table: regret against the oracle, incumbents, time- and cost-to-target.
+
+Definitions (every figure and table of the report uses these):
+
+* ``objective`` F of a row: the validation loss at the *reference* inner solve of the row's
+  λ (column ``val_loss_ref``), or the row's own ``val_loss`` where the run had no reference.
+  An inexact inner solve therefore cannot score below the oracle.
+* ``regret`` of a row: ``val_loss - F*`` (the tuner's own validation loss, as recorded);
+  ``regret_ref``: ``val_loss_ref - F*``.
+* The *incumbent* at a row: the row with the lowest ``val_loss`` so far, i.e. the λ the tuner
+  would return if stopped there (it only knows its own validation losses).
+  ``incumbent_regret = F(incumbent) - F*`` is what curves, targets and final values use.
+* Oracle gap: ``F(init) - F*`` (see :class:`hpo_bench.oracle.OracleResult`). A cell reaches the
+  target ``x%`` at the first row with ``incumbent_regret <= x/100 * gap``;
+  time-to-target is that row's ``time_s`` (tuner seconds), cost-to-target its ``cost_units``.
+  A cell that never gets there is *not reached* (NaN and ``reached = False``, never a number).
+* ``cost_units = grad_evals + hvps + n_params * inner_solves``: inner gradient evaluations and
+  Hessian-vector products count one each; a reference inner solve counts ``n_params`` (what
+  conjugate gradients needs to solve a ``p x p`` system exactly). The raw counts stay in the
+  records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..oracle import OracleResult, oracle_for
+
+__all__ = ["TARGETS", "target_label", "load_records", "objective", "add_incumbent", "oracles_for_records",
+           "add_derived", "cell_metrics", "ReportError"]
+
+#: Fractions of the oracle gap that define the two targets.
+TARGETS = (0.01, 0.001)
+
+
+class ReportError(ValueError):
+    """A run folder the report cannot read (one line, names the path)."""
+
+
+def target_label(frac: float) -> str:
+    return f"{frac * 100:g}%"
+
+
+def target_key(frac: float) -> str:
+    return f"{frac * 100:g}pct".replace(".", "_")
+
+
+def load_records(run_dir: str | Path) -> pd.DataFrame:
+    """``records.parquet`` of a run folder, or its finished ``cells/*.parquet`` (partial runs)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ReportError(f"run folder {str(run)!r} does not exist")
+    path = run / "records.parquet"
+    if path.is_file():
+        df = pd.read_parquet(path)
+    else:
+        parts = sorted((run / "cells").glob("*.parquet")) if (run / "cells").is_dir() else []
+        if not parts:
+            raise ReportError(f"{str(run)!r} has no records.parquet and no cells/*.parquet: is it a run folder "
+                              "written by `hpo-bench run`?")
+        df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    need = {"cell_id", "task", "task_params", "tuner", "tuner_label", "seed", "step", "time_s", "val_loss",
+            "val_loss_ref", "test_loss", "hp", "status"}
+    missing = sorted(need - set(df.columns))
+    if missing:
+        raise ReportError(f"{str(path)!r} lacks the record columns {missing}")
+    if df.empty:
+        raise ReportError(f"{str(path)!r} has no records")
+    # the suite's order (tasks, then tuners, as the harness wrote them) orders tables and legends
+    for col in ("task", "tuner_label"):
+        order = {v: i for i, v in enumerate(pd.unique(df[col]))}
+        df[f"{col}_order"] = df[col].map(order)
+    return df.sort_values(["cell_id", "step"], kind="stable").reset_index(drop=True)
+
+
+def objective(df: pd.DataFrame) -> pd.Series:
+    """F per row: ``val_loss_ref`` where finite, else ``val_loss``."""
+    ref = pd.to_numeric(df["val_loss_ref"], errors="coerce")
+    own = pd.to_numeric(df["val_loss"], errors="coerce")
+    return ref.where(np.isfinite(ref), own)
+
+
+def add_incumbent(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``objective`` and ``incumbent_objective`` (F at the lowest ``val_loss`` so far in the cell).
+
+    ``df`` must be sorted by cell and step (as :func:`load_records` returns it).
+    """
+    df = df.reset_index(drop=True)  # incumbent_row holds positions
+    df["objective"] = objective(df)
+    val = pd.to_numeric(df["val_loss"], errors="coerce").to_numpy(dtype=float)
+    obj = df["objective"].to_numpy(dtype=float)
+    inc = np.full(len(df), np.nan)
+    inc_row = np.full(len(df), -1, dtype=np.int64)
+    cells = df["cell_id"].to_numpy()
+    best, cur, cur_row = math.inf, math.nan, -1
+    for i in range(len(df)):
+        if i == 0 or cells[i] != cells[i - 1]:
+            best, cur, cur_row = math.inf, math.nan, -1
+        v = val[i]
+        if math.isfinite(v) and v < best:
+            best, cur, cur_row = v, obj[i], i
+        inc[i] = cur
+        inc_row[i] = cur_row
+    df["incumbent_objective"] = inc
+    df["incumbent_row"] = inc_row
+    return df
+
+
+def _task_key(task_params: str, seed: int) -> tuple[str, int]:
+    return str(task_params), int(seed)
+
+
+def _oracle_job(args: tuple[dict[str, Any], int, str]) -> OracleResult:
+    params, seed, cache = args
+    return oracle_for(params, seed, cache)
+
+
+def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 1) -> dict[tuple[str, int], OracleResult]:
+    """The oracle of every task instance (``task_params`` x ``seed``) in ``df``, cached in ``cache_dir``."""
+    keys = sorted({_task_key(p, s) for p, s in zip(df["task_params"], df["seed"])})
+    args = [(json.loads(p), s, str(cache_dir)) for p, s in keys]
+    if jobs > 1 and len(args) > 1:
+        with ProcessPoolExecutor(max_workers=min(jobs, len(args))) as pool:
+            results = list(pool.map(_oracle_job, args))
+    else:
+        results = [_oracle_job(a) for a in args]
+    return dict(zip(keys, results))
+
+
+def add_derived(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult]) -> pd.DataFrame:
+    """Per-row oracle columns, regrets, the incumbent and ``cost_units`` (see the module docstring)."""
+    df = add_incumbent(df)
+    keys = [_task_key(p, s) for p, s in zip(df["task_params"], df["seed"])]
+    df["oracle_val_loss"] = [oracles[k].val_loss for k in keys]
+    df["oracle_gap"] = [oracles[k].gap for k in keys]
+    df["n_params"] = [oracles[k].n_params for k in keys]
+    f_star = df["oracle_val_loss"]
+    df["regret"] = pd.to_numeric(df["val_loss"], errors="coerce") - f_star
+    df["regret_ref"] = pd.to_numeric(df["val_loss_ref"], errors="coerce") - f_star
+    df["incumbent_regret"] = df["incumbent_objective"] - f_star
+    counts = {c: pd.to_numeric(df[c], errors="coerce").fillna(0) if c in df.columns else 0
+              for c in ("grad_evals", "hvps", "inner_solves")}
+    df["cost_units"] = counts["grad_evals"] + counts["hvps"] + df["n_params"] * counts["inner_solves"]
+    return df
+
+
+def _first_reached(regret: np.ndarray, threshold: float) -> int:
+    hit = np.flatnonzero(np.isfinite(regret) & (regret <= threshold))
+    return int(hit[0]) if hit.size else -1
+
+
+def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult]) -> pd.DataFrame:
+    """One row per cell: the final incumbent, its losses and regret, costs, targets reached.
+
+    ``df`` comes from :func:`add_derived`.
+    """
+    rows = []
+    for cell_id, g in df.groupby("cell_id", sort=False):
+        first, last = g.iloc[0], g.iloc[-1]
+        orc = oracles[_task_key(first["task_params"], first["seed"])]
+        inc = int(last["incumbent_row"])
+        has_inc = inc >= 0
+        irow = df.loc[inc] if has_inc else None
+        regret = g["incumbent_regret"].to_numpy(dtype=float)
+        err = pd.to_numeric(g["hypergrad_rel_error"], errors="coerce") if "hypergrad_rel_error" in g else None
+        row: dict[str, Any] = {
+            "cell_id": cell_id, "task": first["task"], "task_params": first["task_params"],
+            "tuner": first["tuner"], "tuner_label": first["tuner_label"],
+            "tuner_params": first.get("tuner_params", "{}"), "seed": int(first["seed"]),
+            "status": str(last["status"]), "rows": len(g),
+            "final_val_loss": float(irow["val_loss"]) if has_inc else math.nan,
+            "final_objective": float(irow["objective"]) if has_inc else math.nan,
+            "final_test_loss": float(irow["test_loss"]) if has_inc else math.nan,
+            "final_regret": float(last["incumbent_regret"]) if has_inc else math.nan,
+            "final_hp": [float(v) for v in irow["hp"]] if has_inc else [],
+            "oracle_val_loss": orc.val_loss, "oracle_gap": orc.gap, "oracle_hp": list(orc.hp),
+            "transforms": list(orc.transforms),
+            "wall_s": float(last["time_s"]), "cost_units": float(last["cost_units"]),
+            "hypergrad_rel_error_median": float(np.nanmedian(err)) if err is not None and err.notna().any()
+            else math.nan,
+        }
+        for frac in TARGETS:
+            k = _first_reached(regret, frac * orc.gap)
+            key = target_key(frac)
+            row[f"reached_{key}"] = k >= 0
+            row[f"time_to_{key}"] = float(g["time_s"].iloc[k]) if k >= 0 else math.nan
+            row[f"cost_to_{key}"] = float(g["cost_units"].iloc[k]) if k >= 0 else math.nan
+        row["task_order"] = int(first.get("task_order", 0))
+        row["tuner_label_order"] = int(first.get("tuner_label_order", 0))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    return out.sort_values(["task_order", "tuner_label_order", "seed"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,104 @@
+"""``summary.md``: the report's front page, embedding every table and figure."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .metrics import TARGETS, target_label
+
+__all__ = ["write_summary"]
+
+FIGURE_CAPTIONS = {
+    "regret_vs_time": "Regret of the incumbent vs tuner time (log-log; median and interquartile band over seeds).",
+    "regret_vs_cost": "Regret of the incumbent vs cost units (gradient evaluations + HVPs + n_params per inner "
+                      "solve).",
+    "hypergrad_error": "Hypergradient relative error vs the reference, per outer step (gradient tuners; median "
+                       "and interquartile band over seeds).",
+    "final_hp": "Final hyperparameters (natural units) of every seed vs the oracle's; the dotted line is equality.",
+}
+
+
+def _rel(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+def write_summary(out: Path, run: Path, tables: dict, figures: dict[str, list[Path]], cells: pd.DataFrame,
+                  prov: dict[str, Any], choices: dict[str, Any] | None) -> Path:
+    def fig(name: str) -> str:
+        png, pdf = figures[name]
+        return f"![{name}]({_rel(png, out)})\n\n*{FIGURE_CAPTIONS[name]}* ([PDF]({_rel(pdf, out)}))\n"
+
+    suite = prov.get("suite", cells["cell_id"].iloc[0].split("__")[0] if len(cells) else "?")
+    status = cells["status"].value_counts()
+    bad = cells[cells["status"] != "ok"]
+    lines = [
+        f"# hpo-bench report: suite `{suite}`",
+        "",
+        f"Run folder `{run}`: {len(cells)} cells ({cells['task'].nunique()} tasks × "
+        f"{cells['tuner_label'].nunique()} tuners × {cells['seed'].nunique()} seeds); statuses: "
+        + ", ".join(f"{k} {v}" for k, v in status.items()) + ".",
+    ]
+    if prov:
+        pk = prov.get("packages", {})
+        lines.append(
+            f"Created {prov.get('created', '?')} on `{prov.get('host', '?')}` ({prov.get('cpu_count', '?')} CPUs, "
+            f"torch threads {prov.get('torch_threads', '?')}, device {prov.get('device', 'cpu')}); git "
+            f"`{str(prov.get('git_commit') or '?')[:10]}`{' (dirty)' if prov.get('git_dirty') else ''}; "
+            f"torch {pk.get('torch', '?')}, optuna {pk.get('optuna', '?')}.")
+    if len(bad):
+        lines += ["", f"**{len(bad)} cells did not end ok:** "
+                  + ", ".join(f"`{r.cell_id}` ({r.status})" for r in bad.itertuples()) + "."]
+    t1, t2 = (target_label(f) for f in TARGETS)
+    lines += [
+        "",
+        "## How to read it",
+        "",
+        "- **F(λ)**: validation loss at the reference (exact) inner solve of λ; **F\\***: the oracle's best-known "
+        "optimum of the same task instance (see *Oracle*).",
+        "- **Incumbent**: the λ a tuner would return if stopped — its lowest *observed* validation loss so far. "
+        "**Regret** = F(incumbent) − F\\*; *final* values are the incumbent's at the end of the budget.",
+        f"- **Targets**: the regret is within {t1} / {t2} of the *oracle gap* F(init) − F\\* (init = the space's "
+        "starting λ). Time-to-target is tuner seconds (measurements excluded), cost-to-target is cost units "
+        "(inner gradient evaluations + HVPs + n_params per reference inner solve). *n.r.* = not reached.",
+        "- **Best** (bold): lowest mean final regret in a task. **p vs best**: Wilcoxon signed-rank test paired by "
+        "seed; † = too few seeds for p < 0.05 to be attainable.",
+        "",
+        "## Headline",
+        "",
+        tables["headline"].markdown(),
+        fig("regret_vs_time"),
+        "## Results",
+        "",
+        tables["results"].markdown(),
+        "## Average rank",
+        "",
+        tables["ranks"].markdown(),
+        "## Wilcoxon signed-rank tests",
+        "",
+        tables["wilcoxon"].markdown(),
+        "## Figures",
+        "",
+        fig("regret_vs_cost"),
+        fig("hypergrad_error"),
+        fig("final_hp"),
+        "## Tuner settings",
+        "",
+    ]
+    if choices:
+        lines.append(f"Tune step: knobs chosen on tuning seeds {choices.get('seeds')} (scope "
+                     f"`{choices.get('scope')}`) by {choices.get('score')}; every score is in `tune/choices.json` "
+                     "of the run folder.")
+        lines.append("")
+    lines += [tables["settings"].markdown(), "## Oracle", "", tables["oracle"].markdown(),
+              "## Files", "",
+              "Tables as markdown, LaTeX (booktabs) and CSV in `tables/` (`cells.csv`: one row per cell); figures "
+              "as PNG and PDF in `figures/`.", ""]
+    path = out / "summary.md"
+    tmp = out / ".summary.md.tmp"
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,313 @@
+"""Black-box baselines: budgets, bounds, costs, reproducibility, grids, eig grid, errors; the tune step."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import optuna
+import pytest
+import torch
+
+from hpo_bench import TUNERS, Budget, Recorder, TunerParamError, get_task
+from hpo_bench.baselines._optuna import sampler_seed
+from hpo_bench.baselines.grid import grid_values, points_per_axis, ridge_eig_grid
+from hpo_bench.suite import SuiteError, load_suite
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small dense solves: one thread is much faster on a busy 2-core machine (results are the same)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+#: (registered name, params) of every optuna-driven configuration the suites use.
+OPTUNA_CONFIGS = [
+    ("tpe", {"n_startup_trials": 4}),
+    ("tpe", {"n_startup_trials": 4, "multivariate": True}),
+    ("random", {}),
+    ("grid", {}),
+    ("grid", {"space": "full"}),
+    ("cmaes", {}),
+    ("cmaes", {"popsize": 6, "separable": True}),
+]
+IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items()) or 'default'}" for n, p in OPTUNA_CONFIGS]
+
+
+def run(name, params, task, *, steps=12, seconds=None, seed=0):
+    rec = Recorder(task, Budget(steps=steps, seconds=seconds), meta={})
+    rec.start()
+    TUNERS.get(name)(**params).run(task, rec, seed=seed)
+    return rec
+
+
+def thetas(rec):
+    return [tuple(r["theta"]) for r in rec.rows]
+
+
+def extras(rec):
+    return [json.loads(r["extra"]) for r in rec.rows]
+
+
+def test_every_baseline_is_registered_black_box():
+    for name in ("tpe", "random", "grid", "grid_eig", "cmaes"):
+        cls = TUNERS.get(name)
+        assert "black-box" in cls.tags and "gradient-based" not in cls.tags
+
+
+@pytest.mark.parametrize("name,params", OPTUNA_CONFIGS, ids=IDS)
+def test_budget_bounds_costs_and_reproducibility(name, params, ridge_pf):
+    rec = run(name, params, ridge_pf, steps=10)
+    lo, hi = ridge_pf.space.theta_bounds()
+    assert 1 <= len(rec.rows) <= 10
+    assert all(r["status"] == "ok" for r in rec.rows)
+    for r in rec.rows:
+        th = torch.tensor(r["theta"], dtype=torch.float64)
+        assert ridge_pf.space.contains(th), (th, lo, hi)
+        # every evaluation is a reference inner solve: the recorded loss is F(theta)
+        assert math.isclose(r["val_loss"], r["val_loss_ref"], rel_tol=1e-9)
+    assert rec.costs["inner_solves"] == len(rec.rows)
+    assert rec.costs["inner_steps"] == rec.costs["grad_evals"] == rec.costs["hvps"] == 0
+    assert [r["inner_solves"] for r in rec.rows] == list(range(1, len(rec.rows) + 1))  # cumulative, one per row
+    assert [e["trial"] for e in extras(rec)] == list(range(len(rec.rows)))
+    again = run(name, params, ridge_pf, steps=10)
+    assert thetas(again) == thetas(rec)
+    assert [r["val_loss"] for r in again.rows] == [r["val_loss"] for r in rec.rows]
+
+
+@pytest.mark.parametrize("name,params", [c for c in OPTUNA_CONFIGS if c[0] != "grid"],
+                         ids=[i for i, c in zip(IDS, OPTUNA_CONFIGS) if c[0] != "grid"])
+def test_the_seed_changes_the_proposals(name, params, ridge_pf):
+    assert thetas(run(name, params, ridge_pf, steps=6, seed=0)) != thetas(run(name, params, ridge_pf, steps=6, seed=1))
+
+
+def test_sampler_seed_accepts_the_harness_63_bit_seeds():
+    big = 2**63 - 25
+    s = sampler_seed(big)
+    assert 0 <= s < 2**32 and s == sampler_seed(big) and s != sampler_seed(big - 1)
+    rec = run("tpe", {}, get_task("ridge", n=40, p=4, seed=0), steps=3, seed=big)
+    assert len(rec.rows) == 3
+
+
+def test_seconds_budget_stops_the_search(ridge):
+    rec = run("random", {}, ridge, steps=None, seconds=0.05)
+    assert rec.stop_reason == "budget_seconds"
+    assert len(rec.rows) >= 1
+
+
+def test_inexact_inner_solve_is_recorded_as_such(ridge):
+    rec = run("random", {"inner": "gd", "inner_steps": 7}, ridge, steps=4)
+    n = len(rec.rows)
+    assert n == 4
+    assert rec.costs["inner_solves"] == 0
+    assert rec.costs["inner_steps"] == rec.costs["grad_evals"] == 7 * n
+    assert rec.costs["hvps"] > 0  # the 1/L power iteration
+    # w_T after 7 steps is not the reference solution: its validation loss differs from F(theta)
+    assert any(not math.isclose(r["val_loss"], r["val_loss_ref"], rel_tol=1e-6) for r in rec.rows)
+    fixed = run("random", {"inner": "gd", "inner_steps": 7, "inner_lr": 0.01}, ridge, steps=2)
+    assert fixed.costs["hvps"] == 0
+
+
+def test_infeasible_proposals_are_failed_trials_counted_in_the_budget(seed_toy):
+    # raw λ in [-100, 100]: where λ < -(smallest Gram eigenvalue) the inner problem has no minimiser
+    rec = run("random", {}, seed_toy, steps=20)
+    skipped = sum(e.get("infeasible", 0) for e in extras(rec))
+    assert skipped > 0
+    assert all(r["status"] == "ok" for r in rec.rows)
+    trials = extras(rec)[-1]["trial"] + 1
+    assert trials <= 20 and len(rec.rows) + skipped <= trials
+    assert rec.costs["inner_solves"] == trials or rec.costs["inner_solves"] == 20
+
+
+def test_grid_block_is_a_shared_lambda_grid_capped_by_the_budget(ridge_pf):
+    rec = run("grid", {}, ridge_pf, steps=9)
+    assert len(rec.rows) == 9
+    for r in rec.rows:
+        assert len(set(r["theta"])) == 1  # one block: every feature shares the grid's λ
+    lo, hi = ridge_pf.space.blocks[0].theta_bounds
+    assert sorted(r["theta"][0] for r in rec.rows) == pytest.approx(grid_values(lo, hi, 9))
+    e = extras(rec)[0]
+    assert e["grid_space"] == "block" and e["grid_axes"] == 1 and e["grid_points_per_axis"] == 9
+    assert e["grid_size"] == 9 and e["grid_complete"] is True
+
+
+def test_grid_full_factorial_is_honest_about_many_axes(ridge_pf):
+    d = ridge_pf.space.dim  # 6 axes
+    assert points_per_axis(100, d) == 2 and 2**d <= 100 < 3**d
+    rec = run("grid", {"space": "full"}, ridge_pf, steps=100)
+    e = extras(rec)[0]
+    assert e["grid_axes"] == d and e["grid_points_per_axis"] == 2 and e["grid_size"] == 64
+    assert len(rec.rows) == 64 and len(set(thetas(rec))) == 64  # the grid, each point once, then stop
+    assert rec.stop_reason == "search space exhausted"
+    small = run("grid", {"space": "full"}, ridge_pf, steps=10)  # 2**6 > 10: one point, the centre
+    assert extras(small)[0]["grid_points_per_axis"] == 1 and len(small.rows) == 1
+    assert small.rows[0]["theta"] == pytest.approx([0.0] * d)  # centre of [log 1e-6, log 1e6]
+
+
+def test_grid_with_points_truncated_by_the_budget_says_so(ridge):
+    rec = run("grid", {"points": 50}, ridge, steps=10)
+    assert len(rec.rows) == 10 and extras(rec)[0]["grid_complete"] is False
+
+
+def test_points_per_axis():
+    assert points_per_axis(30, 1) == 30
+    assert points_per_axis(30, 2) == 5
+    assert points_per_axis(27, 3) == 3
+    assert points_per_axis(26, 3) == 2
+    assert points_per_axis(5, 50) == 1
+
+
+def test_grid_eig_matches_reference_solves_with_one_decomposition():
+    task = get_task("ridge", n=50, p=30, seed=0)
+    rec = run("grid_eig", {}, task, steps=25)
+    assert len(rec.rows) == 25
+    assert rec.costs["inner_solves"] == 1 and rec.costs["grad_evals"] == rec.costs["hvps"] == 0
+    for r in rec.rows:
+        assert math.isclose(r["val_loss"], r["val_loss_ref"], rel_tol=1e-8)
+        w_ref = task.solve(torch.tensor(r["theta"], dtype=torch.float64))
+        assert math.isclose(r["test_loss"], float(task.test_loss(w_ref)), rel_tol=1e-8)
+    # the same grid as `grid` on a scalar penalty, so the same best point
+    grid = run("grid", {}, task, steps=25)
+    best = min(rec.rows, key=lambda r: r["val_loss"])["theta"]
+    assert best == pytest.approx(min(grid.rows, key=lambda r: r["val_loss"])["theta"])
+    assert sorted(t for (t,) in thetas(rec)) == pytest.approx(sorted(t for (t,) in thetas(grid)))
+    assert [r["theta"][0] for r in rec.rows] == sorted(r["theta"][0] for r in rec.rows)  # ascending
+
+
+def test_ridge_eig_grid_vs_direct_solves(seed_toy):
+    thetas_ = torch.tensor([-0.4, 0.0, 0.5, 2.0, 50.0], dtype=torch.float64)  # raw λ; Gram eigenvalues 0.53, 1.17
+    w, val, feasible = ridge_eig_grid(seed_toy, thetas_)
+    assert bool(feasible.all())
+    for k, th in enumerate(thetas_):
+        w_ref = seed_toy.solve(th.reshape(1))
+        assert torch.allclose(w[k], w_ref, rtol=1e-9, atol=1e-12)
+        assert math.isclose(float(val[k]), float(seed_toy.outer_loss(w_ref)), rel_tol=1e-9)
+    _, _, feas = ridge_eig_grid(seed_toy, torch.tensor([-100.0, 1.0], dtype=torch.float64))
+    assert feas.tolist() == [False, True]
+
+
+def test_grid_eig_order_and_shuffle_reproducible(ridge):
+    desc = run("grid_eig", {"order": "descending"}, ridge, steps=10)
+    assert [r["theta"][0] for r in desc.rows] == sorted((r["theta"][0] for r in desc.rows), reverse=True)
+    a = run("grid_eig", {"order": "shuffled"}, ridge, steps=10, seed=4)
+    b = run("grid_eig", {"order": "shuffled"}, ridge, steps=10, seed=4)
+    assert thetas(a) == thetas(b) and sorted(thetas(a)) == sorted(thetas(desc))
+
+
+def test_grid_eig_refuses_tasks_it_cannot_decompose(ridge_pf):
+    with pytest.raises(ValueError, match="one scalar penalty"):
+        run("grid_eig", {}, ridge_pf, steps=5)
+
+
+@pytest.mark.parametrize("name,params,key", [
+    ("tpe", {"n_startup_trials": -1}, "n_startup_trials"),
+    ("tpe", {"multivariate": "yes"}, "multivariate"),
+    ("tpe", {"inner": "newton"}, "inner"),
+    ("random", {"inner_steps": 0}, "inner_steps"),
+    ("random", {"inner_lr": -1.0}, "inner_lr"),
+    ("grid", {"space": "diagonal"}, "space"),
+    ("grid", {"points": 0}, "points"),
+    ("cmaes", {"separable": "yes"}, "separable"),
+    ("cmaes", {"popsize": 1}, "popsize"),
+    ("grid_eig", {"order": "random"}, "order"),
+])
+def test_bad_parameters_are_one_line_errors(name, params, key):
+    with pytest.raises(TunerParamError) as exc:
+        TUNERS.get(name)(**params)
+    msg = str(exc.value)
+    assert "\n" not in msg and f"`{key}`" in msg and repr(next(iter(params.values()))) in msg
+
+
+def test_optuna_logging_is_silenced_and_restored(ridge, caplog):
+    before = optuna.logging.get_verbosity()
+    with caplog.at_level(logging.INFO):
+        run("tpe", {}, ridge, steps=3)
+    assert not [r for r in caplog.records if r.name.startswith("optuna") and r.levelno <= logging.INFO]
+    assert optuna.logging.get_verbosity() == before
+
+
+# ------------------------------------------------------------------------------ tune step
+TUNE_SUITE = """
+name = "tunetest"
+seeds = [0, 1]
+[budget]
+steps = 5
+[tune]
+seeds = [100, 101]
+{scope}
+[[task]]
+name = "ridge"
+params = {{ n = 40, p = 5 }}
+[[task]]
+name = "seed_toy"
+label = "toy"
+params = {{ transform = "log" }}
+[[tuner]]
+name = "gradient"
+label = "gd"
+params = {{ method = "exact", inner = "exact" }}
+tune = {{ outer_lr = [0.001, 0.5] }}
+[[tuner]]
+name = "random"
+"""
+
+
+def write(tmp_path, text, name="s.toml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_tune_schema_is_parsed_and_validated(tmp_path):
+    s = load_suite(write(tmp_path, TUNE_SUITE.format(scope="")))
+    assert s.tune.seeds == (100, 101) and s.tune.scope == "task"
+    assert s.tune.grids == {"gd": {"outer_lr": [0.001, 0.5]}}
+    assert s.tune.combos("gd") == [{"outer_lr": 0.001}, {"outer_lr": 0.5}]
+    bad = {
+        "tune.seeds": TUNE_SUITE.format(scope="").replace("seeds = [100, 101]", "seeds = [1, 100]"),
+        "tune.scope": TUNE_SUITE.format(scope='scope = "global"'),
+        "tuner[0].tune.outer_lr": TUNE_SUITE.format(scope="").replace("[0.001, 0.5]", "[]"),
+        "tuner[0].tune": TUNE_SUITE.format(scope="").replace("outer_lr = [0.001, 0.5]", "outer_lrr = [0.1, 0.2]"),
+    }
+    for key, text in bad.items():
+        with pytest.raises(SuiteError) as exc:
+            load_suite(write(tmp_path, text, f"{key}.toml"))
+        assert f"`{key}`" in str(exc.value) and "\n" not in str(exc.value)
+    no_table = TUNE_SUITE.format(scope="").replace("[tune]\nseeds = [100, 101]\n", "")
+    with pytest.raises(SuiteError, match="tune.seeds"):
+        load_suite(write(tmp_path, no_table, "nt.toml"))
+    with pytest.raises(SuiteError, match="absent from tuner"):
+        load_suite(write(tmp_path, TUNE_SUITE.format(scope="").replace(
+            'inner = "exact" }', 'inner = "exact", outer_lr = 0.1 }'), "dup.toml"))
+
+
+@pytest.mark.parametrize("scope", ["task", "suite"])
+def test_tune_step_chooses_on_tuning_seeds_and_records_it(tmp_path, scope):
+    from hpo_bench.tune import read_choices, tune_suite, tuning_suite
+
+    s = load_suite(write(tmp_path, TUNE_SUITE.format(scope=f'scope = "{scope}"')))
+    ts = tuning_suite(s)
+    cells = ts.cells()
+    assert {c.seed for c in cells} == {100, 101}  # never the evaluation seeds
+    assert {c.tuner.label for c in cells} == {"gd.tune0", "gd.tune1"}  # untuned tuners do not run
+    resolved, doc = tune_suite(s, tmp_path / "run")
+    choices = read_choices(tmp_path / "run")
+    assert choices["seeds"] == [100, 101] and choices["scope"] == scope
+    (entry,) = choices["tuners"]
+    assert entry["label"] == "gd" and len(entry["scores"]) == 4  # 2 combinations x 2 tasks
+    # the choice is the lowest mean over tuning seeds (lr 0.001 barely moves λ in 5 steps)
+    for task, c in entry["choice"]["by_task"].items():
+        mine = [sc for sc in entry["scores"] if sc["task"] == task]
+        best = min(mine, key=lambda sc: (float(sc["score"]), sc["combo"]))
+        if scope == "task":
+            assert c["combo"] == best["combo"]
+        assert c["params"] == {"outer_lr": 0.5}
+    gd = [e for e in resolved.tuners if e.label == "gd"]
+    assert all(e.params["outer_lr"] == 0.5 and e.params["method"] == "exact" for e in gd)
+    assert len(gd) == (2 if scope == "task" else 1)
+    # the clean cells keep their ids (same labels) and run on the evaluation seeds only
+    assert {c.cell_id for c in resolved.cells()} == {c.cell_id for c in s.cells()}
+    assert resolved.tune is None

@@ -1,0 +1,184 @@
+"""The oracle against closed-form optima, its cache, and the derived metrics (regret, targets)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from numpy.polynomial import polynomial as P
+from scipy.optimize import brentq
+
+from hpo_bench import get_task
+from hpo_bench import oracle as oracle_mod
+from hpo_bench.oracle import compute_oracle, oracle_for, oracle_key
+from hpo_bench.report.metrics import add_derived, cell_metrics
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small dense solves: one thread is much faster on a busy 2-core machine (results are the same)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def eig_parts(task):
+    """Closed form of a scalar-penalty quadratic task, in numpy: ``w(λ) = V diag(a/(a s + b λ)) V^T c``."""
+    g, c = task.gram.numpy(), task.xty.numpy()
+    s, v = np.linalg.eigh(g)
+    z = v.T @ c
+    b = task.x_val.numpy() @ v
+    y = task.y_val.numpy()
+    ratio = task.b / task.a  # H = 2a G + 2b λ I  =>  w = V diag(1 / (s + (b/a) λ)) z
+    return s, z, b, y, ratio
+
+
+def f_closed(task, lam):
+    s, z, b, y, ratio = eig_parts(task)
+    r = b @ (z / (s + ratio * lam)) - y
+    return float(r @ r / len(y))
+
+
+def test_seed_toy_oracle_is_the_root_of_the_closed_form_polynomial(seed_toy):
+    """seed_toy (p = 2, raw λ): F(λ) = ||N(λ)||² / (m D(λ)²) with polynomials N (vector) and D,
+    so dF/dλ = 0  <=>  (N·N') D - ||N||² D' = 0: its real roots (and the bounds) are every
+    candidate, and the best one is the exact optimum."""
+    s, z, b, y, ratio = eig_parts(seed_toy)
+    assert ratio == 1.0 and len(s) == 2
+    d = P.polymul([s[0], 1.0], [s[1], 1.0])  # (s1 + λ)(s2 + λ)
+    n = [P.polysub(P.polyadd(P.polymul([b[k, 0] * z[0]], [s[1], 1.0]), P.polymul([b[k, 1] * z[1]], [s[0], 1.0])),
+                   P.polymul([y[k]], d)) for k in range(len(y))]
+    nn = np.zeros(1)
+    nnp = np.zeros(1)
+    for nk in n:
+        nn = P.polyadd(nn, P.polymul(nk, nk))
+        nnp = P.polyadd(nnp, P.polymul(nk, P.polyder(nk)))
+    stationary = P.polysub(P.polymul(nnp, d), P.polymul(nn, P.polyder(d)))
+    lo, hi = seed_toy.space.blocks[0].low, seed_toy.space.blocks[0].high
+    roots = [r.real for r in P.polyroots(stationary) if abs(r.imag) < 1e-9 and lo <= r.real <= hi
+             and r.real > -s.min()]  # the inner problem needs s + λ > 0
+    cands = roots + [hi] + ([lo] if lo > -s.min() else [])
+    best = min(cands, key=lambda lam: f_closed(seed_toy, lam))
+    orc = compute_oracle(seed_toy)
+    assert orc.method == "grid+lbfgsb"
+    assert orc.hp[0] == pytest.approx(best, rel=1e-6)
+    assert orc.val_loss == pytest.approx(f_closed(seed_toy, best), rel=1e-12)
+    assert orc.init_val_loss == pytest.approx(f_closed(seed_toy, 3.0), rel=1e-12)  # lam0 = 3
+    assert orc.gap > 0
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_ridge_oracle_is_the_root_of_the_closed_form_hypergradient(seed):
+    task = get_task("ridge", n=50, p=30, seed=seed)
+    s, z, b, y, ratio = eig_parts(task)
+
+    def dfdlog(t):  # dF/d(log λ), closed form: λ * (2/m) r · (-B z ratio / (s + ratio λ)^2)
+        lam = math.exp(t)
+        r = b @ (z / (s + ratio * lam)) - y
+        return lam * 2.0 / len(y) * float(r @ (b @ (-ratio * z / (s + ratio * lam) ** 2)))
+
+    lo, hi = task.space.blocks[0].theta_bounds
+    ts = np.linspace(lo, hi, 4001)
+    g = np.array([dfdlog(t) for t in ts])
+    roots = [brentq(dfdlog, ts[i], ts[i + 1], xtol=1e-14) for i in range(len(ts) - 1) if g[i] < 0 < g[i + 1]]
+    cands = roots + [lo, hi]
+    best = min(cands, key=lambda t: f_closed(task, math.exp(t)))
+    orc = compute_oracle(task)
+    assert roots, "this instance has an interior optimum"
+    assert orc.theta[0] == pytest.approx(best, abs=1e-6)
+    assert orc.val_loss == pytest.approx(f_closed(task, math.exp(best)), rel=1e-12)
+
+
+def test_per_feature_oracle_is_stationary_and_beats_the_shared_penalty(ridge_pf, ridge):
+    """More than 2 hyperparameters: multi-start L-BFGS-B. Its point is a KKT point of the box and,
+    since one shared λ is a special per-feature point, it is at least as good as the scalar oracle."""
+    orc = compute_oracle(ridge_pf, starts=3)
+    assert orc.method == "lbfgsb-multistart" and orc.starts == 3
+    th = torch.tensor(orc.theta, dtype=torch.float64)
+    g = ridge_pf.reference_hypergradient(th)
+    lo, hi = ridge_pf.space.theta_bounds()
+    at_lo, at_hi = th <= lo + 1e-8, th >= hi - 1e-8
+    free = ~(at_lo | at_hi)
+    assert float(g[free].abs().max()) < 1e-6  # stationary in the free coordinates
+    assert bool((g[at_lo] >= -1e-8).all()) and bool((g[at_hi] <= 1e-8).all())  # pushing outwards at the bounds
+    assert orc.val_loss == pytest.approx(float(ridge_pf.response(th)), rel=1e-12)
+    assert orc.val_loss <= compute_oracle(ridge).val_loss + 1e-12
+
+
+def test_two_hyperparameters_use_the_dense_grid_and_polish():
+    task = get_task("seed_toy", per_weight=True, transform="log")
+    orc = compute_oracle(task, grid_points=41)
+    assert orc.method == "grid+lbfgsb" and orc.grid_points == 41 and orc.n_hyper == 2
+    lo, hi = [x.numpy() for x in task.space.theta_bounds()]
+    grid_best = min(float(task.response(torch.tensor([a, b], dtype=torch.float64)))
+                    for a in np.linspace(lo[0], hi[0], 41) for b in np.linspace(lo[1], hi[1], 41))
+    assert orc.val_loss <= grid_best
+    finer = compute_oracle(task, grid_points=81)
+    assert orc.val_loss == pytest.approx(finer.val_loss, rel=1e-9)
+
+
+def test_oracle_cache_is_keyed_by_task_params_and_seed(tmp_path, monkeypatch):
+    params = {"name": "ridge", "n": 40, "p": 5}
+    first = oracle_for(params, 2, tmp_path)
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1 and files[0].name.startswith("ridge-seed2-")
+    assert json.loads(files[0].read_text())["key"] == first.key == oracle_key(params, 2)
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(oracle_mod, "compute_oracle", boom)
+    again = oracle_for(params, 2, tmp_path)
+    assert again.val_loss == first.val_loss and again.theta == first.theta
+    assert oracle_key(params, 3) != first.key and oracle_key({**params, "p": 6}, 2) != first.key
+    monkeypatch.undo()
+    other = oracle_for(params, 3, tmp_path)
+    assert len(list(tmp_path.glob("*.json"))) == 2 and other.val_loss != first.val_loss
+
+
+def _records(rows):
+    base = {"task": "ridge", "tuner": "random", "tuner_label": "random", "tuner_params": "{}", "status": "ok",
+            "grad_evals": 0, "hvps": 0, "hp": [1.0], "test_loss": 1.0}
+    df = pd.DataFrame([{**base, **r} for r in rows])
+    return df.sort_values(["cell_id", "step"]).reset_index(drop=True)
+
+
+def test_regret_incumbent_and_targets_on_hand_made_records():
+    params = json.dumps({"name": "ridge", "n": 40, "p": 5})
+
+    class FakeOracle:
+        val_loss, gap, n_params, hp, transforms = 1.0, 100.0, 5, [2.0], ["log"]
+
+    orc = {(params, 0): FakeOracle()}
+    # val_loss: what the tuner observed; val_loss_ref: F at the reference solve of its λ
+    rows = [
+        {"cell_id": "a", "step": 0, "time_s": 0.1, "inner_solves": 1, "val_loss": 30.0, "val_loss_ref": 30.0},
+        {"cell_id": "a", "step": 1, "time_s": 0.2, "inner_solves": 2, "val_loss": 1.5, "val_loss_ref": 1.5},
+        {"cell_id": "a", "step": 2, "time_s": 0.3, "inner_solves": 3, "val_loss": 1.05, "val_loss_ref": 1.05},
+        {"cell_id": "a", "step": 3, "time_s": 0.4, "inner_solves": 4, "val_loss": 9.0, "val_loss_ref": 9.0},
+        # an inexact solve that *looks* better than it is: the incumbent follows val_loss, regret uses F
+        {"cell_id": "b", "step": 0, "time_s": 0.1, "inner_solves": 0, "grad_evals": 10, "val_loss": 0.5,
+         "val_loss_ref": 2.5},
+        {"cell_id": "b", "step": 1, "time_s": 0.2, "inner_solves": 0, "grad_evals": 20, "val_loss": 0.9,
+         "val_loss_ref": 1.01},
+    ]
+    df = add_derived(_records([{**r, "task_params": params, "seed": 0} for r in rows]), orc)
+    a = df[df["cell_id"] == "a"]
+    assert a["regret"].tolist() == pytest.approx([29.0, 0.5, 0.05, 8.0])
+    assert a["incumbent_regret"].tolist() == pytest.approx([29.0, 0.5, 0.05, 0.05])
+    assert a["cost_units"].tolist() == [5, 10, 15, 20]  # n_params per inner solve
+    b = df[df["cell_id"] == "b"]
+    assert b["regret"].tolist() == pytest.approx([-0.5, -0.1])  # val_loss - F*: may be negative
+    assert b["incumbent_regret"].tolist() == pytest.approx([1.5, 1.5])  # incumbent stays step 0 (val 0.5)
+    cells = cell_metrics(df, orc).set_index("cell_id")
+    # 1% of the gap = 1.0: cell a gets there at step 1; 0.1% = 0.1: at step 2
+    assert cells.loc["a", "reached_1pct"] and cells.loc["a", "time_to_1pct"] == 0.2
+    assert cells.loc["a", "cost_to_1pct"] == 10 and cells.loc["a", "time_to_0_1pct"] == 0.3
+    assert cells.loc["a", "final_regret"] == pytest.approx(0.05)
+    assert not cells.loc["b", "reached_1pct"] and math.isnan(cells.loc["b", "time_to_1pct"])
+    assert math.isnan(cells.loc["b", "cost_to_0_1pct"]) and cells.loc["b", "final_regret"] == pytest.approx(1.5)

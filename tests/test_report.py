@@ -1,0 +1,263 @@
+"""`hpo-bench report` on a small fixture run: every table and figure, LaTeX shape, statistics, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from hpo_bench import cli
+from hpo_bench.report import TABLES, make_report
+from hpo_bench.report.figures import FIGURES
+from hpo_bench.report.metrics import ReportError, load_records
+from hpo_bench.report.tables import MIN_WILCOXON_SEEDS, group_summary, settings_table, wilcoxon_table
+
+FIXTURE_SUITE = """
+name = "fixture"
+seeds = [0, 1]
+[budget]
+steps = 6
+[[task]]
+name = "ridge"
+params = { n = 40, p = 5 }
+[[task]]
+name = "ridge_per_feature"
+label = "ridge_pf"
+params = { n = 40, p = 5 }
+[[task]]
+name = "seed_toy"
+label = "toy_log"
+params = { transform = "log" }
+[[tuner]]
+name = "gradient"
+label = "cg"
+params = { method = "cg", inner = "gd", inner_steps = 20, outer_lr = 0.3 }
+[[tuner]]
+name = "tpe"
+params = { n_startup_trials = 3 }
+[[tuner]]
+name = "random"
+[[tuner]]
+name = "grid_eig"
+tasks = ["ridge", "toy_log"]
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from hpo_bench.harness import run_suite
+    from hpo_bench.suite import load_suite
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # small dense solves: one thread is much faster on a busy 2-core machine
+    root = tmp_path_factory.mktemp("fixture")
+    (root / "suite.toml").write_text(FIXTURE_SUITE)
+    run_suite(load_suite(str(root / "suite.toml")), root / "run")
+    torch.set_num_threads(n)
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def report(run_dir):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing from seaborn, matplotlib, pandas or scipy may escape
+        res = make_report(run_dir, jobs=1)
+    torch.set_num_threads(n)
+    return res
+
+
+def test_every_table_and_figure_is_written(report, run_dir):
+    out = run_dir / "report"
+    assert report.out_dir == out and report.summary_path == out / "summary.md"
+    for name in TABLES:
+        for ext in ("md", "tex", "csv"):
+            p = out / "tables" / f"{name}.{ext}"
+            assert p.is_file() and p.stat().st_size > 0, p
+    assert (out / "tables" / "cells.csv").is_file()
+    for name in FIGURES:
+        png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert pdf.read_bytes()[:5] == b"%PDF-"
+    summary = report.summary_path.read_text()
+    for name in FIGURES:
+        assert f"(figures/{name}.png)" in summary and f"(figures/{name}.pdf)" in summary
+    for heading in ("## Headline", "## Results", "## Average rank", "## Wilcoxon", "## Tuner settings", "## Oracle"):
+        assert heading in summary
+    assert list((run_dir / "oracle").glob("*.json"))  # cached next to the results
+
+
+def test_results_cover_every_task_and_tuner(report, run_dir):
+    res = pd.read_csv(run_dir / "report" / "tables" / "results.csv")
+    cells = pd.read_csv(run_dir / "report" / "tables" / "cells.csv")
+    assert len(cells) == 2 * (3 * 3 + 2)  # seeds x (tasks x tuners on all + grid_eig on two)
+    pairs = set(zip(res["task"], res["tuner"]))
+    assert pairs == set(zip(cells["task"], cells["tuner_label"]))
+    assert ("ridge_pf", "grid_eig") not in pairs
+    assert list(pd.unique(res["task"])) == ["ridge", "ridge_pf", "toy_log"]  # suite order
+    for (task, tuner), g in cells.groupby(["task", "tuner_label"]):
+        row = res[(res["task"] == task) & (res["tuner"] == tuner)].iloc[0]
+        assert row["regret_mean"] == pytest.approx(g["final_regret"].mean(), rel=1e-9)
+        assert row["test_mean"] == pytest.approx(g["final_test_loss"].mean(), rel=1e-9)
+        assert row["seeds"] == 2
+    assert (cells["final_regret"] > -1e-9).all()  # F at the reference solve cannot beat the oracle
+    for task, g in res.groupby("task"):
+        assert g["best"].sum() >= 1
+        assert g.loc[g["best"], "regret_mean"].min() == pytest.approx(g["regret_mean"].min())
+    # gradient tuners have a hypergradient error, black-box ones do not
+    assert res[res["tuner"] == "cg"]["hypergrad_rel_error_median"].notna().all()
+    assert res[res["tuner"] == "tpe"]["hypergrad_rel_error_median"].isna().all()
+
+
+def test_targets_are_not_reached_rather_than_numbers(report, run_dir):
+    cells = pd.read_csv(run_dir / "report" / "tables" / "cells.csv")
+    for key in ("1pct", "0_1pct"):
+        reached = cells[f"reached_{key}"].astype(bool)
+        assert cells.loc[~reached, f"time_to_{key}"].isna().all()
+        assert cells.loc[~reached, f"cost_to_{key}"].isna().all()
+        assert (cells.loc[reached, f"time_to_{key}"] >= 0).all()
+    md = (run_dir / "report" / "tables" / "results.md").read_text()
+    if (~cells["reached_0_1pct"].astype(bool)).any():
+        assert "n.r." in md
+
+
+def _tex_rows(tex: str) -> list[str]:
+    body = tex.split("\\midrule", 1)[1].split("\\bottomrule", 1)[0]
+    return [ln for ln in body.splitlines() if ln.strip() and ln.strip() != "\\midrule"]
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_latex_is_balanced_booktabs(report, run_dir, name):
+    tex = (run_dir / "report" / "tables" / f"{name}.tex").read_text()
+    stack = []
+    for kind, env in re.findall(r"\\(begin|end)\{([^}]*)\}", tex):
+        if kind == "begin":
+            stack.append(env)
+        else:
+            assert stack and stack.pop() == env, f"unbalanced \\end{{{env}}}"
+    assert not stack
+    assert tex.index("\\begin{tabular}") < tex.index("\\toprule") < tex.index("\\midrule") \
+        < tex.index("\\bottomrule") < tex.index("\\end{tabular}")
+    assert tex.count("\\toprule") == 1 and tex.count("\\bottomrule") == 1
+    spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", tex).group(1)
+    header = tex.split("\\toprule", 1)[1].split("\\midrule", 1)[0]
+    for line in [header.strip()] + _tex_rows(tex):
+        assert line.endswith("\\\\")
+        assert len(re.findall(r"(?<!\\)&", line)) == len(spec) - 1, line
+    body = re.sub(r"\$[^$]*\$", "", tex)  # math mode may hold ^ and \
+    assert not re.search(r"(?<!\\)[_%#]", body.split("\n", 1)[1]), "unescaped LaTeX special character"
+    assert tex.count("{") == tex.count("}")
+
+
+def test_latex_marks_the_best_in_bold(report, run_dir):
+    tex = (run_dir / "report" / "tables" / "results.tex").read_text()
+    res = pd.read_csv(run_dir / "report" / "tables" / "results.csv")
+    bold_rows = [ln for ln in _tex_rows(tex) if "\\textbf{" in ln]
+    assert len(bold_rows) == int(res["best"].sum())
+    for ln in bold_rows:
+        task, tuner = [c.strip() for c in ln.split("&")[:2]]
+        tuner = tuner.removeprefix("\\textbf{").removesuffix("}").replace("\\_", "_")
+        task = task.replace("\\_", "_")
+        assert bool(res[(res["task"] == task) & (res["tuner"] == tuner)]["best"].iloc[0])
+
+
+def test_ranks_and_wilcoxon_flags(report, run_dir):
+    ranks = pd.read_csv(run_dir / "report" / "tables" / "ranks.csv")
+    res = pd.read_csv(run_dir / "report" / "tables" / "results.csv")
+    for r in ranks.itertuples():
+        assert r.average_rank == pytest.approx(res[res["tuner"] == r.tuner]["rank"].mean())
+    assert ranks.set_index("tuner").loc["grid_eig", "tasks"] == 2
+    w = pd.read_csv(run_dir / "report" / "tables" / "wilcoxon.csv")
+    assert len(w) == len(res) - res["task"].nunique()  # every tuner but the best, per task
+    assert w["too_few_seeds"].all()  # two seeds: p < 0.05 is unattainable
+    assert w["note"].str.contains("too few seeds").all()
+
+
+def test_wilcoxon_with_enough_seeds_matches_scipy():
+    rng = np.random.default_rng(0)
+    n = MIN_WILCOXON_SEEDS + 2
+    rows = []
+    for tuner, shift in (("good", 0.0), ("bad", 0.3)):
+        for s in range(n):
+            rows.append({"task": "t", "tuner_label": tuner, "tuner": tuner, "seed": s, "status": "ok",
+                         "final_val_loss": 1.0, "final_test_loss": 1.0, "wall_s": 1.0, "cost_units": 1.0,
+                         "final_regret": shift + 0.1 * rng.random(), **{f"{w}_to_{k}": np.nan for w in ("time", "cost")
+                                                                       for k in ("1pct", "0_1pct")}})
+    cells = pd.DataFrame(rows)
+    summary = group_summary(cells, cells.assign(hypergrad_rel_error=np.nan))
+    w = wilcoxon_table(summary, cells)
+    (row,) = w.itertuples()
+    assert row.best == "good" and row.tuner == "bad" and row.n == n and not row.too_few_seeds
+    ref = stats.wilcoxon(cells[cells.tuner_label == "bad"]["final_regret"].to_numpy(),
+                         cells[cells.tuner_label == "good"]["final_regret"].to_numpy())
+    assert row.p_value == pytest.approx(ref.pvalue) and row.p_value < 0.05
+
+
+def test_settings_say_where_each_setting_came_from():
+    cells = pd.DataFrame([
+        {"tuner_label": "cg", "tuner": "gradient", "task": "a", "tuner_params": json.dumps({"outer_lr": 0.5})},
+        {"tuner_label": "cg", "tuner": "gradient", "task": "b", "tuner_params": json.dumps({"outer_lr": 0.1})},
+        {"tuner_label": "tpe", "tuner": "tpe", "task": "a", "tuner_params": "{}"},
+    ])
+    choices = {"seeds": [100], "scope": "task", "tuners": [
+        {"label": "cg", "grid": {"outer_lr": [0.1, 0.5]},
+         "choice": {"scope": "task", "by_task": {"a": {"params": {"outer_lr": 0.5}},
+                                                 "b": {"params": {"outer_lr": 0.1}}}}}]}
+    t = settings_table(cells, choices, None)
+    md = t.markdown()
+    assert md.count("tuned (task scope") == 2 and "outer_lr=0.5" in md and "outer_lr=0.1" in md
+    assert "| tpe | tpe | a | (defaults) | declared |" in md
+    untuned = settings_table(cells, None, {"cg": {"outer_lr": [0.1, 0.5]}}).markdown()
+    assert "was not run" in untuned
+
+
+def invoke(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["hpo-bench", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_cli_report_prints_where_it_wrote(report, run_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "rep"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code, text, err = invoke(monkeypatch, capsys, "report", str(run_dir), "--out", str(out))
+    finally:
+        torch.set_num_threads(n)
+    assert code == 0, err
+    assert str(out / "summary.md") in text.replace("\n", "")
+    assert (out / "summary.md").is_file() and (out / "figures" / "final_hp.png").is_file()
+    # the oracle came from the cache: same numbers as the first report
+    assert (out / "tables" / "oracle.csv").read_text() == (run_dir / "report" / "tables" / "oracle.csv").read_text()
+
+
+def test_cli_report_bad_folder_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    code, _, err = invoke(monkeypatch, capsys, "report", str(tmp_path / "nope"))
+    assert code == 2 and err.count("\n") == 1 and "does not exist" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = invoke(monkeypatch, capsys, "report", str(tmp_path / "empty"))
+    assert code == 2 and err.count("\n") == 1 and "run folder" in err
+
+
+def test_partial_run_reads_finished_cells(run_dir, tmp_path):
+    part = tmp_path / "partial"
+    (part / "cells").mkdir(parents=True)
+    for p in sorted((run_dir / "cells").glob("*.parquet"))[:3]:
+        shutil.copy(p, part / "cells" / p.name)
+    df = load_records(part)
+    assert df["cell_id"].nunique() == 3
+    assert (df.groupby("cell_id")["step"].apply(lambda s: s.is_monotonic_increasing)).all()
+    with pytest.raises(ReportError, match="no records.parquet"):
+        load_records(tmp_path)
