@@ -70,15 +70,12 @@ def run_inner(task: Task, theta: torch.Tensor, state: InnerState, *, solver: str
         return steps
     if solver == "adam_per_example":
         n = task.n_train
-        idx = [torch.tensor([i], device=state.w.device) for i in range(n)]
+        example = task.example_grad_fn(theta)
         for _ in range(steps):
             for i in range(n):
-                with torch.enable_grad():
-                    w_ = state.w.detach().requires_grad_(True)
-                    loss = task.inner_loss_batch(w_, theta, idx[i])
-                    (g,) = torch.autograd.grad(loss, w_)
+                loss, g = example(state.w, i)
                 if state.trace is not None:
-                    state.trace.append(float(loss.detach()))
+                    state.trace.append(float(loss))
                 adam_step(state, g, lr)
         return steps * n
     raise ValueError(f"unknown inner solver {solver!r}; known inner solvers: {', '.join(INNER_SOLVERS)}")

@@ -147,15 +147,20 @@ class Space:
     def _log_mask(self, theta: torch.Tensor) -> torch.Tensor:
         return torch.tensor([t == "log" for t in self._per_entry("transform")], device=theta.device)
 
+    @property
+    def _transform_kind(self) -> str:
+        kinds = {b.transform for b in self.blocks}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
     def to_natural(self, theta: torch.Tensor) -> torch.Tensor:
         """Flat natural values (differentiable in ``theta``)."""
         self.check_shape(theta)
-        mask = self._log_mask(theta)
-        if bool(mask.all()):
+        kind = self._transform_kind
+        if kind == "log":
             return torch.exp(theta)
-        if not bool(mask.any()):
+        if kind == "none":
             return theta
-        return torch.where(mask, torch.exp(theta), theta)
+        return torch.where(self._log_mask(theta), torch.exp(theta), theta)
 
     def from_natural(self, lam: torch.Tensor) -> torch.Tensor:
         self.check_shape(lam)

@@ -91,6 +91,21 @@ class Linearization:
         (cv,) = torch.autograd.grad(self._g, self._theta, v, retain_graph=True, allow_unused=True)
         return torch.zeros_like(self._theta) if cv is None else cv
 
+    def hvp_batch(self, v: torch.Tensor) -> torch.Tensor:
+        """``H V`` for the columns of ``V`` (shape ``(p, k)``), batched."""
+        self.n_hvp += v.shape[1]
+        (hv,) = torch.autograd.grad(self._g, self._w, v.T.contiguous(), retain_graph=True, is_grads_batched=True)
+        return hv.T
+
+    def cross_jacobian(self) -> torch.Tensor:
+        """``d(grad_w inner) / dtheta``, shape ``(p, m)`` (p batched vector-Jacobian products)."""
+        p = self._w.shape[0]
+        eye = torch.eye(p, dtype=self._w.dtype, device=self._w.device)
+        (jac,) = torch.autograd.grad(self._g, self._theta, eye, retain_graph=True, is_grads_batched=True,
+                                     allow_unused=True)
+        self.n_cross += p
+        return torch.zeros(p, self._theta.shape[0], dtype=self._w.dtype, device=self._w.device) if jac is None else jac
+
     def hessian(self) -> torch.Tensor:
         """Dense ``H`` (p HVPs' worth of work), for small problems and references."""
         p = self._w.shape[0]
@@ -169,6 +184,24 @@ class Task(ABC):
         implement it; stochastic inner solvers need it.
         """
         raise NotImplementedError(f"task {self.name!r} has no per-example training losses")
+
+    def example_grad_fn(self, theta: torch.Tensor):
+        """``f(w, i) -> (loss_i, grad_w loss_i)`` for one training example at fixed ``theta``.
+
+        Used by per-example stochastic inner solvers; the default differentiates
+        :meth:`inner_loss_batch` with autograd. Tasks may return a faster closed form.
+        """
+        theta = theta.detach()
+        idx = [torch.tensor([i], device=self.device) for i in range(self.n_train)]
+
+        def f(w: torch.Tensor, i: int):
+            with torch.enable_grad():
+                w_ = w.detach().requires_grad_(True)
+                loss = self.inner_loss_batch(w_, theta, idx[i])
+                (g,) = torch.autograd.grad(loss, w_)
+            return loss.detach(), g
+
+        return f
 
     def linearize(self, w: torch.Tensor, theta: torch.Tensor) -> Linearization:
         """Second-order oracle at ``(w, theta)``; override to exploit structure."""

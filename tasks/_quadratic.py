@@ -45,6 +45,20 @@ class QuadraticLinearization(Linearization):
         self.n_cross += 1
         return self.task.chain_to_theta(self._theta, 2 * self.task.b * self._w * v)
 
+    def hvp_batch(self, v: torch.Tensor) -> torch.Tensor:
+        self.n_hvp += v.shape[1]
+        t = self.task
+        return 2 * t.a * (t.gram @ v) + 2 * t.b * self._d.unsqueeze(1) * v
+
+    def cross_jacobian(self) -> torch.Tensor:
+        """``2b diag(w) dd/dtheta``: a column per hyperparameter."""
+        t = self.task
+        self.n_cross += self._w.shape[0]
+        scale = torch.exp(self._theta) if t.space.blocks[0].transform == "log" else torch.ones_like(self._theta)
+        if t.space.dim == 1:
+            return (2 * t.b * self._w * scale).unsqueeze(1)
+        return torch.diag(2 * t.b * self._w * scale)
+
     def hessian(self) -> torch.Tensor:
         self.n_hvp += self._w.shape[0]
         return self.task.hessian(self._theta)
@@ -138,6 +152,20 @@ class QuadraticTask(Task):
         gout = 2 * self.x_val.T @ r / r.shape[0]
         q = torch.cholesky_solve(gout.unsqueeze(1), chol).squeeze(1)
         return self.chain_to_theta(theta, -2 * self.b * w * q)
+
+    def example_grad_fn(self, theta: torch.Tensor):
+        """Closed form: ``loss_i = a r_i^2 + b d.w^2``, ``grad = 2a x_i r_i + 2b d * w``, ``r_i = x_i.w - y_i``."""
+        d2 = 2 * self.b * self.penalty_vector(theta.detach())
+        d = self.b * self.penalty_vector(theta.detach())
+        rows = list(self.x_train.unbind(0))
+        ys = list(self.y_train.unbind(0))
+        a, a2 = self.a, 2 * self.a
+
+        def f(w: torch.Tensor, i: int):
+            r = torch.dot(rows[i], w) - ys[i]
+            return a * r * r + torch.dot(d, w * w), (a2 * r) * rows[i] + d2 * w
+
+        return f
 
     def linearize(self, w: torch.Tensor, theta: torch.Tensor) -> Linearization:
         return QuadraticLinearization(self, w, theta)

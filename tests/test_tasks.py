@@ -121,3 +121,20 @@ def test_non_convex_raw_lambda_is_reported_not_silently_wrong():
     task = get_task("seed_toy")  # raw λ, convex only for λ > -min eig(X^T X / n)
     with pytest.raises(FloatingPointError, match="not strictly convex"):
         task.solve(torch.tensor([-5.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", CORE)
+def test_batched_products_match_single_ones(name):
+    task = small(name, seed=7)
+    theta = theta_points(task)[1]
+    w = task.solve(theta) - 0.2
+    gen = torch.Generator().manual_seed(1)
+    v = torch.randn(task.n_params, 3, dtype=torch.float64, generator=gen)
+    for lin in (task.linearize(w, theta), Linearization(task, w, theta)):
+        hv = lin.hvp_batch(v)
+        for j in range(3):
+            assert rel(hv[:, j], lin.hvp(v[:, j])) <= 1e-12
+        jac = lin.cross_jacobian()
+        assert jac.shape == (task.n_params, task.space.dim)
+        u = v[:, 0]
+        assert rel(jac.T @ u, lin.cross_vjp(u)) <= 1e-12
