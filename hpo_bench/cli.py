@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import tomllib
 from pathlib import Path
@@ -132,37 +133,127 @@ def check_cmd(
 
 
 # ------------------------------------------------------------------------ run
+_DASK_ADDRESS = re.compile(r"^([a-z0-9+]+://)?(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):[0-9]{1,5}$")
+
+
+def _run_options(workers: str | None, dask: str | None, threads: int | None, timeout: float | None, resume: bool,
+                 force: bool, retry_failed: bool) -> int | None:
+    """Check the run options before anything starts; return the number of local workers (or ``None``)."""
+    n_workers = None
+    if workers is not None:
+        if workers.strip().lower() == "auto":
+            from .executors import usable_cpus
+
+            n_workers = usable_cpus()
+        else:
+            try:
+                n_workers = int(workers)
+            except ValueError:
+                n_workers = 0
+            if n_workers < 1:
+                raise BadInput(f"option --workers must be an integer >= 1 or 'auto', but got {workers!r}")
+    if dask is not None:
+        if dask != "local" and not _DASK_ADDRESS.match(dask):
+            raise BadInput(f"option --dask must be 'local' or a scheduler address like tcp://host:8786, "
+                           f"but got {dask!r}")
+        if dask != "local" and workers is not None:
+            raise BadInput(f"option --workers must be omitted with an existing Dask scheduler (its workers are "
+                           f"started where it runs), but got --workers {workers!r} with --dask {dask!r}")
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise BadInput(f"option --dask {dask!r} needs Dask's distributed package: "
+                           "pip install 'hpo-bench[dist]'") from None
+    if threads is not None and threads < 1:
+        raise BadInput(f"option --threads must be an integer >= 1, but got {threads}")
+    if timeout is not None and not (0 < timeout < math.inf):
+        raise BadInput(f"option --timeout must be a number of seconds > 0, but got {timeout}")
+    if force and not resume:
+        raise BadInput("option --force must come with --resume (it accepts a changed suite file or code when "
+                       "resuming), but got --force alone")
+    if retry_failed and not resume:
+        raise BadInput("option --retry-failed must come with --resume (it reruns failed cells of a run), "
+                       "but got --retry-failed alone")
+    return n_workers
+
+
 @app.command("run")
 def run_cmd(
     suite: str = typer.Argument(..., help="A named suite (see `hpo-bench list`) or a path to a suite TOML."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder (records.parquet, cells/, provenance.json)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print where results went."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (records.parquet, cells/, provenance.json, "
+                             "run.log)."),
+    workers: Optional[str] = typer.Option(None, "--workers", "-w", help="Run N cells at a time, each in its own "
+                                          "process ('auto': one per usable CPU). Default: one at a time in this "
+                                          "process (for debugging). With --dask local: the number of Dask workers."),
+    dask: Optional[str] = typer.Option(None, "--dask", help="Run on Dask: 'local' starts a LocalCluster here, "
+                                       "tcp://host:port joins a running scheduler (pip install 'hpo-bench[dist]')."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per cell (default: usable CPUs / "
+                                          "cells at a time; on a Dask scheduler: each worker's CPUs / its threads)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Hard wall-clock seconds per cell; overrides "
+                                            "the suite's `timeout` (default 10 x budget seconds + 60, else 3600)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: keep finished cells, run the "
+                                "rest. Refuses if the suite file or the code changed (see --force)."),
+    force: bool = typer.Option(False, "--force", help="With --resume: resume although the suite file or the code "
+                               "changed (unchanged cells are kept, changed ones run again)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: run cells that ended with "
+                                      "error, timeout or oom again."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display; only print where results went."),
 ) -> None:
-    """Run a suite: every task x tuner x seed cell, serially."""
-    from .harness import run_suite
+    """Run a suite: every task x tuner x seed cell, serially, in worker processes, or on Dask."""
+    from .executors import ProcessPool, SerialExecutor, dask_executor, usable_cpus
+    from .harness import RunFolderError, check_run_folder, run_suite
+    from .progress import make_reporter
     from .suite import load_suite
     from .summary import summarize
 
+    n_workers = _run_options(workers, dask, threads, timeout, resume, force, retry_failed)
     s = load_suite(suite)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {str(out)!r} exists and is not a folder")
-    n = len(s.cells())
-    if not quiet:
-        console.print(f"suite [bold]{s.name}[/bold]: {n} cells ({len(s.tasks)} tasks x {len(s.tuners)} tuners x "
-                      f"{len(s.seeds)} seeds) -> {out}")
+    if dask is None:
+        import torch
 
-    def on_cell(cell, rows, k, total):
-        if quiet:
-            return
-        last = rows[-1]
-        console.print(f"[{k}/{total}] {cell.cell_id}: {last['status']} after {len(rows)} records, "
-                      f"val {last['best_val_loss']:.4g}, {last['time_s']:.2f} s")
+        dev = torch.device(s.device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise BadInput(f"suite {s.name!r}: device {s.device!r} is not available on this machine (no CUDA); "
+                           "set `device = \"cpu\"` or run on a machine with a GPU")
+    try:
+        check_run_folder(out, s, resume=resume, force=force)
+    except RunFolderError as exc:
+        raise BadInput(str(exc)) from None
 
-    res = run_suite(s, out, argv=sys.argv, on_cell=on_cell)
+    dask_run = None
+    if dask is not None:
+        try:
+            dask_run = dask_executor(dask, n_workers=n_workers)
+        except (OSError, TimeoutError) as exc:
+            raise BadInput(f"option --dask {dask!r}: cannot reach the scheduler ({exc})") from None
+        executor: Any = dask_run
+        if dask == "local" and threads is None:
+            threads = max(1, usable_cpus() // (n_workers or usable_cpus()))
+    elif n_workers is not None:
+        executor = ProcessPool(n_workers)
+    else:
+        executor = SerialExecutor()
+    try:
+        res = run_suite(s, out, argv=sys.argv, executor=executor, resume=resume, force=force,
+                        retry_failed=retry_failed, timeout=timeout, threads=threads,
+                        reporter=make_reporter(console, quiet=quiet))
+    except RunFolderError as exc:  # the folder changed since the check (another run started in it)
+        raise BadInput(str(exc)) from None
+    except KeyboardInterrupt:
+        print(f"hpo-bench: interrupted; finished cells are in {str(out / 'cells')!r}: continue with "
+              f"hpo-bench run {suite} --out {out} --resume", file=sys.stderr)
+        raise typer.Exit(130) from None
+    finally:
+        if dask_run is not None:
+            dask_run.close()
+        else:
+            executor.shutdown(wait=True)
     if not quiet:
         console.print(summarize(res.frame))
     bad = {k: v for k, v in res.statuses.items() if v != "ok"}
-    console.print(f"records: {res.records_path} ({len(res.frame)} rows); provenance: {res.provenance_path}"
+    kept = f"; {len(res.skipped)} cells kept from before" if res.skipped else ""
+    console.print(f"records: {res.records_path} ({len(res.frame)} rows); provenance: {res.provenance_path}; "
+                  f"log: {res.log_path}{kept}"
                   + (f"; {len(bad)} cells not ok: {', '.join(f'{k}={v}' for k, v in bad.items())}" if bad else ""))
 
 

@@ -1,38 +1,95 @@
 """Running cells and suites.
 
-``run_cell`` builds the task (data from the seed) and the tuner, runs the tuner under a
-:class:`~hpo_bench.records.Recorder` and returns its rows; it never raises for a failing
-tuner or task: an exception becomes a terminal ``error`` row with the message and the
-traceback. ``run_suite`` runs every cell serially, writes each finished cell atomically
-(``cells/<cell_id>.parquet``: temporary file, then rename) so nothing finished is lost,
-and finally concatenates them into ``records.parquet`` next to ``provenance.json``.
+:func:`run_cell` builds the task (data from the repetition seed) and the tuner, seeds the
+tuner and torch with the cell's seed, runs the tuner under a
+:class:`~hpo_bench.records.Recorder` and returns its rows. It never raises for a failing
+tuner or task: an exception becomes a terminal row with status ``error`` (``oom`` for a
+``MemoryError`` or a CUDA out-of-memory error) whose ``message`` holds the exception and
+its traceback; rows recorded before it are kept.
+
+:func:`run_suite` runs the cells of a suite on an executor (:mod:`hpo_bench.executors`);
+results come back to the driver, which alone writes the run folder::
+
+    <out>/run.json                  what the run is: suite file hash, code version, sessions
+    <out>/cells/<cell_id>.parquet   one file per finished cell, written atomically (temporary
+                                    file, fsync, rename): a cell file is complete or absent
+    <out>/cells/stale/              cell files set aside by a resume (never deleted)
+    <out>/records.parquet           every cell, in suite order, once all have finished
+    <out>/provenance.json           versions, git, host, CPU, threads, torch settings, command
+    <out>/run.log                   every session's events and every failed cell's traceback
+
+Resume (``resume=True``) skips cells whose file exists and whose configuration hash
+matches, and runs the others. If the suite file or the code changed since the run began,
+it refuses unless ``force=True``; then cells whose configuration is unchanged are kept,
+the others run again, and ``run.json`` records what changed.
+
+Hard timeout. Every cell has a wall-clock limit (:attr:`~hpo_bench.suite.Cell.hard_timeout`
+or ``timeout``). On the process pool and on Dask the cell runs in its own child process,
+which is killed at the limit; the rows it had recorded are kept and a ``timeout`` row ends
+the cell. On the serial executor (in-process, for debugging) ``SIGALRM`` raises
+:class:`CellTimeout` in the cell at the next Python instruction.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.util
 import json
+import math
 import os
 import platform
+import random
+import shlex
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import traceback
-from dataclasses import dataclass
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Executor, Future
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
+from .executors import (ChildExit, DaskRun, SerialExecutor, kill_children, peak_rss_mb, reset_peak_rss, run_in_child,
+                        usable_cpus)
 from .records import COLUMNS, Recorder
 from .registry import TASKS, TUNERS
 from .suite import Cell, Suite
 
-__all__ = ["run_cell", "run_suite", "records_frame", "provenance", "SuiteResult"]
+__all__ = ["run_cell", "run_suite", "records_frame", "provenance", "code_version", "SuiteResult", "CellJob",
+           "CellResult", "CellTimeout", "RunFolderError", "RunProgress", "FAILED_STATUSES", "check_run_folder"]
+
+#: Statuses that say the cell did not run to its end (``diverged`` is a result, not a failure).
+FAILED_STATUSES = ("error", "timeout", "oom")
+_HOST = socket.gethostname()
+_NAN = float("nan")
 
 
+class RunFolderError(ValueError):
+    """A run folder that cannot be used as asked; the message says why and what to do."""
+
+
+class CellTimeout(BaseException):
+    """Raised inside a cell by the serial executor's alarm at the hard timeout.
+
+    A ``BaseException`` so that a tuner's ``except Exception`` cannot swallow it.
+    """
+
+
+# ------------------------------------------------------------------ one cell
 def _meta(cell: Cell) -> dict[str, Any]:
     return {
         "suite": cell.suite, "cell_id": cell.cell_id, "task": cell.task.label,
@@ -40,34 +97,246 @@ def _meta(cell: Cell) -> dict[str, Any]:
         "tuner": cell.tuner.name, "tuner_label": cell.tuner.label,
         "tuner_params": json.dumps(cell.tuner.params, sort_keys=True, default=str),
         "seed": cell.seed, "budget_steps": cell.budget.steps, "budget_seconds": cell.budget.seconds,
+        "cell_seed": cell.cell_seed,
     }
 
 
-def run_cell(cell: Cell) -> list[dict[str, Any]]:
-    """Run one cell; always returns rows (the last has the cell's final status)."""
-    meta = _meta(cell)
-    task = None
-    recorder: Recorder | None = None
+def _terminal_row(meta: dict[str, Any], before: list[dict[str, Any]], status: str, message: str) -> dict[str, Any]:
+    """The row that ends a cell no recorder could end (it never started, or its process died)."""
+    last = before[-1] if before else {}
+    row = dict(meta)
+    row.update(step=len(before), time_s=last.get("time_s", 0.0),
+               inner_steps=last.get("inner_steps", 0), grad_evals=last.get("grad_evals", 0),
+               hvps=last.get("hvps", 0), inner_solves=last.get("inner_solves", 0),
+               val_loss=_NAN, val_loss_ref=_NAN, test_loss=_NAN, best_val_loss=last.get("best_val_loss", _NAN),
+               hypergrad_rel_error=_NAN, hypergrad_cosine=_NAN, hypergrad_norm=_NAN, hp=[], theta=[],
+               status=status, message=message)
+    return row
+
+
+def _describe(exc: BaseException) -> str:
+    """First line: the exception; then its traceback (innermost frames, where the cause is)."""
+    return f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-12)}"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    cuda_oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if cuda_oom is not None and isinstance(exc, cuda_oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float | None):
+    """Raise :class:`CellTimeout` after ``seconds`` (main thread of a Unix process only).
+
+    Yields a list that holds the message once the alarm fired. The alarm repeats every
+    50 ms until the block ends: an exception raised inside a finalizer is ignored by
+    Python, so one raise alone could be lost; and a block that still ends normally after
+    the alarm fired is over time all the same (the caller checks the list).
+    """
+    fired: list[str] = []
+    usable = (seconds is not None and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield fired
+        return
+
+    def _fire(signum, frame):
+        if not fired:
+            fired.append(f"cell exceeded its hard timeout of {seconds:g} s (serial executor: stopped in-process)")
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        raise CellTimeout(fired[0])
+
+    old = signal.signal(signal.SIGALRM, _fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        task = TASKS.get(cell.task.name)(**cell.task.params, seed=cell.seed, dtype=cell.dtype, device=cell.device)
-        tuner = TUNERS.get(cell.tuner.name)(**cell.tuner.params)
-        recorder = Recorder(task, cell.budget, meta=meta, reference=cell.reference)
-        torch.manual_seed(cell.seed)
-        recorder.start()
-        tuner.run(task, recorder, seed=cell.seed)
+        yield fired
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = None,
+             extra_meta: dict[str, Any] | None = None, alarm: float | None = None) -> list[dict[str, Any]]:
+    """Run one cell; always returns rows (the last has the cell's final status).
+
+    Args:
+        cell: the cell.
+        on_row: called with each row as soon as it is recorded.
+        extra_meta: constant columns added to every row (e.g. ``torch_threads``, ``worker``).
+        alarm: stop the cell with status ``timeout`` after this many wall-clock seconds
+            (``SIGALRM``; only in the main thread).
+    """
+    meta = _meta(cell)
+    meta.update(extra_meta or {})
+    recorder: Recorder | None = None
+    fired: list[str] = []
+    try:
+        with _alarm(alarm) as fired:
+            task = TASKS.get(cell.task.name)(**cell.task.params, seed=cell.seed, dtype=cell.dtype,
+                                             device=cell.device)
+            tuner = TUNERS.get(cell.tuner.name)(**cell.tuner.params)
+            recorder = Recorder(task, cell.budget, meta=meta, reference=cell.reference, on_row=on_row)
+            _seed_everything(cell.cell_seed)
+            recorder.start()
+            tuner.run(task, recorder, seed=cell.cell_seed)
+        if not fired:
+            return recorder.rows
+        status, message = "timeout", fired[0]  # the alarm's exception was swallowed, yet the cell ran over time
+    except CellTimeout as exc:
+        status, message = "timeout", str(exc)
+    except MemoryError as exc:
+        status, message = "oom", _describe(exc)
     except Exception as exc:  # a failing cell is recorded, never fatal to the suite
-        message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
-        if recorder is None:
-            row = dict(meta)
-            nan = float("nan")
-            row.update(step=0, time_s=0.0, inner_steps=0, grad_evals=0, hvps=0, inner_solves=0, val_loss=nan,
-                       val_loss_ref=nan, test_loss=nan, best_val_loss=nan, hypergrad_rel_error=nan,
-                       hypergrad_cosine=nan, hypergrad_norm=nan, hp=[], theta=[], status="error", message=message)
-            return [row]
-        recorder.fail("error", message)
+        status, message = ("oom" if _is_oom(exc) else "error"), _describe(exc)
+    if fired and status != "timeout":  # the alarm's exception became another one on its way out
+        status, message = "timeout", f"{fired[0]}; then {message}"
+    if recorder is None:
+        row = _terminal_row(meta, [], status, message)
+        if on_row is not None:
+            on_row(row)
+        return [row]
+    recorder.fail(status, message)
     return recorder.rows
 
 
+@dataclass
+class CellResult:
+    """What a job sends back to the driver: the cell's rows, its final status, and how it ran
+    (``info``: ``torch_threads``, ``wall_s``, ``peak_rss_mb``, ``peak_cuda_mb``, ``worker``,
+    ``code``: the worker's source fingerprint)."""
+
+    cell_id: str
+    rows: list[dict[str, Any]]
+    status: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _finish(rows: list[dict[str, Any]], info: dict[str, Any]) -> list[dict[str, Any]]:
+    for row in rows:
+        row.update(wall_s=info.get("wall_s", _NAN), peak_rss_mb=info.get("peak_rss_mb", _NAN),
+                   peak_cuda_mb=info.get("peak_cuda_mb", _NAN))
+    return rows
+
+
+def _cuda_device(device: str) -> torch.device | None:
+    dev = torch.device(device)
+    return dev if dev.type == "cuda" and torch.cuda.is_available() else None
+
+
+_WARM = False
+
+
+def warm_up() -> None:
+    """Do once per process the lazy imports a cell would otherwise pay inside its timed region.
+
+    ``torch.optim`` imports ``torch._dynamo`` on first use (seconds): without this, the first
+    cell of every process would carry it in ``time_s``.
+    """
+    global _WARM
+    if not _WARM:
+        _WARM = True
+        with contextlib.suppress(Exception):
+            import torch._dynamo  # noqa: F401
+
+
+def _execute(cell: Cell, threads: int, *, on_row=None, alarm: float | None = None) -> CellResult:
+    """Run a cell in this process with ``threads`` torch threads, measuring wall time and peak memory."""
+    warm_up()
+    t0 = time.perf_counter()
+    worker = f"{_HOST}:{os.getpid()}"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    reset_peak_rss()
+    cuda = _cuda_device(cell.device)
+    if cuda is not None:
+        torch.cuda.reset_peak_memory_stats(cuda)
+    try:
+        rows = run_cell(cell, on_row=on_row, extra_meta={"torch_threads": threads, "worker": worker}, alarm=alarm)
+    finally:
+        torch.set_num_threads(previous)
+    info = {"torch_threads": threads, "wall_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
+            "peak_cuda_mb": torch.cuda.max_memory_allocated(cuda) / 2**20 if cuda is not None else _NAN,
+            "worker": worker, "code": code_version()["source_sha256"]}
+    return CellResult(cell.cell_id, _finish(rows, info), str(rows[-1]["status"]), info)
+
+
+def _cell_child(send: Callable[[Any], None], cell: Cell, threads: int) -> None:
+    """Body of a cell's child process: stream rows, then the summary."""
+    result = _execute(cell, threads, on_row=lambda row: send(("row", row)))
+    send(("end", {**result.info, "status": result.status}))
+
+
+def child_death(ex: ChildExit, timeout: float) -> tuple[str, str]:
+    """Status and message of a cell whose process ended without its summary."""
+    if ex.timed_out:
+        return "timeout", (f"cell exceeded its hard timeout of {timeout:g} s; its process was killed after "
+                           f"{ex.seconds:.2f} s")
+    if ex.exitcode == -signal.SIGKILL:
+        return "oom", ("the cell's process was killed by SIGKILL, not by hpo-bench: most likely the kernel's "
+                       "out-of-memory killer")
+    how = f"signal {ex.signal_name}" if ex.signal_name else f"exit code {ex.exitcode}"
+    return "error", f"the cell's process died ({how}) before it finished"
+
+
+def _threads_here() -> int:
+    """Torch threads for a cell placed by Dask: this machine's CPUs shared by the worker's threads."""
+    try:
+        from distributed import get_worker
+
+        slots = get_worker().state.nthreads
+    except (ImportError, ValueError, AttributeError):
+        slots = 1
+    return max(1, usable_cpus() // max(1, slots))
+
+
+@dataclass(frozen=True)
+class CellJob:
+    """The picklable unit an executor runs: one cell, its hard timeout and torch threads.
+
+    Calling it runs the cell and returns a :class:`CellResult`; it never raises for the
+    cell's failures. With ``isolate`` the cell runs in a child process that is killed at
+    the timeout; without it, in this process (``SIGALRM`` timeout).
+    """
+
+    cell: Cell
+    timeout: float
+    threads: int | None = None  # None: decided where the job runs (see _threads_here)
+    isolate: bool = True
+
+    def __call__(self) -> CellResult:
+        threads = self.threads or (_threads_here() if self.isolate else usable_cpus())
+        if not self.isolate:
+            return _execute(self.cell, threads, alarm=self.timeout)
+        rows: list[dict[str, Any]] = []
+        end: dict[str, Any] = {}
+
+        def on_message(msg: tuple[str, Any]) -> None:
+            kind, payload = msg
+            (rows.append if kind == "row" else end.update)(payload)
+
+        ex = run_in_child(_cell_child, (self.cell, threads), timeout=self.timeout, on_message=on_message)
+        if end:
+            return CellResult(self.cell.cell_id, _finish(rows, end), str(end["status"]),
+                              {k: v for k, v in end.items() if k != "status"})
+        worker = rows[0]["worker"] if rows else f"{_HOST}:{ex.pid}"
+        status, message = child_death(ex, self.timeout)
+        meta = {**_meta(self.cell), "torch_threads": threads, "worker": worker}
+        rows.append(_terminal_row(meta, rows, status, message))
+        info = {"torch_threads": threads, "wall_s": ex.seconds,
+                "peak_rss_mb": ex.peak_rss_mb if ex.peak_rss_mb is not None else _NAN, "peak_cuda_mb": _NAN,
+                "worker": worker, "code": None}
+        return CellResult(self.cell.cell_id, _finish(rows, info), status, info)
+
+
+# -------------------------------------------------------------- records
 def records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows as a DataFrame with the documented columns first, in order."""
     df = pd.DataFrame(rows)
@@ -78,10 +347,84 @@ def records_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df[list(COLUMNS) + extra]
 
 
-def _write_atomic(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.to_parquet(tmp, index=False)
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_atomic(df: pd.DataFrame, path: Path, metadata: dict[str, Any] | None = None) -> None:
+    """Write parquet to a temporary file, fsync it, rename it over ``path``: complete or absent."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               b"hpo_bench": json.dumps(metadata, default=str).encode()})
+    with open(tmp, "wb") as fh:
+        pq.write_table(table, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _cell_file_meta(path: Path) -> dict[str, Any] | None:
+    """The harness's metadata of a cell file (``None`` if unreadable or foreign)."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(b"hpo_bench")
+        return json.loads(raw) if raw else None
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
+# ----------------------------------------------------------- provenance
+_RESULT_NEUTRAL_DIRS = {"report", "testing", "__pycache__"}  # code that never runs inside a cell
+
+
+def _source_roots() -> list[Path]:
+    roots = [Path(__file__).resolve().parent]
+    for sub in ("hpo_bench.tasks", "hpo_bench.baselines"):
+        with contextlib.suppress(ImportError, ValueError):
+            spec = importlib.util.find_spec(sub)
+            for loc in (spec.submodule_search_locations or []) if spec else []:
+                if Path(loc).resolve() not in roots:
+                    roots.append(Path(loc).resolve())
+    return roots
+
+
+def code_version() -> dict[str, Any]:
+    """What decides results besides the suite: package versions and a SHA-256 of the source.
+
+    ``source_sha256`` covers every ``.py`` file of ``hpo_bench`` (with ``hpo_bench.tasks``
+    and ``hpo_bench.baselines``) except the report and testing kits, so uncommitted edits
+    count too. A resume compares every key here.
+    """
+    h = hashlib.sha256()
+    for k, root in enumerate(_source_roots()):
+        files = sorted(p for p in root.rglob("*.py") if not _RESULT_NEUTRAL_DIRS & set(p.relative_to(root).parts))
+        for p in files:
+            with contextlib.suppress(OSError):
+                h.update(f"{k}/{p.relative_to(root).as_posix()}\0".encode())
+                h.update(p.read_bytes())
+                h.update(b"\0")
+    return {"hpo_bench": _pkg_version("hpo-bench"), "source_sha256": h.hexdigest(), "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _pkg_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def _git(*args: str) -> str | None:
@@ -93,33 +436,180 @@ def _git(*args: str) -> str | None:
         return None
 
 
-def provenance(suite: Suite | None = None, argv: list[str] | None = None) -> dict[str, Any]:
-    """Versions, git state, host and torch settings: what is needed to trust or rerun a result."""
-    pkgs = {}
-    for name in ("hpo-bench", "torch", "numpy", "pandas", "pyarrow", "optuna", "scikit-learn", "scipy", "seaborn"):
-        try:
-            pkgs[name] = version(name)
-        except PackageNotFoundError:
-            pkgs[name] = None
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def provenance(suite: Suite | None = None, argv: list[str] | None = None, *, executor: dict[str, Any] | None = None,
+               threads: int | None = None) -> dict[str, Any]:
+    """Versions, git state, host, CPU, threads and torch settings: what is needed to trust or rerun a result.
+
+    Args:
+        suite: the suite being run (file, hash, seeds, dtype, device).
+        argv: the full command line (default ``sys.argv``).
+        executor: the executor's description (kind, workers, Dask scheduler and workers).
+        threads: torch threads per cell (``None``: each Dask worker decides: its CPUs / its threads).
+    """
+    pkgs = {name: _pkg_version(name) for name in ("hpo-bench", "torch", "numpy", "pandas", "pyarrow", "optuna",
+                                                  "scikit-learn", "scipy", "seaborn", "dask", "distributed")}
+    command = list(argv if argv is not None else sys.argv)
     commit = _git("rev-parse", "HEAD")
-    dirty = _git("status", "--porcelain")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
     info: dict[str, Any] = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": argv if argv is not None else sys.argv,
-        "python": sys.version.split()[0], "packages": pkgs,
+        "command": command, "command_line": shlex.join(command), "cwd": os.getcwd(),
+        "python": sys.version.split()[0], "packages": pkgs, "code": code_version(),
         "git_commit": commit, "git_dirty": bool(dirty) if dirty is not None else None,
-        "host": socket.gethostname(), "platform": platform.platform(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "host": _HOST, "platform": platform.platform(), "processor": platform.processor(), "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(),
+        "torch_threads": threads, "driver_torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+        "torch_default_dtype": str(torch.get_default_dtype()).removeprefix("torch."),
         "torch_deterministic": torch.are_deterministic_algorithms_enabled(),
-        "cuda_available": torch.cuda.is_available(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda_available": torch.cuda.is_available(), "device_name": _cpu_model(),
+        "executor": executor,
     }
     if suite is not None:
-        info.update(suite=suite.name, suite_path=suite.path, suite_sha256=suite.sha256, dtype=suite.dtype,
-                    device=suite.device, seeds=suite.seeds, n_cells=len(suite.cells()))
-        if suite.device.startswith("cuda") and torch.cuda.is_available():
-            info["device_name"] = torch.cuda.get_device_name(torch.device(suite.device))
-            info["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+        info.update(suite=suite.name, suite_path=suite.path, suite_sha256=suite.sha256, suite_seed=suite.seed,
+                    dtype=suite.dtype, device=suite.device, seeds=suite.seeds, timeout=suite.timeout,
+                    n_cells=len(suite.cells()))
+        dev = torch.device(suite.device)
+        if dev.type == "cuda" and torch.cuda.is_available():
+            info["device_name"] = torch.cuda.get_device_name(dev)
     return info
+
+
+# ------------------------------------------------------------ run folder
+class _RunLog:
+    """``run.log``: one timestamped line per event (appended across sessions), flushed at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = open(path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        stamp = datetime.now().isoformat(sep=" ", timespec="seconds")
+        with self._lock:
+            for k, line in enumerate(text.rstrip("\n").splitlines() or [""]):
+                self._fh.write(f"{stamp} {line}\n" if k == 0 else f"    {line}\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _code_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    names = {"hpo_bench": "hpo-bench version", "source_sha256": "hpo-bench source", "torch": "torch version",
+             "numpy": "numpy version", "python": "Python version"}
+    out = []
+    for key, name in names.items():
+        a, b = old.get(key), new.get(key)
+        if a != b:
+            short = (lambda v: str(v)[:12]) if key == "source_sha256" else str
+            out.append(f"{name} changed ({short(a)} -> {short(b)})")
+    return out
+
+
+def _prepare_folder(out: Path, suite: Suite, code: dict[str, Any], *, resume: bool, force: bool,
+                    argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Check that ``out`` may receive this run; return the manifest to write and the accepted changes."""
+    manifest_path = out / "run.json"
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"run folder {str(out)!r} exists and is not a folder")
+    session = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": shlex.join(argv)}
+    if not manifest_path.is_file():
+        if out.is_dir() and any(p.name != "run.log" for p in out.iterdir()):
+            raise RunFolderError(f"run folder {str(out)!r} is not empty and holds no hpo-bench run (no run.json); "
+                                 "choose a new or empty folder")
+        manifest = {"format": 1, "suite": suite.name, "suite_path": suite.path, "suite_sha256": suite.sha256,
+                    "code": code, "created": session["started"], "sessions": [session]}
+        return manifest, []
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        old_sha, old_code = manifest["suite_sha256"], manifest["code"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunFolderError(f"run folder {str(out)!r}: run.json is unreadable ({exc}); choose a new folder") from None
+    n_done = len(list((out / "cells").glob("*.parquet"))) if (out / "cells").is_dir() else 0
+    if not resume:
+        raise RunFolderError(f"run folder {str(out)!r} already holds a run of suite {manifest.get('suite')!r} "
+                             f"({n_done} cells finished); pass --resume to continue it, or choose another --out")
+    changes = []
+    if old_sha != suite.sha256:
+        changes.append(f"the suite file changed ({suite.path}: sha256 {old_sha[:12]} -> {suite.sha256[:12]})")
+    changes += _code_changes(old_code, code)
+    if changes and not force:
+        raise RunFolderError(f"cannot resume {str(out)!r}: {'; '.join(changes)}; its {n_done} finished cells may not "
+                             "match a rerun. Pass --force to resume anyway (cells whose configuration is unchanged "
+                             "are kept, the others run again) or choose another --out")
+    session.update(resumed=True, forced_changes=changes)
+    manifest.update(suite=suite.name, suite_path=suite.path, suite_sha256=suite.sha256, code=code)
+    manifest.setdefault("sessions", []).append(session)
+    return manifest, changes
+
+
+def check_run_folder(out: str | Path, suite: Suite, *, resume: bool = False, force: bool = False) -> None:
+    """Raise :class:`RunFolderError` if ``run_suite(suite, out, resume=..., force=...)`` would refuse ``out``."""
+    _prepare_folder(Path(out), suite, code_version(), resume=resume, force=force, argv=[])
+
+
+def _scan_cells(cells_dir: Path, cells: list[Cell], *, retry_failed: bool) -> tuple[dict[str, Path], list[tuple]]:
+    """Finished cells to keep, and cell files to set aside (with the reason)."""
+    wanted = {c.cell_id: c for c in cells}
+    keep: dict[str, Path] = {}
+    aside: list[tuple[Path, str]] = []
+    for tmp in cells_dir.glob(".*.tmp-*"):  # a write that was interrupted: never a finished cell
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    for path in sorted(cells_dir.glob("*.parquet")):
+        meta = _cell_file_meta(path)
+        cell = wanted.get(path.stem)
+        if meta is None:
+            aside.append((path, "unreadable or not written by this harness"))
+        elif cell is None:
+            aside.append((path, "no longer in the suite"))
+        elif meta.get("config_hash") != cell.config_hash():
+            aside.append((path, "its configuration changed"))
+        elif retry_failed and meta.get("status") in FAILED_STATUSES:
+            aside.append((path, f"retrying a cell that ended with {meta.get('status')}"))
+        else:
+            keep[path.stem] = path
+    return keep, aside
+
+
+@dataclass
+class RunProgress:
+    """Counts a progress display shows; ``done`` and ``statuses`` are for this session."""
+
+    total: int
+    skipped: int
+    done: int = 0
+    running: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.statuses[s] for s in FAILED_STATUSES)
+
+    @property
+    def finished(self) -> int:
+        return self.skipped + self.done
+
+    def eta_s(self) -> float | None:
+        """Seconds left at this session's throughput (``None`` before the first cell ends)."""
+        if self.done == 0:
+            return None
+        return (time.monotonic() - self.started) / self.done * (self.total - self.finished)
 
 
 @dataclass
@@ -129,28 +619,166 @@ class SuiteResult:
     provenance_path: Path
     statuses: dict[str, str]
     frame: pd.DataFrame
+    skipped: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+
+
+def _executor_parts(executor: Any) -> tuple[Executor, int | None, Callable[[], dict[str, Any]], DaskRun | None]:
+    if executor is None:
+        executor = SerialExecutor()
+    if isinstance(executor, DaskRun):
+        return executor.executor, None, executor.describe, executor
+    describe = getattr(executor, "describe", lambda: {"kind": type(executor).__name__})
+    return executor, getattr(executor, "capacity", None), describe, None
 
 
 def run_suite(suite: Suite, out_dir: str | Path, *, argv: list[str] | None = None,
-              on_cell: Callable[[Cell, list[dict[str, Any]], int, int], None] | None = None) -> SuiteResult:
-    """Run every cell serially; finished cells are on disk as soon as they finish."""
+              on_cell: Callable[[Cell, list[dict[str, Any]], int, int], None] | None = None,
+              executor: Executor | DaskRun | None = None, resume: bool = False, force: bool = False,
+              retry_failed: bool = False, timeout: float | None = None, threads: int | None = None,
+              reporter: Any = None) -> SuiteResult:
+    """Run the cells of ``suite`` into the run folder ``out_dir`` (see the module docstring).
+
+    Args:
+        executor: where cells run: ``None`` (serial, in this process), a
+            :class:`~hpo_bench.executors.ProcessPool`, a :class:`~hpo_bench.executors.DaskRun`,
+            or any ``concurrent.futures.Executor`` (its cells run in child processes).
+        resume: continue the run in ``out_dir``: finished cells are kept.
+        force: with ``resume``, accept a changed suite file or code.
+        retry_failed: with ``resume``, run cells that ended with error, timeout or oom again.
+        timeout: hard wall-clock seconds per cell, overriding the suite's.
+        threads: torch threads per cell; default: usable CPUs / cells at a time (Dask: per worker).
+        reporter: a progress display (:mod:`hpo_bench.progress`); ``on_cell(cell, rows, k, total)``
+            is also called as each cell finishes.
+
+    Raises:
+        RunFolderError: ``out_dir`` cannot take this run (see the message).
+    """
+    argv = list(argv if argv is not None else sys.argv)
     out = Path(out_dir)
+    code = code_version()
+    cells = suite.cells()
+    manifest, changes = _prepare_folder(out, suite, code, resume=resume, force=force, argv=argv)
     cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
+    finished, aside = _scan_cells(cells_dir, cells, retry_failed=retry_failed)
+    if aside:
+        stale_dir = cells_dir / "stale"
+        stale_dir.mkdir(exist_ok=True)
+        stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+        for path, _reason in aside:
+            os.replace(path, stale_dir / f"{path.stem}.{stamp}.parquet")
+    todo = [c for c in cells if c.cell_id not in finished]
+
+    ex, capacity, describe, dask = _executor_parts(executor)
+    isolate = not isinstance(ex, SerialExecutor)
+    if threads is None and dask is None:
+        threads = usable_cpus() if capacity is None else max(1, usable_cpus() // capacity)
+    log = _RunLog(out / "run.log")
     prov_path = out / "provenance.json"
-    prov_path.write_text(json.dumps(provenance(suite, argv), indent=2, default=str))
-    cells = suite.cells()
-    statuses: dict[str, str] = {}
-    frames = []
-    for k, cell in enumerate(cells):
-        rows = run_cell(cell)
-        df = records_frame(rows)
-        _write_atomic(df, cells_dir / f"{cell.cell_id}.parquet")
-        statuses[cell.cell_id] = str(rows[-1]["status"])
-        frames.append(df)
+    prov = provenance(suite, argv, executor=describe(), threads=threads)
+    prov.update(resumed=bool(manifest["sessions"][-1].get("resumed")), forced_changes=changes,
+                cells_kept=len(finished), cells_set_aside=[f"{p.stem}: {why}" for p, why in aside],
+                timeout_override=timeout)
+    if prov_path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            old = json.loads(prov_path.read_text())
+            prov["previous_sessions"] = old.pop("previous_sessions", []) + [old]
+    _write_json_atomic(manifest, out / "run.json")
+    _write_json_atomic(prov, prov_path)
+    log.write(f"session start: {prov['command_line']}")
+    log.write(f"suite {suite.name} ({suite.path}, sha256 {suite.sha256[:12]}): {len(cells)} cells, "
+              f"{len(finished)} already finished, {len(todo)} to run; executor {prov['executor']}; "
+              f"torch threads per cell {threads if threads is not None else 'per Dask worker'}")
+    for change in changes:
+        log.write(f"resumed with --force although {change}")
+    for path, why in aside:
+        log.write(f"set aside {path.name} -> cells/stale/ ({why})")
+
+    progress = RunProgress(total=len(cells), skipped=len(finished))
+    statuses = {cid: str((_cell_file_meta(p) or {}).get("status", "?")) for cid, p in finished.items()}
+    mismatched: list[str] = []
+    if reporter is not None:
+        reporter.start(progress, suite=suite, out=out, log_path=log.path)
+
+    def job_for(cell: Cell) -> CellJob:
+        return CellJob(cell, float(timeout if timeout is not None else cell.hard_timeout), threads, isolate)
+
+    def finish(cell: Cell, fut: Future) -> None:
+        try:
+            result: CellResult = fut.result()
+        except Exception as exc:  # the executor lost the job (e.g. a Dask worker died for good)
+            message = f"executor failure: {_describe(exc)}"
+            rows = [_terminal_row(_meta(cell), [], "error", message)]
+            result = CellResult(cell.cell_id, _finish(rows, {}), "error", {"worker": None})
+        df = records_frame(result.rows)
+        meta = {"cell_id": cell.cell_id, "config_hash": cell.config_hash(), "status": result.status,
+                "code": result.info.get("code"), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        _write_atomic(df, cells_dir / f"{cell.cell_id}.parquet", meta)
+        statuses[cell.cell_id] = result.status
+        progress.done += 1
+        progress.statuses[result.status] += 1
+        info = result.info
+        log.write(f"finished {cell.cell_id}: {result.status} after {len(result.rows)} rows, "
+                  f"wall {info.get('wall_s', _NAN):.2f} s, peak RSS {info.get('peak_rss_mb', _NAN):.0f} MiB, "
+                  f"worker {info.get('worker')}")
+        if result.status in FAILED_STATUSES:
+            log.write(f"{cell.cell_id} {result.status}: {result.rows[-1].get('message', '')}")
+        if info.get("code") and info["code"] != code["source_sha256"]:
+            mismatched.append(cell.cell_id)
+            log.write(f"warning: {cell.cell_id} ran on a worker whose hpo-bench source differs from the driver's "
+                      f"({str(info['code'])[:12]} vs {code['source_sha256'][:12]})")
+        if reporter is not None:
+            reporter.cell_finished(progress, cell, result)
         if on_cell is not None:
-            on_cell(cell, rows, k + 1, len(cells))
-    frame = pd.concat(frames, ignore_index=True)
+            on_cell(cell, result.rows, progress.finished, progress.total)
+
+    pending = list(todo)
+    in_flight: dict[Future, Cell] = {}
+    try:
+        while pending or in_flight:
+            while pending and (capacity is None or len(in_flight) < capacity):
+                cell = pending.pop(0)
+                log.write(f"start {cell.cell_id} (cell_seed {cell.cell_seed})")
+                progress.running = len(in_flight) + 1 if dask is None else min(len(in_flight) + 1,
+                                                                               dask.capacity or 1)
+                if reporter is not None:
+                    reporter.cell_started(progress, cell)
+                in_flight[ex.submit(job_for(cell))] = cell
+            done, _ = wait_futures(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)
+            for fut in [f for f in in_flight if f in done]:  # in submission order
+                finish(in_flight.pop(fut), fut)
+            slots = len(in_flight) if dask is None else min(len(in_flight), dask.capacity or len(in_flight))
+            progress.running = slots
+            if reporter is not None:
+                reporter.tick(progress)
+    except BaseException as exc:
+        for fut in in_flight:
+            fut.cancel()
+        with contextlib.suppress(Exception):
+            ex.shutdown(wait=False, cancel_futures=True)
+        kill_children()
+        log.write(f"session stopped ({type(exc).__name__}): {progress.finished} of {progress.total} cells "
+                  "finished are in cells/; continue with --resume")
+        log.close()
+        if reporter is not None:
+            reporter.close(progress)
+        raise
+
+    frames = [pd.read_parquet(cells_dir / f"{c.cell_id}.parquet") for c in cells]
+    frame = pd.concat(frames, ignore_index=True) if frames else records_frame([])
     rec_path = out / "records.parquet"
     _write_atomic(frame, rec_path)
-    return SuiteResult(out, rec_path, prov_path, statuses, frame)
+    prov.update(finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                statuses=dict(Counter(statuses.values())), code_mismatch_cells=mismatched)
+    if dask is not None:
+        with contextlib.suppress(Exception):
+            prov["executor"] = dask.describe()
+    _write_json_atomic(prov, prov_path)
+    log.write(f"session end: {progress.done} cells run, {progress.skipped} kept; statuses "
+              f"{dict(Counter(statuses.values()))}; records {rec_path}")
+    log.close()
+    if reporter is not None:
+        reporter.close(progress)
+    return SuiteResult(out, rec_path, prov_path, statuses, frame, skipped=sorted(finished), log_path=log.path)
+

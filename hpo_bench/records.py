@@ -7,8 +7,11 @@ reference hypergradient and the errors against it) and resumes it on exit, so
 ``inner_solves``) are cumulative counts the tuner reports with :meth:`Recorder.add_cost`.
 
 Statuses: ``ok``; ``diverged`` (non-finite parameters or losses, or validation loss
-``diverge_factor`` times above the first one); ``timeout``; ``error`` (message and
-traceback kept in ``message``). A non-``ok`` row ends the cell.
+``diverge_factor`` times above the first one, detected at the step where it happens);
+``timeout`` (the cell ran past its hard wall-clock limit and was stopped); ``error``
+(``message``: the exception on its first line, then its traceback); ``oom`` (out of memory: a
+``MemoryError``, a CUDA out-of-memory error, or a worker killed by the kernel). A
+non-``ok`` row ends the cell.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
-__all__ = ["Budget", "Recorder", "COLUMNS", "STATUSES", "StopRun", "rel_error", "cosine"]
+__all__ = ["Budget", "Recorder", "COLUMNS", "VOLATILE_COLUMNS", "STATUSES", "StopRun", "rel_error", "cosine"]
 
-STATUSES = ("ok", "diverged", "timeout", "error")
+STATUSES = ("ok", "diverged", "timeout", "error", "oom")
 
 #: Documented columns of the records table, in order (``README.md`` explains each).
 COLUMNS = (
@@ -32,7 +35,13 @@ COLUMNS = (
     "budget_steps", "budget_seconds", "step", "time_s", "inner_steps", "grad_evals", "hvps", "inner_solves",
     "val_loss", "val_loss_ref", "test_loss", "best_val_loss", "hypergrad_rel_error", "hypergrad_cosine",
     "hypergrad_norm", "hp", "theta", "status", "message",
+    # per-cell columns (the same on every row of a cell), filled by the harness
+    "cell_seed", "torch_threads", "wall_s", "peak_rss_mb", "peak_cuda_mb", "worker",
 )
+
+#: Columns that may differ between two runs of the same suite and seed (clocks, memory,
+#: where the cell ran); every other column is reproducible on CPU.
+VOLATILE_COLUMNS = ("time_s", "wall_s", "peak_rss_mb", "peak_cuda_mb", "worker", "torch_threads")
 
 
 class StopRun(Exception):
@@ -78,11 +87,14 @@ class Recorder:
         reference: measure ``val_loss_ref`` and hypergradient errors against the task's
             reference (clock paused). Turn off for tasks whose reference is costly.
         diverge_factor: validation loss this many times above the first one is a divergence.
+        on_row: called with every row as soon as it is appended (the harness streams rows
+            out of a worker process with it, so a cell killed on timeout keeps its rows).
     """
 
     def __init__(self, task, budget: Budget, *, meta: dict[str, Any] | None = None, reference: bool = True,
-                 diverge_factor: float = 1e8) -> None:
+                 diverge_factor: float = 1e8, on_row: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.task = task
+        self.on_row = on_row
         self.budget = budget
         self.meta = dict(meta or {})
         self.reference = reference
@@ -190,11 +202,16 @@ class Recorder:
         )
         if extra:
             row["extra"] = json.dumps(extra, sort_keys=True, default=str)
-        self.rows.append(row)
+        self._append(row)
         if status != "ok":
             self.status = status
             self.stop_reason = status
         return status
+
+    def _append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if self.on_row is not None:
+            self.on_row(row)
 
     def fail(self, status: str, message: str, theta: torch.Tensor | None = None) -> None:
         """Append a terminal row for a cell that errored or timed out (no measurements)."""
@@ -208,5 +225,5 @@ class Recorder:
                    hp=[] if theta is None else [float(v) for v in self.task.space.to_natural(theta).cpu()],
                    theta=[] if theta is None else [float(v) for v in theta.cpu()],
                    status=status, message=message)
-        self.rows.append(row)
+        self._append(row)
         self.status = status

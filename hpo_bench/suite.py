@@ -4,7 +4,11 @@ Schema (every key but ``task``, ``tuner`` and ``seeds`` is optional)::
 
     name = "quick"                 # default: the file's stem
     description = "..."
-    seeds = [0, 1, 2]              # non-empty list of distinct integers >= 0
+    seeds = [0, 1, 2]              # non-empty list of distinct integers >= 0 (repetitions: data and tuner)
+    seed = 0                       # suite seed, integer >= 0: with task, tuner and repetition it
+                                   # derives each cell's tuner seed (``Cell.cell_seed``)
+    timeout = 600.0                # hard wall-clock limit of one cell in seconds, > 0 (default: see
+                                   # ``Cell.hard_timeout``); the cell is stopped and recorded as ``timeout``
     dtype = "float64"              # "float64" | "float32"
     device = "cpu"                 # any torch device string, e.g. "cuda"
     reference = true               # measure errors against the task's reference
@@ -23,6 +27,7 @@ Schema (every key but ``task``, ``tuner`` and ``seeds`` is optional)::
     label = "cg"
     params = { method = "cg" }
     budget = { steps = 50 }        # overrides [budget] for this tuner
+    timeout = 120.0                # overrides the suite's timeout for this tuner's cells
     tasks = ["ridge-small"]        # optional: only these task labels (default: all)
     tune = { outer_lr = [0.05, 0.2] }  # optional: knobs the tune step chooses (needs [tune])
 
@@ -31,8 +36,11 @@ Schema (every key but ``task``, ``tuner`` and ``seeds`` is optional)::
     scope = "task"                 # "task": a choice per task; "suite": one per tuner for all its tasks
     budget = { steps = 30 }        # optional: the tuning budget (default: each tuner's budget)
 
-
 Cells are every task x tuner x seed (a tuner's ``tasks`` list restricts its tasks). Named suites ship in ``hpo_bench/suites/``.
+
+Seeds. A cell's task is built with the repetition seed (column ``seed``), so every tuner
+of a repetition sees the same data; the tuner and torch's global generator get
+``cell_seed = derive_seed(suite seed, task label, tuner label, repetition seed)``.
 """
 
 from __future__ import annotations
@@ -48,14 +56,35 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .records import Budget
 from .registry import TASKS, TUNERS, UnknownNameError
-from .task import resolve_dtype
+from .space import SpaceError
+from .task import TaskParamError, resolve_dtype
 
-__all__ = ["Suite", "SuiteError", "Entry", "Cell", "TuneSpec", "load_suite", "named_suites", "suite_path"]
+__all__ = ["Suite", "SuiteError", "Entry", "Cell", "TuneSpec", "load_suite", "named_suites", "suite_path",
+           "derive_seed", "DEFAULT_TIMEOUT"]
 
-TOP_KEYS = {"name", "description", "seeds", "dtype", "device", "reference", "budget", "task", "tuner", "tune"}
-ENTRY_KEYS = {"task": {"name", "label", "params"}, "tuner": {"name", "label", "params", "budget", "tasks", "tune"}}
+#: Hard per-cell limit (wall-clock seconds) when neither the suite nor the command line sets one
+#: and the budget has no ``seconds``; with ``seconds`` the default is ``10 * seconds + 60``.
+DEFAULT_TIMEOUT = 3600.0
+
+
+def derive_seed(suite_seed: int, task_label: str, tuner_label: str, seed: int) -> int:
+    """A cell's tuner seed: SHA-256 of ``suite_seed/task/tuner/seed``, cut to 63 bits.
+
+    Stable across Python versions, machines and processes (unlike ``hash``), and
+    different for every cell, so no two cells share a random stream by accident.
+    """
+    digest = hashlib.sha256(f"{suite_seed}/{task_label}/{tuner_label}/{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+TOP_KEYS = {"name", "description", "seeds", "seed", "timeout", "dtype", "device", "reference", "budget", "task",
+            "tuner", "tune"}
+ENTRY_KEYS = {"task": {"name", "label", "params"},
+              "tuner": {"name", "label", "params", "budget", "tasks", "timeout", "tune"}}
 TUNE_KEYS = {"seeds", "scope", "budget"}
 TUNE_SCOPES = ("task", "suite")
 MAX_TUNE_COMBOS = 64
@@ -74,6 +103,7 @@ class Entry:
     params: dict[str, Any]
     budget: Budget | None = None
     only_tasks: tuple[str, ...] | None = None  # tuner entries: restrict to these task labels
+    timeout: float | None = None  # tuner entries: hard per-cell limit for this tuner's cells
 
 
 @dataclass(frozen=True)
@@ -88,10 +118,39 @@ class Cell:
     dtype: str = "float64"
     device: str = "cpu"
     reference: bool = True
+    suite_seed: int = 0
+    timeout: float | None = None  # from the suite file; ``None``: the default of :attr:`hard_timeout`
 
     @property
     def cell_id(self) -> str:
         return f"{self.task.label}__{self.tuner.label}__seed{self.seed}"
+
+    @property
+    def cell_seed(self) -> int:
+        """The tuner's seed (also seeds torch, numpy and random): see :func:`derive_seed`."""
+        return derive_seed(self.suite_seed, self.task.label, self.tuner.label, self.seed)
+
+    @property
+    def hard_timeout(self) -> float:
+        """Wall-clock seconds after which the cell is stopped (task build and measurements included)."""
+        if self.timeout is not None:
+            return float(self.timeout)
+        if self.budget.seconds is not None:
+            return 10.0 * self.budget.seconds + 60.0
+        return DEFAULT_TIMEOUT
+
+    def config(self) -> dict[str, Any]:
+        """Everything that decides the cell's records (not how or where it runs)."""
+        return {"cell_id": self.cell_id, "suite_seed": self.suite_seed, "seed": self.seed,
+                "task": {"name": self.task.name, "label": self.task.label, "params": self.task.params},
+                "tuner": {"name": self.tuner.name, "label": self.tuner.label, "params": self.tuner.params},
+                "budget": {"steps": self.budget.steps, "seconds": self.budget.seconds},
+                "dtype": self.dtype, "device": self.device, "reference": self.reference}
+
+    def config_hash(self) -> str:
+        """SHA-256 of :meth:`config` as canonical JSON: a finished cell is reused only if it matches."""
+        text = json.dumps(self.config(), sort_keys=True, default=str, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -131,10 +190,13 @@ class Suite:
     reference: bool = True
     sha256: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    timeout: float | None = None
     tune: TuneSpec | None = None  # the declared tune step, if any
 
     def cells(self) -> list[Cell]:
-        return [Cell(self.name, t, u, s, u.budget or self.budget, self.dtype, self.device, self.reference)
+        return [Cell(self.name, t, u, s, u.budget or self.budget, self.dtype, self.device, self.reference,
+                     suite_seed=self.seed, timeout=u.timeout if u.timeout is not None else self.timeout)
                 for t in self.tasks for u in self.tuners for s in self.seeds
                 if u.only_tasks is None or t.label in u.only_tasks]
 
@@ -186,6 +248,11 @@ class _Checker:
             self.fail(where, "a table with `steps`, `seconds` or both", table)
         return Budget(steps=steps, seconds=float(seconds) if seconds is not None else None)
 
+    def timeout(self, value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            self.fail(where, "a number of seconds > 0", value)
+        return float(value)
+
 
 def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
     """Parse and validate a suite; every problem raises :class:`SuiteError`."""
@@ -214,6 +281,10 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
             ck.fail(f"seeds[{i}]", "an integer >= 0", s)
     if len(set(seeds)) != len(seeds):
         ck.fail("seeds", "free of repeats", seeds)
+    suite_seed = raw.get("seed", 0)
+    if isinstance(suite_seed, bool) or not isinstance(suite_seed, int) or suite_seed < 0:
+        ck.fail("seed", "an integer >= 0 (the suite seed)", suite_seed)
+    timeout = ck.timeout(raw["timeout"], "timeout") if "timeout" in raw else None
     dtype = raw.get("dtype", "float64")
     try:
         resolve_dtype(dtype)
@@ -222,6 +293,10 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
     device = raw.get("device", "cpu")
     if not isinstance(device, str):
         ck.fail("device", "a torch device string such as 'cpu' or 'cuda'", device)
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        ck.fail("device", "a torch device string such as 'cpu', 'cuda' or 'cuda:1'", device)
     reference = raw.get("reference", True)
     if not isinstance(reference, bool):
         ck.fail("reference", "true or false", reference)
@@ -248,6 +323,7 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
             if not isinstance(params, dict):
                 ck.fail(f"{where}.params", "a table of keyword arguments", params)
             ebudget = ck.budget(t["budget"], f"{where}.budget") if "budget" in t else None
+            etimeout = ck.timeout(t["timeout"], f"{where}.timeout") if "timeout" in t else None
             only = t.get("tasks")
             if only is not None:
                 known = [e.label for e in entries["task"]]
@@ -256,18 +332,30 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
                 for x in only:
                     if x not in known:
                         ck.fail(f"{where}.tasks", f"a list of task labels of this suite ({', '.join(known)})", x)
+                if len(set(only)) != len(only):
+                    ck.fail(f"{where}.tasks", "free of repeats (a repeated label would run its cells twice)", only)
                 only = tuple(only)
-            out.append(Entry(nm, label, dict(params), ebudget, only))
+            out.append(Entry(nm, label, dict(params), ebudget, only, etimeout))
         labels = [e.label for e in out]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             ck.fail(f"{kind}[*].label", f"unique (give each repeated {kind} a `label`)", dup)
+        seen: dict[str, int] = {}
+        for i, e in enumerate(out):
+            # same name, params and budget under two labels: the same cells twice, under two names
+            key = json.dumps([e.name, e.params, e.budget and (e.budget.steps, e.budget.seconds)], sort_keys=True,
+                             default=str)
+            if key in seen:
+                ck.fail(f"{kind}[{i}]", f"different from {kind}[{seen[key]}] (same name, params and budget: "
+                        "duplicate cells)", {"name": e.name, "label": e.label, "params": e.params})
+            seen[key] = i
         entries[kind] = out
 
     tune = _parse_tune(raw, entries["tuner"], list(seeds), ck)
     suite = Suite(name=name, path=str(path), description=desc, seeds=list(seeds), tasks=entries["task"],
                   tuners=entries["tuner"], budget=budget, dtype=dtype, device=device, reference=reference,
-                  sha256=hashlib.sha256(data).hexdigest(), raw=raw, tune=tune)
+                  sha256=hashlib.sha256(data).hexdigest(), raw=raw, seed=suite_seed, timeout=timeout,
+                  tune=tune)
     if validate:
         _validate_params(suite, ck)
     return suite
@@ -324,18 +412,27 @@ def _parse_tune(raw: dict, tuners: list[Entry], seeds: list[int], ck: _Checker) 
 
 
 def _validate_params(suite: Suite, ck: _Checker) -> None:
-    """Build every tuner, and check every task's keywords, before any cell runs."""
+    """Check every task's keywords and build every task (once) and tuner, before any cell runs."""
     for i, e in enumerate(suite.tasks):
         cls = TASKS.get(e.name)
         sig = inspect.signature(cls.__init__)
         known = [p for p in sig.parameters if p not in ("self", "seed", "dtype", "device")]
         has_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
         for key in e.params:
-            if not has_kwargs and key not in known:
-                ck.fail(f"task[{i}].params.{key}", f"a parameter of task {e.name!r} ({', '.join(known)})", key)
             if key in ("seed", "dtype", "device"):
                 ck.fail(f"task[{i}].params.{key}", "set at suite level (`seeds`, `dtype`, `device`), not per task",
                         key)
+            if not has_kwargs and key not in known:
+                ck.fail(f"task[{i}].params.{key}", f"a parameter of task {e.name!r} ({', '.join(known)})", key)
+        # Build the task once (first repetition seed, on the CPU: the driver may have no GPU) so that
+        # bad values (`n = -5`, a wrong type) are caught now, not as `error` cells after hours of work.
+        try:
+            cls(**e.params, seed=suite.seeds[0], dtype=suite.dtype, device="cpu")
+        except (TaskParamError, SpaceError, TypeError, ValueError) as exc:
+            raise SuiteError(f"suite file {ck.path!r}: key `task[{i}].params`: {exc}") from None
+        except MemoryError:
+            raise SuiteError(f"suite file {ck.path!r}: key `task[{i}].params` must fit in memory, but building "
+                             f"task {e.name!r} with {e.params!r} ran out of memory") from None
     for i, e in enumerate(suite.tuners):
         try:
             TUNERS.get(e.name)(**e.params)

@@ -1,0 +1,333 @@
+"""Where cells run: executors behind one interface, :class:`concurrent.futures.Executor`.
+
+* :class:`SerialExecutor`: in the calling process, one call at a time, at ``submit``.
+  The default, for debugging: breakpoints, ``pdb`` and tracebacks work as usual.
+* :class:`ProcessPool`: up to ``max_workers`` calls at a time on this machine
+  (``hpo-bench run --workers N``).
+* Dask (``--dask local`` or ``--dask tcp://host:port``): :func:`dask_executor` returns the
+  executor of a ``distributed.Client`` (optional extra ``hpo-bench[dist]``).
+
+The harness submits :class:`~hpo_bench.harness.CellJob` callables and gets their
+:class:`~hpo_bench.harness.CellResult` back in the driver, which alone writes the run
+folder. On the pool and on Dask a job runs its cell in a fresh child process started by
+:func:`run_in_child`: the child can be killed at the cell's hard timeout without taking a
+worker down, it frees all its memory when it ends, and its peak memory is the cell's own.
+
+Children are forked from a *fork server* (a clean process that imported torch and the
+registries once, then never ran a torch op), so a child costs a fork, not an interpreter
+start, and is safe to fork even when the parent is a multi-threaded Dask worker. A child
+dies with its fork server (``PR_SET_PDEATHSIG``), which dies with its parent: killing the
+driver (or a Dask worker) leaves no cell running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import wait as _mp_wait
+from typing import Any, Callable, Iterator
+
+__all__ = ["SerialExecutor", "ProcessPool", "DaskRun", "dask_executor", "run_in_child", "ChildExit",
+           "usable_cpus", "peak_rss_mb", "reset_peak_rss", "kill_children"]
+
+#: Modules the fork server imports once, so that every child starts with them loaded.
+_PRELOAD = ["__main__", "hpo_bench._worker_init"]
+_CTX: Any = None
+_CTX_LOCK = threading.Lock()
+_DAEMON_LOCK = threading.Lock()
+_LIVE: set[Any] = set()  # child processes running now (for kill_children)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: honours cgroups, ``taskset``, SLURM)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------ memory
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident set size (Linux ``clear_refs``); ``False`` if unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _vm_hwm_mb(pid: int | str = "self") -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (since the last :func:`reset_peak_rss`)."""
+    hwm = _vm_hwm_mb()
+    if hwm is not None:
+        return hwm
+    import resource
+    import sys
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
+    return kb / 2**20 if sys.platform == "darwin" else kb / 1024.0
+
+
+# -------------------------------------------------------------- executors
+class SerialExecutor(Executor):
+    """Runs each call in the calling thread when it is submitted; the future is already done."""
+
+    capacity = 1
+
+    def __init__(self) -> None:
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        if self._shutdown:
+            raise RuntimeError("cannot submit after shutdown")
+        fut: Future = Future()
+        fut.set_running_or_notify_cancel()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+            fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "serial", "workers": 1}
+
+
+class ProcessPool(Executor):
+    """At most ``max_workers`` calls at a time on this machine.
+
+    Each call is supervised by one thread of the pool; the cell jobs the harness submits
+    start their own child process (:func:`run_in_child`) and wait for it, so ``N`` workers
+    means ``N`` cell processes at a time, each killable alone. :meth:`shutdown` with
+    ``cancel_futures=True`` kills the running children.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        if not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"`max_workers >= 1` must hold, but got max_workers={max_workers!r}")
+        self.capacity = max_workers
+        self._threads = ThreadPoolExecutor(max_workers, thread_name_prefix="hpo-bench-worker")
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        return self._threads.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures:
+            kill_children()
+        self._threads.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "process-pool", "workers": self.capacity}
+
+
+@dataclass
+class DaskRun:
+    """A Dask executor with the client (and the local cluster) it belongs to."""
+
+    executor: Executor
+    client: Any
+    cluster: Any = None
+
+    @property
+    def capacity(self) -> int | None:
+        """Worker threads now (cells running at once); ``None`` while no worker is connected."""
+        try:
+            n = sum(w.get("nthreads", 0) for w in self.client.scheduler_info()["workers"].values())
+        except Exception:  # noqa: BLE001 - a scheduler that is going away has no capacity
+            return None
+        return n or None
+
+    def describe(self) -> dict[str, Any]:
+        info = self.client.scheduler_info()
+        workers = [{"address": a, "host": w.get("host"), "nthreads": w.get("nthreads"),
+                    "memory_limit": w.get("memory_limit")} for a, w in sorted(info.get("workers", {}).items())]
+        return {"kind": "dask", "scheduler": self.client.scheduler.address,
+                "local_cluster": self.cluster is not None, "workers": workers}
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.close()
+
+
+def dask_executor(address: str, *, n_workers: int | None = None, processes: bool = True) -> DaskRun:
+    """Connect to a Dask scheduler (``"tcp://host:port"``) or start a local cluster (``"local"``).
+
+    A local cluster has ``n_workers`` single-threaded workers (default: the usable CPUs)
+    on 127.0.0.1. Raises ``ImportError`` if ``distributed`` is not installed and
+    ``OSError`` if the scheduler cannot be reached.
+    """
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    if address == "local":
+        cluster = LocalCluster(n_workers=n_workers or usable_cpus(), threads_per_worker=1, processes=processes,
+                               protocol="tcp", host="127.0.0.1", dashboard_address=None)
+        client = Client(cluster)
+    else:
+        client = Client(address, timeout="10s")
+    # pure=False: two cells with equal arguments are still two runs (never deduplicated)
+    return DaskRun(client.get_executor(pure=False), client, cluster)
+
+
+# ---------------------------------------------------------------- children
+def _context():
+    global _CTX
+    with _CTX_LOCK:
+        if _CTX is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(_PRELOAD)  # only effective before the fork server starts
+            _CTX = ctx
+    return _CTX
+
+
+@contextlib.contextmanager
+def _allow_children() -> Iterator[None]:
+    """Let a daemonic process (a Dask worker, by default) start a child.
+
+    ``multiprocessing`` forbids daemonic processes to have children because it could not
+    reap them when the daemon is terminated. Ours are reaped by :func:`run_in_child`
+    (kill + join) and die with the fork server, hence with this process; so the flag is
+    lifted for the start only.
+    """
+    cfg = multiprocessing.current_process()._config  # noqa: SLF001 - see the docstring
+    if not cfg.get("daemon"):
+        yield
+        return
+    with _DAEMON_LOCK:
+        cfg["daemon"] = False
+        try:
+            yield
+        finally:
+            cfg["daemon"] = True
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent (the fork server) exits."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_entry(conn, target: Callable[..., None], args: tuple) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    try:
+        target(conn.send, *args)
+    finally:
+        conn.close()
+
+
+@dataclass
+class ChildExit:
+    """How a child ended: ``exitcode`` (negative: killed by that signal), whether it was
+    killed at its timeout, its lifetime in seconds, its pid, and (when killed) its peak RSS."""
+
+    exitcode: int | None
+    timed_out: bool
+    seconds: float
+    pid: int | None = None
+    peak_rss_mb: float | None = None
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.exitcode is None or self.exitcode >= 0:
+            return None
+        try:
+            return signal.Signals(-self.exitcode).name
+        except ValueError:
+            return f"signal {-self.exitcode}"
+
+
+def run_in_child(target: Callable[..., None], args: tuple = (), *, timeout: float | None = None,
+                 on_message: Callable[[Any], None] | None = None) -> ChildExit:
+    """Run ``target(send, *args)`` in a fresh child process and wait for it.
+
+    Every object the child passes to ``send`` (picklable) reaches ``on_message`` in this
+    process, in order, while the child runs. After ``timeout`` seconds the child is
+    killed (SIGKILL: the overshoot is the time to notice, milliseconds) and whatever it
+    had sent is still delivered. Never raises for the child's failures: read the result.
+    """
+    ctx = _context()
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_entry, args=(send, target, args), daemon=True, name="hpo-bench-cell")
+    t0 = time.monotonic()
+    with _allow_children():
+        proc.start()
+    send.close()
+    _LIVE.add(proc)
+    deliver = on_message or (lambda _msg: None)
+    timed_out = False
+    peak = None
+    is_open = True
+
+    def drain() -> None:
+        nonlocal is_open
+        while is_open and recv.poll(0):
+            try:
+                deliver(recv.recv())
+            except (EOFError, OSError):
+                is_open = False
+
+    try:
+        deadline = None if timeout is None else t0 + timeout
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                peak = _vm_hwm_mb(proc.pid)
+                proc.kill()
+                timed_out = True
+                break
+            ready = _mp_wait([recv, proc.sentinel] if is_open else [proc.sentinel], timeout=remaining)
+            if is_open and recv in ready:
+                try:
+                    deliver(recv.recv())
+                except (EOFError, OSError):
+                    is_open = False
+            elif proc.sentinel in ready:
+                break
+        proc.join()
+        drain()  # rows sent just before the end (or the kill) are still in the pipe
+    finally:
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+        _LIVE.discard(proc)
+        recv.close()
+    return ChildExit(exitcode=proc.exitcode, timed_out=timed_out, seconds=time.monotonic() - t0, pid=proc.pid,
+                     peak_rss_mb=peak)
+
+
+def kill_children() -> None:
+    """Kill every child started by :func:`run_in_child` that is still running."""
+    for proc in list(_LIVE):
+        with contextlib.suppress(Exception):
+            proc.kill()

@@ -1,0 +1,111 @@
+"""Executors: serial, process pool and Dask give the same records; the driver alone writes; threads,
+memory and provenance are recorded."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+
+import pandas as pd
+import pytest
+from _runs import TINY, assert_same_records, write_suite
+
+from hpo_bench.executors import ProcessPool, SerialExecutor, dask_executor, usable_cpus
+from hpo_bench.harness import run_suite
+from hpo_bench.records import COLUMNS
+from hpo_bench.suite import derive_seed, load_suite
+
+distributed = pytest.importorskip("distributed", reason="the Dask executor needs the `dist` extra")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_suite(str(write_suite(tmp_path_factory.mktemp("suite") / "tiny.toml")))
+
+
+@pytest.fixture(scope="module")
+def serial_run(tiny, tmp_path_factory):
+    return run_suite(tiny, tmp_path_factory.mktemp("runs") / "serial", argv=["test"])
+
+
+def test_serial_runs_in_this_process_and_writes_the_run_folder(serial_run, tiny):
+    df = serial_run.frame
+    assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS)
+    assert set(df["worker"]) == {f"{socket.gethostname()}:{os.getpid()}"}
+    assert df["cell_id"].unique().tolist() == [c.cell_id for c in tiny.cells()]  # suite order
+    assert (df["status"] == "ok").all() and len(df) == 8 * 3
+    out = serial_run.out_dir
+    assert sorted(p.stem for p in (out / "cells").glob("*.parquet")) == sorted(c.cell_id for c in tiny.cells())
+    assert not list((out / "cells").glob(".*"))  # no temporary files left
+    for name in ("records.parquet", "provenance.json", "run.json", "run.log"):
+        assert (out / name).is_file()
+    # per-cell columns: seeds derived from suite seed, task, tuner and repetition; memory measured
+    for cell in tiny.cells():
+        rows = df[df["cell_id"] == cell.cell_id]
+        assert set(rows["cell_seed"]) == {derive_seed(7, cell.task.label, cell.tuner.label, cell.seed)}
+        assert set(rows["seed"]) == {cell.seed}
+    assert df.groupby("cell_id")["cell_seed"].first().nunique() == 8
+    assert (df["peak_rss_mb"] > 10).all() and df["peak_cuda_mb"].isna().all()
+    assert (df["wall_s"] >= df["time_s"]).all()
+
+
+def test_process_pool_matches_serial_and_isolates_each_cell(serial_run, tiny, tmp_path):
+    with ProcessPool(2) as pool:
+        res = run_suite(tiny, tmp_path / "pool", executor=pool, argv=["test"])
+    assert_same_records(serial_run.frame, res.frame)
+    workers = res.frame.groupby("cell_id")["worker"].first()
+    assert workers.nunique() == 8 and f":{os.getpid()}" not in "".join(workers)  # one fresh process per cell
+    assert (res.frame["torch_threads"] == max(1, usable_cpus() // 2)).all()
+    assert res.frame["peak_rss_mb"].map(math.isfinite).all()
+    prov = json.loads(res.provenance_path.read_text())
+    assert prov["executor"] == {"kind": "process-pool", "workers": 2}
+    assert prov["torch_threads"] == max(1, usable_cpus() // 2)
+    for key in ("git_commit", "git_dirty", "host", "cpu_model", "usable_cpus", "torch_default_dtype",
+                "torch_deterministic", "tf32_matmul", "device_name", "suite_sha256", "command_line", "code"):
+        assert key in prov
+
+
+def test_dask_local_cluster_matches_serial(serial_run, tiny, tmp_path):
+    run = dask_executor("local", n_workers=2, processes=False)
+    try:
+        res = run_suite(tiny, tmp_path / "dask", executor=run, threads=1, argv=["test"])
+    finally:
+        run.close()
+    assert_same_records(serial_run.frame, res.frame)
+    prov = json.loads(res.provenance_path.read_text())
+    assert prov["executor"]["kind"] == "dask" and len(prov["executor"]["workers"]) == 2
+    assert prov["executor"]["scheduler"].startswith(("tcp://127.0.0.1", "inproc://"))
+
+
+def test_dask_worker_processes_return_records_to_the_driver(tiny, serial_run, tmp_path):
+    """Real worker processes (daemonic, as Dask starts them) that start cell processes of their own."""
+    run = dask_executor("local", n_workers=1, processes=True)
+    try:
+        res = run_suite(tiny, tmp_path / "dask-procs", executor=run, argv=["test"])
+        worker_pid = next(iter(run.client.run(os.getpid).values()))
+    finally:
+        run.close()
+    assert_same_records(serial_run.frame, res.frame)
+    pids = {int(w.rsplit(":", 1)[1]) for w in res.frame["worker"]}
+    assert os.getpid() not in pids and worker_pid not in pids  # cells ran in children of the worker
+    # threads decided on the worker: its CPUs over its one thread
+    assert (res.frame["torch_threads"] == usable_cpus()).all()
+
+
+def test_serial_executor_is_a_concurrent_futures_executor():
+    ex = SerialExecutor()
+    assert ex.submit(pow, 2, 10).result() == 1024
+    fut = ex.submit(int, "x")
+    assert isinstance(fut.exception(), ValueError)
+    ex.shutdown()
+    with pytest.raises(RuntimeError):
+        ex.submit(pow, 2, 2)
+
+
+def test_records_table_is_the_concatenation_of_cell_files(serial_run):
+    cells = sorted((serial_run.out_dir / "cells").glob("*.parquet"))
+    df = pd.concat([pd.read_parquet(p) for p in cells], ignore_index=True)
+    assert_same_records(df.sort_values(["cell_id", "step"]).reset_index(drop=True),
+                        serial_run.frame.sort_values(["cell_id", "step"]).reset_index(drop=True))
