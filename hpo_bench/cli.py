@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
 import sys
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any, Optional
@@ -233,6 +235,14 @@ def run_cmd(
         executor = ProcessPool(n_workers)
     else:
         executor = SerialExecutor()
+    stopped_by = [signal.SIGINT]
+
+    def _terminate(signum, frame):  # SIGTERM (kill, SLURM's scancel): stop like Ctrl-C, cleanly
+        stopped_by[0] = signum
+        raise KeyboardInterrupt
+
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         res = run_suite(s, out, argv=sys.argv, executor=executor, resume=resume, force=force,
                         retry_failed=retry_failed, timeout=timeout, threads=threads,
@@ -240,10 +250,13 @@ def run_cmd(
     except RunFolderError as exc:  # the folder changed since the check (another run started in it)
         raise BadInput(str(exc)) from None
     except KeyboardInterrupt:
-        print(f"hpo-bench: interrupted; finished cells are in {str(out / 'cells')!r}: continue with "
-              f"hpo-bench run {suite} --out {out} --resume", file=sys.stderr)
-        raise typer.Exit(130) from None
+        n_done = len(list((out / "cells").glob("*.parquet")))
+        print(f"hpo-bench: stopped by {signal.Signals(stopped_by[0]).name}; {n_done} finished cells are in "
+              f"{str(out / 'cells')!r}: run the same command with --resume to continue", file=sys.stderr)
+        raise typer.Exit(128 + stopped_by[0]) from None
     finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old_term)
         if dask_run is not None:
             dask_run.close()
         else:

@@ -34,7 +34,7 @@ from multiprocessing.connection import wait as _mp_wait
 from typing import Any, Callable, Iterator
 
 __all__ = ["SerialExecutor", "ProcessPool", "DaskRun", "dask_executor", "run_in_child", "ChildExit",
-           "usable_cpus", "peak_rss_mb", "reset_peak_rss", "kill_children"]
+           "usable_cpus", "peak_rss_mb", "reset_peak_rss", "kill_children", "start_fork_server"]
 
 #: Modules the fork server imports once, so that every child starts with them loaded.
 _PRELOAD = ["__main__", "hpo_bench._worker_init"]
@@ -129,6 +129,7 @@ class ProcessPool(Executor):
             raise ValueError(f"`max_workers >= 1` must hold, but got max_workers={max_workers!r}")
         self.capacity = max_workers
         self._threads = ThreadPoolExecutor(max_workers, thread_name_prefix="hpo-bench-worker")
+        start_fork_server()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         return self._threads.submit(fn, *args, **kwargs)
@@ -205,6 +206,14 @@ def _context():
     return _CTX
 
 
+def start_fork_server() -> None:
+    """Start this process's fork server now (seconds: it imports torch) rather than at the first cell."""
+    _context()
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
 @contextlib.contextmanager
 def _allow_children() -> Iterator[None]:
     """Let a daemonic process (a Dask worker, by default) start a child.
@@ -279,9 +288,9 @@ def run_in_child(target: Callable[..., None], args: tuple = (), *, timeout: floa
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_entry, args=(send, target, args), daemon=True, name="hpo-bench-cell")
-    t0 = time.monotonic()
     with _allow_children():
-        proc.start()
+        proc.start()  # the first start also starts the fork server: not the child's time
+    t0 = time.monotonic()
     send.close()
     _LIVE.add(proc)
     deliver = on_message or (lambda _msg: None)

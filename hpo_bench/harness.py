@@ -36,7 +36,6 @@ import contextlib
 import hashlib
 import importlib.util
 import json
-import math
 import os
 import platform
 import random
@@ -387,7 +386,10 @@ def _cell_file_meta(path: Path) -> dict[str, Any] | None:
 
 
 # ----------------------------------------------------------- provenance
-_RESULT_NEUTRAL_DIRS = {"report", "testing", "__pycache__"}  # code that never runs inside a cell
+# Code that never runs inside a cell (display, reports, the CLI, the test kit): editing it does not
+# make a run's finished cells stale. Everything else (new modules too) counts.
+_RESULT_NEUTRAL = {"report", "testing", "__pycache__", "cli.py", "progress.py", "summary.py", "check.py",
+                   "notebook.py", "oracle.py"}
 
 
 def _source_roots() -> list[Path]:
@@ -405,12 +407,13 @@ def code_version() -> dict[str, Any]:
     """What decides results besides the suite: package versions and a SHA-256 of the source.
 
     ``source_sha256`` covers every ``.py`` file of ``hpo_bench`` (with ``hpo_bench.tasks``
-    and ``hpo_bench.baselines``) except the report and testing kits, so uncommitted edits
-    count too. A resume compares every key here.
+    and ``hpo_bench.baselines``) except code that never runs inside a cell (reports, the
+    CLI and displays, the testing kit), so uncommitted edits count too. A resume compares
+    every key here.
     """
     h = hashlib.sha256()
     for k, root in enumerate(_source_roots()):
-        files = sorted(p for p in root.rglob("*.py") if not _RESULT_NEUTRAL_DIRS & set(p.relative_to(root).parts))
+        files = sorted(p for p in root.rglob("*.py") if not _RESULT_NEUTRAL & set(p.relative_to(root).parts))
         for p in files:
             with contextlib.suppress(OSError):
                 h.update(f"{k}/{p.relative_to(root).as_posix()}\0".encode())

@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 __all__ = ["make_reporter", "RichReporter", "PlainReporter", "QuietReporter", "format_eta"]
@@ -101,9 +102,10 @@ class RichReporter(QuietReporter):
 
     def start(self, progress, *, suite, out, log_path, **info: Any) -> None:
         kept = f", {progress.skipped} already finished" if progress.skipped else ""
-        self.console.print(f"suite [bold]{suite.name}[/bold]: {progress.total} cells{kept} -> {out} (log: {log_path})")
+        self.console.print(f"suite [bold]{escape(suite.name)}[/bold]: {progress.total} cells{kept} -> "
+                           f"{escape(str(out))} (log: {escape(str(log_path))})")
         self._bar.start()
-        self._task = self._bar.add_task(suite.name, total=progress.total, completed=progress.finished,
+        self._task = self._bar.add_task(escape(suite.name), total=progress.total, completed=progress.finished,
                                         **self._fields(progress))
 
     def cell_started(self, progress, cell) -> None:
@@ -111,8 +113,10 @@ class RichReporter(QuietReporter):
 
     def cell_finished(self, progress, cell, result) -> None:
         if result.status not in ("ok", "diverged"):
-            self._bar.console.print(f"[red]{result.status}[/red] {cell.cell_id}: "
-                                    f"{_first_line(result.rows[-1].get('message'))} (traceback in run.log)")
+            where = "traceback" if result.status in ("error", "oom") else "details"
+            self._bar.console.print(f"[red]{result.status}[/red] {escape(cell.cell_id)}: "
+                                    f"{escape(_first_line(result.rows[-1].get('message')))} ({where} in run.log)",
+                                    highlight=False)
         self._bar.update(self._task, completed=progress.finished, **self._fields(progress))
 
     def tick(self, progress) -> None:

@@ -7,10 +7,11 @@ import json
 import math
 import os
 import socket
+from concurrent.futures import Future
 
 import pandas as pd
 import pytest
-from _runs import TINY, assert_same_records, write_suite
+from _runs import assert_same_records, write_suite
 
 from hpo_bench.executors import ProcessPool, SerialExecutor, dask_executor, usable_cpus
 from hpo_bench.harness import run_suite
@@ -109,3 +110,26 @@ def test_records_table_is_the_concatenation_of_cell_files(serial_run):
     df = pd.concat([pd.read_parquet(p) for p in cells], ignore_index=True)
     assert_same_records(df.sort_values(["cell_id", "step"]).reset_index(drop=True),
                         serial_run.frame.sort_values(["cell_id", "step"]).reset_index(drop=True))
+
+
+class _LosesEveryOtherJob(SerialExecutor):
+    """An executor whose every second job is lost, as when a Dask worker dies for good."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.n += 1
+        if self.n % 2:
+            return super().submit(fn, *args, **kwargs)
+        fut = Future()
+        fut.set_exception(ConnectionError("worker lost"))
+        return fut
+
+
+def test_a_lost_job_becomes_an_error_cell_and_the_suite_continues(tiny, tmp_path):
+    res = run_suite(tiny, tmp_path / "lossy", executor=_LosesEveryOtherJob(), argv=["test"])
+    assert list(res.statuses.values()) == ["ok", "error"] * 4
+    lost = res.frame[res.frame["status"] == "error"]
+    assert lost["message"].str.startswith("executor failure: ConnectionError: worker lost").all()
