@@ -17,6 +17,7 @@ results come back to the driver, which alone writes the run folder::
     <out>/records.parquet           every cell, in suite order, once all have finished
     <out>/provenance.json           versions, git, host, CPU, threads, torch settings, command
     <out>/run.log                   every session's events and every failed cell's traceback
+    <out>/.lock                     held (flock) by the driver writing the folder: one at a time
 
 Resume (``resume=True``) skips cells whose file exists and whose configuration hash
 matches, and runs the others. If the suite file or the code changed since the run began,
@@ -531,7 +532,7 @@ def _prepare_folder(out: Path, suite: Suite, code: dict[str, Any], *, resume: bo
         raise RunFolderError(f"run folder {str(out)!r} exists and is not a folder")
     session = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": shlex.join(argv)}
     if not manifest_path.is_file():
-        if out.is_dir() and any(p.name != "run.log" for p in out.iterdir()):
+        if out.is_dir() and any(p.name not in ("run.log", ".lock") for p in out.iterdir()):
             raise RunFolderError(f"run folder {str(out)!r} is not empty and holds no hpo-bench run (no run.json); "
                                  "choose a new or empty folder")
         manifest = {"format": 1, "suite": suite.name, "suite_path": suite.path, "suite_sha256": suite.sha256,
@@ -558,6 +559,32 @@ def _prepare_folder(out: Path, suite: Suite, code: dict[str, Any], *, resume: bo
     manifest.update(suite=suite.name, suite_path=suite.path, suite_sha256=suite.sha256, code=code)
     manifest.setdefault("sessions", []).append(session)
     return manifest, changes
+
+
+def _lock_folder(out: Path) -> Any:
+    """Hold ``<out>/.lock`` for this session, so that two drivers never write one run folder.
+
+    An advisory ``flock``: the kernel releases it when the process ends, even by SIGKILL.
+    """
+    import fcntl
+
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"run folder {str(out)!r} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    fh = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        fh.close()
+        raise RunFolderError(f"run folder {str(out)!r} is being written by another hpo-bench run ({holder}); "
+                             "wait for it to end or choose another --out") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {_HOST}")
+    fh.flush()
+    return fh
 
 
 def check_run_folder(out: str | Path, suite: Suite, *, resume: bool = False, force: bool = False) -> None:
@@ -632,7 +659,8 @@ def _executor_parts(executor: Any) -> tuple[Executor, int | None, Callable[[], d
     if isinstance(executor, DaskRun):
         return executor.executor, None, executor.describe, executor
     describe = getattr(executor, "describe", lambda: {"kind": type(executor).__name__})
-    return executor, getattr(executor, "capacity", None), describe, None
+    # the standard library's pools keep their size in _max_workers
+    return executor, getattr(executor, "capacity", getattr(executor, "_max_workers", None)), describe, None
 
 
 def run_suite(suite: Suite, out_dir: str | Path, *, argv: list[str] | None = None,
@@ -659,6 +687,19 @@ def run_suite(suite: Suite, out_dir: str | Path, *, argv: list[str] | None = Non
     """
     argv = list(argv if argv is not None else sys.argv)
     out = Path(out_dir)
+    lock = _lock_folder(out)
+    try:
+        return _run_locked(suite, out, argv=argv, on_cell=on_cell, executor=executor, resume=resume, force=force,
+                           retry_failed=retry_failed, timeout=timeout, threads=threads, reporter=reporter)
+    finally:
+        if not (out / "run.json").exists():  # refused a folder that holds no run: leave it as it was
+            with contextlib.suppress(OSError):
+                (out / ".lock").unlink()
+        lock.close()
+
+
+def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, resume: bool, force: bool,
+                retry_failed: bool, timeout: float | None, threads: int | None, reporter: Any) -> SuiteResult:
     code = code_version()
     cells = suite.cells()
     manifest, changes = _prepare_folder(out, suite, code, resume=resume, force=force, argv=argv)

@@ -164,3 +164,18 @@ def test_a_folder_that_is_not_a_run_is_refused(monkeypatch, capsys, tmp_path):
         code, _, err = invoke(monkeypatch, capsys, "run", path, "--out", out, *extra)
         assert code == 2 and "is not empty and holds no hpo-bench run" in one_error_line(err)
     assert [p.name for p in out.iterdir()] == ["thesis.tex"]
+
+
+def test_two_drivers_never_write_one_folder(monkeypatch, capsys, tmp_path):
+    import fcntl
+
+    path = write_suite(tmp_path / "tiny.toml")
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:  # as if another driver were running in this folder
+        held.write("pid 4242 on elsewhere")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, _, err = invoke(monkeypatch, capsys, "run", path, "--out", out, "--resume")
+        assert code == 2 and "is being written by another hpo-bench run (pid 4242 on elsewhere)" in one_error_line(err)
+    assert invoke(monkeypatch, capsys, "run", path, "--out", out, "-q")[0] == 0  # released: the folder is usable
