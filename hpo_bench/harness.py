@@ -45,6 +45,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -211,7 +212,7 @@ def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = No
 class CellResult:
     """What a job sends back to the driver: the cell's rows, its final status, and how it ran
     (``info``: ``torch_threads``, ``wall_s``, ``peak_rss_mb``, ``peak_cuda_mb``, ``worker``,
-    ``code``: the worker's source fingerprint)."""
+    ``code``: the worker's source fingerprint; ``output``: what a cell process printed)."""
 
     cell_id: str
     rows: list[dict[str, Any]]
@@ -268,10 +269,32 @@ def _execute(cell: Cell, threads: int, *, on_row=None, alarm: float | None = Non
     return CellResult(cell.cell_id, _finish(rows, info), str(rows[-1]["status"]), info)
 
 
+_OUTPUT_LIMIT = 20_000  # characters of a cell's stdout/stderr kept for run.log (the end)
+
+
 def _cell_child(send: Callable[[Any], None], cell: Cell, threads: int) -> None:
-    """Body of a cell's child process: stream rows, then the summary."""
-    result = _execute(cell, threads, on_row=lambda row: send(("row", row)))
-    send(("end", {**result.info, "status": result.status}))
+    """Body of a cell's child process: stream rows, then the summary.
+
+    The child's stdout and stderr (warnings, prints, C libraries) go to a temporary file
+    and come back with the summary for ``run.log``, so nothing is printed over the
+    driver's progress display. A failure of the harness itself is sent as ``crash``.
+    """
+    with tempfile.TemporaryFile() as captured:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(captured.fileno(), 1)
+        os.dup2(captured.fileno(), 2)
+        try:
+            result = _execute(cell, threads, on_row=lambda row: send(("row", row)))
+            summary = {**result.info, "status": result.status}
+        except BaseException as exc:  # noqa: BLE001 - reported to the driver, then this process ends
+            summary = {"crash": _describe(exc)}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        captured.seek(0)
+        output = captured.read().decode("utf-8", errors="replace")
+    summary["output"] = output[-_OUTPUT_LIMIT:]
+    send(("crash" if "crash" in summary else "end", summary))
 
 
 def child_death(ex: ChildExit, timeout: float) -> tuple[str, str]:
@@ -317,22 +340,26 @@ class CellJob:
             return _execute(self.cell, threads, alarm=self.timeout)
         rows: list[dict[str, Any]] = []
         end: dict[str, Any] = {}
+        crash: dict[str, Any] = {}
 
         def on_message(msg: tuple[str, Any]) -> None:
             kind, payload = msg
-            (rows.append if kind == "row" else end.update)(payload)
+            {"row": rows.append, "end": end.update, "crash": crash.update}[kind](payload)
 
         ex = run_in_child(_cell_child, (self.cell, threads), timeout=self.timeout, on_message=on_message)
         if end:
             return CellResult(self.cell.cell_id, _finish(rows, end), str(end["status"]),
                               {k: v for k, v in end.items() if k != "status"})
         worker = rows[0]["worker"] if rows else f"{_HOST}:{ex.pid}"
-        status, message = child_death(ex, self.timeout)
+        if crash:
+            status, message = "error", crash["crash"]
+        else:
+            status, message = child_death(ex, self.timeout)
         meta = {**_meta(self.cell), "torch_threads": threads, "worker": worker}
         rows.append(_terminal_row(meta, rows, status, message))
         info = {"torch_threads": threads, "wall_s": ex.seconds,
                 "peak_rss_mb": ex.peak_rss_mb if ex.peak_rss_mb is not None else _NAN, "peak_cuda_mb": _NAN,
-                "worker": worker, "code": None}
+                "worker": worker, "code": None, "output": crash.get("output", "")}
         return CellResult(self.cell.cell_id, _finish(rows, info), status, info)
 
 
@@ -768,6 +795,8 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
                   f"worker {info.get('worker')}")
         if result.status in FAILED_STATUSES:
             log.write(f"{cell.cell_id} {result.status}: {result.rows[-1].get('message', '')}")
+        if info.get("output"):
+            log.write(f"{cell.cell_id} printed:\n{info['output']}")
         if info.get("code") and info["code"] != code["source_sha256"]:
             mismatched.append(cell.cell_id)
             log.write(f"warning: {cell.cell_id} ran on a worker whose hpo-bench source differs from the driver's "

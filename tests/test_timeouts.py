@@ -13,7 +13,7 @@ from hpo_bench import TUNERS
 from hpo_bench.executors import ChildExit, ProcessPool, run_in_child
 from hpo_bench.harness import child_death, run_suite
 from hpo_bench.records import Budget
-from hpo_bench.suite import Entry, Suite, load_suite
+from hpo_bench.suite import Cell, Entry, Suite, load_suite
 
 # `slow` never ends by itself (a million steps of 500 inner steps each): only its 1.5 s timeout stops it.
 SLOW = '''
@@ -178,3 +178,37 @@ def test_every_status_is_documented(status):
     from hpo_bench import records
 
     assert status in records.STATUSES and f"``{status}``" in records.__doc__
+
+
+class _Noisy(TUNERS.get("gradient")):
+    """Prints and warns, as third-party code does."""
+
+    name = "test_noisy"
+
+    def run(self, task, recorder, *, seed=0):
+        import warnings
+
+        print("hello from the tuner")
+        warnings.warn("a warning from the tuner", UserWarning, stacklevel=1)
+        super().run(task, recorder, seed=seed)
+
+
+def _noisy_cell(send, cell, threads):
+    from hpo_bench import harness
+
+    TUNERS.add("test_noisy", _Noisy)  # in the child only: the parent's registry stays clean
+    harness._cell_child(send, cell, threads)
+
+
+def test_a_cells_output_goes_to_the_log_not_the_display(capfd):
+    cell = Cell("t", Entry("seed_toy", "toy", {"transform": "log"}), Entry("test_noisy", "noisy", {}), 0,
+                Budget(steps=2))
+    got = []
+    ex = run_in_child(_noisy_cell, (cell, 1), timeout=60, on_message=got.append)
+    assert ex.exitcode == 0
+    kinds = [k for k, _ in got]
+    assert kinds == ["row", "row", "end"]
+    output = got[-1][1]["output"]
+    assert "hello from the tuner" in output and "a warning from the tuner" in output
+    seen = capfd.readouterr()
+    assert "from the tuner" not in seen.out + seen.err
