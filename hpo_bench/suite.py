@@ -340,15 +340,17 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             ck.fail(f"{kind}[*].label", f"unique (give each repeated {kind} a `label`)", dup)
-        seen: dict[str, int] = {}
+        seen: dict[str, list[int]] = {}
+        all_tasks = {e.label for e in entries.get("task", out)}
         for i, e in enumerate(out):
-            # same name, params and budget under two labels: the same cells twice, under two names
+            # same name, params and budget under two labels (on a common task): the same cells twice
             key = json.dumps([e.name, e.params, e.budget and (e.budget.steps, e.budget.seconds)], sort_keys=True,
                              default=str)
-            if key in seen:
-                ck.fail(f"{kind}[{i}]", f"different from {kind}[{seen[key]}] (same name, params and budget: "
-                        "duplicate cells)", {"name": e.name, "label": e.label, "params": e.params})
-            seen[key] = i
+            for j in seen.get(key, []):
+                if set(out[j].only_tasks or all_tasks) & set(e.only_tasks or all_tasks):
+                    ck.fail(f"{kind}[{i}]", f"different from {kind}[{j}] (same name, params and budget: duplicate "
+                            "cells)", {"name": e.name, "label": e.label, "params": e.params})
+            seen.setdefault(key, []).append(i)
         entries[kind] = out
 
     tune = _parse_tune(raw, entries["tuner"], list(seeds), ck)

@@ -45,6 +45,11 @@ def prepend(line):
     return lambda text: line + "\n" + text
 
 
+def _without_tasks(text):
+    """GOOD with its [[task]] tables (and the tuner's task filter) removed."""
+    return text[: text.index("[[task]]")] + text[text.index("[[tuner]]"):].replace('tasks = ["seed_toy"]\n', "")
+
+
 # (id, edit of GOOD, key named in the error, fragment of the rule, fragment of the value shown (None: no value))
 CASES = [
     # wrong types
@@ -106,9 +111,7 @@ CASES = [
     ("budget-empty", sub("[budget]\nsteps = 3", "[budget]"), "budget", "a table with `steps`, `seconds` or both", "{}"),
     ("tasks-empty", sub('tasks = ["seed_toy"]', "tasks = []"), "tuner[1].tasks", "a non-empty list of task labels",
      "[]"),
-    ("task-array-empty", lambda t: "task = []\n" + t.replace('[[task]]\nname = "ridge"\nlabel = "r"\nparams = { n = 40, '
-                                                             'p = 4 }\n[[task]]\nname = "seed_toy"\n', "").replace(
-        'tasks = ["seed_toy"]\n', ""), "task", "a non-empty array of tables", "[]"),
+    ("task-array-empty", lambda t: "task = []\n" + _without_tasks(t), "task", "a non-empty array of tables", "[]"),
     ("no-tuners", lambda t: t[: t.index("[[tuner]]")], "tuner", "a non-empty array of tables", "None"),
     ("no-seeds", sub("seeds = [0, 1]\n", ""), "seeds", "present", None),
     # unknown names
@@ -128,7 +131,8 @@ CASES = [
     ("tuner-labels-repeated", sub('label = "exact"', 'label = "cg"'), "tuner[*].label", "unique", "['cg']"),
     ("duplicate-task-cells", lambda t: t + '[[task]]\nname = "ridge"\nlabel = "r2"\nparams = { p = 4, n = 40 }\n',
      "task[2]", "different from task[0] (same name, params and budget: duplicate cells)", "'r2'"),
-    ("duplicate-tuner-cells", lambda t: t + '[[tuner]]\nname = "gradient"\nlabel = "cg2"\nparams = { method = "cg" }\n',
+    ("duplicate-tuner-cells", lambda t: t + '[[tuner]]\nname = "gradient"\nlabel = "cg2"\n'
+     'params = { method = "cg" }\n',
      "tuner[2]", "different from tuner[0] (same name, params and budget: duplicate cells)", "'cg2'"),
     ("tasks-repeated", sub('tasks = ["seed_toy"]', 'tasks = ["seed_toy", "seed_toy"]'), "tuner[1].tasks",
      "free of repeats", "['seed_toy', 'seed_toy']"),
@@ -220,3 +224,12 @@ def test_unavailable_device_is_refused_before_running(monkeypatch, capsys, tmp_p
     path = write_suite(tmp_path / "cuda.toml", 'device = "cuda"\n' + GOOD)
     code, _, err = invoke(monkeypatch, capsys, "run", path, "--out", tmp_path / "out")
     assert code == 2 and "device 'cuda' is not available on this machine" in one_error_line(err)
+
+
+def test_same_tuner_on_disjoint_tasks_is_not_a_duplicate(tmp_path):
+    text = GOOD + ('[[tuner]]\nname = "gradient"\nlabel = "exact-ridge"\n'
+                   'params = { method = "exact", inner = "exact" }\nbudget = { steps = 5 }\ntasks = ["r"]\n')
+    suite = load_suite(str(write_suite(tmp_path / "ok.toml", text)))
+    assert len(suite.cells()) == 8
+    with pytest.raises(SuiteError, match=r"`tuner\[2\]` must be different from tuner\[1\]"):
+        load_suite(str(write_suite(tmp_path / "dup.toml", text.replace('tasks = ["r"]', 'tasks = ["r", "seed_toy"]'))))
