@@ -93,7 +93,7 @@ def replay() -> list[dict]:
     return out
 
 
-def identity_stationary_point(task, lo: float, hi: float, n: int = 4001) -> float:
+def identity_stationary_point(task, lo: float, hi: float, n: int = 301) -> float:
     """λ where the notebook's hypergradient ``-2 w*.grad val`` changes sign (grid + bisection)."""
     def g(lam: float) -> float:
         th = torch.tensor([lam], dtype=torch.float64)
@@ -112,7 +112,7 @@ def identity_stationary_point(task, lo: float, hi: float, n: int = 4001) -> floa
 
 
 def _argmin_scalar(task, lo: float, hi: float) -> tuple[float, float]:
-    grid = np.concatenate([np.linspace(lo, 0.0, 2001), np.logspace(-8, np.log10(hi), 4001)])
+    grid = np.concatenate([np.linspace(lo, 0.0, 201), np.logspace(-8, np.log10(hi), 401)])
     vals = np.array([float(task.response(torch.tensor([v], dtype=torch.float64))) for v in grid])
     i = int(np.argmin(vals))
     # refine by golden-section on the bracketing interval
