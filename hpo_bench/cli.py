@@ -302,33 +302,61 @@ def notebook_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-rea
 @app.command("tune")
 def tune_cmd(
     suite: str = typer.Argument(..., help="A named suite or a path to a suite TOML with a [tune] step."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder (tune/ holds the tuning cells and choices.json)."),
+    out: Path = typer.Option(..., "--out", "-o", help="A new run folder; tune/ in it gets the tuning cells and "
+                             "choices.json."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Cells at a time, each in its own process "
+                                "(1: serially in this process)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per cell (default: usable CPUs / "
+                                          "workers)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print where results went."),
 ) -> None:
     """Tune each tuner's declared knobs on the tuning seeds, then run the suite's seeds with the choice."""
+    import os
+    import shutil
+
     from .harness import run_suite
     from .suite import load_suite
     from .tune import tune_suite, tuning_suite
 
+    if workers < 1:
+        raise BadInput(f"option --workers must be an integer >= 1, but got {workers}")
+    if threads is not None and threads < 1:
+        raise BadInput(f"option --threads must be an integer >= 1, but got {threads}")
     s = load_suite(suite)
     ts = tuning_suite(s)
     if ts is None:
         raise BadInput(f"suite {s.name!r} declares no tune step (a [tune] table and a tuner with "
                        f"`tune = {{ knob = [values] }}`); run it with `hpo-bench run {suite} --out {out}`")
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out {str(out)!r} exists and is not a folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BadInput(f"--out {str(out)!r} must be a new or empty folder (the tune step and the run start there)")
+    run_options: dict[str, Any] = {}
+    if threads is not None:
+        run_options["threads"] = threads
+    if workers > 1:
+        from .executors import ProcessPool
+
+        run_options["executor"] = ProcessPool(workers)
+    staging = out.parent / f".{out.name}.tune-{os.getpid()}"  # a run folder must be empty when its run starts
     if not quiet:
         console.print(f"suite [bold]{s.name}[/bold]: tune step, {len(ts.cells())} cells on tuning seeds "
-                      f"{list(s.tune.seeds)} -> {out / 'tune'}")
-    resolved, doc = tune_suite(s, out, argv=sys.argv)
-    if not quiet:
-        for t in doc["tuners"]:
-            chosen = {task: c["params"] for task, c in (t["choice"] or {}).get("by_task", {}).items()}
-            console.print(f"  {t['label']}: {json.dumps(chosen, sort_keys=True)}")
-        console.print(f"clean run: {len(resolved.cells())} cells on seeds {resolved.seeds} -> {out}")
-    res = run_suite(resolved, out, argv=sys.argv)
+                      f"{list(s.tune.seeds)}")
+    try:
+        resolved, doc = tune_suite(s, staging, argv=sys.argv, **run_options)
+        if not quiet:
+            for t in doc["tuners"]:
+                chosen = {task: c["params"] for task, c in (t["choice"] or {}).get("by_task", {}).items()}
+                console.print(f"  {t['label']}: {json.dumps(chosen, sort_keys=True)}")
+            console.print(f"clean run: {len(resolved.cells())} cells on seeds {resolved.seeds} -> {out}")
+        res = run_suite(resolved, out, argv=sys.argv, **run_options)
+    finally:
+        if "executor" in run_options:
+            run_options["executor"].shutdown(wait=True)
+    if (out / "tune").exists():
+        shutil.rmtree(out / "tune")
+    os.replace(staging, out / "tune")
     bad = {k: v for k, v in res.statuses.items() if v != "ok"}
-    console.print(f"choices: {out / 'tune' / 'choices.json'}; records: {res.records_path} ({len(res.frame)} rows)"
+    console.print(f"choices: {out / 'tune' / 'choices.json'}; records: {out / 'records.parquet'} "
+                  f"({len(res.frame)} rows)"
                   + (f"; {len(bad)} cells not ok: {', '.join(f'{k}={v}' for k, v in bad.items())}" if bad else ""))
 
 

@@ -15,13 +15,14 @@ A suite declares it (schema in :mod:`hpo_bench.suite`)::
 :func:`tune_suite` then
 
 1. runs every task x tuned tuner x knob combination x tuning seed through the harness into
-   ``OUT/tune/`` (labels ``<label>.tune<k>``, ``k`` the combination's index);
+   a run folder of its own (``RUN_DIR/tune/`` in the end; labels ``<label>.tune<k>``, ``k``
+   the combination's index);
 2. scores a combination on a task by the mean over tuning seeds of the final incumbent's F
    (the validation loss at the reference inner solve of the λ the tuner would return; see
    :mod:`hpo_bench.report.metrics`); a cell that did not end ``ok`` scores ``+inf``;
 3. picks the lowest score per task (``scope = "task"``) or the lowest mean rank over the
    tuner's tasks (``"suite"``); ties go to the combination declared first;
-4. writes every score and the choice to ``OUT/tune/choices.json`` and returns the suite with
+4. writes every score and the choice to ``choices.json`` there and returns the suite with
    each tuned entry's params completed by its choice (scope ``task``: one entry per task,
    same label, so cell ids and derived seeds are those of an untuned run).
 
@@ -36,7 +37,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -146,16 +147,21 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def tune_suite(suite: Suite, out_dir: str | Path, *, argv: list[str] | None = None,
-               on_cell: Callable | None = None) -> tuple[Suite, dict[str, Any]]:
-    """Run the tune step into ``out_dir/tune`` and return ``(suite to run, choices document)``."""
+def tune_suite(suite: Suite, tune_dir: str | Path, *, argv: list[str] | None = None,
+               **run_options: Any) -> tuple[Suite, dict[str, Any]]:
+    """Run the tune step into the run folder ``tune_dir`` and return ``(suite to run, choices document)``.
+
+    ``run_options`` go to :func:`hpo_bench.harness.run_suite` (e.g. ``executor``, ``threads``).
+    ``hpo-bench tune`` tunes into a sibling folder and moves it to ``RUN_DIR/tune`` once the
+    clean run has finished (a run folder must be empty when its run starts).
+    """
     from .harness import run_suite
 
     ts = tuning_suite(suite)
     if ts is None:
         return suite, {}
-    tdir = Path(out_dir) / "tune"
-    res = run_suite(ts, tdir, argv=argv, on_cell=on_cell)
+    tdir = Path(tune_dir)
+    res = run_suite(ts, tdir, argv=argv, **run_options)
     scores = score_combinations(res.frame, suite)
     choices = choose(scores, suite)
     spec = suite.tune

@@ -284,7 +284,7 @@ def test_tune_schema_is_parsed_and_validated(tmp_path):
             'inner = "exact" }', 'inner = "exact", outer_lr = 0.1 }'), "dup.toml"))
 
 
-@pytest.mark.parametrize("scope", ["task", "suite"])
+@pytest.mark.parametrize("scope", ["suite"])  # scope "task" runs end to end in the command test below
 def test_tune_step_chooses_on_tuning_seeds_and_records_it(tmp_path, scope):
     from hpo_bench.tune import read_choices, tune_suite, tuning_suite
 
@@ -293,7 +293,7 @@ def test_tune_step_chooses_on_tuning_seeds_and_records_it(tmp_path, scope):
     cells = ts.cells()
     assert {c.seed for c in cells} == {100, 101}  # never the evaluation seeds
     assert {c.tuner.label for c in cells} == {"gd.tune0", "gd.tune1"}  # untuned tuners do not run
-    resolved, doc = tune_suite(s, tmp_path / "run")
+    resolved, doc = tune_suite(s, tmp_path / "run" / "tune")
     choices = read_choices(tmp_path / "run")
     assert choices["seeds"] == [100, 101] and choices["scope"] == scope
     (entry,) = choices["tuners"]
@@ -311,3 +311,43 @@ def test_tune_step_chooses_on_tuning_seeds_and_records_it(tmp_path, scope):
     # the clean cells keep their ids (same labels) and run on the evaluation seeds only
     assert {c.cell_id for c in resolved.cells()} == {c.cell_id for c in s.cells()}
     assert resolved.tune is None
+
+
+def test_tune_command_tunes_then_runs_the_clean_seeds(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    from hpo_bench import cli
+
+    path = write(tmp_path, TUNE_SUITE.format(scope=""))
+    out = tmp_path / "run"
+    monkeypatch.setattr("sys.argv", ["hpo-bench", "tune", path, "--out", str(out), "-q"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 0, capsys.readouterr().err
+    choices = json.loads((out / "tune" / "choices.json").read_text())
+    (entry,) = choices["tuners"]
+    chosen = {task: c["params"]["outer_lr"] for task, c in entry["choice"]["by_task"].items()}
+    assert set(chosen) == {"ridge", "toy"} and choices["scope"] == "task"
+    for task, c in entry["choice"]["by_task"].items():  # scope "task": the lowest mean score per task
+        mine = [sc for sc in entry["scores"] if sc["task"] == task]
+        assert c["combo"] == min(mine, key=lambda sc: (float(sc["score"]), sc["combo"]))["combo"]
+        assert len(mine) == 2 and all(len(sc["per_seed"]) == 2 for sc in mine)
+    df = pd.read_parquet(out / "records.parquet")
+    assert set(df["seed"]) == {0, 1}
+    for (task, label), g in df.groupby(["task", "tuner_label"]):
+        params = json.loads(g["tuner_params"].iloc[0])
+        if label == "gd":
+            assert params["outer_lr"] == chosen[task]
+    assert (out / "tune" / "records.parquet").is_file()
+    assert not list(tmp_path.glob(".run.tune-*"))  # the staging folder was moved into the run folder
+    # a suite without a tune step, or a used folder, is a one-line error
+    monkeypatch.setattr("sys.argv", ["hpo-bench", "tune", path, "--out", str(out)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "new or empty folder" in err and err.count("\n") == 1
+    monkeypatch.setattr("sys.argv", ["hpo-bench", "tune", "quick", "--out", str(tmp_path / "q")])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "declares no tune step" in err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -15,7 +17,7 @@ import torch
 from scipy import stats
 
 from hpo_bench import cli
-from hpo_bench.report import TABLES, make_report
+from hpo_bench.report import TABLES
 from hpo_bench.report.figures import FIGURES
 from hpo_bench.report.metrics import ReportError, load_records
 from hpo_bench.report.tables import MIN_WILCOXON_SEEDS, group_summary, settings_table, wilcoxon_table
@@ -67,18 +69,28 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(run_dir):
+    """The report, made through the command line (``hpo-bench report RUN_DIR``); returns its printout."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing from seaborn, matplotlib, pandas or scipy may escape
-        res = make_report(run_dir, jobs=1)
-    torch.set_num_threads(n)
-    return res
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with warnings.catch_warnings(), pytest.MonkeyPatch.context() as mp, \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.simplefilter("error")  # nothing from seaborn, matplotlib, pandas or scipy may escape
+            mp.setattr(sys, "argv", ["hpo-bench", "report", str(run_dir)])
+            with pytest.raises(SystemExit) as exc:
+                cli.main()
+    finally:
+        torch.set_num_threads(n)
+    assert exc.value.code == 0, err.getvalue()
+    return out.getvalue()
 
 
 def test_every_table_and_figure_is_written(report, run_dir):
     out = run_dir / "report"
-    assert report.out_dir == out and report.summary_path == out / "summary.md"
+    printed = report.replace("\n", "")
+    for where in (out / "summary.md", out / "tables", out / "figures", run_dir / "oracle"):
+        assert str(where) in printed  # the command says where it wrote
     for name in TABLES:
         for ext in ("md", "tex", "csv"):
             p = out / "tables" / f"{name}.{ext}"
@@ -88,7 +100,7 @@ def test_every_table_and_figure_is_written(report, run_dir):
         png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert pdf.read_bytes()[:5] == b"%PDF-"
-    summary = report.summary_path.read_text()
+    summary = (out / "summary.md").read_text()
     for name in FIGURES:
         assert f"(figures/{name}.png)" in summary and f"(figures/{name}.pdf)" in summary
     for heading in ("## Headline", "## Results", "## Average rank", "## Wilcoxon", "## Tuner settings", "## Oracle"):
@@ -226,21 +238,6 @@ def invoke(monkeypatch, capsys, *args):
         cli.main()
     out = capsys.readouterr()
     return exc.value.code, out.out, out.err
-
-
-def test_cli_report_prints_where_it_wrote(report, run_dir, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "rep"
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        code, text, err = invoke(monkeypatch, capsys, "report", str(run_dir), "--out", str(out))
-    finally:
-        torch.set_num_threads(n)
-    assert code == 0, err
-    assert str(out / "summary.md") in text.replace("\n", "")
-    assert (out / "summary.md").is_file() and (out / "figures" / "final_hp.png").is_file()
-    # the oracle came from the cache: same numbers as the first report
-    assert (out / "tables" / "oracle.csv").read_text() == (run_dir / "report" / "tables" / "oracle.csv").read_text()
 
 
 def test_cli_report_bad_folder_is_one_line_exit_2(tmp_path, monkeypatch, capsys):

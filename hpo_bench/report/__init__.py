@@ -60,6 +60,14 @@ def _declared_tune(run: Path) -> dict[str, dict] | None:
         return None
 
 
+def _oracle_rows(cells, oracles) -> list[tuple[str, Any]]:
+    """``(task label, oracle)`` per task instance, in the suite's task order, then by seed."""
+    seen: dict[tuple[str, int], str] = {}
+    for r in cells.sort_values(["task_order", "seed"], kind="stable").itertuples():
+        seen.setdefault((str(r.task_params), int(r.seed)), r.task)
+    return [(label, oracles[key]) for key, label in seen.items()]
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -100,8 +108,7 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
         "ranks": rank_table(summary),
         "wilcoxon": wilcoxon_display(wil),
         "settings": settings_table(cells, choices, None if choices else _declared_tune(run)),
-        "oracle": oracle_table(sorted(oracles.values(), key=lambda o: (o.task, json.dumps(o.params,
-                                                                                         sort_keys=True), o.seed))),
+        "oracle": oracle_table(_oracle_rows(cells, oracles)),
     }
     tdir = out / "tables"
     tdir.mkdir(parents=True, exist_ok=True)

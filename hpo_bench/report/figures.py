@@ -137,9 +137,14 @@ def _panels(n: int, n_legend: int) -> tuple[plt.Figure, list[plt.Axes]]:
     return fig, flat[:n]
 
 
-def _legend(fig: plt.Figure, labels: list[str], palette: dict, families: dict[str, str], extra: list | None = None):
-    handles = [Line2D([], [], color=palette[lab], linestyle="--" if families.get(lab) == "black-box" else "-",
-                      label=lab) for lab in labels]
+def _legend(fig: plt.Figure, labels: list[str], palette: dict, families: dict[str, str], extra: list | None = None,
+            *, markers: bool = False):
+    if markers:  # scatter plots: a dot per tuner
+        handles = [Line2D([], [], color=palette[lab], linestyle="", marker="o", markersize=4, label=lab)
+                   for lab in labels]
+    else:
+        handles = [Line2D([], [], color=palette[lab], linestyle="--" if families.get(lab) == "black-box" else "-",
+                          label=lab) for lab in labels]
     handles += extra or []
     if handles:
         fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), LEGEND_COLS),
@@ -250,7 +255,7 @@ def _hp_figure(cells: pd.DataFrame, tasks: list[str], labels: list[str], palette
         ax.set_xlabel("oracle λ*")
         ax.set_ylabel("final λ")
     _legend(fig, [lab for lab in labels if lab in shown], palette, families,
-            [Line2D([], [], color="0.5", linestyle=":", linewidth=0.8, label="final = oracle")])
+            [Line2D([], [], color="0.5", linestyle=":", linewidth=0.8, label="final = oracle")], markers=True)
     return fig
 
 

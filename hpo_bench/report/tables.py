@@ -338,6 +338,8 @@ def settings_table(cells: pd.DataFrame, choices: dict[str, Any] | None, declared
             src = f"declared defaults: the suite's tune step ({grid}) was not run"
         raw.append({"tuner": tuner, "name": g["tuner"].iloc[0], "task": task, "params": params, "source": src})
     raw_df = pd.DataFrame(raw)
+    order = {lab: i for i, lab in enumerate(pd.unique(cells["tuner_label"]))}
+    raw_df = raw_df.sort_values("tuner", key=lambda col: col.map(order), kind="stable")
     # one row per tuner when its params agree across tasks
     for (tuner, params, src), g in raw_df.groupby(["tuner", "params", "source"], sort=False):
         tasks = ", ".join(g["task"])
@@ -349,17 +351,18 @@ def settings_table(cells: pd.DataFrame, choices: dict[str, Any] | None, declared
                                                                                 "source")})
 
 
-def oracle_table(oracles: list) -> Table:
+def oracle_table(oracles: list[tuple[str, Any]]) -> Table:
+    """``oracles``: ``(task label, OracleResult)`` pairs, in display order."""
     rows, raw = [], []
-    for o in oracles:
+    for label, o in oracles:
         hp = np.asarray(o.hp, dtype=float)
         if hp.size <= 2:
             hp_text = ", ".join(fmt(float(v), 4) for v in hp)
         else:
             hp_text = f"{hp.size} values in [{fmt(float(hp.min()), 3)}, {fmt(float(hp.max()), 3)}]"
-        rows.append({"task": o.task, "seed": str(o.seed), "f": fmt(o.val_loss, 8), "init": fmt(o.init_val_loss, 6),
+        rows.append({"_group": label, "task": label, "seed": str(o.seed), "f": fmt(o.val_loss, 8), "init": fmt(o.init_val_loss, 6),
                      "hp": hp_text, "method": o.method, "evals": str(o.n_evals), "s": fmt(o.seconds, 3)})
-        raw.append({"task": o.task, "params": json.dumps(o.params, sort_keys=True), "seed": o.seed,
+        raw.append({"task": label, "name": o.task, "params": json.dumps(o.params, sort_keys=True), "seed": o.seed,
                     "oracle_val_loss": o.val_loss, "init_val_loss": o.init_val_loss, "gap": o.gap,
                     "method": o.method, "n_evals": o.n_evals, "seconds": o.seconds, "hp": json.dumps(o.hp),
                     "key": o.key})
