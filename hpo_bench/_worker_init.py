@@ -1,10 +1,14 @@
 """Imported once by the fork server of :mod:`hpo_bench.executors`, so that every cell
-process starts with torch, the harness and the registries already loaded (a fork, not an
-interpreter start and seconds of imports per cell)."""
+process starts with torch, the harness, the registries and the driver's third-party
+imports already loaded (a fork, not an interpreter start and seconds of imports per cell)."""
 
 from __future__ import annotations
 
+import importlib
+import os
+
 from . import harness, registry
+from .executors import PRELOAD_ENV
 
 harness.warm_up()
 
@@ -12,3 +16,9 @@ try:
     registry.discover()
 except Exception:  # noqa: BLE001 - a broken plug-in must not kill the fork server:
     registry._DISCOVERED = False  # each cell retries and records the real error as `error`
+
+for _name in filter(None, os.environ.get(PRELOAD_ENV, "").split(",")):
+    try:
+        importlib.import_module(_name)
+    except Exception:  # noqa: BLE001, S112 - a module that cannot be preloaded is imported by the cell if needed
+        continue

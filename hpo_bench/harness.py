@@ -64,8 +64,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .executors import (ChildExit, DaskRun, SerialExecutor, kill_children, peak_rss_mb, reset_peak_rss, run_in_child,
-                        usable_cpus)
+from .executors import (ChildExit, DaskRun, SerialExecutor, imported_third_party_modules, kill_children, peak_rss_mb,
+                        reset_peak_rss, run_in_child, start_fork_server, usable_cpus)
 from .records import COLUMNS, Recorder
 from .registry import TASKS, TUNERS
 from .suite import Cell, Suite
@@ -333,11 +333,13 @@ class CellJob:
     timeout: float
     threads: int | None = None  # None: decided where the job runs (see _threads_here)
     isolate: bool = True
+    preload: tuple[str, ...] = ()  # modules for the fork server where the job runs (see start_fork_server)
 
     def __call__(self) -> CellResult:
         threads = self.threads or (_threads_here() if self.isolate else usable_cpus())
         if not self.isolate:
             return _execute(self.cell, threads, alarm=self.timeout)
+        start_fork_server(self.preload)  # no-op once this process's fork server runs
         rows: list[dict[str, Any]] = []
         end: dict[str, Any] = {}
         crash: dict[str, Any] = {}
@@ -772,8 +774,14 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
     if reporter is not None:
         reporter.start(progress, suite=suite, out=out, log_path=log.path)
 
+    # Cell processes fork from a server that has imported what this driver imported while it
+    # validated the suite (a task's lazy `import sklearn.datasets`, say), once, not once per cell.
+    preload = tuple(imported_third_party_modules()) if isolate else ()
+    if isolate and dask is None:
+        start_fork_server(preload)
+
     def job_for(cell: Cell) -> CellJob:
-        return CellJob(cell, float(timeout if timeout is not None else cell.hard_timeout), threads, isolate)
+        return CellJob(cell, float(timeout if timeout is not None else cell.hard_timeout), threads, isolate, preload)
 
     def finish(cell: Cell, fut: Future) -> None:
         try:

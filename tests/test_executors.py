@@ -133,3 +133,14 @@ def test_a_lost_job_becomes_an_error_cell_and_the_suite_continues(tiny, tmp_path
     assert list(res.statuses.values()) == ["ok", "error"] * 4
     lost = res.frame[res.frame["status"] == "error"]
     assert lost["message"].str.startswith("executor failure: ConnectionError: worker lost").all()
+
+
+def test_fork_server_preloads_what_the_driver_imported_for_the_suite(tmp_path):
+    from hpo_bench.executors import imported_third_party_modules
+
+    load_suite(str(write_suite(tmp_path / "d.toml", 'seeds = [0]\n[[task]]\nname = "ridge"\n'
+                                                    'params = { dataset = "diabetes" }\n[[tuner]]\nname = "gradient"\n')))
+    names = imported_third_party_modules()  # validation built the task: sklearn.datasets is imported
+    assert {"torch", "numpy", "sklearn", "sklearn.datasets"} <= set(names)
+    assert not any(n.split(".")[0] in ("distributed", "dask", "tornado", "pytest", "_pytest") for n in names)
+    assert not any(part.startswith("_") for n in names for part in n.split("."))
