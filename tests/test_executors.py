@@ -138,8 +138,8 @@ def test_a_lost_job_becomes_an_error_cell_and_the_suite_continues(tiny, tmp_path
 def test_fork_server_preloads_what_the_driver_imported_for_the_suite(tmp_path):
     from hpo_bench.executors import imported_third_party_modules
 
-    load_suite(str(write_suite(tmp_path / "d.toml", 'seeds = [0]\n[[task]]\nname = "ridge"\n'
-                                                    'params = { dataset = "diabetes" }\n[[tuner]]\nname = "gradient"\n')))
+    text = 'seeds = [0]\n[[task]]\nname = "ridge"\nparams = { dataset = "diabetes" }\n[[tuner]]\nname = "gradient"\n'
+    load_suite(str(write_suite(tmp_path / "d.toml", text)))
     names = imported_third_party_modules()  # validation built the task: sklearn.datasets is imported
     assert {"torch", "numpy", "sklearn", "sklearn.datasets"} <= set(names)
     assert not any(n.split(".")[0] in ("distributed", "dask", "tornado", "pytest", "_pytest") for n in names)
