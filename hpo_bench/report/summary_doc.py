@@ -38,8 +38,9 @@ def write_summary(out: Path, run: Path, tables: dict, figures: dict[str, list[Pa
     lines = [
         f"# hpo-bench report: suite `{suite}`",
         "",
-        f"Run folder `{run}`: {len(cells)} cells ({cells['task'].nunique()} tasks × "
-        f"{cells['tuner_label'].nunique()} tuners × {cells['seed'].nunique()} seeds); statuses: "
+        f"Run folder `{run}`: {len(cells)} cells ({cells['task'].nunique()} tasks, "
+        f"{cells['tuner_label'].nunique()} tuners, {cells['seed'].nunique()} seeds; a tuner with a task filter runs "
+        "on fewer tasks); statuses: "
         + ", ".join(f"{k} {v}" for k, v in status.items()) + ".",
     ]
     if prov:
