@@ -154,6 +154,8 @@ class SeedNotebookTuner(GradientTuner):
     """
 
     name = "seed_notebook"
+    #: small instance for the conformance kit (hpo_bench.testing): 1000 epochs per outer step is slow
+    check_params = {"epochs": 2}
 
     def __init__(self, *, epochs: int = 1000, inner_lr: float = 1e-3, outer_lr: float = 1e-2,
                  method: str = "identity", method_opts: dict[str, Any] | None = None) -> None:
