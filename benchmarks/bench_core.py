@@ -7,7 +7,7 @@ Run and save (numbers in the issue notes come from this command):
 
 In CI the same file runs with ``--benchmark-disable`` (each body once), so every benchmark
 also checks that its result is right. Sizes: ridge_per_feature with p = 100 and 1000,
-n = 10 p, float64. ``forward`` costs m JVPs per inner step (m = p hyperparameters here), so
+n = 10 p, float64. ``forward`` costs m HVPs per inner step (m = p hyperparameters here), so
 it is benchmarked at p = 100 only.
 """
 
@@ -41,7 +41,7 @@ def test_hypergradient_cost(benchmark, problem, method):
     task, theta, w_star, ref = problem
     fn = METHODS.get(method)
     if method == "forward" and task.space.dim > 100:
-        pytest.skip("forward mode: m JVPs per step; benchmarked at p = 100 only")
+        pytest.skip("forward mode: m HVPs per step; benchmarked at p = 100 only")
     opts = dict(OPTS.get(method, {}))
     w = w_star if fn.info.kind == "implicit" else task.init_params()
     if fn.info.kind == "unrolled":
