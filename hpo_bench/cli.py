@@ -366,14 +366,18 @@ def report_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `hpo-bench run` or `hpo-bench tune`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/report)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for oracle computations not yet cached."),
+    oracle_seconds: Optional[float] = typer.Option(None, "--oracle-seconds", help="Time budget of one oracle "
+                                                   "computation (default 300); a cut-short oracle says so."),
 ) -> None:
     """Tables (markdown, LaTeX, CSV), figures (PNG, PDF) and summary.md from a run folder."""
     from .report import ReportError, make_report
 
     if jobs < 1:
         raise BadInput(f"--jobs must be >= 1, but got {jobs}")
+    if oracle_seconds is not None and not oracle_seconds > 0:
+        raise BadInput(f"--oracle-seconds must be > 0, but got {oracle_seconds}")
     try:
-        res = make_report(run_dir, out, jobs=jobs)
+        res = make_report(run_dir, out, jobs=jobs, oracle_seconds=oracle_seconds)
     except ReportError as exc:
         raise BadInput(str(exc)) from None
     console.print(f"report of {res.n_cells} cells ({res.n_rows} records): {res.summary_path}")

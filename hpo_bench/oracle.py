@@ -11,7 +11,9 @@ next to the results, keyed by the task's constructor parameters and seed:
   ``init``, the centre of the bounds, and uniform random points from ``seed``).
 
 Points where the inner problem has no minimiser (``FloatingPointError``) count as
-``F = +inf``. The best evaluation seen anywhere is kept, so an optimiser stopping
+``F = +inf``. One computation is bounded by ``max_seconds`` (default 300 s; a task whose
+reference is a Newton solve may need seconds per evaluation): the result then says so in
+``notes`` and is the best point found in that time. The best evaluation seen anywhere is kept, so an optimiser stopping
 abnormally cannot lose it. All in float64 on the CPU with one torch thread (small dense
 factorisations are many times faster that way on a busy machine).
 """
@@ -35,11 +37,13 @@ from threadpoolctl import threadpool_limits
 
 from .registry import TASKS
 
-__all__ = ["OracleResult", "compute_oracle", "oracle_for", "oracle_key", "ORACLE_VERSION"]
+__all__ = ["OracleResult", "compute_oracle", "oracle_for", "oracle_key", "ORACLE_VERSION", "MAX_SECONDS"]
 
 #: Bump when the algorithm changes: cached results of other versions are recomputed.
 ORACLE_VERSION = 1
 GRID_POINTS = {1: 2001, 2: 151}
+#: Default time budget of one oracle computation (seconds).
+MAX_SECONDS = 300.0
 
 
 @dataclass
@@ -94,14 +98,25 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-class _Objective:
-    """``F`` and ``dF/dtheta`` with evaluation counting and a running best."""
+class _OutOfTime(Exception):
+    """The oracle's time budget is spent (raised inside scipy's loop, caught around it)."""
 
-    def __init__(self, task) -> None:
+
+class _Objective:
+    """``F`` and ``dF/dtheta`` with evaluation counting, a running best and a deadline."""
+
+    def __init__(self, task, deadline: float = math.inf) -> None:
         self.task = task
         self.n = 0
         self.best = math.inf
         self.best_theta: np.ndarray | None = None
+        self.deadline = deadline
+        self.timed_out = False
+
+    def check_time(self) -> None:
+        if time.perf_counter() > self.deadline:
+            self.timed_out = True
+            raise _OutOfTime
 
     def _t(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=torch.float64)
@@ -122,6 +137,7 @@ class _Objective:
         return f
 
     def fg(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        self.check_time()
         f = self.f(x)
         if not math.isfinite(f):
             return 1e300, np.zeros_like(np.asarray(x, dtype=np.float64))
@@ -130,9 +146,12 @@ class _Objective:
 
 
 def _lbfgsb(obj: _Objective, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
-    minimize(obj.fg, np.clip(x0, lo, hi), jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)),
-             # a long memory: per-feature penalties are badly conditioned (plateaus as λ_j -> ∞)
-             options={"maxiter": 3000, "maxcor": 100, "ftol": 1e-15, "gtol": 1e-11})
+    try:
+        minimize(obj.fg, np.clip(x0, lo, hi), jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi)),
+                 # a long memory: per-feature penalties are badly conditioned (plateaus as λ_j -> ∞)
+                 options={"maxiter": 3000, "maxcor": 100, "ftol": 1e-15, "gtol": 1e-11})
+    except _OutOfTime:
+        pass  # the best point seen is kept by the objective
 
 
 def _grid_local_minima(vals: np.ndarray, k: int) -> list[tuple[int, ...]]:
@@ -148,20 +167,32 @@ def _grid_local_minima(vals: np.ndarray, k: int) -> list[tuple[int, ...]]:
     return [tuple(int(i) for i in idx[j]) for j in order[:k]]
 
 
-def compute_oracle(task, *, grid_points: int | None = None, starts: int = 6, seed: int = 0) -> OracleResult:
-    """Best-known optimum of ``task`` (see the module docstring); costs no tuner time."""
+def compute_oracle(task, *, grid_points: int | None = None, starts: int = 6, seed: int = 0,
+                   max_seconds: float | None = MAX_SECONDS) -> OracleResult:
+    """Best-known optimum of ``task`` (see the module docstring); costs no tuner time.
+
+    ``max_seconds`` bounds the whole computation (tasks whose reference is an inner Newton
+    solve can take seconds per evaluation): the dense grid is thinned to fit half of it (from
+    the time of one evaluation), the optimiser runs stop when it is spent, and ``notes`` say so.
+    """
     t0 = time.perf_counter()
     space = task.space
     d = space.dim
     lo_t, hi_t = space.theta_bounds(dtype=torch.float64)
     lo, hi = lo_t.numpy(), hi_t.numpy()
-    obj = _Objective(task)
+    obj = _Objective(task, deadline=t0 + max_seconds if max_seconds is not None else math.inf)
     notes: list[str] = []
     with _one_thread():
         init = space.init_theta(dtype=torch.float64).numpy()
         init_val = obj.f(init)
+        t_eval = max(time.perf_counter() - t0, 1e-6)
         if d <= 2:
             k = grid_points or GRID_POINTS[d]
+            if max_seconds is not None and k ** d * t_eval > 0.5 * max_seconds:
+                k_fit = max(int((0.5 * max_seconds / t_eval) ** (1.0 / d)), 5)
+                if k_fit < k:
+                    notes.append(f"grid thinned from {k} to {k_fit} points per axis to fit max_seconds={max_seconds:g}")
+                    k = k_fit
             axes = [np.linspace(lo[i], hi[i], k) for i in range(d)]
             mesh = np.meshgrid(*axes, indexing="ij")
             pts = np.stack([m.reshape(-1) for m in mesh], axis=1)
@@ -182,6 +213,8 @@ def compute_oracle(task, *, grid_points: int | None = None, starts: int = 6, see
                 _lbfgsb(obj, x0, lo, hi)
             method = "lbfgsb-multistart"
             n_starts = len(x0s[:max(starts, 1)])
+    if obj.timed_out:
+        notes.append(f"max_seconds={max_seconds:g} ran out: the best point seen is reported (not converged)")
     if obj.best_theta is None:
         raise FloatingPointError(f"oracle: no evaluated point of task {task.name!r} has an inner minimiser")
     if not math.isfinite(init_val):
@@ -196,15 +229,20 @@ def compute_oracle(task, *, grid_points: int | None = None, starts: int = 6, see
         n_evals=obj.n, seconds=time.perf_counter() - t0, notes=notes)
 
 
-def oracle_key(task_params: dict[str, Any], seed: int, *, grid_points: int | None = None, starts: int = 6) -> str:
+def oracle_key(task_params: dict[str, Any], seed: int, *, grid_points: int | None = None, starts: int = 6,
+               max_seconds: float | None = MAX_SECONDS) -> str:
     """Cache key: the task's name and constructor parameters, its seed and the oracle's settings."""
-    text = json.dumps({"task": task_params, "seed": int(seed), "version": ORACLE_VERSION,
-                       "grid_points": grid_points, "starts": starts}, sort_keys=True, default=str)
+    settings = {"task": task_params, "seed": int(seed), "version": ORACLE_VERSION, "grid_points": grid_points,
+                "starts": starts}
+    if max_seconds != MAX_SECONDS:
+        settings["max_seconds"] = max_seconds
+    text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def oracle_for(task_params: dict[str, Any], seed: int, cache_dir: str | Path | None = None, *,
-               grid_points: int | None = None, starts: int = 6) -> OracleResult:
+               grid_points: int | None = None, starts: int = 6,
+               max_seconds: float | None = MAX_SECONDS) -> OracleResult:
     """The oracle of the task ``task_params`` (``{"name": ..., **constructor params}``) at ``seed``.
 
     Read from ``cache_dir/<name>-seed<seed>-<key>.json`` when present and current; otherwise
@@ -212,7 +250,7 @@ def oracle_for(task_params: dict[str, Any], seed: int, cache_dir: str | Path | N
     """
     params = dict(task_params)
     name = params.pop("name")
-    key = oracle_key({"name": name, **params}, seed, grid_points=grid_points, starts=starts)
+    key = oracle_key({"name": name, **params}, seed, grid_points=grid_points, starts=starts, max_seconds=max_seconds)
     path = Path(cache_dir) / f"{name}-seed{seed}-{key}.json" if cache_dir is not None else None
     if path is not None and path.is_file():
         try:
@@ -222,7 +260,7 @@ def oracle_for(task_params: dict[str, Any], seed: int, cache_dir: str | Path | N
         except (ValueError, TypeError):
             pass  # unreadable cache entry: recompute
     task = TASKS.get(name)(**params, seed=int(seed), dtype="float64", device="cpu")
-    res = compute_oracle(task, grid_points=grid_points, starts=starts, seed=int(seed))
+    res = compute_oracle(task, grid_points=grid_points, starts=starts, seed=int(seed), max_seconds=max_seconds)
     res.params = params
     res.key = key
     if path is not None:

@@ -182,3 +182,14 @@ def test_regret_incumbent_and_targets_on_hand_made_records():
     assert cells.loc["a", "final_regret"] == pytest.approx(0.05)
     assert not cells.loc["b", "reached_1pct"] and math.isnan(cells.loc["b", "time_to_1pct"])
     assert math.isnan(cells.loc["b", "cost_to_0_1pct"]) and cells.loc["b", "final_regret"] == pytest.approx(1.5)
+
+
+def test_time_budget_keeps_the_best_point_seen_and_says_so(ridge_pf, ridge):
+    """Tasks whose reference is a Newton solve can need seconds per evaluation: the oracle stops on time."""
+    res = compute_oracle(ridge_pf, max_seconds=1e-4)
+    assert any("ran out" in n for n in res.notes)
+    assert res.val_loss <= res.init_val_loss and math.isfinite(res.val_loss)
+    thin = compute_oracle(ridge, max_seconds=1e-4)
+    assert any("grid thinned" in n for n in thin.notes) and thin.grid_points == 5
+    full = compute_oracle(ridge)
+    assert not full.notes and full.val_loss <= thin.val_loss

@@ -74,13 +74,16 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs: int = 1) -> ReportResult:
+def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs: int = 1,
+                oracle_seconds: float | None = None) -> ReportResult:
     """Build the report of ``run_dir`` into ``out_dir`` (default ``run_dir/report``).
 
     Args:
         run_dir: a folder written by ``hpo-bench run`` / ``hpo-bench tune``.
         out_dir: where to write; created if needed.
         jobs: processes for the oracle computations not yet cached.
+        oracle_seconds: time budget of one oracle computation (default
+            :data:`hpo_bench.oracle.MAX_SECONDS`); a result cut short says so in the oracle table.
 
     Raises:
         ReportError: ``run_dir`` is not a readable run folder.
@@ -96,7 +99,10 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
     out = Path(out_dir) if out_dir is not None else run / "report"
     records = load_records(run)
     oracle_dir = run / "oracle"
-    oracles = oracles_for_records(records, oracle_dir, jobs=jobs)
+    from ..oracle import MAX_SECONDS
+
+    oracles = oracles_for_records(records, oracle_dir, jobs=jobs,
+                                  max_seconds=MAX_SECONDS if oracle_seconds is None else oracle_seconds)
     rows = add_derived(records, oracles)
     cells = cell_metrics(rows, oracles)
     summary = group_summary(cells, rows)

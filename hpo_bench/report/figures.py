@@ -5,8 +5,8 @@ Every figure reads only the records table (plus the derived columns of
 in every figure), solid lines for gradient-based tuners and dashed for black-box ones.
 Curves are medians over seeds with an interquartile band (25th-75th percentile) of step
 functions resampled on a common log-spaced axis; a point is drawn only where
-every seed of the tuner has a record (a median over a fixed set of monotone curves). Regrets below ``1e-12 |F*|`` (float64
-resolution) are drawn at that floor, since a log axis cannot show zero.
+every seed of the tuner has a record (a median over a fixed set of monotone curves).
+Regrets below ``1e-12 |F*|`` (float64 resolution) are drawn at that floor, since a log axis cannot show zero.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ __all__ = ["palette_for", "FIGURES", "make_figures", "RC"]
 #: Paper sizes: a full-width figure of a two-column paper is about 7 inches.
 WIDTH_IN = 7.0
 PANEL_H_IN = 2.1
-RC = {"font.size": 8, "axes.titlesize": 8, "axes.titley": 1.0, "axes.labelsize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
+RC = {"font.size": 8, "axes.titlesize": 8, "axes.titley": 1.0, "axes.labelsize": 8, "xtick.labelsize": 7,
+      "ytick.labelsize": 7,
       "legend.fontsize": 7, "lines.linewidth": 1.2, "pdf.fonttype": 42, "ps.fonttype": 42,
       "svg.fonttype": "none", "figure.dpi": 100, "savefig.dpi": 200}
 FIGURES = ("regret_vs_time", "regret_vs_cost", "hypergrad_error", "final_hp")

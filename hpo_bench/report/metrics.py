@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..oracle import OracleResult, oracle_for
+from ..oracle import MAX_SECONDS, OracleResult, oracle_for
 
 __all__ = ["TARGETS", "target_label", "load_records", "objective", "add_incumbent", "oracles_for_records",
            "add_derived", "cell_metrics", "ReportError"]
@@ -117,15 +117,16 @@ def _task_key(task_params: str, seed: int) -> tuple[str, int]:
     return str(task_params), int(seed)
 
 
-def _oracle_job(args: tuple[dict[str, Any], int, str]) -> OracleResult:
-    params, seed, cache = args
-    return oracle_for(params, seed, cache)
+def _oracle_job(args: tuple[dict[str, Any], int, str, float | None]) -> OracleResult:
+    params, seed, cache, max_seconds = args
+    return oracle_for(params, seed, cache, max_seconds=max_seconds)
 
 
-def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 1) -> dict[tuple[str, int], OracleResult]:
+def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 1,
+                        max_seconds: float | None = MAX_SECONDS) -> dict[tuple[str, int], OracleResult]:
     """The oracle of every task instance (``task_params`` x ``seed``) in ``df``, cached in ``cache_dir``."""
     keys = sorted({_task_key(p, s) for p, s in zip(df["task_params"], df["seed"])})
-    args = [(json.loads(p), s, str(cache_dir)) for p, s in keys]
+    args = [(json.loads(p), s, str(cache_dir), max_seconds) for p, s in keys]
     if jobs > 1 and len(args) > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(args))) as pool:
             results = list(pool.map(_oracle_job, args))

@@ -214,8 +214,8 @@ def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataF
     raw.insert(raw.columns.get_loc("rank") + 1, "best", summary["best"])
     notes = ["final = the incumbent at the end of the budget (lowest observed validation loss); regret = its "
              "validation loss at the reference inner solve minus the oracle's; mean ± std over seeds",
-             f"t→x% / cost→x%: median over seeds of tuner seconds / cost units until the regret is within x% of the "
-             f"oracle gap; n.r. = not reached; (k/n) = seeds that reached it",
+             "t→x% / cost→x%: median over seeds of tuner seconds / cost units until the regret is within x% of "
+             "the oracle gap; n.r. = not reached; (k/n) = seeds that reached it",
              "p vs best: Wilcoxon signed-rank test of the final regret against the task's best tuner, paired by seed"]
     return Table("results", "Final validation and test loss, regret, time- and cost-to-target per task and tuner "
                  "(best mean regret in bold).", cols, rows, raw,
@@ -362,12 +362,15 @@ def oracle_table(oracles: list[tuple[str, Any]]) -> Table:
             hp_text = ", ".join(fmt(float(v), 4) for v in hp)
         else:
             hp_text = f"{hp.size} values in [{fmt(float(hp.min()), 3)}, {fmt(float(hp.max()), 3)}]"
-        rows.append({"_group": label, "task": label, "seed": str(o.seed), "f": fmt(o.val_loss, 8), "init": fmt(o.init_val_loss, 6),
-                     "hp": hp_text, "method": o.method, "evals": str(o.n_evals), "s": fmt(o.seconds, 3)})
+        rows.append({"_group": label, "task": label, "seed": str(o.seed), "f": fmt(o.val_loss, 8),
+                     "init": fmt(o.init_val_loss, 6),
+                     "hp": hp_text,
+                     "method": o.method + (" (cut short: " + "; ".join(o.notes) + ")" if o.notes else ""),
+                     "evals": str(o.n_evals), "s": fmt(o.seconds, 3)})
         raw.append({"task": label, "name": o.task, "params": json.dumps(o.params, sort_keys=True), "seed": o.seed,
                     "oracle_val_loss": o.val_loss, "init_val_loss": o.init_val_loss, "gap": o.gap,
                     "method": o.method, "n_evals": o.n_evals, "seconds": o.seconds, "hp": json.dumps(o.hp),
-                    "key": o.key})
+                    "key": o.key, "notes": "; ".join(o.notes)})
     notes = ["≤ 2 hyperparameters: dense grid of the reference solve + bounded L-BFGS-B polish; more: L-BFGS-B with "
              "the exact hypergradient from several starts; computed after the run, never in tuner time"]
     return Table("oracle", "Oracle (best-known optimum) per task instance.",
