@@ -125,6 +125,13 @@ def discover(*, force: bool = False) -> None:
         _import_package_modules(pkg)
     for group, reg in _ENTRY_GROUPS.items():
         for ep in entry_points(group=group):
-            obj = ep.load()
-            if isinstance(obj, type) or callable(obj):
-                reg.add(ep.name, obj)
+            dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plug-in names itself instead of a bare traceback
+                raise RegistryError(f"plug-in entry point {ep.name!r} = {ep.value!r} (group {group!r}, "
+                                    f"distribution {dist!r}) failed to load: {type(exc).__name__}: {exc}") from exc
+            if not (isinstance(obj, type) or callable(obj)):
+                raise RegistryError(f"plug-in entry point {ep.name!r} = {ep.value!r} (group {group!r}, distribution "
+                                    f"{dist!r}) must point at a class or a function, but got {type(obj).__name__}")
+            reg.add(ep.name, obj)

@@ -206,7 +206,9 @@ def continuation(correct: Callable[[torch.Tensor, torch.Tensor, bool], torch.Ten
                  theta_anchor: torch.Tensor, w_anchor: torch.Tensor, theta: torch.Tensor, *,
                  max_step: float = 0.5,
                  tangent: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 locality: float = 0.5, max_depth: int = 3) -> torch.Tensor:
+                 locality: float = 0.5, max_depth: int = 3,
+                 jump: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor | None] | None = None,
+                 ) -> torch.Tensor:
     """Follow a branch of local minima from ``(theta_anchor, w_anchor)`` to ``theta``.
 
     For non-convex inner problems "the" solution from a fixed starting point is not a
@@ -226,8 +228,10 @@ def continuation(correct: Callable[[torch.Tensor, torch.Tensor, bool], torch.Ten
     the same minimum: the result is continuous in ``theta``. Where the branch genuinely
     folds (the smallest Hessian eigenvalue reaches 0) no step is local enough; after
     ``max_depth`` halvings the corrected point is accepted (the path *jumps* to the minimum
-    the corrector reaches) and followed from there, so ``w*(theta)`` is piecewise smooth,
-    with jumps only across folds. A corrector that fails outright raises :class:`SolveError`.
+    the corrector reaches, or, when the corrector fails, the one ``jump`` -- a globalised
+    solver with a larger iteration budget -- reaches) and followed from there, so
+    ``w*(theta)`` is piecewise smooth, with jumps only across folds. When both fail,
+    :class:`SolveError` is raised.
     """
 
     def advance(th_a, w_a, th_b, final, depth):
@@ -238,6 +242,8 @@ def continuation(correct: Callable[[torch.Tensor, torch.Tensor, bool], torch.Ten
                               <= locality * float(torch.linalg.vector_norm(dw)) + 1e-9):
             return w
         if depth >= max_depth:
+            if w is None and jump is not None:
+                w = jump(th_b, w_start, final)
             if w is None:
                 raise SolveError("continuation: the corrector failed to converge at "
                                  f"{float((th_b - th_a).abs().max()):.2e} from the last point on the branch")

@@ -155,7 +155,8 @@ class WeightDecayMLP(Task):
         return float((self.logits(w, x).argmax(1) == y).double().mean())
 
     # -------------------------------------------------------------- reference
-    def _newton(self, theta: torch.Tensor, w_start: torch.Tensor, gtol: float):
+    def _newton(self, theta: torch.Tensor, w_start: torch.Tensor, gtol: float, *, max_iter: int = 500,
+                polish: int = 2):
         """Line-search Newton: dense (autograd Hessian, Cholesky) up to ``dense_max`` parameters, else Newton-CG."""
         def loss(v):
             return self.inner_loss(v, theta)
@@ -165,12 +166,19 @@ class WeightDecayMLP(Task):
 
         if self.n_params <= self.dense_max:
             return newton(loss, grad, lambda v: Linearization(self, v, theta).hessian(), w_start, gtol=gtol,
-                          max_iter=500, polish=2)
-        return newton_cg(loss, grad, lambda v: Linearization(self, v, theta).hvp, w_start, gtol=gtol, max_iter=500,
-                         polish=2)
+                          max_iter=max_iter, polish=polish)
+        return newton_cg(loss, grad, lambda v: Linearization(self, v, theta).hvp, w_start, gtol=gtol,
+                         max_iter=max_iter, polish=polish)
 
     def _correct(self, theta: torch.Tensor, w_start: torch.Tensor, final: bool) -> torch.Tensor | None:
-        w, info = self._newton(theta, w_start, self.solve_gtol if final else 1e-8)
+        """Corrector of one continuation step: at most 50 Newton iterations (more means another basin)."""
+        w, info = self._newton(theta, w_start, self.solve_gtol if final else 1e-8, max_iter=50,
+                               polish=2 if final else 0)
+        return w if info.converged else None
+
+    def _jump(self, theta: torch.Tensor, w_start: torch.Tensor, final: bool) -> torch.Tensor | None:
+        """Across a fold: the globalised solver with its full iteration budget."""
+        w, info = self._newton(theta, w_start, self.solve_gtol if final else 1e-8, polish=2 if final else 0)
         return w if info.converged else None
 
     def anchor(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,7 +206,7 @@ class WeightDecayMLP(Task):
     def _solve(self, theta: torch.Tensor) -> torch.Tensor:
         th0, wa = self.anchor()
         return continuation(self._correct, th0, wa, theta.detach().to(dtype=self.dtype, device=self.device),
-                            max_step=self.continuation_step, tangent=self._tangent)
+                            max_step=self.continuation_step, tangent=self._tangent, jump=self._jump)
 
     def solve(self, theta: torch.Tensor) -> torch.Tensor:
         """The branch of local minima through the anchor, at ``theta`` (memoised on ``theta``)."""
