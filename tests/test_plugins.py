@@ -1,0 +1,195 @@
+"""Plug-ins from other packages (entry points), the shipped templates, and name collisions.
+
+A tiny outside package (tests/data/hpo_bench_plugin_demo) is installed offline with
+``pip install --no-deps --no-build-isolation --target`` into a temporary folder; fresh
+processes that have that folder on ``PYTHONPATH`` see its entry points, so the registry,
+``hpo-bench list``, the conformance kit and a suite run all pick the plug-in up, while this
+test process's registry stays untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hpo_bench.registry import TASKS, Registry, RegistryError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = Path(__file__).resolve().parent / "data" / "hpo_bench_plugin_demo"
+
+
+def _env(*paths: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["OMP_NUM_THREADS"] = "1"
+    env["PIP_NO_INDEX"] = "1"
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory) -> Path:
+    """The demo plug-in installed (offline) into a fresh folder; the source is copied first so the
+    build leaves nothing in the repository."""
+    tmp = tmp_path_factory.mktemp("plugin")
+    src = tmp / "src"
+    shutil.copytree(DEMO, src)
+    site = tmp / "site"
+    res = _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                "--disable-pip-version-check", "--quiet", "--target", str(site), str(src)], _env(), tmp, timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert any(p.name.startswith("hpo_bench_plugin_demo-") and p.suffix == ".dist-info" for p in site.iterdir())
+    return site
+
+
+def test_plugin_appears_in_hpo_bench_list(plugin_site, tmp_path):
+    res = _run([sys.executable, "-m", "hpo_bench.cli", "list", "--json"], _env(plugin_site), tmp_path)
+    assert res.returncode == 0, res.stderr
+    listing = json.loads(res.stdout)
+    tasks = {t["name"]: t for t in listing["tasks"]}
+    tuners = {t["name"]: t for t in listing["tuners"]}
+    assert tasks["demo_quadratic"]["origin"] == "hpo_bench_plugin_demo.DemoQuadratic"
+    assert tuners["demo_golden"]["origin"] == "hpo_bench_plugin_demo.DemoGolden"
+    assert "ridge" in tasks and "gradient" in tuners  # built-ins are still there
+    # and this process never saw the plug-in
+    assert "demo_quadratic" not in TASKS
+
+
+TEMPLATE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import torch
+    torch.set_num_threads(1)
+    import copied_task, copied_tuner                      # the templates, copied and renamed
+    from hpo_bench.registry import TASKS, TUNERS
+    from hpo_bench.testing import check_object
+    from hpo_bench.harness import run_suite
+    from hpo_bench.suite import load_suite
+    out = {}
+    for kind, reg, name in (("task", TASKS, "demo_quadratic"), ("tuner", TUNERS, "demo_golden"),
+                            ("task", TASKS, "copied_task"), ("tuner", TUNERS, "copied_tuner")):
+        out[name] = check_object(reg.get(name))
+    suite = Path(sys.argv[1])
+    suite.write_text('''
+    name = "plugins"
+    seeds = [0]
+    [budget]
+    steps = 6
+    [[task]]
+    name = "demo_quadratic"
+    [[task]]
+    name = "copied_task"
+    [[tuner]]
+    name = "demo_golden"
+    tasks = ["demo_quadratic"]
+    [[tuner]]
+    name = "copied_tuner"
+    [[tuner]]
+    name = "gradient"
+    label = "exact"
+    params = { method = "exact", inner = "exact" }
+    ''')
+    res = run_suite(load_suite(str(suite)), Path(sys.argv[2]))
+    out["statuses"] = res.statuses
+    out["rows"] = len(res.frame)
+    print(json.dumps(out))
+""")
+
+
+def _copy_template(src: Path, dst: Path, old: str, new: str) -> None:
+    text = src.read_text()
+    assert f'name = "{old}"' in text
+    dst.write_text(text.replace(f'name = "{old}"', f'name = "{new}"'))
+
+
+def test_plugin_and_copied_templates_pass_the_kit_and_run_in_a_suite(plugin_site, tmp_path):
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    _copy_template(ROOT / "tasks" / "template_task.py", mods / "copied_task.py", "my_task", "copied_task")
+    _copy_template(ROOT / "baselines" / "template_tuner.py", mods / "copied_tuner.py", "my_tuner", "copied_tuner")
+    script = tmp_path / "script.py"
+    script.write_text(TEMPLATE_SCRIPT)
+    res = _run([sys.executable, str(script), str(tmp_path / "suite.toml"), str(tmp_path / "run")],
+               _env(plugin_site, mods), tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for name in ("demo_quadratic", "demo_golden", "copied_task", "copied_tuner"):
+        results = dict(out[name])
+        assert results and all(v == "pass" for v in results.values()), (name, results)
+    assert "check_task_reference_fd" in dict(out["copied_task"])
+    assert "check_tuner_diverging" in dict(out["demo_golden"])
+    assert out["statuses"] and set(out["statuses"].values()) == {"ok"}, out["statuses"]
+    assert len(out["statuses"]) == 5  # demo x (golden, copied, exact) + copied_task x (copied, exact)
+
+
+def test_templates_are_skipped_by_discovery():
+    from hpo_bench.registry import TUNERS
+
+    assert "my_task" not in TASKS and "my_tuner" not in TUNERS
+    assert (ROOT / "tasks" / "template_task.py").is_file() and (ROOT / "baselines" / "template_tuner.py").is_file()
+
+
+def _fake_dist(site: Path, dist: str, group: str, name: str, value: str, module_src: str | None) -> None:
+    """A hand-written installed distribution (dist-info + entry_points.txt): what pip would leave."""
+    info = site / f"{dist}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{name} = {value}\n")
+    if module_src is not None:
+        (site / f"{value.split(':')[0]}.py").write_text(module_src)
+
+
+def test_plugin_name_collision_is_a_clear_one_line_error(tmp_path):
+    site = tmp_path / "site"
+    _fake_dist(site, "hpo_bench_clash", "hpo_bench.tasks", "ridge", "hpo_bench_clash:Clash",
+               "from hpo_bench.tasks.ridge import Ridge\n\nclass Clash(Ridge):\n    pass\n")
+    res = _run([sys.executable, "-m", "hpo_bench.cli", "list"], _env(site), tmp_path)
+    assert res.returncode == 2
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert ("task name 'ridge' is already registered by hpo_bench.tasks.ridge.Ridge; "
+            "hpo_bench_clash.Clash must use another name") in err
+
+
+def test_broken_plugin_names_itself(tmp_path):
+    site = tmp_path / "site"
+    _fake_dist(site, "hpo_bench_broken", "hpo_bench.tuners", "broken", "hpo_bench_missing_module:Tuner", None)
+    res = _run([sys.executable, "-m", "hpo_bench.cli", "list"], _env(site), tmp_path)
+    assert res.returncode == 2
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "plug-in entry point 'broken'" in err and "hpo_bench_broken" in err and "failed to load" in err
+
+
+def test_registry_collision_in_process():
+    reg = Registry("task")
+
+    class A:
+        pass
+
+    class B:
+        pass
+
+    reg.add("thing", A)
+    reg.add("thing", A)  # the same owner again is fine (re-import)
+    with pytest.raises(RegistryError, match=r"task name 'thing' is already registered by .*A; .*B must use another"):
+        reg.add("thing", B)
+    with pytest.raises(RegistryError, match="non-empty"):
+        reg.add("bad name!", B)
+
+    class Impostor:
+        name = "ridge"
+
+    with pytest.raises(RegistryError, match="already registered by hpo_bench.tasks.ridge.Ridge"):
+        TASKS.add("ridge", Impostor)
+    assert TASKS.get("ridge").__name__ == "Ridge"
