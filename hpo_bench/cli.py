@@ -367,7 +367,7 @@ def report_cmd(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/report)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for oracle computations not yet cached."),
     oracle_seconds: Optional[float] = typer.Option(None, "--oracle-seconds", help="Time budget of one oracle "
-                                                   "computation (default 300); a cut-short oracle says so."),
+                                                   "computation (default 60); a cut-short oracle says so."),
 ) -> None:
     """Tables (markdown, LaTeX, CSV), figures (PNG, PDF) and summary.md from a run folder."""
     from .report import ReportError, make_report

@@ -193,3 +193,20 @@ def test_time_budget_keeps_the_best_point_seen_and_says_so(ridge_pf, ridge):
     assert any("grid thinned" in n for n in thin.notes) and thin.grid_points == 5
     full = compute_oracle(ridge)
     assert not full.notes and full.val_loss <= thin.val_loss
+
+
+def test_best_known_takes_a_better_record_and_keeps_the_cache_untouched(tmp_path):
+    from hpo_bench.report.metrics import with_records
+
+    params = {"name": "ridge", "n": 40, "p": 5}
+    orc = oracle_for(params, 0, tmp_path)
+    key = (json.dumps(params), 0)
+    rows = pd.DataFrame({"task_params": [key[0]] * 2, "seed": [0, 0], "cell_id": ["c", "c"], "step": [0, 1],
+                         "val_loss_ref": [orc.val_loss + 1.0, orc.val_loss - 0.5], "theta": [[0.0], [1.0]],
+                         "hp": [[1.0], [math.e]]})
+    better = with_records({key: orc}, rows)[key]
+    assert better.val_loss == orc.val_loss - 0.5 and better.hp == [math.e] and better.method.endswith("+records")
+    assert better.init_val_loss == orc.init_val_loss and "cell c (step 1)" in better.notes[-1]
+    same = with_records({key: orc}, rows.iloc[:1])[key]
+    assert same is orc
+    assert oracle_for(params, 0, tmp_path).val_loss == orc.val_loss  # the cached computation is unchanged

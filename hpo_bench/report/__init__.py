@@ -3,7 +3,8 @@
 Pipeline (every step reads only the records table and what is derived from it)::
 
     records.parquet (or cells/*.parquet)    -> metrics.load_records
-    oracle per task instance (cached in RUN_DIR/oracle/, never tuner time)
+    oracle per task instance (cached in RUN_DIR/oracle/, never tuner time), lowered to the
+        run's best reference-solve value where a tuner beat it (best-known optimum)
     derived rows: regret, incumbent, cost units  -> metrics.add_derived
     per cell: final incumbent, targets reached   -> metrics.cell_metrics
     per task x tuner: mean ± std, 95% CI, medians, ranks; Wilcoxon vs best   -> tables
@@ -90,7 +91,7 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
     """
     from ..tune import read_choices
     from .figures import make_figures
-    from .metrics import add_derived, cell_metrics, load_records, oracles_for_records
+    from .metrics import add_derived, cell_metrics, load_records, oracles_for_records, with_records
     from .summary_doc import write_summary
     from .tables import (group_summary, headline_table, oracle_table, rank_table, results_table, settings_table,
                          wilcoxon_display, wilcoxon_table)
@@ -101,8 +102,9 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
     oracle_dir = run / "oracle"
     from ..oracle import MAX_SECONDS
 
-    oracles = oracles_for_records(records, oracle_dir, jobs=jobs,
-                                  max_seconds=MAX_SECONDS if oracle_seconds is None else oracle_seconds)
+    oracles = with_records(oracles_for_records(records, oracle_dir, jobs=jobs,
+                                               max_seconds=MAX_SECONDS if oracle_seconds is None else oracle_seconds),
+                           records)
     rows = add_derived(records, oracles)
     cells = cell_metrics(rows, oracles)
     summary = group_summary(cells, rows)

@@ -372,7 +372,9 @@ def oracle_table(oracles: list[tuple[str, Any]]) -> Table:
                     "method": o.method, "n_evals": o.n_evals, "seconds": o.seconds, "hp": json.dumps(o.hp),
                     "key": o.key, "notes": "; ".join(o.notes)})
     notes = ["≤ 2 hyperparameters: dense grid of the reference solve + bounded L-BFGS-B polish; more: L-BFGS-B with "
-             "the exact hypergradient from several starts; computed after the run, never in tuner time"]
+             "the exact hypergradient from several starts; computed after the run, never in tuner time, within a time "
+             "budget (cut short: said in the method column); +records: a tuner's λ reached a lower F at the reference "
+             "solve, which is then the best-known optimum"]
     return Table("oracle", "Oracle (best-known optimum) per task instance.",
                  [("task", "task"), ("seed", "seed"), ("f", "F*"), ("init", "F(init)"), ("hp", "λ*"),
                   ("method", "method"), ("evals", "evaluations"), ("s", "seconds")], rows, pd.DataFrame(raw),
