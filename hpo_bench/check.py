@@ -93,7 +93,18 @@ def reference_note(task: Task) -> str:
 def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 3, seed: int = 0,
                exact_tol: float = 1e-8, fd_tol: float = 1e-6, fd_full_max: int = 32, fd_h: float = 1e-5,
                method_opts: dict[str, dict] | None = None) -> list[CheckRow]:
-    """Rows for every (point, method) plus one ``reference`` row per point."""
+    """Rows for every (point, method) plus one ``reference`` row per point.
+
+    A task may declare looser tolerances with a reason (``check_tolerances = {"fd": ...,
+    "exact": ..., "reason": "..."}``, the same attribute the conformance kit reads); they
+    replace ``fd_tol`` / ``exact_tol`` for that task and the reason is shown in the notes.
+    """
+    declared = getattr(task, "check_tolerances", {}) or {}
+    if declared and not declared.get("reason"):
+        raise ValueError(f"task {task.name!r}: `check_tolerances` must give a 'reason', but got {declared!r}")
+    exact_tol = float(declared.get("exact", exact_tol))
+    fd_tol = float(declared.get("fd", fd_tol))
+    tol_note = f"; tolerances declared by the task: {declared['reason']}" if declared else ""
     names = methods if methods is not None else METHODS.names()
     fns = {n: METHODS.get(n) for n in names}
     method_opts = method_opts or {}
@@ -124,7 +135,7 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
             rel_error_ref=0.0, rel_error_fd=ref_fd, cosine=cosine(dirs @ ref, fd),
             sign_agree=sign_agreement(dirs @ ref, fd), hvp=0, time_ms=t_ref,
             verdict="pass" if ref_fd <= fd_tol else "FAIL",
-            note=reference_note(task) + ("" if full else f"; FD on {dirs.shape[0]} random directions")))
+            note=reference_note(task) + ("" if full else f"; FD on {dirs.shape[0]} random directions") + tol_note))
         w0 = task.init_params()
         for name, fn in fns.items():
             opts = dict(method_opts.get(name, {}))

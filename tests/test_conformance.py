@@ -153,6 +153,14 @@ def test_declared_tolerance_needs_a_reason():
         check_tolerances = {"fd": 3.0, "reason": "demonstration: a declared, explained tolerance is honoured"}
 
     check_task_reference_fd(LooseWithReason)
+    # `hpo-bench check` (hpo_bench.check) honours the same declaration and shows the reason
+    from hpo_bench.check import check_task
+
+    rows = check_task(LooseWithReason(**LooseWithReason.check_params), methods=["exact"], n_points=1)
+    ref = [r for r in rows if r.method == "reference"][0]
+    assert ref.verdict == "pass" and "a declared, explained tolerance" in ref.note
+    with pytest.raises(ValueError, match="reason"):
+        check_task(Loose(**Loose.check_params), methods=["exact"], n_points=1)
 
 
 # ------------------------------------------------------------- broken tuners
