@@ -69,6 +69,24 @@ class HyperCleaningLinearization(Linearization):
         t = self.task
         return t.example_grad_dot(self._p, v) * self._a * (1 - self._a) / t.n_train
 
+    def hvp_batch(self, v: torch.Tensor) -> torch.Tensor:
+        self.n_hvp += v.shape[1]
+        t = self.task
+        x, p = t.x_train, self._p
+        k = v.shape[1]
+        vm = v.T.reshape(k, t.n_classes, x.shape[1])
+        s = torch.einsum("if,kcf->kic", x, vm)
+        m = p * s - p * (p * s).sum(-1, keepdim=True)
+        hv = torch.einsum("kic,if->kcf", m * (self._a / x.shape[0]).unsqueeze(1), x)
+        return hv.reshape(k, -1).T + t.reg * v
+
+    def cross_jacobian(self) -> torch.Tensor:
+        """Column ``i``: ``sigmoid'(theta_i) / n grad_w CE_i``, shape ``(p, n)``."""
+        t = self.task
+        self.n_cross += self._w.shape[0]
+        z = ((self._p - t._onehot).unsqueeze(2) * t.x_train.unsqueeze(1)).reshape(t.n_train, -1)
+        return (z * (self._a * (1 - self._a) / t.n_train).unsqueeze(1)).T
+
     def hessian(self) -> torch.Tensor:
         self.n_hvp += self._w.shape[0]
         return self.task.hessian_at(self._w, self._theta)

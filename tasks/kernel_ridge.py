@@ -107,6 +107,32 @@ class KernelRidgeLinearization(Linearization):
                  - _dkernel_bilinear(t.x_eval, t.x_train, self._ke, self._sigma, self._ru, va) / s)
         return torch.cat([g_lam, t.chain_sigma(g_sig)])
 
+    def hvp_batch(self, v: torch.Tensor) -> torch.Tensor:
+        self.n_hvp += v.shape[1]
+        t = self.task
+        va, vu = v[:t.n_train], v[t.n_train:]
+        c = self._ke @ va / t.s - vu
+        return torch.cat([self._k @ va / t.n_train + self._lam * va + self._ke.T @ c / t.s, -c])
+
+    def cross_jacobian(self) -> torch.Tensor:
+        """Columns ``d grad_w / dlog lam`` and ``d grad_w / dlog sigma_j`` (summed for one bandwidth)."""
+        t = self.task
+        self.n_cross += self._w.shape[0]
+        a, s = self._alpha, t.s
+        cols = [torch.cat([self._lam * a, torch.zeros_like(self._ru)])]
+        sig_cols = []
+        for j in range(t.x_train.shape[1]):
+            xj, ej = t.x_train[:, j], t.x_eval[:, j]
+            dk = self._k * (xj[:, None] - xj[None, :]) ** 2 / self._sigma[j] ** 2
+            dke = self._ke * (ej[:, None] - xj[None, :]) ** 2 / self._sigma[j] ** 2
+            dke_a = dke @ a
+            top = dk @ a / t.n_train - dke.T @ self._ru / s + self._ke.T @ dke_a / s ** 2
+            sig_cols.append(torch.cat([top, -dke_a / s]))
+        sig = torch.stack(sig_cols, dim=1)
+        if t.space.blocks[1].size == 1:
+            sig = sig.sum(1, keepdim=True)
+        return torch.cat([cols[0].unsqueeze(1), sig], dim=1)
+
     def hessian(self) -> torch.Tensor:
         t = self.task
         self.n_hvp += self._w.shape[0]

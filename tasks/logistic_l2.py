@@ -57,6 +57,23 @@ class LogisticLinearization(Linearization):
         self.n_cross += 1
         return self.task.chain_to_theta(self._theta, (self._w * v)[:-1])
 
+    def hvp_batch(self, v: torch.Tensor) -> torch.Tensor:
+        self.n_hvp += v.shape[1]
+        x1 = self.task.x1_train
+        return x1.T @ (self._curv.unsqueeze(1) * (x1 @ v)) / x1.shape[0] + self._pen.unsqueeze(1) * v
+
+    def cross_jacobian(self) -> torch.Tensor:
+        """``d grad_w / dtheta``: ``lam_j beta_j`` at ``(j, j)`` (one column, summed, for a shared penalty)."""
+        p = self._w.shape[0]
+        self.n_cross += p
+        vals = self._pen[:-1] * self._w[:-1]  # d/dlog lam_j of lam_j beta_j
+        jac = torch.zeros(p, self._theta.shape[0], dtype=self._w.dtype, device=self._w.device)
+        if self._theta.shape[0] == 1:
+            jac[:-1, 0] = vals
+        else:
+            jac[:-1] = torch.diag(vals)
+        return jac
+
     def hessian(self) -> torch.Tensor:
         self.n_hvp += self._w.shape[0]
         return self.task.hessian_at(self._w, self._pen)

@@ -41,7 +41,8 @@ def directional_fd_error(task, theta, n_dirs=4, seed=0, h=1e-5):
 
 
 def check_structure(task, theta, w=None, dense=True):
-    """The task's linearize() against the generic autograd Linearization."""
+    """The task's linearize() against the generic autograd Linearization (``dense``: also the
+    dense Hessian and the batched products, which cost p autograd passes)."""
     w = task.solve(theta) if w is None else w
     mine, ref = task.linearize(w, theta), Linearization(task, w, theta)
     gen = torch.Generator().manual_seed(5)
@@ -49,7 +50,10 @@ def check_structure(task, theta, w=None, dense=True):
         v = torch.randn(task.n_params, generator=gen, dtype=task.dtype)
         assert rel(mine.hvp(v), ref.hvp(v)) < 1e-10
         assert rel(mine.cross_vjp(v), ref.cross_vjp(v)) < 1e-10
+    vb = torch.randn(task.n_params, 3, generator=gen, dtype=task.dtype)
+    assert rel(mine.hvp_batch(vb), ref.hvp_batch(vb)) < 1e-10
     if dense:
+        assert rel(mine.cross_jacobian(), ref.cross_jacobian()) < 1e-10
         assert rel(mine.hessian(), ref.hessian()) < 1e-10
     g = ref.grad
     assert float(torch.linalg.vector_norm(mine.grad - g)) <= 1e-10 * max(1.0, float(torch.linalg.vector_norm(g)))

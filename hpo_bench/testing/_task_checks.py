@@ -151,7 +151,7 @@ def check_task_space(obj) -> None:
 
 
 def check_task_reference_fd(obj, *, n_points: int = 2, n_directions: int = 4, h: float = 1e-5,
-                            scale: float = 0.5) -> None:
+                            scale: float = 0.3) -> None:
     """The reference hypergradient agrees with central finite differences of ``F = outer(solve(theta))``.
 
     At the initial point and one seeded perturbation (``scale * N(0, I)``): every coordinate when
@@ -193,8 +193,9 @@ def check_task_inner_stationary(obj, *, n_points: int = 2) -> None:
 def check_task_linearization(obj, *, n_points: int = 2, dense_max: int = 400) -> None:
     """``task.linearize`` (which may exploit structure) agrees with the generic autograd :class:`Linearization`.
 
-    Gradient, HVPs and cross-derivative products on seeded random vectors, and the dense Hessian
-    when ``n_params <= dense_max``, at the reference solution and at ``init_params()``.
+    Gradient, HVPs (single and batched), cross-derivative products and the cross-Jacobian on
+    seeded random vectors, and the dense Hessian when ``n_params <= dense_max``, at the
+    reference solution and at ``init_params()``.
     """
     task = _build(obj)
     what, check = f"task {label_of(obj)!r}", "check_task_linearization"
@@ -212,6 +213,12 @@ def check_task_linearization(obj, *, n_points: int = 2, dense_max: int = 400) ->
             for name, a, b in (("hvp", mine.hvp(v), ref.hvp(v)), ("cross_vjp", mine.cross_vjp(v), ref.cross_vjp(v))):
                 err = rel_error(a, b)
                 if float(torch.linalg.vector_norm(b)) > 0 and not err <= tol:
+                    fail(what, check, f"point {k}, {where}: {name} differs from autograd by rel. {err:.2e} > {tol:g}")
+            vb = torch.randn(p, 3, generator=gen, dtype=task.dtype).to(task.device)
+            for name, a, b in (("hvp_batch", lambda: mine.hvp_batch(vb), lambda: ref.hvp_batch(vb)),
+                               ("cross_jacobian", mine.cross_jacobian, ref.cross_jacobian)):
+                err = rel_error(a().reshape(-1), b().reshape(-1))
+                if not err <= tol:
                     fail(what, check, f"point {k}, {where}: {name} differs from autograd by rel. {err:.2e} > {tol:g}")
             if p <= dense_max:
                 err = rel_error(mine.hessian().reshape(-1), ref.hessian().reshape(-1))
