@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 OUT=${1:-results/quick-$(date +%Y%m%d-%H%M%S)}
 .venv/bin/hpo-bench run quick --out "$OUT"
-.venv/bin/hpo-bench report "$OUT"
+.venv/bin/hpo-bench report "$OUT" --oracle-seconds 15   # oracle: at most 15 s per task instance
