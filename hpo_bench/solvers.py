@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["SolveInfo", "newton", "newton_cg", "continuation", "SolveCache", "SolveError"]
+__all__ = ["SolveInfo", "newton", "newton_or_raise", "newton_cg", "continuation", "SolveCache", "SolveError"]
 
 
 class SolveError(FloatingPointError):
@@ -118,6 +118,17 @@ def newton(loss: Callable[[torch.Tensor], torch.Tensor], grad: Callable[[torch.T
         it += 1
     gn = float(torch.linalg.vector_norm(g))
     return w, SolveInfo(iterations=it, grad_norm=gn, converged=converged and gn <= gtol, shifts=shifts)
+
+
+def newton_or_raise(name: str, loss: Callable[[torch.Tensor], torch.Tensor],
+                    grad: Callable[[torch.Tensor], torch.Tensor], hessian: Callable[[torch.Tensor], torch.Tensor],
+                    w0: torch.Tensor, *, gtol: float = 1e-12, max_iter: int = 200) -> torch.Tensor:
+    """:func:`newton` for a reference solve: the solution, or :class:`SolveError` naming the task."""
+    w, info = newton(loss, grad, hessian, w0, gtol=gtol, max_iter=max_iter)
+    if not info.converged:
+        raise SolveError(f"{name}: Newton stopped at ||grad|| = {info.grad_norm:.2e} after "
+                         f"{info.iterations} iterations (target {gtol:g})")
+    return w
 
 
 def _cg_direction(hvp: Callable[[torch.Tensor], torch.Tensor], g: torch.Tensor, tol: float,

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from hpo_bench.registry import register_task
-from hpo_bench.solvers import SolveCache, SolveError, newton
+from hpo_bench.solvers import SolveCache, newton_or_raise
 from hpo_bench.space import Block, Space
 from hpo_bench.task import Linearization, Task, require
 
@@ -211,12 +211,8 @@ class LogisticL2(Task):
 
     def _solve(self, theta: torch.Tensor) -> torch.Tensor:
         pen = self.penalty_vector(theta)
-        w, info = newton(lambda v: self.inner_loss(v, theta), lambda v: self.inner_grad(v, theta),
-                         lambda v: self.hessian_at(v, pen), self.init_params(), gtol=1e-12, max_iter=200)
-        if not info.converged:
-            raise SolveError(f"{self.name}: Newton stopped at ||grad|| = {info.grad_norm:.2e} after "
-                             f"{info.iterations} iterations (target 1e-12)")
-        return w
+        return newton_or_raise(self.name, lambda v: self.inner_loss(v, theta), lambda v: self.inner_grad(v, theta),
+                               lambda v: self.hessian_at(v, pen), self.init_params())
 
     def solve(self, theta: torch.Tensor) -> torch.Tensor:
         """Newton to ``||grad|| <= 1e-12`` (+ 2 polishing steps), memoised on ``theta``."""

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 from torch.func import functional_call
 
-from ..solvers import SolveCache, SolveError, newton
+from ..solvers import SolveCache, newton_or_raise
 from ..space import Space
 from ..task import Linearization, Task
 
@@ -143,12 +143,8 @@ class ModelTask(Task):
         return self._test(self.bind(w))
 
     def _solve(self, theta: torch.Tensor) -> torch.Tensor:
-        w, info = newton(lambda v: self.inner_loss(v, theta), lambda v: self.inner_grad(v, theta),
-                         lambda v: Linearization(self, v, theta).hessian(), self.init_params(), gtol=self.gtol)
-        if not info.converged:
-            raise SolveError(f"{self.name}: Newton stopped at ||grad|| = {info.grad_norm:.2e} after "
-                             f"{info.iterations} iterations (target {self.gtol:g})")
-        return w
+        return newton_or_raise(self.name, lambda v: self.inner_loss(v, theta), lambda v: self.inner_grad(v, theta),
+                               lambda v: Linearization(self, v, theta).hessian(), self.init_params(), gtol=self.gtol)
 
     def solve(self, theta: torch.Tensor) -> torch.Tensor:
         """Damped Newton from ``init_params()`` to ``||grad|| <= gtol`` (memoised on ``theta``)."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..hypergrad import default_inner_lr, get_method
+from ..hypergrad import get_method
 from ..hypergrad._implicit import power_step
 from ..inner import INNER_SOLVERS, InnerState, run_inner
 from ..registry import register_tuner
