@@ -87,6 +87,7 @@ def test_measurements_are_not_timed(ridge):
             time.sleep(1.0)
             return super().reference_hypergradient(theta)
 
+    run(ridge, Budget(steps=2), method="exact", inner="exact")  # first use of torch.optim imports lazily: warm up
     slow = SlowReference(n=60, p=6, rho=0.6, seed=3)
     rec = run(slow, Budget(steps=3), method="exact", inner="exact")
     # three 1 s sleeps happened inside record(); not even one of them may reach the tuner's clock
