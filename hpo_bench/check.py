@@ -28,7 +28,7 @@ from .records import cosine, rel_error
 from .registry import METHODS, TASKS
 from .task import Task
 
-__all__ = ["CheckRow", "check_task", "build_check_task", "check_points", "finite_difference", "sign_agreement",
+__all__ = ["CheckRow", "check_task", "fd_directions", "build_check_task", "check_points", "finite_difference", "sign_agreement",
            "reference_note"]
 
 
@@ -74,6 +74,15 @@ def finite_difference(task: Task, theta: torch.Tensor, directions: torch.Tensor,
     return torch.tensor(out, dtype=theta.dtype, device=theta.device)
 
 
+def fd_directions(task: Task, full_max: int, n_random: int, gen: torch.Generator) -> torch.Tensor:
+    """Rows to difference along: every coordinate when ``dim <= full_max``, else ``n_random`` seeded unit vectors."""
+    m = task.space.dim
+    if m <= full_max:
+        return torch.eye(m, dtype=task.dtype, device=task.device)
+    dirs = torch.randn(n_random, m, generator=gen, dtype=task.dtype).to(task.device)
+    return dirs / torch.linalg.vector_norm(dirs, dim=1, keepdim=True)
+
+
 def sign_agreement(est: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-6) -> float:
     """Fraction of coordinates where signs agree (coordinates with |ref| tiny count as agreeing)."""
     small = ref.abs() <= rtol * float(ref.abs().max()) if ref.numel() else ref.abs() >= 0
@@ -113,11 +122,7 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
     gen = torch.Generator().manual_seed(seed + 1)
     for k, theta in enumerate(check_points(task, n_points, seed)):
         hp = [float(v) for v in task.space.to_natural(theta).cpu()]
-        if m <= fd_full_max:
-            dirs = torch.eye(m, dtype=task.dtype, device=task.device)
-        else:
-            dirs = torch.randn(8, m, generator=gen, dtype=task.dtype).to(task.device)
-            dirs = dirs / torch.linalg.vector_norm(dirs, dim=1, keepdim=True)
+        dirs = fd_directions(task, fd_full_max, 8, gen)
         full = m <= fd_full_max
         try:
             fd = finite_difference(task, theta, dirs, fd_h)

@@ -234,6 +234,16 @@ class _Checker:
             prefix = f"{where}." if where else ""
             self.fail(f"{prefix}{extra[0]}", f"one of the known keys ({', '.join(sorted(allowed))})", extra[0])
 
+    def seed_list(self, seeds: Any, key: str, rule: str) -> list[int]:
+        if not isinstance(seeds, list) or not seeds:
+            self.fail(key, rule, seeds)
+        for i, s in enumerate(seeds):
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                self.fail(f"{key}[{i}]", "an integer >= 0", s)
+        if len(set(seeds)) != len(seeds):
+            self.fail(key, "free of repeats", seeds)
+        return seeds
+
     def budget(self, table: Any, where: str) -> Budget:
         if not isinstance(table, dict):
             self.fail(where, "a table like { steps = 30, seconds = 10.0 }", table)
@@ -273,14 +283,7 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
         ck.fail("description", "a string", desc)
     if "seeds" not in raw:
         ck.fail("seeds", "present (a non-empty list of distinct integers >= 0)")
-    seeds = raw["seeds"]
-    if not isinstance(seeds, list) or not seeds:
-        ck.fail("seeds", "a non-empty list of distinct integers >= 0", seeds)
-    for i, s in enumerate(seeds):
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            ck.fail(f"seeds[{i}]", "an integer >= 0", s)
-    if len(set(seeds)) != len(seeds):
-        ck.fail("seeds", "free of repeats", seeds)
+    seeds = ck.seed_list(raw["seeds"], "seeds", "a non-empty list of distinct integers >= 0")
     suite_seed = raw.get("seed", 0)
     if isinstance(suite_seed, bool) or not isinstance(suite_seed, int) or suite_seed < 0:
         ck.fail("seed", "an integer >= 0 (the suite seed)", suite_seed)
@@ -395,14 +398,8 @@ def _parse_tune(raw: dict, tuners: list[Entry], seeds: list[int], ck: _Checker) 
     if not isinstance(table, dict):
         ck.fail("tune", "a table like { seeds = [100, 101] }", table)
     ck.keys(table, TUNE_KEYS, "tune")
-    tseeds = table.get("seeds")
-    if not isinstance(tseeds, list) or not tseeds:
-        ck.fail("tune.seeds", "a non-empty list of distinct integers >= 0 (the tuning seeds)", tseeds)
-    for i, s in enumerate(tseeds):
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            ck.fail(f"tune.seeds[{i}]", "an integer >= 0", s)
-    if len(set(tseeds)) != len(tseeds):
-        ck.fail("tune.seeds", "free of repeats", tseeds)
+    tseeds = ck.seed_list(table.get("seeds"), "tune.seeds",
+                          "a non-empty list of distinct integers >= 0 (the tuning seeds)")
     overlap = sorted(set(tseeds) & set(seeds))
     if overlap:
         ck.fail("tune.seeds", "disjoint from `seeds` (tuning on the evaluation seeds would leak)", overlap)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from ..check import check_points, finite_difference, sign_agreement
+from ..check import fd_directions as _fd_directions
 from ..records import cosine, rel_error
 from ..task import Task
 
@@ -165,16 +166,11 @@ def check_hypergradient(fn: Callable[[Task, torch.Tensor, torch.Tensor], Any], t
         raise ValueError(f"`points >= 1` must hold, but got points={points}")
     fname = getattr(fn, "method_name", None) or getattr(fn, "__name__", None) or type(fn).__name__
     report = HypergradientReport(function=fname, task=task.name, rtol=rtol, at=at)
-    m = task.space.dim
     names = task.space.names
     gen = torch.Generator().manual_seed(seed + 1)
     for k, theta in enumerate(check_points(task, points, seed)):
         hp = [float(v) for v in task.space.to_natural(theta)[:4].cpu()]
-        if m <= fd_full_max:
-            dirs = torch.eye(m, dtype=task.dtype, device=task.device)
-        else:
-            dirs = torch.randn(fd_directions, m, generator=gen, dtype=task.dtype).to(task.device)
-            dirs = dirs / torch.linalg.vector_norm(dirs, dim=1, keepdim=True)
+        dirs = _fd_directions(task, fd_full_max, fd_directions, gen)
         ref = task.reference_hypergradient(theta)
         fd = finite_difference(task, theta, dirs, fd_h)
         ref_fd = rel_error(dirs @ ref, fd)

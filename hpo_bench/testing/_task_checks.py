@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ..check import finite_difference
+from ..check import fd_directions, finite_difference
 from ..records import rel_error
 from ..registry import METHODS
 from ..task import Linearization, Task
@@ -161,14 +161,9 @@ def check_task_reference_fd(obj, *, n_points: int = 2, n_directions: int = 4, h:
     task = _build(obj)
     what, check = f"task {label_of(obj)!r}", "check_task_reference_fd"
     tol = tolerance(task, "fd")
-    m = task.space.dim
     gen = torch.Generator().manual_seed(1)
     for k, th in enumerate(task_points(task, n_points, scale=scale)):
-        if m <= n_directions:
-            dirs = torch.eye(m, dtype=task.dtype, device=task.device)
-        else:
-            dirs = torch.randn(n_directions, m, generator=gen, dtype=task.dtype).to(task.device)
-            dirs = dirs / torch.linalg.vector_norm(dirs, dim=1, keepdim=True)
+        dirs = fd_directions(task, n_directions, n_directions, gen)
         ref = task.reference_hypergradient(th)
         fd = finite_difference(task, th, dirs, h)
         err = rel_error(dirs @ ref, fd)
