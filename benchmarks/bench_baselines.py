@@ -33,9 +33,10 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import GridSearchCV, PredefinedSplit
 from threadpoolctl import threadpool_limits
 
-from hpo_bench import TUNERS, Budget, Recorder, get_task
+from hpo_bench import TUNERS, Budget, get_task
 from hpo_bench.baselines.grid import grid_values, ridge_eig_grid
 from hpo_bench.oracle import compute_oracle
+from hpo_bench.target import TargetRecorder
 
 TARGET = 0.01  # fraction of the oracle gap
 
@@ -47,29 +48,6 @@ def one_thread():
     with threadpool_limits(limits=1):
         yield
     torch.set_num_threads(n)
-
-
-class TargetRecorder(Recorder):
-    """Stops the tuner once its incumbent (lowest observed validation loss) is within the target.
-
-    The incumbent's F is its ``val_loss_ref`` (reference solve, measured with the clock paused).
-    """
-
-    def __init__(self, *args, f_star: float, threshold: float, **kw) -> None:
-        super().__init__(*args, **kw)
-        self.f_star, self.threshold = f_star, threshold
-        self.inc_val = math.inf
-        self.reached_at: dict | None = None
-
-    def record(self, **kw):
-        status = super().record(**kw)
-        row = self.rows[-1]
-        if math.isfinite(row["val_loss"]) and row["val_loss"] < self.inc_val:
-            self.inc_val = row["val_loss"]
-            if self.reached_at is None and row["val_loss_ref"] - self.f_star <= self.threshold:
-                self.reached_at = row
-                self.request_stop("target")
-        return status
 
 
 @pytest.fixture(scope="module")
