@@ -85,6 +85,13 @@ class Linearization:
         (hv,) = torch.autograd.grad(self._g, self._w, v, retain_graph=True)
         return hv
 
+    def diagonal(self) -> torch.Tensor | None:
+        """``diag(H)`` where the task has it at no more than a few HVPs' cost, else ``None``.
+
+        Used as a preconditioner (CG's ``precond``); generic tasks have none (it would cost p HVPs).
+        """
+        return None
+
     def cross_vjp(self, v: torch.Tensor) -> torch.Tensor:
         """``(d^2 inner / dtheta dw) v``: how ``grad_w inner`` moves with ``theta``, applied to ``v``."""
         self.n_cross += 1

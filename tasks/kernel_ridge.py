@@ -96,6 +96,12 @@ class KernelRidgeLinearization(Linearization):
         c = self._ke @ va / t.s - vu
         return torch.cat([self._k @ va / t.n_train + self._lam * va + self._ke.T @ c / t.s, -c])
 
+    def diagonal(self) -> torch.Tensor:
+        """``[diag(K)/n + lam + colsum(Ke^2)/s^2, 1]`` (the Jacobi preconditioner of ``cg``)."""
+        t = self.task
+        da = torch.diagonal(self._k) / t.n_train + self._lam + (self._ke * self._ke).sum(0) / t.s ** 2
+        return torch.cat([da, torch.ones_like(self._u)])
+
     def cross_vjp(self, v: torch.Tensor) -> torch.Tensor:
         self.n_cross += 1
         t = self.task

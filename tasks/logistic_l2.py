@@ -53,6 +53,11 @@ class LogisticLinearization(Linearization):
         x1 = self.task.x1_train
         return x1.T @ (self._curv * (x1 @ v)) / x1.shape[0] + self._pen * v
 
+    def diagonal(self) -> torch.Tensor:
+        """``diag(X^T S X) / n + pen``: one pass over the data (the Jacobi preconditioner of ``cg``)."""
+        x1 = self.task.x1_train
+        return self._curv @ (x1 * x1) / x1.shape[0] + self._pen
+
     def cross_vjp(self, v: torch.Tensor) -> torch.Tensor:
         self.n_cross += 1
         return self.task.chain_to_theta(self._theta, (self._w * v)[:-1])

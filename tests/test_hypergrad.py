@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from _util import fd_grad, rel, theta_points
-from hpo_bench import METHODS, TASKS
+from hpo_bench import METHODS, TASKS, get_task
 from hpo_bench.hypergrad import (cg, conjugate_gradient, exact, fixed_point, forward, identity, neumann,
                                  reverse, truncated)
 from hpo_bench.inner import InnerState, run_inner
@@ -155,6 +155,82 @@ def test_conjugate_gradient_stops_cleanly():
     assert info["cg_status"] == "negative_curvature" and torch.isfinite(x).all()
 
 
+def _spd(n, spread, seed=0):
+    """An SPD matrix whose diagonal spans ``spread**2``: what features of scales 1..spread give."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(4 * n, n, generator=gen, dtype=torch.float64) * torch.logspace(0, torch.log10(
+        torch.tensor(float(spread))).item(), n, dtype=torch.float64)
+    return x.T @ x / (4 * n) + 1e-3 * torch.eye(n, dtype=torch.float64)
+
+
+def test_jacobi_preconditioning_changes_the_path_not_the_answer():
+    a = _spd(40, 30.0)
+    b = torch.randn(40, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    exact_x = torch.linalg.solve(a, b)
+    plain, info_p = conjugate_gradient(lambda v: a @ v, b, tol=1e-12, max_iter=500)
+    pre, info_j = conjugate_gradient(lambda v: a @ v, b, tol=1e-12, max_iter=500, precond=1 / torch.diagonal(a))
+    assert info_p["converged"] and info_j["converged"]
+    assert info_j["iterations"] < info_p["iterations"]  # a badly scaled diagonal is what Jacobi fixes
+    for x, info in ((plain, info_p), (pre, info_j)):
+        true_res = float(torch.linalg.vector_norm(b - a @ x) / torch.linalg.vector_norm(b))
+        assert true_res <= 1e-12 * (1 + 1e-6)  # the stopping rule is on the true residual, preconditioned or not
+        assert info["residual"] == pytest.approx(true_res, abs=1e-13)  # recursive r drifts from b - Ax by rounding only
+        assert rel(x, exact_x) <= 1e-8
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-5, 1e-9])
+def test_preconditioned_cg_stops_at_the_first_iterate_meeting_tol(tol):
+    """The bracket rr in [rz/max(m), rz/min(m)] may skip a dot product, never the stop: no earlier iterate met tol."""
+    a = _spd(30, 10.0, seed=3)
+    b = torch.randn(30, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    minv = 1 / torch.diagonal(a)
+    _, info = conjugate_gradient(lambda v: a @ v, b, tol=tol, max_iter=200, precond=minv)
+    k = info["iterations"]
+    assert info["converged"] and info["residual"] <= tol
+    if k > 0:
+        x_prev, info_prev = conjugate_gradient(lambda v: a @ v, b, tol=0.0, max_iter=k - 1, precond=minv)
+        assert info_prev["residual"] > tol
+
+
+def test_cg_precond_options(ridge_pf):
+    theta = ridge_pf.space.init_theta() + 0.3
+    w = ridge_pf.solve(theta)
+    ref = ridge_pf.reference_hypergradient(theta)
+    auto, none = cg(ridge_pf, w, theta), cg(ridge_pf, w, theta, precond="none")
+    assert auto.stats["precond"] == "jacobi" and none.stats["precond"] == "none"
+    assert rel(auto.grad, ref) <= 1e-8 and rel(none.grad, ref) <= 1e-8
+    assert cg(ridge_pf, w, theta, precond="jacobi").stats["precond"] == "jacobi"
+    with pytest.raises(ValueError, match="precond"):
+        cg(ridge_pf, w, theta, precond="ilu")
+    from hpo_bench.task import Linearization
+
+    generic = get_task("ridge_per_feature", n=60, p=6, rho=0.6, seed=3)
+    generic.linearize = lambda w_, t_: Linearization(generic, w_, t_)  # double-backward HVPs, no free diagonal
+    g_auto = cg(generic, w, theta)
+    assert g_auto.stats["precond"] == "none" and rel(g_auto.grad, ref) <= 1e-8
+    with pytest.raises(ValueError, match="diagonal"):
+        cg(generic, w, theta, precond="jacobi")
+
+
+def test_quadratic_linearization_structure_matches_autograd(ridge_pf):
+    """The Gram-matrix HVP (dense and fused paths), the free diagonal, and the lazy grad agree with autograd."""
+    from hpo_bench.task import Linearization
+
+    theta = ridge_pf.space.init_theta() + 0.2 * torch.randn(ridge_pf.space.dim, dtype=torch.float64,
+                                                            generator=torch.Generator().manual_seed(0))
+    w = torch.randn(ridge_pf.n_params, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    fast, slow = ridge_pf.linearize(w, theta), Linearization(ridge_pf, w, theta)
+    v = torch.randn(ridge_pf.n_params, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    assert rel(fast.grad, slow.grad) <= 1e-12
+    assert rel(fast.hvp(v), slow.hvp(v)) <= 1e-12 and fast._h is not None  # small p: materialised
+    assert rel(fast.hvp(2 * v), slow.hvp(2 * v)) <= 1e-12
+    fused = ridge_pf.linearize(w, theta)
+    fused.DENSE_MAX = 0
+    assert rel(fused.hvp(v), slow.hvp(v)) <= 1e-12 and fused._h is None
+    assert rel(fast.diagonal(), torch.diagonal(slow.hessian())) <= 1e-12
+    assert fast.n_hvp == 2 and fused.n_hvp == 1
+
+
 def test_cg_respects_max_iter_and_reports_it(ridge_pf):
     theta = ridge_pf.space.init_theta()
     w = ridge_pf.solve(theta)
@@ -167,3 +243,15 @@ def test_unrolled_bad_options(ridge, bad):
     fn = truncated if "truncate" in bad else reverse
     with pytest.raises(ValueError, match="must hold"):
         fn(ridge, ridge.init_params(), ridge.space.init_theta(), **bad)
+
+
+@pytest.mark.parametrize("name", ["ridge", "seed_toy", "logistic_l2", "kernel_ridge"])
+def test_free_hessian_diagonals_are_the_diagonal(name):
+    """Where a linearization offers diag(H) (CG's Jacobi preconditioner), it is the dense Hessian's diagonal."""
+    task = small(name)
+    theta = task.space.init_theta()
+    w = task.solve(theta) + 0.1
+    lin = task.linearize(w, theta)
+    d = lin.diagonal()
+    assert d is not None and rel(d, torch.diagonal(lin.hessian())) <= 1e-12
+    assert cg(task, task.solve(theta), theta).stats["precond"] == "jacobi"
