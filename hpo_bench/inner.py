@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .task import Task
 
-__all__ = ["InnerState", "INNER_SOLVERS", "run_inner", "adam_step"]
+__all__ = ["InnerState", "INNER_SOLVERS", "run_inner", "adam_step", "SCALAR_MAX_P"]
 
 INNER_SOLVERS = ("gd", "adam", "adam_per_example", "exact")
 
@@ -70,6 +71,8 @@ def run_inner(task: Task, theta: torch.Tensor, state: InnerState, *, solver: str
         return steps
     if solver == "adam_per_example":
         n = task.n_train
+        if _adam_per_example_scalar(task, theta, state, epochs=steps, lr=lr):
+            return steps * n
         example = task.example_grad_fn(theta)
         for _ in range(steps):
             for i in range(n):
@@ -79,3 +82,71 @@ def run_inner(task: Task, theta: torch.Tensor, state: InnerState, *, solver: str
                 adam_step(state, g, lr)
         return steps * n
     raise ValueError(f"unknown inner solver {solver!r}; known inner solvers: {', '.join(INNER_SOLVERS)}")
+
+
+#: per-example Adam runs on Python scalars up to this many parameters (see _adam_per_example_scalar)
+SCALAR_MAX_P = 16
+_SCALAR_TYPES = {torch.float32: np.float32, torch.float64: float}
+
+
+def _adam_per_example_scalar(task: Task, theta: torch.Tensor, state: InnerState, *, epochs: int,
+                             lr: float) -> bool:
+    """Per-example Adam on a tiny quadratic model, on scalars; ``False`` where it does not apply.
+
+    At a handful of parameters a step is ~40 scalar operations, and torch's ~1 µs per-op
+    dispatch dominates. Tasks whose per-example loss is ``a (x_i . w - y_i)^2 + sum_j d_j w_j^2``
+    say so through ``example_quadratic(theta)``; this loop then runs the same operations as
+    the tensor path (:func:`adam_step` and the closed-form example gradient) in the task's
+    precision: ``numpy.float32`` scalars round every operation to float32 as torch's float32
+    kernels do (float64 uses Python floats). Results agree with the tensor path to rounding.
+    """
+    spec = getattr(task, "example_quadratic", None)
+    if spec is None or state.w.device.type != "cpu" or state.w.dtype not in _SCALAR_TYPES:
+        return False
+    p = state.w.shape[0]
+    if p > SCALAR_MAX_P:
+        return False
+    q = spec(theta)
+    if q is None:
+        return False
+    T = _SCALAR_TYPES[state.w.dtype]
+    xs = [[T(v) for v in row] for row in q["x"].tolist()]
+    ys = [T(v) for v in q["y"].tolist()]
+    d = [T(v) for v in q["d"].tolist()]
+    d2 = [T(2) * v for v in d]
+    a, a2 = T(q["a"]), T(2 * q["a"])
+    w = [T(v) for v in state.w.tolist()]
+    m = [T(0)] * p if state.m is None else [T(v) for v in state.m.tolist()]
+    v = [T(0)] * p if state.v is None else [T(v) for v in state.v.tolist()]
+    b1, b2 = 0.9, 0.999
+    w1, b2t, c2, eps = T(1 - b1), T(b2), T(1 - b2), T(1e-8)
+    sqrt = np.sqrt if T is np.float32 else math.sqrt
+    t = state.t
+    trace = state.trace
+    js = range(p)
+    for _ in range(epochs):
+        for xi, yi in zip(xs, ys):
+            r = T(0)
+            for j in js:
+                r = r + xi[j] * w[j]
+            r = r - yi
+            if trace is not None:
+                pen = T(0)
+                for j in js:
+                    pen = pen + d[j] * (w[j] * w[j])
+                trace.append(float(a * r * r + pen))
+            ar = a2 * r
+            t += 1
+            bc2s = T(math.sqrt(1 - b2 ** t))
+            step = T(-lr / (1 - b1 ** t))
+            for j in js:  # grad, then torch.optim.Adam's single-tensor update, op for op
+                g = ar * xi[j] + d2[j] * w[j]
+                m[j] = m[j] + w1 * (g - m[j])
+                v[j] = v[j] * b2t + c2 * g * g
+                w[j] = w[j] + step * m[j] / (sqrt(v[j]) / bc2s + eps)
+    dev, dt = state.w.device, state.w.dtype
+    state.w = torch.tensor([float(x) for x in w], dtype=dt, device=dev)
+    state.m = torch.tensor([float(x) for x in m], dtype=dt, device=dev)
+    state.v = torch.tensor([float(x) for x in v], dtype=dt, device=dev)
+    state.t = t
+    return True

@@ -11,6 +11,8 @@ reference: what its hypergradient gets right and wrong.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -18,7 +20,7 @@ from .hypergrad import exact, identity
 from .inner import InnerState, run_inner
 from .records import cosine, rel_error
 
-__all__ = ["PRINTED", "replay", "diagnose", "render", "identity_stationary_point"]
+__all__ = ["PRINTED", "replay", "diagnose", "render", "identity_stationary_point", "notebook_in101"]
 
 #: The notebook's printed numbers (4 decimals), keyed by cell.
 PRINTED = {
@@ -238,3 +240,66 @@ def render(console, rep: list[dict], diag: dict) -> None:
     ]
     for line in lines:
         console.print("- " + line)
+
+
+def _notebook_in101(epochs: int, h_epochs: int):
+    """The notebook's In[101] cell as written (see :func:`notebook_in101`)."""
+    torch.manual_seed(1)
+    x = torch.randn((10, 2))
+    true_w = torch.tensor([[3.], [1.]])
+    y = torch.matmul(x, true_w) + torch.randn((10, 1))
+    x_train, y_train, x_valid, y_valid = x[:8, ], y[:8, ], x[8:, ], y[8:, ]
+    w = torch.tensor([[2.5], [1.3]], requires_grad=True)
+    lamb = torch.tensor([3.], requires_grad=True)
+    optimizer = torch.optim.Adam([w], lr=0.001)
+    h_optimizer = torch.optim.RMSprop([lamb])
+    losses, lambs, ws, hgrads = [], [], [], []
+    for hep in range(h_epochs):
+        for ep in range(epochs):
+            for i in range(len(x_train)):
+                optimizer.zero_grad()
+                y_predicted = torch.matmul(x_train[i], w)
+                train_loss = torch.nn.functional.mse_loss(y_predicted, y_train[i]) + lamb * torch.sum(w ** 2)
+                losses.append(float(train_loss.detach()))
+                train_loss.backward(create_graph=True)
+                optimizer.step()
+        total_d_val_loss_d_lamb = torch.zeros(lamb.size())
+        d_valid_loss_d_w = torch.zeros(w.size())
+        for i in range(len(x_valid)):
+            w.grad.zero_()
+            y_predicted = torch.matmul(x_valid[i], w)
+            valid_loss = torch.nn.functional.mse_loss(y_predicted, y_valid[i])
+            valid_loss_grad = torch.autograd.grad(valid_loss, w)
+            d_valid_loss_d_w += valid_loss_grad[0]
+        d_valid_loss_d_w /= len(x_valid)
+        for i in range(len(x_train)):
+            y_predicted = torch.matmul(x_train[i], w)
+            train_loss = torch.nn.functional.mse_loss(y_predicted, y_train[i]) + lamb * torch.sum(w ** 2)
+            w.grad.zero_(), h_optimizer.zero_grad()
+            d_train_loss_d_w = torch.autograd.grad(train_loss, w, create_graph=True)
+            w.grad.zero_(), h_optimizer.zero_grad()
+            d_train_loss_d_w[0].backward(d_valid_loss_d_w)
+            if lamb.grad is not None:
+                total_d_val_loss_d_lamb -= lamb.grad
+        total_d_val_loss_d_lamb /= len(x_train)
+        ws.append(w.detach().reshape(-1).clone())
+        hgrads.append(float(total_d_val_loss_d_lamb))
+        lamb.grad = total_d_val_loss_d_lamb
+        h_optimizer.step()
+        w.grad.zero_(), h_optimizer.zero_grad()
+        lambs.append(float(lamb))
+    return losses, lambs, ws, hgrads
+
+
+def notebook_in101(epochs: int, h_epochs: int):
+    """A faithful copy of the notebook's In[101] loop (scalar λ = 3), prints removed.
+
+    The notebook's own code (:func:`_notebook_in101`), kept as the baseline that the
+    ``seed_notebook`` preset is tested (same numbers) and benchmarked (per outer step)
+    against. Returns the per-example training losses, λ after every outer step, w before
+    every hypergradient, and the hypergradients. The warnings the notebook's
+    ``backward(create_graph=True)`` raises are silenced; nothing else is changed.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return _notebook_in101(epochs, h_epochs)

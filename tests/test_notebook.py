@@ -8,57 +8,8 @@ from torch.autograd import grad
 
 from hpo_bench import TUNERS, get_task
 from hpo_bench.hypergrad import exact, identity
-from hpo_bench.notebook import PRINTED, diagnose, replay
+from hpo_bench.notebook import PRINTED, diagnose, notebook_in101, replay
 from hpo_bench.records import Budget, Recorder
-
-
-def notebook_in101(epochs: int, h_epochs: int):
-    """A faithful copy of the notebook's In[101] loop (scalar λ = 3), prints removed."""
-    torch.manual_seed(1)
-    x = torch.randn((10, 2))
-    true_w = torch.tensor([[3.], [1.]])
-    y = torch.matmul(x, true_w) + torch.randn((10, 1))
-    x_train, y_train, x_valid, y_valid = x[:8, ], y[:8, ], x[8:, ], y[8:, ]
-    w = torch.tensor([[2.5], [1.3]], requires_grad=True)
-    lamb = torch.tensor([3.], requires_grad=True)
-    optimizer = torch.optim.Adam([w], lr=0.001)
-    h_optimizer = torch.optim.RMSprop([lamb])
-    losses, lambs, ws, hgrads = [], [], [], []
-    for hep in range(h_epochs):
-        for ep in range(epochs):
-            for i in range(len(x_train)):
-                optimizer.zero_grad()
-                y_predicted = torch.matmul(x_train[i], w)
-                train_loss = torch.nn.functional.mse_loss(y_predicted, y_train[i]) + lamb * torch.sum(w ** 2)
-                losses.append(float(train_loss.detach()))
-                train_loss.backward(create_graph=True)
-                optimizer.step()
-        total_d_val_loss_d_lamb = torch.zeros(lamb.size())
-        d_valid_loss_d_w = torch.zeros(w.size())
-        for i in range(len(x_valid)):
-            w.grad.zero_()
-            y_predicted = torch.matmul(x_valid[i], w)
-            valid_loss = torch.nn.functional.mse_loss(y_predicted, y_valid[i])
-            valid_loss_grad = grad(valid_loss, w)
-            d_valid_loss_d_w += valid_loss_grad[0]
-        d_valid_loss_d_w /= len(x_valid)
-        for i in range(len(x_train)):
-            y_predicted = torch.matmul(x_train[i], w)
-            train_loss = torch.nn.functional.mse_loss(y_predicted, y_train[i]) + lamb * torch.sum(w ** 2)
-            w.grad.zero_(), h_optimizer.zero_grad()
-            d_train_loss_d_w = grad(train_loss, w, create_graph=True)
-            w.grad.zero_(), h_optimizer.zero_grad()
-            d_train_loss_d_w[0].backward(d_valid_loss_d_w)
-            if lamb.grad is not None:
-                total_d_val_loss_d_lamb -= lamb.grad
-        total_d_val_loss_d_lamb /= len(x_train)
-        ws.append(w.detach().reshape(-1).clone())
-        hgrads.append(float(total_d_val_loss_d_lamb))
-        lamb.grad = total_d_val_loss_d_lamb
-        h_optimizer.step()
-        w.grad.zero_(), h_optimizer.zero_grad()
-        lambs.append(float(lamb))
-    return losses, lambs, ws, hgrads
 
 
 class CapturingRecorder(Recorder):
@@ -149,3 +100,28 @@ def test_exact_method_in_the_notebook_loop_converges_to_the_optimum():
     assert rec.rows[-1]["hp"][0] == pytest.approx(lam_star, abs=0.02)
     one = torch.tensor([1.0], dtype=torch.float64)
     assert float(exact(task, task.solve(one), one).grad) > 0  # above λ*, the exact hypergradient says "lower λ"
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 2e-6)])
+def test_scalar_per_example_adam_is_the_tensor_path(dtype, tol):
+    """The scalar fast path of per-example Adam (tiny quadratic models) runs the tensor path's operations."""
+    from hpo_bench.inner import InnerState, run_inner
+
+    fast_task = get_task("seed_toy", dtype=dtype, per_weight=True, lam0=0.3)
+    slow_task = get_task("seed_toy", dtype=dtype, per_weight=True, lam0=0.3)
+    slow_task.example_quadratic = None  # no structure declared: the generic tensor loop
+    theta = fast_task.space.init_theta(dtype=fast_task.dtype) * torch.tensor([1.0, 2.0], dtype=fast_task.dtype)
+    states = []
+    for task in (fast_task, slow_task):
+        st = InnerState.fresh(task.init_params())
+        st.trace = []
+        for k in range(3):  # warm restarts keep the moments and the step count
+            assert run_inner(task, theta, st, solver="adam_per_example", steps=40, lr=1e-2) == 40 * 8
+        states.append(st)
+    fast, slow = states
+    assert fast.t == slow.t == 3 * 40 * 8
+    for a, b in ((fast.w, slow.w), (fast.m, slow.m), (fast.v, slow.v)):
+        assert a.dtype == b.dtype and torch.allclose(a, b, rtol=tol, atol=tol)
+    assert len(fast.trace) == len(slow.trace) == fast.t
+    assert max(abs(x - y) for x, y in zip(fast.trace, slow.trace)) <= 10 * tol
+    assert not torch.equal(fast.w, fast_task.init_params())  # it moved
