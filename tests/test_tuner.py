@@ -97,7 +97,7 @@ def test_measurements_are_not_timed(ridge):
 @pytest.mark.parametrize("params, fragment", [
     (dict(method="magic"), "unknown hypergradient method 'magic'; known hypergradient methods: cg, exact"),
     (dict(inner="lbfgs"), "parameter `inner` must be one of"),
-    (dict(outer="nadam"), "parameter `outer` must be one of ['sgd', 'adam', 'rmsprop']"),
+    (dict(outer="nadam"), "parameter `outer` must be one of ['sgd', 'adam', 'rmsprop', 'lbfgs'], but got 'nadam'"),
     (dict(inner_steps=0), "parameter `inner_steps` must be an integer >= 1"),
     (dict(outer_lr=-1.0), "parameter `outer_lr` must be > 0"),
     (dict(method="reverse", inner="adam"), "'gd' for the unrolled method 'reverse'"),
@@ -137,3 +137,93 @@ def test_failing_tuner_keeps_finished_rows(monkeypatch):
     rows = run_cell(cell)
     assert [r["status"] for r in rows] == ["ok", "ok", "error"]
     assert "boom in the middle" in rows[-1]["message"]
+
+
+# ------------------------------------------------------------------ outer = "lbfgs" (scipy L-BFGS-B)
+def test_lbfgs_reaches_the_oracle_on_a_small_per_feature_ridge(ridge_pf):
+    from hpo_bench.oracle import compute_oracle
+
+    orc = compute_oracle(ridge_pf, starts=4)
+    rec = run(ridge_pf, Budget(steps=300), method="cg", inner="exact", outer="lbfgs")
+    assert all(r["status"] == "ok" for r in rec.rows)
+    best = min(r["val_loss_ref"] for r in rec.rows)
+    assert best - orc.val_loss <= 1e-6 * orc.gap
+    # it got there long before the budget: L-BFGS-B converged and said so
+    assert len(rec.rows) < 300 and rec.stop_reason.startswith("lbfgs converged: ")
+    # with an exact inner solve the tuner's own F is the reference F, and CG's hypergradient the reference one
+    assert all(abs(r["val_loss"] - r["val_loss_ref"]) <= 1e-12 * abs(r["val_loss_ref"]) for r in rec.rows)
+    assert max(r["hypergrad_rel_error"] for r in rec.rows) <= 1e-6
+
+
+def test_lbfgs_records_one_row_per_function_evaluation(ridge_pf, monkeypatch):
+    import scipy.optimize
+
+    calls = {"fun": 0}
+    real = scipy.optimize.minimize
+
+    def counting_minimize(fun, x0, *args, **kw):
+        def counted(x):
+            calls["fun"] += 1
+            return fun(x)
+        return real(counted, x0, *args, **kw)
+
+    monkeypatch.setattr(scipy.optimize, "minimize", counting_minimize)
+    rec = run(ridge_pf, Budget(steps=12), method="exact", inner="exact", outer="lbfgs")
+    assert len(rec.rows) == 12 == calls["fun"]
+    assert [r["step"] for r in rec.rows] == list(range(12))
+    # every evaluation is one inner solve and one hypergradient (p HVPs for the dense method)
+    assert [r["inner_solves"] for r in rec.rows] == list(range(1, 13))
+    assert [r["hvps"] for r in rec.rows] == [6 * k for k in range(1, 13)]
+    # each row's validation loss is F at its own theta (what the line search saw)
+    for r in rec.rows[::4]:
+        theta = torch.tensor(r["theta"], dtype=torch.float64)
+        assert r["val_loss"] == pytest.approx(float(ridge_pf.response(theta)), rel=1e-12)
+
+
+def test_lbfgs_respects_the_step_budget_and_bounds():
+    task = get_task("ridge_per_feature", n=40, p=4, lam_low=0.5, lam_high=2.0)
+    rec = run(task, Budget(steps=7), method="cg", inner="exact", outer="lbfgs")
+    assert len(rec.rows) == 7 and rec.stop_reason == "budget_steps"
+    for r in rec.rows:
+        assert all(0.5 - 1e-12 <= v <= 2.0 + 1e-12 for v in r["hp"])
+
+
+def test_lbfgs_respects_the_seconds_budget(ridge_pf):
+    class SlowSolve(type(ridge_pf)):
+        def solve(self, theta):
+            time.sleep(0.1)  # tuner time: the solve is the tuner's own work
+            return super().solve(theta)
+
+    slow = SlowSolve(n=60, p=6, rho=0.6, seed=3)
+    rec = run(slow, Budget(steps=None, seconds=0.35), method="cg", inner="exact", outer="lbfgs")
+    assert rec.stop_reason == "budget_seconds"
+    assert 1 <= len(rec.rows) <= 4  # stopped right after the evaluation that spent the budget
+    assert rec.rows[-1]["time_s"] >= 0.35 > rec.rows[-2]["time_s"] if len(rec.rows) > 1 else True
+
+
+def test_lbfgs_stops_cleanly_on_divergence(ridge):
+    rec = run(ridge, Budget(steps=30), method="cg", inner="gd", inner_steps=200, inner_lr=50.0, outer="lbfgs")
+    assert rec.rows[-1]["status"] == "diverged" and rec.stop_reason == "diverged"
+    assert len(rec.rows) < 30
+    assert all(r["status"] == "ok" for r in rec.rows[:-1])
+
+
+def test_lbfgs_with_an_inexact_warm_inner_solve_and_float32():
+    task = get_task("ridge_per_feature", n=60, p=6, rho=0.6, seed=3, dtype="float32")
+    rec = run(task, Budget(steps=15), method="cg", inner="gd", inner_steps=50, outer="lbfgs")
+    assert rec.rows and all(r["status"] == "ok" for r in rec.rows)
+    assert rec.stop_reason in ("budget_steps",) or rec.stop_reason.startswith("lbfgs converged: ")
+    assert rec.rows[-1]["best_val_loss"] < rec.rows[0]["val_loss"]
+    assert [r["inner_steps"] for r in rec.rows] == [50 * k for k in range(1, len(rec.rows) + 1)]
+
+
+@pytest.mark.parametrize("params, fragment", [
+    (dict(outer="lbfgs", outer_lr=0.5), "parameter `outer_lr` must be left at its default (0.1) with "
+                                        "outer='lbfgs' (L-BFGS-B chooses its steps by line search), but got 0.5"),
+    (dict(outer="lbfgs", outer_momentum=0.9), "parameter `outer_momentum` must be 0 with outer='lbfgs'"),
+    (dict(outer="LBFGS"), "parameter `outer` must be one of ['sgd', 'adam', 'rmsprop', 'lbfgs'], but got 'LBFGS'"),
+])
+def test_bad_lbfgs_params(params, fragment):
+    with pytest.raises(TunerParamError) as exc:
+        TUNERS.get("gradient")(**params)
+    assert fragment in str(exc.value)

@@ -9,13 +9,26 @@ One outer step::
 
 ``theta`` are the space's transformed coordinates (log λ for penalties), so the outer
 optimiser never leaves the positive orthant; bounds are enforced by projection.
+
+``outer = "lbfgs"`` hands the outer loop to scipy's L-BFGS-B (bounds native, steps by its
+line search, default memory, stopping tests tightened to float64 precision: ``LBFGS_OPTIONS``). One function evaluation is one outer step of the loop above: the inner solve
+(warm-started) at the point L-BFGS-B asks for, the hypergradient, one recorded row, and
+``F = task.outer_loss(w)`` at the tuner's own ``w`` (what the line search sees). The run
+ends the moment ``recorder.should_stop()`` holds or a row is not ``ok`` (a private
+exception raised inside scipy's loop and caught around it). When L-BFGS-B stops on its own
+(converged, line search failed, its iteration limit), it is restarted from the incumbent
+(lowest ``F`` seen) with an empty memory, as long as the finished run lowered the
+incumbent; a run that did not ends the cell with ``recorder.stop_reason`` =
+``"lbfgs converged: <scipy's message>"``.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..hypergrad import get_method
@@ -26,7 +39,19 @@ from ..tuner import Tuner
 
 __all__ = ["GradientTuner", "SeedNotebookTuner", "OUTER_OPTIMIZERS"]
 
-OUTER_OPTIMIZERS = ("sgd", "adam", "rmsprop")
+OUTER_OPTIMIZERS = ("sgd", "adam", "rmsprop", "lbfgs")
+#: ``outer_lr``'s default; ``lbfgs`` takes its steps from a line search, so any other value is an error there.
+DEFAULT_OUTER_LR = 0.1
+
+
+#: L-BFGS-B's settings: scipy's defaults (memory 10) except its stopping tests, which only decide when
+#: a run ends, never its path: tight enough that the budget, not scipy's ``ftol``/``gtol``, ends a
+#: cell (per-feature penalties have long plateaus that the defaults mistake for convergence).
+LBFGS_OPTIONS = {"maxcor": 10, "ftol": 1e-15, "gtol": 1e-11, "maxiter": 1_000_000, "maxfun": 1_000_000}
+
+
+class _StopLBFGS(Exception):
+    """Ends scipy's L-BFGS-B loop from inside the objective (the recorder knows why)."""
 
 
 def _outer_optimizer(name: str, theta: torch.Tensor, lr: float, momentum: float) -> torch.optim.Optimizer:
@@ -49,7 +74,10 @@ class GradientTuner(Tuner):
         inner_lr: inner step size; ``None`` for ``gd`` means ``1/L`` by power iteration at
             every outer step (its HVPs are counted).
         warm_start: start each inner solve from the previous one (optimiser moments too).
-        outer: ``sgd``, ``adam`` or ``rmsprop`` on theta; ``outer_lr``, ``outer_momentum``.
+        outer: ``sgd``, ``adam`` or ``rmsprop`` on theta (``outer_lr``, ``outer_momentum``), or
+            ``lbfgs``: scipy's L-BFGS-B with its default settings, bounds handled by L-BFGS-B, one
+            row per function evaluation, restarted from the incumbent while that helps (module
+            docstring). It takes no ``outer_lr`` (line search) and no ``outer_momentum``.
     """
 
     name = "gradient"
@@ -57,7 +85,7 @@ class GradientTuner(Tuner):
 
     def __init__(self, *, method: str = "cg", method_opts: dict[str, Any] | None = None, inner: str = "gd",
                  inner_steps: int = 100, inner_lr: float | None = None, warm_start: bool = True,
-                 outer: str = "adam", outer_lr: float = 0.1, outer_momentum: float = 0.0) -> None:
+                 outer: str = "adam", outer_lr: float = DEFAULT_OUTER_LR, outer_momentum: float = 0.0) -> None:
         super().__init__(method=method, method_opts=dict(method_opts or {}), inner=inner, inner_steps=inner_steps,
                          inner_lr=inner_lr, warm_start=warm_start, outer=outer, outer_lr=outer_lr,
                          outer_momentum=outer_momentum)
@@ -75,6 +103,12 @@ class GradientTuner(Tuner):
             self._fail("outer_lr", "> 0", outer_lr)
         if not 0 <= outer_momentum < 1:
             self._fail("outer_momentum", "in [0, 1)", outer_momentum)
+        if outer == "lbfgs":
+            if outer_lr != DEFAULT_OUTER_LR:
+                self._fail("outer_lr", f"left at its default ({DEFAULT_OUTER_LR}) with outer='lbfgs' (L-BFGS-B "
+                           "chooses its steps by line search)", outer_lr)
+            if outer_momentum != 0:
+                self._fail("outer_momentum", "0 with outer='lbfgs' (L-BFGS-B has no momentum)", outer_momentum)
         if self.method.info.kind == "unrolled":
             if inner != "gd":
                 self._fail("inner", f"'gd' for the unrolled method {method!r} (it differentiates through "
@@ -126,9 +160,14 @@ class GradientTuner(Tuner):
 
     def run(self, task, recorder, *, seed: int = 0) -> None:
         space = task.space
-        theta = space.init_theta(dtype=task.dtype, device=task.device).requires_grad_(True)
-        opt = _outer_optimizer(self.outer, theta, self.outer_lr, self.outer_momentum)
+        theta = space.init_theta(dtype=task.dtype, device=task.device)
         state = InnerState.fresh(task.init_params())
+        if self.outer == "lbfgs":
+            self._run_lbfgs(task, recorder, theta, state)
+            return
+        theta.requires_grad_(True)
+        lo, hi = space.theta_bounds(dtype=theta.dtype, device=theta.device)  # space.project's bounds, built once
+        opt = _outer_optimizer(self.outer, theta, self.outer_lr, self.outer_momentum)
         while not recorder.should_stop():
             hg, state = self._hypergradient(task, state, theta.detach(), recorder)
             if recorder.record(w=hg.w, theta=theta, hypergrad=hg.grad) != "ok":
@@ -137,7 +176,43 @@ class GradientTuner(Tuner):
             theta.grad = hg.grad.to(theta.dtype)
             opt.step()
             with torch.no_grad():
-                theta.copy_(space.project(theta))
+                theta.copy_(torch.minimum(torch.maximum(theta, lo), hi))
+
+    def _run_lbfgs(self, task, recorder, theta0: torch.Tensor, state: InnerState) -> None:
+        """scipy's L-BFGS-B on theta, restarted from the incumbent while a run lowers it."""
+        from scipy.optimize import minimize  # scipy's import is ~0.1 s: only lbfgs runs pay it
+
+        lo_t, hi_t = task.space.theta_bounds(dtype=task.dtype, device=task.device)
+        bounds = list(zip(lo_t.tolist(), hi_t.tolist()))
+        dtype, device = task.dtype, task.device
+        cpu64 = dtype == torch.float64 and torch.device(device).type == "cpu"
+        box = {"state": state, "best_f": math.inf, "best_x": np.clip(theta0.double().cpu().numpy(), lo_t.tolist(),
+                                                                      hi_t.tolist())}
+
+        def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
+            # L-BFGS-B keeps x inside the bounds; clamping covers rounding to a float32 task
+            theta = torch.from_numpy(x) if cpu64 else torch.as_tensor(x, dtype=dtype, device=device)
+            theta = torch.minimum(torch.maximum(theta, lo_t), hi_t)
+            hg, box["state"] = self._hypergradient(task, box["state"], theta, recorder)
+            with torch.no_grad():
+                f = float(task.outer_loss(hg.w))
+            if recorder.record(w=hg.w, theta=theta, hypergrad=hg.grad, val_loss=f) != "ok" \
+                    or recorder.should_stop():
+                raise _StopLBFGS
+            if f < box["best_f"]:
+                box["best_f"], box["best_x"] = f, x.copy()
+            g = hg.grad.detach()
+            return f, (g.numpy() if cpu64 else g.to(torch.float64).cpu().numpy())
+
+        while not recorder.should_stop():
+            before = box["best_f"]
+            try:
+                res = minimize(fg, box["best_x"], jac=True, method="L-BFGS-B", bounds=bounds, options=LBFGS_OPTIONS)
+            except _StopLBFGS:
+                return
+            if not box["best_f"] < before:
+                recorder.request_stop(f"lbfgs converged: {res.message}")
+                return
 
 
 @register_tuner
