@@ -10,12 +10,12 @@ import torch
 
 from hpo_bench import TUNERS, get_task
 from hpo_bench.harness import run_cell
-from hpo_bench.records import Budget, Recorder
+from hpo_bench.records import VOLATILE_COLUMNS, Budget, Recorder
 from hpo_bench.registry import UnknownNameError
 from hpo_bench.suite import Cell, Entry
 from hpo_bench.tuner import TunerParamError
 
-TIME_COLS = ("time_s",)
+TIME_COLS = tuple(VOLATILE_COLUMNS)  # clocks: everything else must reproduce
 
 
 def run(task, budget=Budget(steps=8), **params):
