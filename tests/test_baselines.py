@@ -351,3 +351,45 @@ def test_tune_command_tunes_then_runs_the_clean_seeds(tmp_path, monkeypatch, cap
         cli.main()
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "declares no tune step" in err
+
+
+def _eig_grid_direct(task, thetas_):
+    """The textbook evaluation (the previous implementation): every w(λ), then the n_val x K residuals."""
+    lam = torch.exp(thetas_) if task.space.blocks[0].transform == "log" else thetas_
+    s, v = torch.linalg.eigh(2 * task.a * task.gram)
+    z = v.T @ (2 * task.a * task.xty)
+    d = s.unsqueeze(0) + 2 * task.b * lam.unsqueeze(1)
+    w = (z.unsqueeze(0) / d) @ v.T
+    resid = w @ task.x_val.T - task.y_val.unsqueeze(0)
+    return w, (resid * resid).mean(dim=1)
+
+
+@pytest.mark.parametrize("params", [
+    dict(n=1000, p=100, n_val=500, noise=5.0, seed=0),   # the benchmark's instance (X_v^T X_v branch)
+    dict(n=80, p=40, n_val=30, noise=1.0, seed=2),        # n_val < 2p: the (X_v V)^T (X_v V) branch
+    dict(n=200, p=20, noise=0.0, seed=1),                 # noiseless: near-perfect fits at small λ (direct fallback)
+])
+def test_ridge_eig_grid_small_matrices_match_the_direct_residuals(params):
+    task = get_task("ridge", **params)
+    lo, hi = task.space.blocks[0].theta_bounds
+    thetas_ = torch.tensor(grid_values(lo, hi, 200), dtype=torch.float64)
+    w_ref, val_ref = _eig_grid_direct(task, thetas_)
+    w, val, feasible = ridge_eig_grid(task, thetas_)
+    assert bool(feasible.all())
+    assert torch.allclose(val, val_ref, rtol=1e-8, atol=0.0)
+    assert torch.allclose(w, w_ref, rtol=1e-9, atol=1e-12 * float(w_ref.abs().max()))
+    assert int(torch.argmin(val)) == int(torch.argmin(val_ref))
+    none, val2, _ = ridge_eig_grid(task, thetas_, weights=False)
+    assert none is None and torch.equal(val2, val)
+    if params["noise"] == 0.0:  # the fallback really was exercised: some fits are near perfect
+        assert float(val_ref.min()) < 1e-7 * float(task.y_val @ task.y_val) / task.y_val.shape[0]
+
+
+def test_ridge_eig_grid_infeasible_rows_are_nan_and_the_rest_exact(seed_toy):
+    thetas_ = torch.tensor([-100.0, -0.4, 0.5, 50.0], dtype=torch.float64)  # raw λ: the first has no minimiser
+    w, val, feasible = ridge_eig_grid(seed_toy, thetas_)
+    assert feasible.tolist() == [False, True, True, True]
+    assert bool(torch.isnan(w[0]).all()) and math.isnan(float(val[0]))
+    for k in (1, 2, 3):
+        w_ref = seed_toy.solve(thetas_[k].reshape(1))
+        assert math.isclose(float(val[k]), float(seed_toy.outer_loss(w_ref)), rel_tol=1e-9)
