@@ -106,7 +106,7 @@ def _terminal_row(meta: dict[str, Any], before: list[dict[str, Any]], status: st
     """The row that ends a cell no recorder could end (it never started, or its process died)."""
     last = before[-1] if before else {}
     row = dict(meta)
-    row.update(step=len(before), time_s=last.get("time_s", 0.0),
+    row.update(step=len(before), time_s=last.get("time_s", 0.0), measure_s=last.get("measure_s", 0.0),
                inner_steps=last.get("inner_steps", 0), grad_evals=last.get("grad_evals", 0),
                hvps=last.get("hvps", 0), inner_solves=last.get("inner_solves", 0),
                val_loss=_NAN, val_loss_ref=_NAN, test_loss=_NAN, best_val_loss=last.get("best_val_loss", _NAN),

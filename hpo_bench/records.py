@@ -3,8 +3,10 @@
 Only the tuner's own work is timed. :meth:`Recorder.record` pauses the clock on entry,
 computes every measurement (validation and test loss, the reference solve, the
 reference hypergradient and the errors against it) and resumes it on exit, so
-``time_s`` is cumulative tuner time. Costs (``inner_steps``, ``grad_evals``, ``hvps``,
-``inner_solves``) are cumulative counts the tuner reports with :meth:`Recorder.add_cost`.
+``time_s`` is cumulative tuner time and ``measure_s`` the cumulative time spent measuring
+(so a cell's ``wall_s - time_s - measure_s`` is what the harness itself cost). Costs
+(``inner_steps``, ``grad_evals``, ``hvps``, ``inner_solves``) are cumulative counts the tuner
+reports with :meth:`Recorder.add_cost`.
 
 Statuses: ``ok``; ``diverged`` (non-finite parameters or losses, or validation loss
 ``diverge_factor`` times above the first one, detected at the step where it happens);
@@ -32,7 +34,7 @@ STATUSES = ("ok", "diverged", "timeout", "error", "oom")
 #: Documented columns of the records table, in order (``README.md`` explains each).
 COLUMNS = (
     "suite", "cell_id", "task", "task_params", "tuner", "tuner_label", "tuner_params", "seed",
-    "budget_steps", "budget_seconds", "step", "time_s", "inner_steps", "grad_evals", "hvps", "inner_solves",
+    "budget_steps", "budget_seconds", "step", "time_s", "measure_s", "inner_steps", "grad_evals", "hvps", "inner_solves",
     "val_loss", "val_loss_ref", "test_loss", "best_val_loss", "hypergrad_rel_error", "hypergrad_cosine",
     "hypergrad_norm", "hp", "theta", "status", "message",
     # per-cell columns (the same on every row of a cell), filled by the harness
@@ -41,7 +43,7 @@ COLUMNS = (
 
 #: Columns that may differ between two runs of the same suite and seed (clocks, memory,
 #: where the cell ran); every other column is reproducible on CPU.
-VOLATILE_COLUMNS = ("time_s", "wall_s", "peak_rss_mb", "peak_cuda_mb", "worker", "torch_threads")
+VOLATILE_COLUMNS = ("time_s", "measure_s", "wall_s", "peak_rss_mb", "peak_cuda_mb", "worker", "torch_threads")
 
 
 class StopRun(Exception):
@@ -107,6 +109,8 @@ class Recorder:
         self._stop_requested = False
         self._elapsed = 0.0
         self._t0: float | None = None
+        self._measure = 0.0  # seconds spent with the clock paused (measurements)
+        self._pause_t0: float | None = None
         self._first_val: float | None = None
 
     # ----------------------------------------------------------------- clock
@@ -125,12 +129,22 @@ class Recorder:
         if self._t0 is None:
             yield
             return
-        self._elapsed += time.perf_counter() - self._t0
+        now = time.perf_counter()
+        self._elapsed += now - self._t0
         self._t0 = None
+        self._pause_t0 = now
         try:
             yield
         finally:
             self._t0 = time.perf_counter()
+            self._measure += self._t0 - self._pause_t0
+            self._pause_t0 = None
+
+    @property
+    def measure_s(self) -> float:
+        """Seconds spent in measurements so far (the paused intervals, including one in progress)."""
+        running = time.perf_counter() - self._pause_t0 if self._pause_t0 is not None else 0.0
+        return self._measure + running
 
     # ----------------------------------------------------------------- costs
     def add_cost(self, **counts: int) -> None:
@@ -167,7 +181,7 @@ class Recorder:
         task = self.task
         theta = theta.detach()
         row: dict[str, Any] = dict(self.meta)
-        row.update(step=len(self.rows), time_s=self.time_s, **self.costs)
+        row.update(step=len(self.rows), time_s=self.time_s, measure_s=0.0, **self.costs)
         nan = float("nan")
         with torch.no_grad():
             finite_w = w is not None and bool(torch.isfinite(w).all())
@@ -202,6 +216,7 @@ class Recorder:
         )
         if extra:
             row["extra"] = json.dumps(extra, sort_keys=True, default=str)
+        row["measure_s"] = self.measure_s  # this row's measurements included
         self._append(row)
         if status != "ok":
             self.status = status
@@ -219,9 +234,9 @@ class Recorder:
             raise ValueError(f"status must be one of {STATUSES}, but got {status!r}")
         nan = float("nan")
         row: dict[str, Any] = dict(self.meta)
-        row.update(step=len(self.rows), time_s=self.time_s, **self.costs, val_loss=nan, val_loss_ref=nan,
-                   test_loss=nan, best_val_loss=self.best, hypergrad_rel_error=nan, hypergrad_cosine=nan,
-                   hypergrad_norm=nan,
+        row.update(step=len(self.rows), time_s=self.time_s, measure_s=self.measure_s, **self.costs, val_loss=nan,
+                   val_loss_ref=nan, test_loss=nan, best_val_loss=self.best, hypergrad_rel_error=nan,
+                   hypergrad_cosine=nan, hypergrad_norm=nan,
                    hp=[] if theta is None else [float(v) for v in self.task.space.to_natural(theta).cpu()],
                    theta=[] if theta is None else [float(v) for v in theta.cpu()],
                    status=status, message=message)

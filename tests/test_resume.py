@@ -74,7 +74,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_records(monkeypatch
     assert not alive, f"processes outlived the killed driver: {alive}"  # no cell keeps running
 
     code, stdout, _ = invoke(monkeypatch, capsys, "run", path, "--out", out, "--workers", "2", "--resume")
-    assert code == 0 and f"{len(finished)} already finished" in stdout
+    assert code == 0 and f"{len(finished)} already finished" in stdout, (stdout, _)
     after = _mtimes(cells)
     assert len(after) == 12 and {k: after[k] for k in finished} == finished  # finished cells untouched
     assert not list(cells.glob(".*"))  # no temporary file survives
