@@ -8,6 +8,7 @@ gradient evaluations it used. ``adam`` and ``adam_per_example`` follow
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -110,43 +111,67 @@ def _adam_per_example_scalar(task: Task, theta: torch.Tensor, state: InnerState,
     if q is None:
         return False
     T = _SCALAR_TYPES[state.w.dtype]
-    xs = [[T(v) for v in row] for row in q["x"].tolist()]
-    ys = [T(v) for v in q["y"].tolist()]
+    rows = [tuple(T(v) for v in row) + (T(y),) for row, y in zip(q["x"].tolist(), q["y"].tolist())]
     d = [T(v) for v in q["d"].tolist()]
-    d2 = [T(2) * v for v in d]
-    a, a2 = T(q["a"]), T(2 * q["a"])
+    consts = {"a": T(q["a"]), "a2": T(2 * q["a"]), "l1": T(1 - 0.9), "b2t": T(0.999), "c2": T(1 - 0.999),
+              "eps": T(1e-8), "sqrt": np.sqrt if T is np.float32 else math.sqrt, "zero": T(0)}
+    consts.update({f"d{j}": d[j] for j in range(p)})
+    consts.update({f"e{j}": T(2) * d[j] for j in range(p)})
+    zero = [T(0)] * p
     w = [T(v) for v in state.w.tolist()]
-    m = [T(0)] * p if state.m is None else [T(v) for v in state.m.tolist()]
-    v = [T(0)] * p if state.v is None else [T(v) for v in state.v.tolist()]
-    b1, b2 = 0.9, 0.999
-    w1, b2t, c2, eps = T(1 - b1), T(b2), T(1 - b2), T(1e-8)
-    sqrt = np.sqrt if T is np.float32 else math.sqrt
-    t = state.t
-    trace = state.trace
-    js = range(p)
-    for _ in range(epochs):
-        for xi, yi in zip(xs, ys):
-            r = T(0)
-            for j in js:
-                r = r + xi[j] * w[j]
-            r = r - yi
-            if trace is not None:
-                pen = T(0)
-                for j in js:
-                    pen = pen + d[j] * (w[j] * w[j])
-                trace.append(float(a * r * r + pen))
-            ar = a2 * r
-            t += 1
-            bc2s = T(math.sqrt(1 - b2 ** t))
-            step = T(-lr / (1 - b1 ** t))
-            for j in js:  # grad, then torch.optim.Adam's single-tensor update, op for op
-                g = ar * xi[j] + d2[j] * w[j]
-                m[j] = m[j] + w1 * (g - m[j])
-                v[j] = v[j] * b2t + c2 * g * g
-                w[j] = w[j] + step * m[j] / (sqrt(v[j]) / bc2s + eps)
+    m = zero if state.m is None else [T(v) for v in state.m.tolist()]
+    v = zero if state.v is None else [T(v) for v in state.v.tolist()]
+    epoch = _scalar_epoch(p)
+    n, t, lr = len(rows), state.t, float(lr)
+    npt = np.float32 if T is np.float32 else np.float64
+    scalars = list if T is np.float32 else np.ndarray.tolist  # numpy float32 scalars, or Python floats
+    chunk = max(1, 4096 // n)  # epochs per call: bias corrections are computed for a chunk at once
+    done = 0
+    while done < epochs:
+        k = min(chunk, epochs - done)
+        ks = np.arange(t + 1, t + k * n + 1, dtype=np.float64)
+        # adam_step's bias corrections (float64), cast to the task's precision as torch casts scalars
+        bc2s = scalars(np.sqrt(1.0 - 0.999 ** ks).astype(npt))
+        steps = scalars((-lr / (1.0 - 0.9 ** ks)).astype(npt))
+        w, m, v = epoch(rows * k, bc2s, steps, w, m, v, state.trace, **consts)
+        t += k * n
+        done += k
     dev, dt = state.w.device, state.w.dtype
     state.w = torch.tensor([float(x) for x in w], dtype=dt, device=dev)
     state.m = torch.tensor([float(x) for x in m], dtype=dt, device=dev)
     state.v = torch.tensor([float(x) for x in v], dtype=dt, device=dev)
     state.t = t
     return True
+
+
+@functools.lru_cache(maxsize=None)
+def _scalar_epoch(p: int):
+    """Per-example Adam over ``rows`` for ``p`` parameters, unrolled over them (generated once per ``p``).
+
+    Per row ``(x_0, ..., x_{p-1}, y)``, in this order, as the tensor path does::
+
+        r = x . w - y;  g_j = (2a r) x_j + (2 d_j) w_j
+        m_j += (1 - b1) (g_j - m_j);  v_j = v_j b2 + (1 - b2) g_j g_j
+        w_j += step_t m_j / (sqrt(v_j) / sqrt(bc2_t) + eps)
+    """
+    J = range(p)
+    ws, ms, vs = (", ".join(f"{c}{j}" for j in J) + "," for c in "wmv")
+    body = [
+        f"def epoch(rows, bc2s, steps, w, m, v, trace, *, a, a2, l1, b2t, c2, eps, sqrt, zero, "
+        f"{', '.join(f'd{j}, e{j}' for j in J)}):",
+        f"    {ws} = w", f"    {ms} = m", f"    {vs} = v",
+        "    for (" + ", ".join(f"x{j}" for j in J) + ", y), bc, st in zip(rows, bc2s, steps):",
+        "        r = " + " + ".join(f"x{j} * w{j}" for j in J) + " - y",
+        "        if trace is not None:",
+        "            trace.append(float(a * r * r + (zero + " + " + ".join(f"d{j} * (w{j} * w{j})" for j in J) + ")))",
+        "        ar = a2 * r",
+    ]
+    for j in J:
+        body += [f"        g = ar * x{j} + e{j} * w{j}",
+                 f"        m{j} = m{j} + l1 * (g - m{j})",
+                 f"        v{j} = v{j} * b2t + c2 * g * g",
+                 f"        w{j} = w{j} + st * m{j} / (sqrt(v{j}) / bc + eps)"]
+    body.append(f"    return [{ws}], [{ms}], [{vs}]")
+    scope: dict = {}
+    exec("\n".join(body), scope)  # noqa: S102 - source built above from integers only
+    return scope["epoch"]
