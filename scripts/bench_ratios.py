@@ -1,0 +1,94 @@
+"""Print issue 6's performance targets from saved pytest-benchmark JSON files.
+
+Usage: .venv/bin/python scripts/bench_ratios.py results/benchmarks/core.json [results/benchmarks/baselines.json]
+
+Every ratio compares minimum times (pytest-benchmark's ``min``) of benchmarks saved in the same
+JSON file, i.e. measured side by side in one run. Exit status 0 always: this reports, it does
+not judge a machine.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _load(paths: list[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for p in paths:
+        for b in json.loads(Path(p).read_text())["benchmarks"]:
+            out[b["name"]] = b
+    return out
+
+
+def _min(b: dict) -> float:
+    return b["stats"]["min"]
+
+
+def targets(bench: dict[str, dict]) -> list[tuple[str, str, str, bool | None]]:
+    """``(target, measured, rule, met)`` for every target whose benchmarks are present."""
+    rows: list[tuple[str, str, str, bool | None]] = []
+
+    def get(name: str) -> dict | None:
+        return bench.get(name)
+
+    for p in (1000, 50):
+        cg = get(f"test_cg_against_direct_and_autograd[p{p}-cg]")
+        direct = get(f"test_cg_against_direct_and_autograd[p{p}-direct-cholesky]")
+        base = get(f"test_cg_against_direct_and_autograd[p{p}-autograd-cg-baseline]")
+        plain = get(f"test_cg_against_direct_and_autograd[p{p}-cg-unpreconditioned]")
+        if cg and direct:
+            r = _min(cg) / _min(direct)
+            rows.append((f"cg / direct Cholesky, p = {p}", f"{_min(cg) * 1e3:.3g} ms / {_min(direct) * 1e3:.3g} ms "
+                         f"= {r:.2f}x ({cg['extra_info'].get('iterations')} iterations)",
+                         "<= 2x (p = 1000)", r <= 2 if p == 1000 else None))
+        if cg and base:
+            r = _min(base) / _min(cg)
+            rows.append((f"autograd CG / cg, p = {p}", f"{_min(base) * 1e3:.3g} ms / {_min(cg) * 1e3:.3g} ms "
+                         f"= {r:.1f}x", ">= 5x (p = 1000)", r >= 5 if p == 1000 else None))
+        if cg and plain:
+            rows.append((f"unpreconditioned cg, p = {p}", f"{_min(plain) * 1e3:.3g} ms "
+                         f"({plain['extra_info'].get('iterations')} iterations)", "context", None))
+        if cg and p == 50:
+            rows.append(("cg per hypergradient, p = 50", f"{_min(cg) * 1e3:.3f} ms", "<= 0.5 ms", _min(cg) <= 5e-4))
+    nb = get("test_seed_notebook_outer_step[notebook-loop]")
+    pre = get("test_seed_notebook_outer_step[preset]")
+    if nb and pre:
+        r = _min(nb) / _min(pre)
+        rows.append(("notebook loop / seed_notebook preset (per outer step)",
+                     f"{_min(nb) * 1e3:.4g} ms / {_min(pre) * 1e3:.3g} ms = {r:.0f}x", ">= 100x", r >= 100))
+    for name, b in sorted(bench.items()):
+        if name.startswith("test_harness_overhead_per_cell"):
+            f = b["extra_info"]["harness_fraction"]
+            rows.append((f"harness share of a cell: {name.split('[')[1].rstrip(']')}",
+                         f"{f:.1%} of {b['extra_info']['wall_s'] * 1e3:.0f} ms", "< 5%", f < 0.05))
+    eig = get("test_scalar_ridge_grid_eig")
+    skl = get("test_scalar_ridge_grid_sklearn")
+    if eig and skl:
+        r = _min(skl) / _min(eig)
+        rows.append(("GridSearchCV / eigendecomposition grid (200 points)",
+                     f"{_min(skl) * 1e3:.4g} ms / {_min(eig) * 1e3:.3g} ms = {r:.0f}x", ">= 1000x", r >= 1000))
+    for name, b in sorted(bench.items()):
+        info = b.get("extra_info", {})
+        if "ratio_to_scipy" in info and info.get("ratio_to_scipy") is not None:
+            r = info["ratio_to_scipy"]
+            rows.append((f"time-to-target / bare scipy L-BFGS-B: {name.split('[')[-1].rstrip(']')}",
+                         f"{r:.2f}x", "<= 3x (gradient cg)", r <= 3 if "cg" in name and "lbfgs" in name else None))
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    rows = targets(_load(argv))
+    width = max((len(r[0]) for r in rows), default=10)
+    for target, measured, rule, met in rows:
+        mark = {True: "met", False: "NOT met", None: ""}[met]
+        print(f"{target:<{width}}  {measured:<48}  {rule:<18} {mark}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
