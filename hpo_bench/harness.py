@@ -236,16 +236,34 @@ _WARM = False
 
 
 def warm_up() -> None:
-    """Do once per process the lazy imports a cell would otherwise pay inside its timed region.
+    """Do once per process the lazy first-use work a cell would otherwise pay inside its timed region.
 
-    ``torch.optim`` imports ``torch._dynamo`` on first use (seconds): without this, the first
-    cell of every process would carry it in ``time_s``.
+    ``torch.optim`` imports ``torch._dynamo`` on first use (seconds), and the first seeding, the
+    first optimizer step, the first autograd pass and the first LAPACK calls of a process each
+    cost about a millisecond. The fork server runs this once, so every cell process starts
+    warm: without it, whichever tuner comes first in a process would carry these costs in
+    ``time_s`` (and the harness in ``wall_s``).
     """
     global _WARM
     if not _WARM:
         _WARM = True
         with contextlib.suppress(Exception):
             import torch._dynamo  # noqa: F401
+        with contextlib.suppress(Exception):
+            torch.manual_seed(0)
+            x = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+            for opt in (torch.optim.SGD([x], lr=0.1), torch.optim.Adam([x], lr=0.1),
+                        torch.optim.RMSprop([x], lr=0.1)):
+                (g,) = torch.autograd.grad((x * x).sum(), x, create_graph=True)
+                x.grad = g.detach() + 1.0
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            a = torch.eye(2, dtype=torch.float64) * 2.0
+            chol = torch.linalg.cholesky(a)
+            torch.cholesky_solve(a, chol)
+            torch.linalg.cholesky_ex(a)
+            torch.linalg.eigh(a)
+            torch.linalg.solve(a, a[0])
 
 
 def _execute(cell: Cell, threads: int, *, on_row=None, alarm: float | None = None) -> CellResult:
