@@ -160,7 +160,9 @@ def _median_seconds(fn, reps):
 def eig_vs_sklearn(request, scalar_ridge):
     """The speed-up measured side by side: rounds of (one GridSearchCV, then the eig grid's median of 50 calls)."""
     task, thetas = scalar_ridge
-    rounds = 1 if request.config.getoption("benchmark_disable", False) else 7
+    cfg = request.config
+    disabled = cfg.getoption("benchmark_disable", False) and not cfg.getoption("benchmark_enable", False)
+    rounds = 1 if disabled else 7  # CI (--benchmark-disable): one round, as a correctness run
     sk, eig, eig_w = [], [], []
     _eig_grid(task, thetas)  # first calls pay lazy initialisation
     for _ in range(rounds):
@@ -242,9 +244,15 @@ def test_time_to_target_1e3_scipy_lbfgsb(benchmark, pf50):
 
 
 BUDGET_1E3 = Budget(steps=500, seconds=10.0)
+#: label -> (tuner, params, rounds). CG at its default tol (1e-10) and at tol 1e-6 (the same 50 evaluations here);
+#: the dense ``exact`` method isolates what the tuner and recorder cost around the hypergradient; the warm gd
+#: inner solve shows what an inexact F does to L-BFGS-B's line search.
 TIME_TO_TARGET_1E3 = {
     "gradient-cg-lbfgs": ("gradient", {"method": "cg", "inner": "exact", "outer": "lbfgs"}, 7),
-    "gradient-cg-lbfgs-gd100": ("gradient", {"method": "cg", "inner": "gd", "inner_steps": 100, "outer": "lbfgs"}, 3),
+    "gradient-cg-tol1e-6-lbfgs": ("gradient", {"method": "cg", "method_opts": {"tol": 1e-6}, "inner": "exact",
+                                               "outer": "lbfgs"}, 7),
+    "gradient-exact-lbfgs": ("gradient", {"method": "exact", "inner": "exact", "outer": "lbfgs"}, 7),
+    "gradient-cg-lbfgs-gd100": ("gradient", {"method": "cg", "inner": "gd", "inner_steps": 100, "outer": "lbfgs"}, 1),
     "gradient-cg-adam": (*TIME_TO_TARGET["gradient-cg"], 1),
     "tpe": (*TIME_TO_TARGET["tpe"], 1),
     "random": (*TIME_TO_TARGET["random"], 1),
@@ -299,8 +307,8 @@ def test_time_to_target_1e3_ridge_per_feature_p50(benchmark, pf50, label):
     else:
         assert hit["val_loss_ref"] - orc.val_loss <= FRAC * orc.gap
         assert rec.stop_reason == "target" and rec.rows[-1] is hit  # stopped at once, no extra evaluation
-    if label == "gradient-cg-lbfgs":
-        assert all(r.reached_at is not None for r in recs), "L-BFGS-B on CG hypergradients reaches 1e-3 of the gap"
+    if label.endswith("-lbfgs"):
+        assert all(r.reached_at is not None for r in recs), "L-BFGS-B on exact-solve hypergradients reaches 1e-3"
 
 
 # ------------------------------------------------------------- black-box cost per evaluation
