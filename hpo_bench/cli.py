@@ -386,6 +386,200 @@ def report_cmd(
     console.print(f"oracle cache: {res.oracle_dir}")
 
 
+
+# ---------------------------------------------------------------------- sweep
+sweep_app = typer.Typer(no_args_is_help=True, help="Sweeps: the accuracy-cost frontier of hypergradient methods; "
+                        "tuner time-to-target as the number of hyperparameters grows (docs/sweeps.md).")
+app.add_typer(sweep_app, name="sweep")
+
+
+def _csv_list(text: str | None, what: str) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",")]
+    if not items or any(not t for t in items):
+        raise BadInput(f"option {what} must be a comma-separated list of names, but got {text!r}")
+    return items
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    out = []
+    for t in text.split(","):
+        try:
+            v = int(t.strip())
+        except ValueError:
+            raise BadInput(f"option {what} must be a comma-separated list of integers >= 1, but got {text!r}") from None
+        if v < 1:
+            raise BadInput(f"option {what} must be a comma-separated list of integers >= 1, but got {text!r}")
+        out.append(v)
+    return out
+
+
+def _sweep_errors():
+    from .sweep import SweepError
+
+    return SweepError
+
+
+@sweep_app.command("frontier")
+def sweep_frontier_cmd(
+    task: str = typer.Option(..., "--task", "-t", help="A registered task (see `hpo-bench list`)."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="Task parameter key=value (TOML); "
+                                              "default: the task's own defaults."),
+    seed: int = typer.Option(0, help="Seed of the task data (and of --theta random)."),
+    theta: str = typer.Option("init", help="'init' (the space's init) or 'random' (seeded, inside the bounds)."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (default: all)."),
+    grid: Optional[list[str]] = typer.Option(None, "--grid", help="Knob values of one method, METHOD=v1,v2,... "
+                                             "(repeatable); overrides the default grid."),
+    max_iters: int = typer.Option(1000, "--max-iters", help="Top of the default 1-2-5 grids (not cg: 2p+10)."),
+    truncated_steps: Optional[int] = typer.Option(None, "--truncated-steps", help="T of truncated (default: the "
+                                                  "largest reverse T)."),
+    forward_max_hyper: int = typer.Option(200, "--forward-max-hyper", help="Skip forward mode above this many "
+                                          "hyperparameters (m HVPs per step)."),
+    forward_max_hvp: int = typer.Option(100_000, "--forward-max-hvp", help="Cap forward's T so T*m <= this."),
+    repeats: int = typer.Option(3, "--repeats", help="Timed calls per point (time = their minimum)."),
+    device: str = typer.Option("cpu", help="Torch device ('cuda': peak memory from torch.cuda)."),
+    out: Path = typer.Option(Path("results/sweep/frontier"), "--out", "-o", help="Output folder."),
+    name: str = typer.Option("frontier", "--name", help="File stem of the outputs (<name>.csv/.json/.png/.pdf)."),
+) -> None:
+    """Accuracy-cost frontier: every hypergradient method x its knob at fixed hyperparameters."""
+    import torch
+
+    from .sweep import build_task, frontier, frontier_figure, frontier_theta, sweep_provenance, write_records
+
+    SweepError = _sweep_errors()
+    TASKS.get(task)
+    method_list = _csv_list(methods, "--methods")
+    for m in method_list or []:
+        METHODS.get(m)
+    if theta not in ("init", "random"):
+        raise BadInput(f"option --theta must be 'init' or 'random', but got {theta!r}")
+    for opt, val in (("--repeats", repeats), ("--max-iters", max_iters), ("--forward-max-hyper", forward_max_hyper),
+                     ("--forward-max-hvp", forward_max_hvp)):
+        if val < 1:
+            raise BadInput(f"option {opt} must be an integer >= 1, but got {val}")
+    if truncated_steps is not None and truncated_steps < 1:
+        raise BadInput(f"option --truncated-steps must be an integer >= 1, but got {truncated_steps}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise BadInput(f"option --name must be a plain file stem [A-Za-z0-9_.-], but got {name!r}")
+    grids: dict[str, list[int]] = {}
+    for g in grid or []:
+        if "=" not in g:
+            raise BadInput(f"option --grid must look like METHOD=v1,v2,..., but got {g!r}")
+        m, vals = g.split("=", 1)
+        METHODS.get(m.strip())
+        grids[m.strip()] = _int_list(vals, f"--grid {m.strip()}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"option --device {device!r} is not available on this machine (no CUDA)")
+    params = _parse_params(param, "--param")
+    try:
+        t = build_task(task, params, seed=seed, device=device)
+        th = frontier_theta(t, theta, seed)
+        table, info = frontier(t, theta=th, methods=method_list, grids=grids, repeats=repeats,
+                               truncated_steps=truncated_steps, max_iters=max_iters,
+                               forward_max_hyper=forward_max_hyper, forward_max_hvp=forward_max_hvp)
+    except SweepError as exc:
+        raise BadInput(str(exc)) from None
+    meta = {"kind": "frontier", "task": t.describe(), "task_params": params, "seed": seed, "theta_mode": theta,
+            **info, "provenance": sweep_provenance(sys.argv)}
+    files = write_records(out, name, table, meta)
+    files += frontier_figure(table, out, name=name, title=f"{task} ({', '.join(f'{k}={v}' for k, v in params.items())}"
+                             f"{', ' if params else ''}seed {seed}), θ = {theta}; n_params = {t.n_params}, "
+                             f"m = {t.space.dim}")
+    tab = Table(title=f"Frontier: {task}, θ = {theta}, p = {t.n_params}, m = {t.space.dim}, "
+                f"lr = 1/L = {info['lr']:.3g}", title_justify="left")
+    for c in ("method", "knob", "value", "rel. error", "cosine", "ms", "HVPs", "peak KiB", "status"):
+        tab.add_column(c, justify="left" if c in ("method", "knob", "status") else "right")
+    for r in table.itertuples():
+        tab.add_row(r.method, r.knob, "" if math.isnan(r.knob_value) else str(int(r.knob_value)), _fmt(r.rel_error),
+                    "nan" if math.isnan(r.cosine) else f"{r.cosine:.6f}",
+                    "nan" if math.isnan(r.time_s) else f"{1e3 * r.time_s:.3f}",
+                    "nan" if math.isnan(r.hvp) else str(int(r.hvp)),
+                    "nan" if math.isnan(r.peak_mem_bytes) else f"{r.peak_mem_bytes / 1024:.1f}", r.status)
+    console.print(tab)
+    for n in info["notes"]:
+        console.print(f"note: {n}")
+    console.print(f"records: {files[0]}, {files[1]}; figure: {files[2]}, {files[3]}")
+
+
+@sweep_app.command("scaling")
+def sweep_scaling_cmd(
+    p: str = typer.Option("1,10,100,1000", "--p", help="Comma-separated numbers of hyperparameters (= features)."),
+    tuners: Optional[str] = typer.Option(None, "--tuners", help="Comma-separated default configurations "
+                                         "(gradient-cg, [gradient-cg-lbfgs,] gradient-exact, gradient-cg-gd, tpe, "
+                                         "random); default: all of them unless --tuner/--tuners-file is given."),
+    tuner: Optional[list[str]] = typer.Option(None, "--tuner", help="Extra configuration LABEL=NAME[:KEY=VALUE,...] "
+                                              "(TOML values; repeatable)."),
+    tuners_file: Optional[Path] = typer.Option(None, "--tuners-file", help="TOML file of [[tuner]] tables "
+                                               "(label, name, params)."),
+    target: float = typer.Option(1e-3, "--target", help="Fraction of the oracle gap F(init) - F* to reach."),
+    seconds: float = typer.Option(20.0, "--seconds", help="Tuner-seconds budget per tuner and p."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Outer steps / evaluations budget (default: none)."),
+    n_factor: int = typer.Option(5, "--n-factor", help="Training rows n = n_factor * p."),
+    param: Optional[list[str]] = typer.Option(None, "--param", help="Other ridge_per_feature parameters key=value."),
+    seed: int = typer.Option(0, help="Seed of the data, the oracle's random starts and the tuners."),
+    oracle_seconds: float = typer.Option(600.0, "--oracle-seconds", help="Time budget of one oracle computation."),
+    oracle_cache: Optional[Path] = typer.Option(None, "--oracle-cache", help="Oracle cache folder "
+                                                "(default: OUT/oracles)."),
+    out: Path = typer.Option(Path("results/sweep/scaling"), "--out", "-o", help="Output folder."),
+) -> None:
+    """Time-to-target vs number of hyperparameters on ridge_per_feature, per tuner configuration."""
+    from .sweep import (load_tuner_file, parse_tuner_spec, scaling, scaling_figure, select_tuners,
+                        sweep_provenance, write_records)
+
+    SweepError = _sweep_errors()
+    ps = _int_list(p, "--p")
+    if not (0 < target < 1):
+        raise BadInput(f"option --target must be a fraction of the oracle gap in (0, 1), but got {target}")
+    if not (0 < seconds < math.inf):
+        raise BadInput(f"option --seconds must be > 0, but got {seconds}")
+    if steps is not None and steps < 1:
+        raise BadInput(f"option --steps must be an integer >= 1, but got {steps}")
+    if n_factor < 1:
+        raise BadInput(f"option --n-factor must be an integer >= 1, but got {n_factor}")
+    if not oracle_seconds > 0:
+        raise BadInput(f"option --oracle-seconds must be > 0, but got {oracle_seconds}")
+    params = _parse_params(param, "--param")
+    try:
+        custom = [parse_tuner_spec(s) for s in tuner or []]
+        if tuners_file is not None:
+            custom += load_tuner_file(tuners_file)
+        configs = select_tuners(_csv_list(tuners, "--tuners"), custom)
+        for k in ("n", "p", "seed", "dtype", "device"):
+            if k in params:
+                raise SweepError(f"option --param: `{k}` is set by the sweep (n = n_factor * p), not by --param")
+        from .sweep import build_task
+
+        build_task("ridge_per_feature", {"n": n_factor * ps[0], "p": ps[0], **params}, seed=seed)  # bad values now
+        table, trace, info = scaling(ps, configs, target=target, seconds=seconds, steps=steps, n_factor=n_factor,
+                                     seed=seed, task_params=params, oracle_seconds=oracle_seconds,
+                                     oracle_cache=oracle_cache or out / "oracles",
+                                     progress=lambda s: console.print(f"[dim]{s}[/dim]"))
+    except SweepError as exc:
+        raise BadInput(str(exc)) from None
+    meta = {"kind": "scaling", **info, "provenance": sweep_provenance(sys.argv)}
+    files = write_records(out, "scaling", table, meta)
+    trace_path = out / "scaling_trace.csv"
+    trace.to_csv(trace_path, index=False, float_format="%.6g")
+    files += scaling_figure(table, out, title=f"ridge_per_feature, n = {n_factor} p, target {target:g} of the "
+                            f"oracle gap, budget {seconds:g} tuner s" + (f" / {steps} steps" if steps else ""))
+    tab = Table(title=f"Scaling: time to {target:g} of the oracle gap (ridge_per_feature, n = {n_factor} p)",
+                title_justify="left")
+    for c in ("p", "tuner", "reached", "time s", "evals", "cost", "gap left", "tuner s", "wall s", "stop"):
+        tab.add_column(c, justify="left" if c in ("tuner", "reached", "stop") else "right")
+    for r in table.itertuples():
+        tab.add_row(str(r.p), r.label, "yes" if r.reached else "no",
+                    f"{r.time_to_target_s:.3g}" if r.reached else "-",
+                    str(int(r.evals_to_target)) if r.reached else str(r.evals),
+                    f"{r.cost_to_target:.3g}" if r.reached else f"{r.cost:.3g}", f"{r.final_gap_frac:.2e}",
+                    f"{r.tuner_seconds:.3g}", f"{r.wall_s:.3g}", r.stop_reason or r.status)
+    console.print(tab)
+    for n in info["notes"]:
+        console.print(f"note: {n}")
+    console.print(f"records: {files[0]}, {files[1]}, {trace_path}; figure: {files[2]}, {files[3]}")
+
+
 def main() -> None:
     """Console entry point: bad input is one line on stderr and exit status 2."""
     try:
