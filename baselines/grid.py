@@ -162,7 +162,7 @@ def ridge_eig_grid(task, thetas: torch.Tensor, *, weights: bool = True
     eigenbasis ``w*(λ) = V u(λ)`` with ``u_i = z_i / (2a s_i + 2bλ)``, ``z = V^T (2a c)``: every grid
     point is a ``p``-vector division. The validation loss never forms the ``n_val x K`` predictions:
     with ``B = V^T X_v^T X_v V`` and ``e = V^T X_v^T y_v`` (small ``p x p`` / ``p`` matrices, built once
-    per call), ``n_val * F(λ) = u^T B u - 2 u^T e + y_v^T y_v``; all ``K`` losses are one ``K x p x p``
+    per call from the task's kept ``X_v^T X_v`` where it has one), ``n_val * F(λ) = u^T B u - 2 u^T e + y_v^T y_v``; all ``K`` losses are one ``K x p x p``
     product. Rows whose loss is so far below the sizes of its terms that the expansion could lose
     digits (``F < 1e-7 (u^T B u + y_v^T y_v) / n_val``: a near-perfect validation fit) are recomputed
     directly from the residual, so every loss keeps ~1e-9 relative accuracy.
@@ -194,7 +194,10 @@ def ridge_eig_grid(task, thetas: torch.Tensor, *, weights: bool = True
         u[~feasible] = float("nan")
     xv, yv = task.x_val, task.y_val
     m, p = xv.shape
-    if 2 * p <= m:  # X_v^T X_v (m p^2) then two p^3 products beats (X_v V)^T (X_v V) (2 m p^2)
+    if hasattr(task, "val_xtx"):  # the task keeps X_v^T X_v (as it keeps its Gram matrix): two p^3 products
+        big_b = v.T @ task.val_xtx @ v
+        e = task.val_xty @ v
+    elif 2 * p <= m:  # X_v^T X_v (m p^2) then two p^3 products beats (X_v V)^T (X_v V) (2 m p^2)
         big_b = v.T @ (xv.T @ xv) @ v
         e = (yv @ xv) @ v
     else:

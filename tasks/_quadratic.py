@@ -16,6 +16,8 @@ times ``lam`` for a log transform). The outer and test losses are mean squared e
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 
 from hpo_bench.space import Space
@@ -111,6 +113,16 @@ class QuadraticTask(Task):
         self._space = space
         p = self.x_train.shape[1]
         self._w0 = torch.zeros(p, dtype=self.dtype, device=self.device) if w0 is None else t(w0).reshape(-1)
+
+    @cached_property
+    def val_xtx(self) -> torch.Tensor:
+        """``X_v^T X_v`` of the validation rows (built on first use, then kept like :attr:`gram`)."""
+        return self.x_val.T @ self.x_val
+
+    @cached_property
+    def val_xty(self) -> torch.Tensor:
+        """``X_v^T y_v`` (built on first use, then kept)."""
+        return self.y_val @ self.x_val
 
     # -------------------------------------------------------------- contract
     @property
