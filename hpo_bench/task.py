@@ -92,6 +92,13 @@ class Linearization:
         """
         return None
 
+    def dense(self) -> torch.Tensor | None:
+        """``H`` itself where the task already holds it (or builds it for about one HVP's cost), else ``None``.
+
+        Iterative solvers use it to skip per-product overhead; generic tasks have none.
+        """
+        return None
+
     def cross_vjp(self, v: torch.Tensor) -> torch.Tensor:
         """``(d^2 inner / dtheta dw) v``: how ``grad_w inner`` moves with ``theta``, applied to ``v``."""
         self.n_cross += 1

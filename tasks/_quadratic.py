@@ -56,16 +56,20 @@ class QuadraticLinearization(Linearization):
             self._grad = 2 * t.a * (t.gram @ self._w - t.xty) + self._d2 * self._w
         return self._grad
 
-    def hvp(self, v: torch.Tensor) -> torch.Tensor:
-        self.n_hvp += 1
-        if self._h is not None:
-            return torch.mv(self._h, v)
-        t = self.task
-        if self._w.shape[0] <= self.DENSE_MAX:
+    def dense(self) -> torch.Tensor | None:
+        """``H = 2a G + diag(2b d)``, built once from the cached Gram matrix for ``p <= DENSE_MAX``."""
+        if self._h is None and self._w.shape[0] <= self.DENSE_MAX:
+            t = self.task
             self._h = t.gram.mul(2 * t.a)
             self._h.diagonal().add_(self._d2)
-            return torch.mv(self._h, v)
-        # one fused BLAS gemv: (2b d) * v + 2a G v
+        return self._h
+
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        self.n_hvp += 1
+        h = self.dense()
+        if h is not None:
+            return torch.mv(h, v)
+        t = self.task  # one fused BLAS gemv: (2b d) * v + 2a G v
         return torch.addmv(self._d2 * v, t.gram, v, alpha=2 * t.a)
 
     def diagonal(self) -> torch.Tensor:

@@ -255,3 +255,25 @@ def test_free_hessian_diagonals_are_the_diagonal(name):
     d = lin.diagonal()
     assert d is not None and rel(d, torch.diagonal(lin.hessian())) <= 1e-12
     assert cg(task, task.solve(theta), theta).stats["precond"] == "jacobi"
+
+
+@pytest.mark.parametrize("n", [30, 300])
+def test_cg_with_an_explicit_matrix_is_the_matvec_path(n):
+    """matrix= (NumPy loop up to n = 256, torch gemv above) takes the same steps as matvec=."""
+    a = _spd(n, 10.0, seed=5)
+    b = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    minv = 1 / torch.diagonal(a)
+    for pre in (None, minv):
+        x1, i1 = conjugate_gradient(lambda v: a @ v, b, tol=1e-11, max_iter=10 * n, precond=pre)
+        x2, i2 = conjugate_gradient(None, b, tol=1e-11, max_iter=10 * n, precond=pre, matrix=a)
+        assert i1["iterations"] == i2["iterations"] and i1["hvp_cg"] == i2["hvp_cg"]
+        assert rel(x1, x2) <= 1e-10 and x2.dtype == b.dtype
+        assert rel(a @ x2, b) <= 1e-10
+
+
+def test_cg_counts_products_with_the_dense_hessian(ridge_pf):
+    theta = ridge_pf.space.init_theta()
+    w = ridge_pf.solve(theta)
+    hg = cg(ridge_pf, w, theta)
+    assert ridge_pf.linearize(w, theta).dense() is not None
+    assert hg.stats["hvp"] == hg.stats["iterations"] >= 1  # x0 = 0: one product per iteration
