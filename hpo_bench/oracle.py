@@ -35,8 +35,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from scipy.optimize import minimize
-from threadpoolctl import threadpool_limits
 
+from ._threads import blas_threads
 from .registry import TASKS
 
 __all__ = ["OracleResult", "compute_oracle", "oracle_for", "oracle_key", "best_known", "ORACLE_VERSION",
@@ -96,7 +96,7 @@ def _one_thread() -> Iterator[None]:
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with threadpool_limits(limits=1):
+        with blas_threads(1):
             yield
     finally:
         torch.set_num_threads(n)

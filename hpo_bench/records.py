@@ -211,7 +211,7 @@ class Recorder:
             val_loss=val_loss, val_loss_ref=val_ref, test_loss=test_loss, best_val_loss=self.best,
             hypergrad_rel_error=rel, hypergrad_cosine=cos,
             hypergrad_norm=float(torch.linalg.vector_norm(hypergrad)) if hypergrad is not None else nan,
-            hp=[float(v) for v in task.space.to_natural(theta).cpu()], theta=[float(v) for v in theta.cpu()],
+            hp=task.space.to_natural(theta).cpu().tolist(), theta=theta.cpu().tolist(),
             status=status, message=message,
         )
         if extra:
@@ -237,8 +237,8 @@ class Recorder:
         row.update(step=len(self.rows), time_s=self.time_s, measure_s=self.measure_s, **self.costs, val_loss=nan,
                    val_loss_ref=nan, test_loss=nan, best_val_loss=self.best, hypergrad_rel_error=nan,
                    hypergrad_cosine=nan, hypergrad_norm=nan,
-                   hp=[] if theta is None else [float(v) for v in self.task.space.to_natural(theta).cpu()],
-                   theta=[] if theta is None else [float(v) for v in theta.cpu()],
+                   hp=[] if theta is None else self.task.space.to_natural(theta).cpu().tolist(),
+                   theta=[] if theta is None else theta.cpu().tolist(),
                    status=status, message=message)
         self._append(row)
         self.status = status

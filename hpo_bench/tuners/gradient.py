@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._threads import blas_threads
 from ..hypergrad import get_method
 from ..hypergrad._implicit import power_step
 from ..inner import INNER_SOLVERS, InnerState, run_inner
@@ -180,7 +181,8 @@ class GradientTuner(Tuner):
 
     def _run_lbfgs(self, task, recorder, theta0: torch.Tensor, state: InnerState) -> None:
         """scipy's L-BFGS-B on theta, restarted from the incumbent while a run lowers it."""
-        from scipy.optimize import minimize  # scipy's import is ~0.1 s: only lbfgs runs pay it
+        from scipy.optimize import minimize  # scipy's import is ~0.1 s: only lbfgs runs pay it (the fork server
+        # of `hpo-bench run` imports it beforehand)
 
         lo_t, hi_t = task.space.theta_bounds(dtype=task.dtype, device=task.device)
         bounds = list(zip(lo_t.tolist(), hi_t.tolist()))
@@ -207,7 +209,10 @@ class GradientTuner(Tuner):
         while not recorder.should_stop():
             before = box["best_f"]
             try:
-                res = minimize(fg, box["best_x"], jac=True, method="L-BFGS-B", bounds=bounds, options=LBFGS_OPTIONS)
+                # scipy's BLAS pool gets torch's thread budget: spinning idle threads cost ~3 ms per iteration
+                with blas_threads(torch.get_num_threads()):
+                    res = minimize(fg, box["best_x"], jac=True, method="L-BFGS-B", bounds=bounds,
+                                   options=LBFGS_OPTIONS)
             except _StopLBFGS:
                 return
             if not box["best_f"] < before:
