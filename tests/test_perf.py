@@ -34,3 +34,16 @@ def test_a_cells_wall_time_splits_into_tuner_measurement_and_harness():
     assert res.status == "ok" and len(res.rows) == 5
     assert last["time_s"] > 0 and last["measure_s"] > 0
     assert last["wall_s"] >= last["time_s"] + last["measure_s"]  # disjoint parts of one wall clock
+
+
+def test_blas_threads_caps_numpy_and_scipy_pools_and_restores_them():
+    from threadpoolctl import threadpool_info
+
+    from hpo_bench._threads import blas_threads
+
+    before = {(i["filepath"], i["num_threads"]) for i in threadpool_info()}
+    with blas_threads(1):
+        inside = threadpool_info()
+        assert any(i["user_api"] == "blas" for i in inside)  # NumPy's (and SciPy's own) OpenBLAS
+        assert all(i["num_threads"] == 1 for i in inside)
+    assert {(i["filepath"], i["num_threads"]) for i in threadpool_info()} == before
