@@ -522,6 +522,8 @@ def sweep_scaling_cmd(
     oracle_seconds: float = typer.Option(600.0, "--oracle-seconds", help="Time budget of one oracle computation."),
     oracle_cache: Optional[Path] = typer.Option(None, "--oracle-cache", help="Oracle cache folder "
                                                 "(default: OUT/oracles)."),
+    full_trace: bool = typer.Option(False, "--full-trace", help="scaling_trace.csv gets every recorded row "
+                                    "(default: the rows that set a new incumbent, and each run's last row)."),
     out: Path = typer.Option(Path("results/sweep/scaling"), "--out", "-o", help="Output folder."),
 ) -> None:
     """Time-to-target vs number of hyperparameters on ridge_per_feature, per tuner configuration."""
@@ -555,6 +557,7 @@ def sweep_scaling_cmd(
         table, trace, info = scaling(ps, configs, target=target, seconds=seconds, steps=steps, n_factor=n_factor,
                                      seed=seed, task_params=params, oracle_seconds=oracle_seconds,
                                      oracle_cache=oracle_cache or out / "oracles",
+                                     trace="all" if full_trace else "incumbents",
                                      progress=lambda s: console.print(f"[dim]{s}[/dim]"))
     except SweepError as exc:
         raise BadInput(str(exc)) from None

@@ -602,8 +602,9 @@ def _cost(row: dict[str, Any], n_params: int) -> float:
 
 def scaling(ps: list[int], configs: list[TunerConfig], *, target: float = 1e-3, seconds: float | None = 20.0,
             steps: int | None = None, n_factor: int = 5, seed: int = 0, task_params: dict[str, Any] | None = None,
-            oracle_seconds: float | None = 600.0, oracle_cache: str | Path | None = None,
-            progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+            oracle_seconds: float | None = 600.0, oracle_cache: str | Path | None = None, trace: str = "incumbents",
+            warmup: bool = True, progress: Callable[[str], None] | None = None,
+            ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Time-to-target of each tuner configuration on ``ridge_per_feature`` for every ``p`` in ``ps``.
 
     The task: ``ridge_per_feature(n = n_factor * p, p = p, **task_params)`` at ``seed`` (float64, CPU),
@@ -611,10 +612,15 @@ def scaling(ps: list[int], configs: list[TunerConfig], *, target: float = 1e-3, 
     (:func:`hpo_bench.oracle.oracle_for`, :func:`oracle_options`, cached in ``oracle_cache``), then each
     configuration through :func:`hpo_bench.target.time_to_target` with ``Budget(steps, seconds)``.
 
+    ``warmup``: before the first ``p``, every configuration runs two steps on a tiny instance (``p = 2``,
+    not recorded), so one-time costs (lazy imports, first optimizer steps) land in no measurement.
+
     Returns:
-        ``(table, trace, info)``: one row per ``p`` x configuration (:data:`SCALING_COLUMNS`); every
-        recorded row of every run (``p``, ``label``, ``step``, ``time_s``, ``val_loss``, ``val_loss_ref``,
-        costs, ``status``); ``info`` with the oracles and notes.
+        ``(table, trace, info)``: one row per ``p`` x configuration (:data:`SCALING_COLUMNS`); the recorded
+        rows of every run (``p``, ``label``, ``step``, ``time_s``, ``val_loss``, ``val_loss_ref``, costs,
+        ``status``, ``incumbent``): with ``trace="incumbents"`` only the rows that set a new incumbent (the
+        only rows TargetRecorder's rule looks at) and each run's last row, with ``"all"`` every row;
+        ``info`` with the oracles and notes.
     """
     from .oracle import oracle_for
     from .target import time_to_target
@@ -632,15 +638,28 @@ def scaling(ps: list[int], configs: list[TunerConfig], *, target: float = 1e-3, 
         budget = Budget(steps=steps, seconds=seconds)
     except ValueError as exc:
         raise SweepError(f"options --steps/--seconds: {exc}") from None
+    if trace not in ("incumbents", "all"):
+        raise SweepError(f"trace must be 'incumbents' or 'all', but got {trace!r}")
     extra = dict(task_params or {})
     for k in ("n", "p", "seed", "dtype", "device"):
         if k in extra:
             raise SweepError(f"option --param: `{k}` is set by the sweep (n = n_factor * p), not by --param")
     rows: list[dict[str, Any]] = []
-    trace: list[dict[str, Any]] = []
+    trace_rows: list[dict[str, Any]] = []
     oracles: dict[int, dict[str, Any]] = {}
     notes: list[str] = []
     with one_thread():
+        if warmup:
+            from .target import TargetRecorder
+
+            tiny = build_task("ridge_per_feature", {"n": 10, "p": 2, **extra}, seed=seed)
+            for cfg in configs:
+                rec = TargetRecorder(tiny, Budget(steps=2), meta={}, f_star=-math.inf, threshold=0.0)
+                rec.start()
+                try:
+                    cfg.build().run(tiny, rec, seed=seed)
+                except Exception:  # noqa: BLE001 - the measured run reports it
+                    pass
         for p in ps:
             params = {"n": n_factor * p, "p": p, **extra}
             task = build_task("ridge_per_feature", params, seed=seed)
@@ -685,11 +704,16 @@ def scaling(ps: list[int], configs: list[TunerConfig], *, target: float = 1e-3, 
                     "threshold": thr, "oracle_method": orc.method, "oracle_starts": orc.starts,
                     "oracle_evals": orc.n_evals, "oracle_seconds": orc.seconds, "oracle_notes": "; ".join(orc.notes),
                     "message": message})
-                for r in recs:
-                    trace.append({"p": p, "label": cfg.label, "step": r["step"], "time_s": r["time_s"],
-                                  "val_loss": r["val_loss"], "val_loss_ref": r["val_loss_ref"],
-                                  "grad_evals": r["grad_evals"], "hvps": r["hvps"], "inner_solves": r["inner_solves"],
-                                  "hypergrad_rel_error": r["hypergrad_rel_error"], "status": r["status"]})
+                inc = math.inf
+                for i, r in enumerate(recs):
+                    new_inc = math.isfinite(r["val_loss"]) and r["val_loss"] < inc
+                    inc = r["val_loss"] if new_inc else inc
+                    if trace == "all" or new_inc or i == len(recs) - 1:
+                        trace_rows.append({
+                            "p": p, "label": cfg.label, "step": r["step"], "time_s": r["time_s"],
+                            "val_loss": r["val_loss"], "val_loss_ref": r["val_loss_ref"], "incumbent": new_inc,
+                            "grad_evals": r["grad_evals"], "hvps": r["hvps"], "inner_solves": r["inner_solves"],
+                            "hypergrad_rel_error": r["hypergrad_rel_error"], "status": r["status"]})
                 if refs and min(refs) < orc.val_loss - 1e-12 * abs(orc.val_loss):
                     notes.append(f"p={p}: {cfg.label} reached F = {min(refs):.10g} below the oracle's "
                                  f"F* = {orc.val_loss:.10g} (the oracle is a best-known value, not a proven optimum)")
@@ -697,7 +721,7 @@ def scaling(ps: list[int], configs: list[TunerConfig], *, target: float = 1e-3, 
     info = {"oracles": {str(k): v for k, v in oracles.items()}, "notes": notes, "budget": asdict(budget),
             "target": target, "n_factor": n_factor, "seed": seed, "task": "ridge_per_feature", "task_params": extra,
             "configs": [asdict(c) for c in configs]}
-    return table, pd.DataFrame(trace), info
+    return table, pd.DataFrame(trace_rows), info
 
 
 # --------------------------------------------------------------------------- output
@@ -770,28 +794,35 @@ def _save(fig, out: Path, name: str) -> list[Path]:
 ERR_FLOOR = 1e-16
 
 
+def _has_knob(g: pd.DataFrame) -> bool:
+    k = g["knob"].iloc[0]
+    return isinstance(k, str) and bool(k)  # a table read back from CSV has NaN for no knob
+
+
 def frontier_figure(table: pd.DataFrame, out: Path, *, title: str = "", name: str = "frontier") -> list[Path]:
     """Relative error vs time and vs peak memory (log-log), one line per method, points labelled by knob."""
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from .report.figures import palette_for
 
     plt, sns, rc = _fig_style()
     d = table[table["status"] == "ok"].copy()
     d["err"] = d["rel_error"].clip(lower=ERR_FLOOR)
-    d["mem_kib"] = (d["peak_mem_bytes"] / 1024).clip(lower=1 / 1024)
+    d["mem_mib"] = (d["peak_mem_bytes"] / 2 ** 20).clip(lower=2 ** -20)
     methods = list(pd.unique(d["method"]))
-    palette = palette_for(methods)
+    every = sorted(set(METHODS.names()) | set(methods))
+    palette = {m: c for m, c in palette_for(every).items() if m in methods}  # one colour per method in every figure
     with sns.axes_style("whitegrid"), plt.rc_context(rc):
         fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.3))
         fig.subplots_adjust(left=0.09, right=0.99, top=0.9 if title else 0.95, bottom=0.3, wspace=0.25)
         for ax, x, xlabel in ((axes[0], "time_s", "time per call (s, min of repeats, 1 thread)"),
-                              (axes[1], "mem_kib", "peak memory of the call (KiB)")):
+                              (axes[1], "mem_mib", "peak memory of the call (MiB)")):
             for m in methods:
                 g = d[d["method"] == m].sort_values("knob_value")
                 if g.empty:
                     continue
-                marker = "o" if g["knob"].iloc[0] else "s"
+                marker = "o" if _has_knob(g) else "s"
                 ax.plot(g[x], g["err"], marker=marker, markersize=3.2 if len(g) > 1 else 5, color=palette[m],
                         linestyle="-" if g["kind"].iloc[0] == "implicit" else "--", linewidth=1.0)
                 for _, r in g.iterrows():
@@ -800,14 +831,18 @@ def frontier_figure(table: pd.DataFrame, out: Path, *, title: str = "", name: st
                                     xytext=(2, 2), fontsize=4.5, color=palette[m])
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow log range would label every minor tick
+            xs = d[x][d[x] > 0]
+            if len(xs) and xs.max() / xs.min() < 30:  # less than ~1.5 decades: label 1..9 x 10^k, plainly
+                ax.xaxis.set_major_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_xlabel(xlabel)
-            ax.set_ylabel("rel. error vs reference")
+            ax.set_ylabel(f"rel. error vs reference (0 at {ERR_FLOOR:g})")
         handles = []
         for m in methods:
             g = d[d["method"] == m]
-            knob = g["knob"].iloc[0]
-            lab = f"{m} ({knob})" if knob else m
-            handles.append(Line2D([], [], color=palette[m], marker="o" if knob else "s", markersize=3.5,
+            lab = f"{m} ({g['knob'].iloc[0]})" if _has_knob(g) else m
+            handles.append(Line2D([], [], color=palette[m], marker="o" if _has_knob(g) else "s", markersize=3.5,
                                   linestyle="-" if g["kind"].iloc[0] == "implicit" else "--", label=lab))
         fig.legend(handles=handles, loc="lower center", ncol=min(4, max(len(handles), 1)), frameon=False,
                    bbox_to_anchor=(0.5, 0.0))
@@ -829,6 +864,7 @@ def scaling_figure(table: pd.DataFrame, out: Path, *, title: str = "", name: str
     with sns.axes_style("whitegrid"), plt.rc_context(rc):
         fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.2))
         fig.subplots_adjust(left=0.09, right=0.99, top=0.9 if title else 0.95, bottom=0.3, wspace=0.25)
+        n_miss: dict[tuple[Any, int], int] = {}
         for ax, y, spent, ylabel in ((axes[0], "time_to_target_s", "tuner_seconds", "tuner time to target (s)"),
                                      (axes[1], "cost_to_target", "cost", "cost units to target")):
             for lab in labels:
@@ -842,8 +878,13 @@ def scaling_figure(table: pd.DataFrame, out: Path, *, title: str = "", name: str
                             markerfacecolor="none", color=palette[lab])
                     for _, r in miss.iterrows():
                         if math.isfinite(r["final_gap_frac"]):
+                            k = n_miss.get((ax, r["p"]), 0)  # stagger the labels of misses at the same p
+                            n_miss[(ax, r["p"])] = k + 1
                             ax.annotate(f"{r['final_gap_frac']:.0e}", (r["p"], max(r[spent], 1e-6)),
-                                        textcoords="offset points", xytext=(3, -6), fontsize=4.5, color=palette[lab])
+                                        textcoords="offset points", xytext=(4, 2 - 6 * k), fontsize=4.5,
+                                        color=palette[lab])
+            if len(table):
+                ax.set_xlim(table["p"].min() / 1.6, table["p"].max() * 2.5)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("p (hyperparameters = features; n = %d p)" % int(table["n"].iloc[0] / table["p"].iloc[0])

@@ -158,7 +158,7 @@ def scaled(tmp_path_factory):
             TunerConfig("stuck", "gradient", {"method": "exact", "inner": "exact", "outer_lr": 1e-9})]  # cannot reach
     cache = tmp_path_factory.mktemp("oracles")
     table, trace, info = scaling([1, 3], cfgs, target=1e-2, seconds=20.0, steps=400, seed=0, oracle_cache=cache,
-                                 oracle_seconds=30.0)
+                                 oracle_seconds=30.0, trace="all")
     return table, trace, info, cache
 
 
@@ -257,6 +257,11 @@ def test_cli_scaling_writes_records_and_figure(monkeypatch, capsys, tmp_path):
     assert list(csv["label"]) == ["gradient-exact", "rnd"] * 2
     doc = json.loads((out / "scaling.json").read_text())
     assert doc["budget"] == {"steps": 5, "seconds": 5.0} and set(doc["oracles"]) == {"1", "2"}
+    tr = pd.read_csv(out / "scaling_trace.csv")  # new incumbents and each run's last row only
+    for (p, lab), t in tr.groupby(["p", "label"]):
+        row = csv[(csv["p"] == p) & (csv["label"] == lab)].iloc[0]
+        assert t["incumbent"].iloc[:-1].all() and t["step"].iloc[-1] == row["evals"] - 1
+        assert t["val_loss"][t["incumbent"]].is_monotonic_decreasing
 
 
 @pytest.mark.parametrize("args, needle", [
