@@ -115,6 +115,26 @@ def min_time(call: Callable[[], Any], repeats: int, device: torch.device) -> tup
     return min(times), times
 
 
+@contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration (C++ logging that Python cannot silence)."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (e.g. captured): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def peak_memory(call: Callable[[], Any], device: torch.device) -> tuple[Any, int, str]:
     """Run ``call`` once; return its result, the peak bytes torch's allocator held beyond the start, and how.
 
@@ -133,8 +153,14 @@ def peak_memory(call: Callable[[], Any], device: torch.device) -> tuple[Any, int
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_stderr():  # kineto writes a line to fd 2 when it starts and stops
+        prof.start()
+    try:
         out = call()
+    finally:
+        with _quiet_stderr():
+            prof.stop()
     try:
         events = prof.profiler.kineto_results.events()
     except AttributeError as exc:  # pragma: no cover - a torch without kineto results
