@@ -8,10 +8,14 @@ import gc
 import importlib
 import os
 
-from . import harness, registry
+from . import _threads, harness, registry
 from .executors import PRELOAD_ENV
 
 harness.warm_up()
+try:  # NumPy's / SciPy's BLAS pools: one thread in every cell (see hpo_bench._threads)
+    _threads.cap_blas_threads(1)
+except Exception:  # noqa: BLE001, S110 - no threadpoolctl support here: pools stay as they are
+    pass
 
 try:
     registry.discover()

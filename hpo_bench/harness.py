@@ -66,7 +66,6 @@ import torch
 
 from .executors import (ChildExit, DaskRun, SerialExecutor, imported_third_party_modules, kill_children, peak_rss_mb,
                         reset_peak_rss, run_in_child, start_fork_server, usable_cpus)
-from ._threads import blas_threads
 from .records import COLUMNS, Recorder
 from .registry import TASKS, TUNERS
 from .suite import Cell, Suite
@@ -265,8 +264,6 @@ def warm_up() -> None:
             torch.linalg.cholesky_ex(a)
             torch.linalg.eigh(a)
             torch.linalg.solve(a, a[0])
-        with contextlib.suppress(Exception):
-            blas_threads(1)  # builds the thread-pool controller once (imports SciPy's linear algebra)
 
 
 def _execute(cell: Cell, threads: int, *, on_row=None, alarm: float | None = None) -> CellResult:
@@ -281,9 +278,7 @@ def _execute(cell: Cell, threads: int, *, on_row=None, alarm: float | None = Non
     if cuda is not None:
         torch.cuda.reset_peak_memory_stats(cuda)
     try:
-        with blas_threads(threads):  # NumPy's and SciPy's pools get the cell's thread budget too
-            rows = run_cell(cell, on_row=on_row, extra_meta={"torch_threads": threads, "worker": worker},
-                            alarm=alarm)
+        rows = run_cell(cell, on_row=on_row, extra_meta={"torch_threads": threads, "worker": worker}, alarm=alarm)
     finally:
         torch.set_num_threads(previous)
     info = {"torch_threads": threads, "wall_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
