@@ -37,13 +37,17 @@ def test_a_cells_wall_time_splits_into_tuner_measurement_and_harness():
 
 
 def test_blas_threads_caps_numpy_and_scipy_pools_and_restores_them():
-    from threadpoolctl import threadpool_info
+    import contextlib
 
-    from hpo_bench._threads import blas_threads
+    from hpo_bench._threads import _controller, blas_threads
 
-    before = {(i["filepath"], i["num_threads"]) for i in threadpool_info()}
-    with blas_threads(1):
-        inside = threadpool_info()
-        assert any(i["user_api"] == "blas" for i in inside)  # NumPy's (and SciPy's own) OpenBLAS
-        assert all(i["num_threads"] == 1 for i in inside)
-    assert {(i["filepath"], i["num_threads"]) for i in threadpool_info()} == before
+    ctl = _controller()  # imports SciPy's linear algebra: its own OpenBLAS is among the controlled pools
+    assert ctl.lib_controllers and all(lib.user_api == "blas" for lib in ctl.lib_controllers)
+    two = ctl.limit(limits=2)  # whatever the environment says, start from two threads per pool
+    try:
+        with blas_threads(1):
+            assert all(lib.num_threads == 1 for lib in ctl.lib_controllers)
+        assert all(lib.num_threads == 2 for lib in ctl.lib_controllers)
+        assert isinstance(blas_threads(2), contextlib.nullcontext)  # already small enough: nothing to change
+    finally:
+        two.restore_original_limits()
