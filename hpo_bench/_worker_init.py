@@ -22,6 +22,11 @@ try:
 except Exception:  # noqa: BLE001 - a broken plug-in must not kill the fork server:
     registry._DISCOVERED = False  # each cell retries and records the real error as `error`
 
+try:  # the bundled datasets, parsed once here rather than in every cell that builds a task on them
+    importlib.import_module("hpo_bench.tasks._datasets").preload()
+except Exception:  # noqa: BLE001, S110 - a cell reads them itself then
+    pass
+
 for _name in filter(None, os.environ.get(PRELOAD_ENV, "").split(",")):
     try:
         importlib.import_module(_name)

@@ -11,6 +11,8 @@ import numpy as np
 
 from hpo_bench.task import require
 
+from ._datasets import bundled
+
 __all__ = ["load_digits_split"]
 
 
@@ -24,9 +26,7 @@ def load_digits_split(*, task: str, n_classes: int, pool: int, n_train: int, n_v
         require(isinstance(val, int) and val >= 1, task, key, "an integer >= 1", val)
     require(n_test is None or (isinstance(n_test, int) and n_test >= 1), task, "n_test",
             "an integer >= 1 or omitted (all remaining images)", n_test)
-    from sklearn.datasets import load_digits
-
-    x, y = load_digits(return_X_y=True)
+    x, y = bundled("digits")
     keep = y < n_classes
     x, y = x[keep] / 16.0, y[keep].astype(np.int64)
     if pool > 1:

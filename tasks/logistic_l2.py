@@ -30,6 +30,8 @@ from hpo_bench.solvers import SolveCache, newton_or_raise
 from hpo_bench.space import Block, Space
 from hpo_bench.task import Linearization, Task, require
 
+from ._datasets import bundled
+
 __all__ = ["LogisticL2", "LogisticLinearization"]
 
 DATASETS = ("synthetic", "breast_cancer")
@@ -104,9 +106,7 @@ class LogisticL2(Task):
                 lam0)
         rng = np.random.default_rng(seed)
         if dataset == "breast_cancer":
-            from sklearn.datasets import load_breast_cancer
-
-            x, y = load_breast_cancer(return_X_y=True)
+            x, y = bundled("breast_cancer")
             perm = rng.permutation(len(y))
             x, y = x[perm], y[perm]
             a, b = len(y) // 2, len(y) // 2 + len(y) // 4

@@ -23,6 +23,7 @@ from hpo_bench.registry import register_task
 from hpo_bench.space import Block, Space
 from hpo_bench.task import require as _require
 
+from ._datasets import bundled
 from ._quadratic import QuadraticTask
 
 __all__ = ["Ridge", "RidgePerFeature", "make_regression_data"]
@@ -37,9 +38,7 @@ def make_regression_data(*, task: str, dataset: str, n: int, p: int, noise: floa
     _require(dataset in DATASETS, task, "dataset", f"one of {list(DATASETS)}", dataset)
     rng = np.random.default_rng(seed)
     if dataset == "diabetes":
-        from sklearn.datasets import load_diabetes
-
-        x, y = load_diabetes(return_X_y=True)
+        x, y = bundled("diabetes")
         perm = rng.permutation(len(y))
         x, y = x[perm], y[perm]
         n_tr, n_va = len(y) // 2, len(y) // 4
