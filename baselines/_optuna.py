@@ -23,6 +23,7 @@ failed trial, counts against the step budget, and is reported in the next row's
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import abstractmethod
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ from optuna.trial import TrialState
 
 from hpo_bench.hypergrad import power_step
 from hpo_bench.inner import InnerState, run_inner
-from hpo_bench.tuner import Tuner
+from hpo_bench.tuner import Tuner, TunerParamError
 
 __all__ = ["OptunaTuner", "Evaluation", "evaluate", "INNER_MODES", "quiet_optuna", "sampler_seed"]
 
@@ -118,6 +119,13 @@ class OptunaTuner(Tuner):
 
     def __init__(self, *, inner: str = "exact", inner_steps: int = 100, inner_lr: float | None = None,
                  **params: Any) -> None:
+        known = {name for cls in type(self).__mro__ if "__init__" in vars(cls)
+                 for name, par in inspect.signature(vars(cls)["__init__"]).parameters.items()
+                 if par.kind is inspect.Parameter.KEYWORD_ONLY}
+        unknown = sorted(set(params) - known)
+        if unknown:  # subclasses pass their own keywords through **params; anything else is a typo
+            raise TunerParamError(f"tuner {self.name!r}: unknown parameter{'s' if len(unknown) > 1 else ''} "
+                                  f"{', '.join(map(repr, unknown))}; known parameters: {', '.join(sorted(known))}")
         super().__init__(**params, inner=inner, inner_steps=inner_steps, inner_lr=inner_lr)
         if inner not in INNER_MODES:
             self._fail("inner", f"one of {list(INNER_MODES)}", inner)

@@ -600,8 +600,7 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:
         # click's usage errors (typer may vendor click, so match by shape, not by class)
-        if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
-            print(exc.ctx.get_help())
+        if type(exc).__name__ == "NoArgsIsHelpError":  # typer has printed the help already
             sys.exit(0)
         if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
             print(f"hpo-bench: error: {exc.format_message()}", file=sys.stderr)

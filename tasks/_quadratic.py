@@ -194,7 +194,7 @@ class QuadraticTask(Task):
         chol = self._factor(theta)
         w = torch.cholesky_solve((2 * self.a * self.xty).unsqueeze(1), chol).squeeze(1)
         r = self.x_val @ w - self.y_val
-        gout = 2 * self.x_val.T @ r / r.shape[0]
+        gout = self.x_val.T @ (r * (2.0 / r.shape[0]))  # scale r, not a copy of X_v^T
         q = torch.cholesky_solve(gout.unsqueeze(1), chol).squeeze(1)
         return self.chain_to_theta(theta, -2 * self.b * w * q)
 
@@ -228,4 +228,4 @@ class QuadraticTask(Task):
 
     def outer_grad(self, w: torch.Tensor) -> torch.Tensor:
         r = self.x_val @ w - self.y_val
-        return 2 * self.x_val.T @ r / r.shape[0]
+        return self.x_val.T @ (r * (2.0 / r.shape[0]))  # scale r, not a copy of X_v^T

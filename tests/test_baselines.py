@@ -393,3 +393,17 @@ def test_ridge_eig_grid_infeasible_rows_are_nan_and_the_rest_exact(seed_toy):
     for k in (1, 2, 3):
         w_ref = seed_toy.solve(thetas_[k].reshape(1))
         assert math.isclose(float(val[k]), float(seed_toy.outer_loss(w_ref)), rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("name, params, bad", [
+    ("random", {"n_trails": 5}, "'n_trails'"),
+    ("tpe", {"n_startup_trial": 3}, "'n_startup_trial'"),
+    ("cmaes", {"popsize": 4, "sigma": 1.0}, "'sigma'"),
+    ("grid", {"pionts": 5}, "'pionts'"),
+])
+def test_misspelt_parameters_of_optuna_tuners_are_errors(name, params, bad):
+    """Keywords pass through **params to the base class; only declared ones may arrive there."""
+    with pytest.raises(TunerParamError, match=f"tuner '{name}': unknown parameter {bad}; known parameters: "
+                                              f".*inner.*inner_steps"):
+        TUNERS.get(name)(**params)
+    TUNERS.get(name)(**{k: v for k, v in params.items() if f"'{k}'" != bad})  # the declared ones are fine

@@ -119,3 +119,10 @@ def test_console_script_exit_code(tmp_path):
     exe = [sys.executable, "-m", "hpo_bench.cli"]
     res = subprocess.run([*exe, "check", "--task", "nope"], capture_output=True, text=True)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["sweep"]])
+def test_no_arguments_print_the_help_once(args):
+    res = subprocess.run([sys.executable, "-m", "hpo_bench.cli", *args], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0
+    assert (res.stdout + res.stderr).count("Usage:") == 1

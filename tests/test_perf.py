@@ -51,3 +51,20 @@ def test_blas_threads_caps_numpy_and_scipy_pools_and_restores_them():
         assert isinstance(blas_threads(2), contextlib.nullcontext)  # already small enough: nothing to change
     finally:
         two.restore_original_limits()
+
+
+def test_bundled_datasets_are_read_once_and_read_only():
+    import numpy as np
+    import pytest
+
+    from hpo_bench.tasks._datasets import bundled
+
+    x, y = bundled("diabetes")
+    assert bundled("diabetes")[0] is x  # cached: cells built in one process share one parse
+    with pytest.raises(ValueError, match="read-only"):
+        x[0, 0] = 1.0
+    with pytest.raises(ValueError, match="unknown bundled dataset 'iris'; known: diabetes, breast_cancer, digits"):
+        bundled("iris")
+    a = get_task("ridge_per_feature", dataset="diabetes", seed=1)
+    b = get_task("ridge_per_feature", dataset="diabetes", seed=1)
+    assert np.array_equal(a.x_train.numpy(), b.x_train.numpy()) and not np.shares_memory(a.x_train.numpy(), x)
