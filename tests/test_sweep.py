@@ -104,8 +104,10 @@ def test_frontier_memory_reverse_grows_with_t_implicit_does_not(table20, ridge20
     tr = table[table["method"] == "truncated"].set_index("knob_value")["peak_mem_bytes"]
     assert 0.9 * 45 * p * 8 <= tr[50.0] - tr[5.0] <= 1.5 * 45 * p * 8  # K stored iterates, not T
     for name in ("cg", "neumann", "fixed_point"):
-        mem = table[table["method"] == name]["peak_mem_bytes"]
-        assert mem.max() - mem.min() <= 8 * p * 8, (name, mem.tolist())  # at most a few p-vectors apart
+        # once a method takes an HVP, ridge's linearization holds its explicit p x p Hessian (built once);
+        # beyond that, the knob must not add memory: at most a few p-vectors apart
+        mem = table[(table["method"] == name) & (table["hvp"] > 0)]["peak_mem_bytes"]
+        assert len(mem) >= 3 and mem.max() - mem.min() <= 8 * p * 8, (name, mem.tolist())
     fw = table[table["method"] == "forward"]["peak_mem_bytes"]
     assert fw.max() - fw.min() <= 8 * p * 8  # forward mode: a p x m matrix, independent of T
     assert (table["mem_measure"] == "profiler.cpu_memory").all() and (table["peak_mem_bytes"] > 0).all()
