@@ -107,7 +107,7 @@ def test_frontier_memory_reverse_grows_with_t_implicit_does_not(table20, ridge20
         # once a method takes an HVP, ridge's linearization holds its explicit p x p Hessian (built once);
         # beyond that, the knob must not add memory: at most a few p-vectors apart
         mem = table[(table["method"] == name) & (table["hvp"] > 0)]["peak_mem_bytes"]
-        assert len(mem) >= 3 and mem.max() - mem.min() <= 8 * p * 8, (name, mem.tolist())
+        assert len(mem) >= 2 and mem.max() - mem.min() <= 8 * p * 8, (name, mem.tolist())
     fw = table[table["method"] == "forward"]["peak_mem_bytes"]
     assert fw.max() - fw.min() <= 8 * p * 8  # forward mode: a p x m matrix, independent of T
     assert (table["mem_measure"] == "profiler.cpu_memory").all() and (table["peak_mem_bytes"] > 0).all()
