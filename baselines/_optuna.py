@@ -116,16 +116,24 @@ class OptunaTuner(Tuner):
     """
 
     tags = frozenset({"black-box"})
+    _keywords: frozenset[str] = frozenset()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        """Collect the keyword-only parameters of every ``__init__`` up the hierarchy, once per class
+        (at import, so cell processes forked after it do not pay ``inspect`` per construction)."""
+        super().__init_subclass__(**kw)
+        cls._keywords = frozenset(
+            name for klass in cls.__mro__ if "__init__" in vars(klass)
+            for name, par in inspect.signature(vars(klass)["__init__"]).parameters.items()
+            if par.kind is inspect.Parameter.KEYWORD_ONLY)
 
     def __init__(self, *, inner: str = "exact", inner_steps: int = 100, inner_lr: float | None = None,
                  **params: Any) -> None:
-        known = {name for cls in type(self).__mro__ if "__init__" in vars(cls)
-                 for name, par in inspect.signature(vars(cls)["__init__"]).parameters.items()
-                 if par.kind is inspect.Parameter.KEYWORD_ONLY}
-        unknown = sorted(set(params) - known)
+        unknown = sorted(set(params) - self._keywords)
         if unknown:  # subclasses pass their own keywords through **params; anything else is a typo
             raise TunerParamError(f"tuner {self.name!r}: unknown parameter{'s' if len(unknown) > 1 else ''} "
-                                  f"{', '.join(map(repr, unknown))}; known parameters: {', '.join(sorted(known))}")
+                                  f"{', '.join(map(repr, unknown))}; known parameters: "
+                                  f"{', '.join(sorted(self._keywords))}")
         super().__init__(**params, inner=inner, inner_steps=inner_steps, inner_lr=inner_lr)
         if inner not in INNER_MODES:
             self._fail("inner", f"one of {list(INNER_MODES)}", inner)
