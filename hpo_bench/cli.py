@@ -275,12 +275,18 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run folder written by `
     """Summarise a finished run folder (one row per task x tuner, mean over seeds)."""
     import pandas as pd
 
-    from .summary import summarize
+    from .summary import summarize, time_breakdown
 
     path = run_dir / "records.parquet"
     if not path.is_file():
         raise BadInput(f"{str(path)!r} not found: is {str(run_dir)!r} a run folder written by `hpo-bench run`?")
-    console.print(summarize(pd.read_parquet(path)))
+    df = pd.read_parquet(path)
+    console.print(summarize(df))
+    if "measure_s" in df.columns:  # runs written before the column existed have no breakdown
+        t = time_breakdown(df)
+        console.print(f"cell time ({t['cells']} cells): {t['wall_s']:.2f} s wall = tuners {t['tuner_s']:.2f} s + "
+                      f"measurements {t['measure_s']:.2f} s + harness {t['harness_s']:.2f} s "
+                      f"({t['harness_share']:.1%})")
 
 
 @app.command("notebook")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-__all__ = ["final_rows", "summary_frame", "summarize"]
+__all__ = ["final_rows", "summary_frame", "summarize", "time_breakdown"]
 
 
 def final_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -64,3 +64,19 @@ def summarize(df: pd.DataFrame) -> Table:
                 cells.append(str(v))
         table.add_row(*cells)
     return table
+
+
+def time_breakdown(df: pd.DataFrame) -> dict[str, float]:
+    """Where the cells' wall time went, summed over cells (each cell's last row holds its totals).
+
+    ``tuner_s``: the tuners' own clocks; ``measure_s``: the recorder's measurements (losses, the
+    reference solve and hypergradient), taken with the tuner's clock paused; ``harness_s``: the
+    rest of each cell's ``wall_s`` (task build, seeding, bookkeeping). Cells without timing
+    columns (killed before their first row) are skipped.
+    """
+    fin = final_rows(df)
+    fin = fin[np.isfinite(fin["wall_s"]) & np.isfinite(fin["time_s"]) & np.isfinite(fin["measure_s"])]
+    wall, tuner, measure = float(fin["wall_s"].sum()), float(fin["time_s"].sum()), float(fin["measure_s"].sum())
+    harness = wall - tuner - measure
+    return {"cells": int(len(fin)), "wall_s": wall, "tuner_s": tuner, "measure_s": measure, "harness_s": harness,
+            "harness_share": harness / wall if wall > 0 else float("nan")}

@@ -76,6 +76,13 @@ def test_run_quick_then_show(monkeypatch, capsys, tmp_path):
     assert exact_rows["hypergrad_rel_error"].max() <= 1e-8
     code, out, _ = invoke(monkeypatch, capsys, "show", str(out_dir))
     assert code == 0 and "val loss" in out
+    assert f"cell time ({df['cell_id'].nunique()} cells)" in out and "harness" in out
+    from hpo_bench.summary import final_rows, time_breakdown
+
+    t = time_breakdown(df)
+    fin = final_rows(df)
+    assert t["wall_s"] == pytest.approx(fin["wall_s"].sum()) and t["tuner_s"] == pytest.approx(fin["time_s"].sum())
+    assert t["harness_s"] >= 0 and t["tuner_s"] > 0 and t["measure_s"] > 0  # three disjoint parts of wall time
 
 
 def test_notebook_command(monkeypatch, capsys):
