@@ -42,12 +42,11 @@ import numpy as np
 import pytest
 import torch
 from sklearn.linear_model import Ridge
-from sklearn.model_selection import GridSearchCV, PredefinedSplit
-from threadpoolctl import threadpool_limits
-
 from scipy.optimize import minimize
+from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
 from hpo_bench import TUNERS, Budget, Recorder, get_task
+from hpo_bench._threads import one_thread
 from hpo_bench.baselines.grid import grid_values, ridge_eig_grid
 from hpo_bench.oracle import compute_oracle
 from hpo_bench.target import TargetRecorder
@@ -56,12 +55,9 @@ TARGET = 0.01  # fraction of the oracle gap
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
+def one_thread_here():  # many small dense ops: one thread is much faster on a busy 2-core machine
+    with one_thread():
         yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

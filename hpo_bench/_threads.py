@@ -17,9 +17,9 @@ among the controlled libraries.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["blas_threads", "cap_blas_threads"]
+__all__ = ["blas_threads", "cap_blas_threads", "one_thread"]
 
 _CONTROLLER: Any = None
 
@@ -52,3 +52,21 @@ def cap_blas_threads(n: int = 1) -> None:
 
     a = np.ones((64, 64))
     a @ a  # let OpenBLAS allocate its buffers here, once, not in every forked cell
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One torch thread and one thread per BLAS pool, restored afterwards.
+
+    For small dense work (the oracle's L-BFGS-B, timed sweeps and benchmarks): on a busy machine,
+    extra threads only wait on each other, and timings are stable this way.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with blas_threads(1):
+            yield
+    finally:
+        torch.set_num_threads(n)

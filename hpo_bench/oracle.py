@@ -27,16 +27,15 @@ import json
 import math
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from ._threads import blas_threads
+from ._threads import one_thread
 from .registry import TASKS
 
 __all__ = ["OracleResult", "compute_oracle", "oracle_for", "oracle_key", "best_known", "ORACLE_VERSION",
@@ -87,19 +86,6 @@ class OracleResult:
     def gap(self) -> float:
         """``F(init) - F*``, floored at ``1e-12 |F*|`` so targets stay defined when init is optimal."""
         return max(self.init_val_loss - self.val_loss, 1e-12 * max(abs(self.val_loss), 1e-300))
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """One thread for torch and for the BLAS/OpenMP pools scipy uses (L-BFGS-B on a busy machine
-    otherwise waits on spinning threads: ~4 ms per iteration for 6 variables instead of ~0.5 ms)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with blas_threads(1):
-            yield
-    finally:
-        torch.set_num_threads(n)
 
 
 class _OutOfTime(Exception):
@@ -186,7 +172,7 @@ def compute_oracle(task, *, grid_points: int | None = None, starts: int = 6, see
     lo, hi = lo_t.numpy(), hi_t.numpy()
     obj = _Objective(task, deadline=t0 + max_seconds if max_seconds is not None else math.inf)
     notes: list[str] = []
-    with _one_thread():
+    with one_thread():  # L-BFGS-B on a busy machine otherwise waits on spinning BLAS threads
         init = space.init_theta(dtype=torch.float64).numpy()
         init_val = obj.f(init)
         t_eval = max(time.perf_counter() - t0, 1e-6)

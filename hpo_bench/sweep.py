@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._threads import one_thread
 from .records import Budget, cosine, rel_error
 from .registry import METHODS, TASKS, TUNERS, UnknownNameError
 
@@ -82,20 +83,6 @@ def one_two_five(hi: int, lo: int = 1) -> list[int]:
             if v >= hi:
                 return out
         base *= 10
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """One torch thread and one BLAS/OpenMP thread (timings of small dense work are stable that way)."""
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _sync(device: torch.device) -> None:
@@ -804,17 +791,10 @@ def _fig_style():
     return plt, sns, RC
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
-    import matplotlib.pyplot as plt
+def save_figure(fig, out: Path, name: str) -> list[Path]:
+    from .report.figures import save_figure as save  # matplotlib is imported only when a figure is drawn
 
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext, kw in (("png", {}), ("pdf", {"metadata": {"CreationDate": None}})):
-        path = out / f"{name}.{ext}"
-        fig.savefig(path, **kw)
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return save(fig, out, name)
 
 
 ERR_FLOOR = 1e-16
@@ -874,7 +854,7 @@ def frontier_figure(table: pd.DataFrame, out: Path, *, title: str = "", name: st
                    bbox_to_anchor=(0.5, 0.0))
         if title:
             fig.suptitle(title, fontsize=8)
-        return _save(fig, out, name)
+        return save_figure(fig, out, name)
 
 
 def scaling_figure(table: pd.DataFrame, out: Path, *, title: str = "", name: str = "scaling") -> list[Path]:
@@ -923,4 +903,4 @@ def scaling_figure(table: pd.DataFrame, out: Path, *, title: str = "", name: str
                    bbox_to_anchor=(0.5, 0.0))
         if title:
             fig.suptitle(title, fontsize=8)
-        return _save(fig, out, name)
+        return save_figure(fig, out, name)

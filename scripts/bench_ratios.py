@@ -26,6 +26,12 @@ def _min(b: dict) -> float:
     return b["stats"]["min"]
 
 
+def _ratio(num: dict, den: dict, digits: str = ".2f") -> tuple[float, str]:
+    """``min(num) / min(den)`` and how it was computed."""
+    r = _min(num) / _min(den)
+    return r, f"{_min(num) * 1e3:.4g} ms / {_min(den) * 1e3:.3g} ms = {r:{digits}}x"
+
+
 def targets(bench: dict[str, dict]) -> list[tuple[str, str, str, bool | None]]:
     """``(target, measured, rule, met)`` for every target whose benchmarks are present."""
     rows: list[tuple[str, str, str, bool | None]] = []
@@ -39,14 +45,13 @@ def targets(bench: dict[str, dict]) -> list[tuple[str, str, str, bool | None]]:
         base = get(f"test_cg_against_direct_and_autograd[p{p}-autograd-cg-baseline]")
         plain = get(f"test_cg_against_direct_and_autograd[p{p}-cg-unpreconditioned]")
         if cg and direct:
-            r = _min(cg) / _min(direct)
-            rows.append((f"cg / direct Cholesky, p = {p}", f"{_min(cg) * 1e3:.3g} ms / {_min(direct) * 1e3:.3g} ms "
-                         f"= {r:.2f}x ({cg['extra_info'].get('iterations')} iterations)",
+            r, text = _ratio(cg, direct)
+            rows.append((f"cg / direct Cholesky, p = {p}", f"{text} ({cg['extra_info'].get('iterations')} iterations)",
                          "<= 2x" if p == 1000 else "context", r <= 2 if p == 1000 else None))
         if cg and base:
-            r = _min(base) / _min(cg)
-            rows.append((f"autograd CG / cg, p = {p}", f"{_min(base) * 1e3:.3g} ms / {_min(cg) * 1e3:.3g} ms "
-                         f"= {r:.1f}x", ">= 5x" if p == 1000 else "context", r >= 5 if p == 1000 else None))
+            r, text = _ratio(base, cg, ".1f")
+            rows.append((f"autograd CG / cg, p = {p}", text, ">= 5x" if p == 1000 else "context",
+                         r >= 5 if p == 1000 else None))
         if cg and plain:
             rows.append((f"unpreconditioned cg, p = {p}", f"{_min(plain) * 1e3:.3g} ms "
                          f"({plain['extra_info'].get('iterations')} iterations)", "context", None))
@@ -55,9 +60,8 @@ def targets(bench: dict[str, dict]) -> list[tuple[str, str, str, bool | None]]:
     nb = get("test_seed_notebook_outer_step[notebook-loop]")
     pre = get("test_seed_notebook_outer_step[preset]")
     if nb and pre:
-        r = _min(nb) / _min(pre)
-        rows.append(("notebook loop / seed_notebook preset (per outer step)",
-                     f"{_min(nb) * 1e3:.4g} ms / {_min(pre) * 1e3:.3g} ms = {r:.0f}x", ">= 100x", r >= 100))
+        r, text = _ratio(nb, pre, ".0f")
+        rows.append(("notebook loop / seed_notebook preset (per outer step)", text, ">= 100x", r >= 100))
     for name, b in sorted(bench.items()):
         if name.startswith("test_harness_overhead_per_cell"):
             f = b["extra_info"]["harness_fraction"]
@@ -66,9 +70,8 @@ def targets(bench: dict[str, dict]) -> list[tuple[str, str, str, bool | None]]:
     eig = get("test_scalar_ridge_grid_eig")
     skl = get("test_scalar_ridge_grid_sklearn")
     if eig and skl:
-        r = _min(skl) / _min(eig)
-        rows.append(("GridSearchCV / eigendecomposition grid (200 points)",
-                     f"{_min(skl) * 1e3:.4g} ms / {_min(eig) * 1e3:.3g} ms = {r:.0f}x", ">= 1000x", r >= 1000))
+        r, text = _ratio(skl, eig, ".0f")
+        rows.append(("GridSearchCV / eigendecomposition grid (200 points)", text, ">= 1000x", r >= 1000))
     for name, b in sorted(bench.items()):
         info = b.get("extra_info", {})
         label = name.split("[")[-1].rstrip("]")

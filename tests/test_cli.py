@@ -9,16 +9,10 @@ import sys
 import pandas as pd
 import pytest
 
-from hpo_bench import cli
+from _runs import invoke
 from hpo_bench.records import COLUMNS
 
 
-def invoke(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["hpo-bench", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_list_json(monkeypatch, capsys):

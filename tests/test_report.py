@@ -16,6 +16,7 @@ import pytest
 import torch
 from scipy import stats
 
+from _runs import invoke
 from hpo_bench import cli
 from hpo_bench.report import TABLES
 from hpo_bench.report.figures import FIGURES
@@ -232,12 +233,6 @@ def test_settings_say_where_each_setting_came_from():
     assert "was not run" in untuned
 
 
-def invoke(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["hpo-bench", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_cli_report_bad_folder_is_one_line_exit_2(tmp_path, monkeypatch, capsys):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import pandas as pd
 import pytest
 import torch
 
-from hpo_bench import cli, get_task
+from _runs import invoke
+from hpo_bench import get_task
 from hpo_bench.oracle import compute_oracle
 from hpo_bench.sweep import (FRONTIER_COLUMNS, SCALING_COLUMNS, SweepError, TunerConfig, default_grids, frontier,
                              load_tuner_file, one_two_five, oracle_options, parse_tuner_spec, peak_memory, scaling,
@@ -32,12 +32,6 @@ def table20(ridge20):
     return frontier(ridge20, grids=grids, repeats=1, truncated_steps=200, stop_when_converged=False)
 
 
-def invoke(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["hpo-bench", *args])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 # ------------------------------------------------------------------------------------ peak memory

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from hpo_bench import get_task
+from hpo_bench._threads import one_thread
 from hpo_bench.check import check_task, finite_difference
 from hpo_bench.hypergrad import cg, exact, identity
 from hpo_bench.records import rel_error
@@ -25,11 +26,9 @@ from _util import fd_grad, rel, theta_points
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # many small dense ops: one thread is much faster on a busy 2-core machine
-    yield
-    torch.set_num_threads(n)
+def one_thread_here():  # many small dense ops: one thread is much faster on a busy 2-core machine
+    with one_thread():
+        yield
 
 
 def directional_fd_error(task, theta, n_dirs=4, seed=0, h=1e-5):

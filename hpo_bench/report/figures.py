@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from ..registry import TUNERS  # noqa: E402
 from .metrics import TARGETS, target_label  # noqa: E402
 
-__all__ = ["palette_for", "FIGURES", "make_figures", "RC"]
+__all__ = ["palette_for", "FIGURES", "make_figures", "save_figure", "RC"]
 
 #: Paper sizes: a full-width figure of a two-column paper is about 7 inches.
 WIDTH_IN = 7.0
@@ -152,7 +152,9 @@ def _legend(fig: plt.Figure, labels: list[str], palette: dict, families: dict[st
                    frameon=False)
 
 
-def _save(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
+def save_figure(fig: plt.Figure, out_dir: Path, name: str) -> list[Path]:
+    """``name.png`` and ``name.pdf`` (no creation date: reruns give the same bytes) in ``out_dir``; closes ``fig``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for ext, kw in (("png", {}), ("pdf", {"metadata": {"CreationDate": None}})):
         p = out_dir / f"{name}.{ext}"
@@ -282,5 +284,5 @@ def make_figures(rows: pd.DataFrame, cells: pd.DataFrame, out_dir: str | Path) -
             "final_hp": lambda: _hp_figure(cells, tasks, labels, palette, families),
         }
         for name in FIGURES:
-            paths[name] = _save(builders[name](), out, name)
+            paths[name] = save_figure(builders[name](), out, name)
     return paths
