@@ -18,7 +18,8 @@ are fastest that way, and both sides of a comparison get the same).
 2. Scalar ridge (n = 1000, p = 100, noise 5) over the same 200-point λ grid: one eigendecomposition
    (:func:`hpo_bench.baselines.grid.ridge_eig_grid`) vs refitting scikit-learn's ``Ridge`` at
    every point (``GridSearchCV`` with a ``PredefinedSplit`` of the same train/validation rows);
-   the argmin must be the same grid point. The speed-up is measured side by side in one module
+   the argmin must be the same grid point (up to a tie within the two paths' 1e-6 agreement).
+   The speed-up is measured side by side in one module
    fixture (both interleaved, same process) and stored in both tests' ``extra_info``.
 3. Time to 1e-3 of the oracle gap on the same ``ridge_per_feature`` instance: a bare scipy
    L-BFGS-B loop on the closed-form hypergradient (the floor: no tuner, no recorder) vs the
@@ -172,14 +173,21 @@ def eig_vs_sklearn(request, scalar_ridge):
             "speedup_with_weights_median": statistics.median(a / b for a, b in zip(sk, eig_w))}
 
 
+def _assert_same_optimum(best: int, ref_best: int, mse: np.ndarray) -> None:
+    """Both searches pick the same best grid point, up to a tie: the two evaluations agree to
+    rtol 1e-6 (different numerical paths), so their argmins may differ only between points whose
+    losses lie within 2e-6 of each other."""
+    assert best == ref_best or abs(mse[best] - mse[ref_best]) <= 2e-6 * mse[ref_best]
+
+
 def test_scalar_ridge_grid_eig(benchmark, scalar_ridge, eig_vs_sklearn):
     task, thetas = scalar_ridge
     best, val = benchmark(_eig_grid, task, thetas)
     ref_best, mse = _sklearn_grid(task, thetas)
     benchmark.extra_info.update(grid=N_GRID, n=task.n_train, p=task.n_params, argmin=best, **eig_vs_sklearn)
     assert 0 < best < N_GRID - 1  # an interior optimum, so agreeing on it means something
-    assert best == ref_best
     assert np.allclose(val.numpy(), mse, rtol=1e-6)
+    _assert_same_optimum(best, ref_best, mse)
 
 
 def test_scalar_ridge_grid_sklearn(benchmark, scalar_ridge, eig_vs_sklearn):
@@ -187,8 +195,8 @@ def test_scalar_ridge_grid_sklearn(benchmark, scalar_ridge, eig_vs_sklearn):
     best, mse = benchmark.pedantic(_sklearn_grid, args=(task, thetas), rounds=5, iterations=1)
     ref_best, val = _eig_grid(task, thetas)
     benchmark.extra_info.update(grid=N_GRID, n=task.n_train, p=task.n_params, argmin=best, **eig_vs_sklearn)
-    assert best == ref_best
     assert np.allclose(mse, val.numpy(), rtol=1e-6)
+    _assert_same_optimum(best, ref_best, mse)
 
 
 # ------------------------------------------------------- time to 1e-3 of the gap vs bare scipy

@@ -364,6 +364,22 @@ def _eig_grid_direct(task, thetas_):
     return w, (resid * resid).mean(dim=1)
 
 
+def _fallback_rounding_bound(task, w):
+    """How far two float64 evaluations of ``mean((X_v w - y_v)^2)`` may differ when each forms
+    ``w = V u`` with its own ``p``-term dot products (``V`` orthogonal, so ``|w_j - fl(w_j)| <=
+    γ_p ||u|| = γ_p ||w||``) and then its own residual products (``γ_p Σ_j |X_ij| |w_j|`` each), with
+    ``γ_k = k ε / (1 - k ε)`` (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1)."""
+    xv, yv = task.x_val, task.y_val
+    m, p = xv.shape
+    eps = torch.finfo(xv.dtype).eps
+    gamma = lambda k: k * eps / (1 - k * eps)  # noqa: E731
+    ax = xv.abs()
+    dw = 2 * gamma(p) * torch.linalg.vector_norm(w, dim=1, keepdim=True)  # (K, 1): both paths' w errors
+    dr = dw * ax.sum(dim=1) + 2 * gamma(p + 1) * (w.abs() @ ax.T + yv.abs())  # (K, m)
+    r = (w @ xv.T - yv).abs()
+    return (2 * r * dr + dr * dr).mean(dim=1) * (1 + gamma(m)) + 2 * gamma(m) * (r * r).mean(dim=1)
+
+
 @pytest.mark.parametrize("params", [
     dict(n=1000, p=100, n_val=500, noise=5.0, seed=0),   # the benchmark's instance (X_v^T X_v branch)
     dict(n=80, p=40, n_val=30, noise=1.0, seed=2),        # n_val < 2p: the (X_v V)^T (X_v V) branch
@@ -378,9 +394,13 @@ def test_ridge_eig_grid_small_matrices_match_the_direct_residuals(params):
     assert bool(feasible.all())
     assert torch.allclose(val, val_ref, rtol=1e-8, atol=0.0)
     assert torch.allclose(w, w_ref, rtol=1e-9, atol=1e-12 * float(w_ref.abs().max()))
-    assert int(torch.argmin(val)) == int(torch.argmin(val_ref))
+    # the two evaluations agree to 1e-8, so their argmins may differ only between near-tied grid points
+    assert float(val_ref[int(torch.argmin(val))]) <= float(val_ref.min()) * (1 + 2e-8)
     none, val2, _ = ridge_eig_grid(task, thetas_, weights=False)
-    assert none is None and torch.equal(val2, val)
+    assert none is None
+    # the losses-only path forms the near-perfect-fit rows' weights with a smaller product (u[idx] @ V^T
+    # instead of rows of U @ V^T): another GEMM kernel, so the rows agree to rounding, not bitwise
+    assert bool((torch.abs(val2 - val) <= _fallback_rounding_bound(task, w)).all())
     if params["noise"] == 0.0:  # the fallback really was exercised: some fits are near perfect
         assert float(val_ref.min()) < 1e-7 * float(task.y_val @ task.y_val) / task.y_val.shape[0]
 

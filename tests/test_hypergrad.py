@@ -163,6 +163,18 @@ def _spd(n, spread, seed=0):
     return x.T @ x / (4 * n) + 1e-3 * torch.eye(n, dtype=torch.float64)
 
 
+def _residual_gap(a, x, b, k, precond=None):
+    """Bound on ``| ||b - A x_k|| - ||r_k|| | / ||b||`` after ``k`` CG steps: the recursive residual
+    drifts from the true one by rounding, ``<= c k ε ||A|| max_j ||x_j||`` (Greenbaum, *Iterative
+    Methods for Solving Linear Systems*, §7.3), with ``c = 2``. From ``x_0 = 0`` CG's iterates grow
+    monotonically in norm (Hestenes & Stiefel 1952, Thm 6:3), in the ``M``-norm when preconditioned
+    with ``M^{-1} = diag(m)``, so ``max_j ||x_j|| <= sqrt(max m / min m) ||x_k||``."""
+    eps = torch.finfo(b.dtype).eps
+    spread = 1.0 if precond is None else float((precond.max() / precond.min()).sqrt())
+    return 2 * (k + 1) * eps * spread * float(torch.linalg.matrix_norm(a, 2) * torch.linalg.vector_norm(x)
+                                              / torch.linalg.vector_norm(b))
+
+
 def test_jacobi_preconditioning_changes_the_path_not_the_answer():
     a = _spd(40, 30.0)
     b = torch.randn(40, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -171,9 +183,12 @@ def test_jacobi_preconditioning_changes_the_path_not_the_answer():
     pre, info_j = conjugate_gradient(lambda v: a @ v, b, tol=1e-12, max_iter=500, precond=1 / torch.diagonal(a))
     assert info_p["converged"] and info_j["converged"]
     assert info_j["iterations"] < info_p["iterations"]  # a badly scaled diagonal is what Jacobi fixes
-    for x, info in ((plain, info_p), (pre, info_j)):
+    for x, info, m in ((plain, info_p, None), (pre, info_j, 1 / torch.diagonal(a))):
         true_res = float(torch.linalg.vector_norm(b - a @ x) / torch.linalg.vector_norm(b))
-        assert true_res <= 1e-12 * (1 + 1e-6)  # the stopping rule is on the true residual, preconditioned or not
+        # the stopping rule is on the unpreconditioned residual, preconditioned or not: the loop's
+        # recursive residual meets tol, and the true one differs from it by rounding only
+        assert info["residual"] <= 1e-12
+        assert true_res <= info["residual"] + _residual_gap(a, x, b, info["iterations"], m)
         assert info["residual"] == pytest.approx(true_res, abs=1e-13)  # recursive r drifts from b - Ax by rounding only
         assert rel(x, exact_x) <= 1e-8
 
@@ -259,16 +274,36 @@ def test_free_hessian_diagonals_are_the_diagonal(name):
 
 @pytest.mark.parametrize("n", [30, 300])
 def test_cg_with_an_explicit_matrix_is_the_matvec_path(n):
-    """matrix= (NumPy loop up to n = 256, torch gemv above) takes the same steps as matvec=."""
+    """matrix= (NumPy loop up to n = 256, torch gemv above) takes the same steps as matvec=.
+
+    The two loops run the same recurrence with different kernels (NumPy's BLAS vs torch's), so
+    they agree to rounding, not bitwise. While the residual is far above rounding level, two
+    evaluations of CG differing by O(ε) per operation stay within about ``k n ε κ`` of each other
+    after ``k`` steps (κ = cond(A)); that is checked on the first steps. Once CG has lost
+    orthogonality (here after about n steps) the step at which ``||r|| <= tol ||b||`` first holds
+    depends on rounding, so the two counts may differ by a step or two (seen: 41 vs 42 on one
+    CPU, equal on another); both must still stop by the same rule, on the true residual.
+    """
     a = _spd(n, 10.0, seed=5)
     b = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     minv = 1 / torch.diagonal(a)
+    kappa = float(torch.linalg.cond(a))
+    eps = torch.finfo(torch.float64).eps
     for pre in (None, minv):
+        for k in (1, 3, 8):  # the same steps, to rounding
+            y1, j1 = conjugate_gradient(lambda v: a @ v, b, tol=0.0, max_iter=k, precond=pre)
+            y2, j2 = conjugate_gradient(None, b, tol=0.0, max_iter=k, precond=pre, matrix=a)
+            assert j1["iterations"] == j2["iterations"] == k and j1["hvp_cg"] == j2["hvp_cg"] == k
+            assert rel(y1, y2) <= 10 * k * n * eps * kappa
         x1, i1 = conjugate_gradient(lambda v: a @ v, b, tol=1e-11, max_iter=10 * n, precond=pre)
         x2, i2 = conjugate_gradient(None, b, tol=1e-11, max_iter=10 * n, precond=pre, matrix=a)
-        assert i1["iterations"] == i2["iterations"] and i1["hvp_cg"] == i2["hvp_cg"]
+        assert i1["converged"] and i2["converged"]
+        assert abs(i1["iterations"] - i2["iterations"]) <= 2
+        assert i1["hvp_cg"] == i1["iterations"] and i2["hvp_cg"] == i2["iterations"]  # x0 = 0: one product a step
         assert rel(x1, x2) <= 1e-10 and x2.dtype == b.dtype
-        assert rel(a @ x2, b) <= 1e-10
+        for x, i in ((x1, i1), (x2, i2)):  # the stopping rule: the residual meets tol (to rounding)
+            assert i["residual"] <= 1e-11
+            assert rel(a @ x, b) <= i["residual"] + _residual_gap(a, x, b, i["iterations"], pre)
 
 
 def test_cg_counts_products_with_the_dense_hessian(ridge_pf):
