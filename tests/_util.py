@@ -25,3 +25,25 @@ def fd_grad(fn, theta, h=1e-5):
 
 def rel(a, b):
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
+
+
+class VirtualClock:
+    """``time.perf_counter`` plus a virtual offset that :meth:`sleep` advances without waiting.
+
+    Install it in one module (``monkeypatch.setattr(module, "time", clock)``); code there then sees
+    a "sleep" of hours that costs nothing. Accounting tests use a virtual sleep far longer than any
+    real work, so an assertion like ``time_s < SLEEP`` checks where the clock was paused, not how
+    fast this machine is.
+    """
+
+    def __init__(self) -> None:
+        import time
+
+        self._real = time.perf_counter
+        self.offset = 0.0
+
+    def perf_counter(self) -> float:
+        return self._real() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.offset += seconds
