@@ -1,4 +1,11 @@
-"""A compact console summary of a records table (the full report is ``hpo-bench report``)."""
+"""A compact console summary of a records table (the full report is ``hpo-bench report``).
+
+The summary shows each cell's *incumbent*: the row with the lowest validation loss seen so
+far at the cell's end, i.e. the λ the tuner would return (as
+:func:`hpo_bench.report.metrics.add_incumbent` defines it; the same row the report's "final"
+values use). A black-box tuner's last trial is rarely its best, so its last row would
+misstate what it found. Costs (tuner seconds, HVPs) are the cell's totals, from its last row.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,39 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-__all__ = ["final_rows", "summary_frame", "summarize", "time_breakdown"]
+from .report.metrics import add_incumbent
+
+__all__ = ["final_rows", "incumbent_rows", "summary_frame", "summarize", "time_breakdown", "SUMMARY_TITLE"]
+
+#: The console table's title: says which row of each cell it shows.
+SUMMARY_TITLE = ("Incumbent of each cell (its lowest validation loss seen, and that λ; mean over seeds); "
+                 "tuner s and HVPs: cell totals; hypergradient error: median over all steps")
 
 
 def final_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The last record of every cell."""
+    """The last record of every cell (it holds the cell's totals: time, HVPs, status)."""
     return df.sort_values(["cell_id", "step"]).groupby("cell_id", sort=False).tail(1)
+
+
+def incumbent_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell: the cell's last record with the incumbent's values beside it.
+
+    Columns ``inc_val_loss``, ``inc_val_loss_ref``, ``inc_test_loss``, ``inc_hp`` and
+    ``inc_step`` are those of the row with the lowest finite ``val_loss`` of the cell (NaN and
+    an empty λ where the cell has none); every other column is the last record's.
+    """
+    rows = add_incumbent(df.sort_values(["cell_id", "step"], kind="stable"))
+    last = rows.groupby("cell_id", sort=False).tail(1).copy()
+    inc = last["incumbent_row"].to_numpy()
+    has = inc >= 0
+    safe = np.where(has, inc, 0)
+    for col, src in (("inc_val_loss", "val_loss"), ("inc_val_loss_ref", "val_loss_ref"),
+                     ("inc_test_loss", "test_loss"), ("inc_step", "step")):
+        vals = pd.to_numeric(rows[src], errors="coerce").to_numpy(dtype=float)[safe]
+        last[col] = np.where(has, vals, np.nan)
+    hps = rows["hp"].to_numpy()
+    last["inc_hp"] = [list(hps[i]) if ok else [] for i, ok in zip(safe, has)]
+    return last
 
 
 def _hp_text(values) -> str:
@@ -26,32 +60,38 @@ def _hp_text(values) -> str:
 
 
 def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per task x tuner label: means over seeds of the final records."""
-    fin = final_rows(df)
+    """One row per task x tuner label: means over seeds of each cell's incumbent (and its totals).
+
+    ``val_loss``, ``val_loss_ref``, ``test_loss`` and ``incumbent_hp`` are the incumbent's
+    (see the module docstring); ``steps``, ``time_s`` (tuner seconds) and ``hvps`` are the
+    cells' totals; ``status`` counts the cells' final statuses.
+    """
+    fin = incumbent_rows(df)
     med_err = df.groupby(["task", "tuner_label"])["hypergrad_rel_error"].median()
     out = []
     for (task, tuner), g in fin.groupby(["task", "tuner_label"], sort=True):
+        g = g.sort_values("seed", kind="stable")
         out.append({
             "task": task, "tuner": tuner, "seeds": g["seed"].nunique(),
             "steps": float(g["step"].mean() + 1),
-            "val_loss": float(g["val_loss"].mean()), "val_loss_ref": float(g["val_loss_ref"].mean()),
-            "best_val_loss": float(g["best_val_loss"].mean()), "test_loss": float(g["test_loss"].mean()),
+            "val_loss": float(g["inc_val_loss"].mean()), "val_loss_ref": float(g["inc_val_loss_ref"].mean()),
+            "test_loss": float(g["inc_test_loss"].mean()),
             "hypergrad_rel_error_median": float(med_err.get((task, tuner), np.nan)),
             "time_s": float(g["time_s"].mean()), "hvps": float(g["hvps"].mean()),
-            "final_hp": _hp_text(g.iloc[0]["hp"]),
+            "incumbent_hp": _hp_text(g.iloc[0]["inc_hp"]),
             "status": ", ".join(f"{k}:{v}" for k, v in g["status"].value_counts().items()),
         })
     return pd.DataFrame(out)
 
 
 def summarize(df: pd.DataFrame) -> Table:
+    """The console table of :func:`summary_frame` (its title says it shows incumbents)."""
     s = summary_frame(df)
-    table = Table(title="Final records (mean over seeds; hypergradient error: median over all steps)",
-                  title_justify="left")
+    table = Table(title=SUMMARY_TITLE, title_justify="left")
     cols = [("task", "task"), ("tuner", "tuner"), ("seeds", "seeds"), ("steps", "steps"),
-            ("val_loss", "val loss"), ("val_loss_ref", "val at w*(λ)"), ("test_loss", "test loss"),
-            ("hypergrad_rel_error_median", "hypergrad err"), ("time_s", "time s"), ("hvps", "HVPs"),
-            ("final_hp", "final λ (1st seed)"), ("status", "status")]
+            ("val_loss", "incumbent val loss"), ("val_loss_ref", "its val at w*(λ)"), ("test_loss", "its test loss"),
+            ("hypergrad_rel_error_median", "hypergrad err"), ("time_s", "tuner s"), ("hvps", "HVPs"),
+            ("incumbent_hp", "incumbent λ (1st seed)"), ("status", "status")]
     for _, title in cols:
         table.add_column(title)
     for _, r in s.iterrows():

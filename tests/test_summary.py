@@ -1,0 +1,51 @@
+"""The console summary of `hpo-bench run` / `show`: each cell's incumbent, labelled as such."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from hpo_bench.summary import SUMMARY_TITLE, incumbent_rows, summarize, summary_frame
+
+
+def _records() -> pd.DataFrame:
+    """Two cells of a black-box tuner whose last trial is worse than its best (the incumbent)."""
+    rows = []
+    for seed, vals in ((0, [0.9, 0.2, 0.7]), (1, [0.5, 0.4, 0.8])):
+        for step, v in enumerate(vals):
+            rows.append({"cell_id": f"t__qmc__seed{seed}", "task": "t", "tuner": "qmc", "tuner_label": "qmc",
+                         "seed": seed, "step": step, "val_loss": v, "val_loss_ref": v + 0.01, "test_loss": v + 0.1,
+                         "best_val_loss": min(vals[:step + 1]), "hypergrad_rel_error": np.nan,
+                         "time_s": 0.1 * (step + 1), "hvps": 0, "hp": np.array([10.0 ** step]), "status": "ok"})
+    return pd.DataFrame(rows)
+
+
+def test_summary_shows_the_incumbent_not_the_last_row():
+    s = summary_frame(_records())
+    (r,) = s.itertuples()
+    # incumbents: seed 0 -> step 1 (0.2), seed 1 -> step 1 (0.4); the last rows are 0.7 and 0.8
+    assert math.isclose(r.val_loss, 0.3, rel_tol=1e-12)
+    assert math.isclose(r.val_loss_ref, 0.31, rel_tol=1e-12)
+    assert math.isclose(r.test_loss, 0.4, rel_tol=1e-12)
+    assert r.incumbent_hp == "10"  # λ of seed 0's incumbent (step 1), not of its last row (100)
+    assert math.isclose(r.time_s, 0.3, rel_tol=1e-12) and r.steps == 3  # costs are the cells' totals
+
+
+def test_incumbent_rows_without_a_finite_validation_loss():
+    df = _records()
+    df.loc[df["seed"] == 1, "val_loss"] = np.nan
+    inc = incumbent_rows(df).set_index("seed")
+    assert math.isnan(inc.loc[1, "inc_val_loss"]) and inc.loc[1, "inc_hp"] == []
+    assert inc.loc[0, "inc_val_loss"] == 0.2 and inc.loc[0, "inc_step"] == 1
+
+
+def test_summary_header_says_incumbent():
+    buf = io.StringIO()
+    Console(file=buf, width=400).print(summarize(_records()))
+    text = buf.getvalue()
+    assert "Incumbent" in SUMMARY_TITLE and SUMMARY_TITLE.split(";")[0] in text
+    assert "incumbent val loss" in text and "incumbent λ" in text and "tuner s" in text
