@@ -202,7 +202,8 @@ def test_wilcoxon_with_enough_seeds_matches_scipy():
     for tuner, shift in (("good", 0.0), ("bad", 0.3)):
         for s in range(n):
             rows.append({"task": "t", "tuner_label": tuner, "tuner": tuner, "seed": s, "status": "ok",
-                         "final_val_loss": 1.0, "final_test_loss": 1.0, "wall_s": 1.0, "cost_units": 1.0,
+                         "final_val_loss": 1.0, "final_test_loss": 1.0, "tuner_s": 1.0, "wall_s": 1.0,
+                         "cost_units": 1.0,
                          "final_regret": shift + 0.1 * rng.random(), **{f"{w}_to_{k}": np.nan for w in ("time", "cost")
                                                                        for k in ("1pct", "0_1pct")}})
     cells = pd.DataFrame(rows)
@@ -253,3 +254,51 @@ def test_partial_run_reads_finished_cells(run_dir, tmp_path):
     assert (df.groupby("cell_id")["step"].apply(lambda s: s.is_monotonic_increasing)).all()
     with pytest.raises(ReportError, match="no records.parquet"):
         load_records(tmp_path)
+
+
+def test_tuner_time_and_wall_time_are_separate_columns(report, run_dir):
+    """``tuner (s)`` holds the tuner's clock, ``wall (s)`` the cell's wall clock (issue 10, item 2)."""
+    cells = pd.read_csv(run_dir / "report" / "tables" / "cells.csv").set_index("cell_id")
+    records = load_records(run_dir)
+    last = records.groupby("cell_id").tail(1).set_index("cell_id")
+    assert np.allclose(cells["tuner_s"], last.loc[cells.index, "time_s"], rtol=1e-9)
+    assert np.allclose(cells["wall_s"], last.loc[cells.index, "wall_s"], rtol=1e-9)
+    assert (cells["wall_s"] > cells["tuner_s"]).all()  # the wall clock also holds measurements and the harness
+    for name in ("headline", "results"):
+        md = (run_dir / "report" / "tables" / f"{name}.md").read_text()
+        head = md.splitlines()[0]
+        assert "| tuner (s) |" in head and "| wall (s) |" in head, head
+        raw = pd.read_csv(run_dir / "report" / "tables" / f"{name}.csv")
+        assert {"tuner_s_mean", "wall_s_mean"} <= set(raw.columns)
+        assert (raw["wall_s_mean"] > raw["tuner_s_mean"]).all()
+
+
+def _tied_cells() -> pd.DataFrame:
+    """Two tuners whose mean final regrets differ below the printed 4 significant digits, one worse."""
+    rows = []
+    for tuner, regrets in (("a", (0.0087971, 0.0087971)), ("b", (0.0087969, 0.0087969)), ("c", (0.02, 0.03))):
+        for seed, reg in enumerate(regrets):
+            rows.append({"task": "t", "tuner_label": tuner, "tuner": tuner, "seed": seed, "status": "ok",
+                         "final_val_loss": 1.0 + reg, "final_test_loss": 1.0, "tuner_s": 1.0, "wall_s": 2.0,
+                         "cost_units": 1.0, "final_regret": reg,
+                         **{f"{w}_to_{k}": np.nan for w in ("time", "cost") for k in ("1pct", "0_1pct")}})
+    return pd.DataFrame(rows)
+
+
+def test_results_equal_as_printed_share_rank_and_bold():
+    from hpo_bench.report.tables import headline_table, rank_table, results_table
+
+    cells = _tied_cells()
+    summary = group_summary(cells, cells.assign(hypergrad_rel_error=np.nan)).set_index("tuner")
+    assert summary.loc["a", "rank"] == summary.loc["b", "rank"] == 1.5  # average rank, as scipy's rankdata
+    assert summary.loc["c", "rank"] == 3
+    assert summary.loc["a", "best"] and summary.loc["b", "best"] and not summary.loc["c", "best"]
+    summary = summary.reset_index()
+    w = wilcoxon_table(summary, cells)
+    assert list(w["tuner"]) == ["c"]  # both tied tuners are best; only the other one is tested
+    for table in (headline_table(summary, cells), results_table(summary, cells, w)):
+        md = table.markdown()
+        assert "| **a** |" in md and "| **b** |" in md and "| **c** |" not in md
+        assert md.count("**0.008797 ± 0**") == 2
+    ranks = rank_table(summary).markdown()
+    assert "| **a** | **1.5** |" in ranks and "| **b** | **1.5** |" in ranks

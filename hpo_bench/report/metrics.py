@@ -176,7 +176,9 @@ def _first_reached(regret: np.ndarray, threshold: float) -> int:
 def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult]) -> pd.DataFrame:
     """One row per cell: the final incumbent, its losses and regret, costs, targets reached.
 
-    ``df`` comes from :func:`add_derived`.
+    ``tuner_s`` is the tuner's clock at the cell's end (what time-to-target counts);
+    ``wall_s`` the cell's wall clock (``tuner_s`` + measurements + harness; NaN for runs
+    recorded without it). ``df`` comes from :func:`add_derived`.
     """
     rows = []
     for cell_id, g in df.groupby("cell_id", sort=False):
@@ -199,7 +201,11 @@ def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult])
             "final_hp": [float(v) for v in irow["hp"]] if has_inc else [],
             "oracle_val_loss": orc.val_loss, "oracle_gap": orc.gap, "oracle_hp": list(orc.hp),
             "transforms": list(orc.transforms),
-            "wall_s": float(last["time_s"]), "cost_units": float(last["cost_units"]),
+            # tuner_s: the tuner's own clock (measurements paused); wall_s: the cell's wall clock
+            # (task build, tuner, measurements, harness), absent in runs older than the column
+            "tuner_s": float(last["time_s"]),
+            "wall_s": float(pd.to_numeric(last.get("wall_s", math.nan), errors="coerce")),
+            "cost_units": float(last["cost_units"]),
             "hypergrad_rel_error_median": float(np.nanmedian(err)) if err is not None and err.notna().any()
             else math.nan,
         }

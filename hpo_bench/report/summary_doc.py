@@ -65,6 +65,9 @@ def write_summary(out: Path, run: Path, tables: dict, figures: dict[str, list[Pa
         f"- **Targets**: the regret is within {t1} / {t2} of the *oracle gap* F(init) − F\\* (init = the space's "
         "starting λ). Time-to-target is tuner seconds (measurements excluded), cost-to-target is cost units "
         "(inner gradient evaluations + HVPs + n_params per reference inner solve). *n.r.* = not reached.",
+        "- **tuner (s)**: the tuner's own clock over the whole budget (measurements excluded); **wall (s)**: the "
+        "cell's wall clock (task build, tuner, measurements of losses and reference hypergradients, harness); "
+        "both are means over seeds.",
         "- **Best** (bold): lowest mean final regret in a task. **p vs best**: Wilcoxon signed-rank test paired by "
         "seed; † = too few seeds for p < 0.05 to be attainable.",
         "",

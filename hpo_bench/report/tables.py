@@ -21,7 +21,7 @@ from scipy import stats
 from .metrics import TARGETS, target_key, target_label
 
 __all__ = ["Table", "results_table", "headline_table", "rank_table", "wilcoxon_table", "settings_table",
-           "oracle_table", "group_summary", "MIN_WILCOXON_SEEDS", "fmt"]
+           "oracle_table", "group_summary", "MIN_WILCOXON_SEEDS", "fmt", "as_printed"]
 
 #: With fewer paired seeds, the two-sided exact signed-rank test cannot reach p < 0.05
 #: (its smallest p-value is 2 / 2^n = 0.0625 at n = 5).
@@ -120,6 +120,14 @@ def fmt(x: float, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+def as_printed(x: float, digits: int = 4) -> float:
+    """``x`` rounded to what :func:`fmt` prints (NaN and ±inf unchanged): values that print the
+    same compare equal, so ranks and bold never split results a reader cannot tell apart."""
+    if x is None or not math.isfinite(float(x)):
+        return math.nan if x is None else float(x)
+    return float(f"{float(x):.{digits}g}")
+
+
 def _pm(mean: float, std: float) -> str:
     return fmt(mean) if not math.isfinite(std) else f"{fmt(mean)} ± {fmt(std, 2)}"
 
@@ -173,11 +181,15 @@ def group_summary(cells: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
                 r[f"{what}_to_{k}_median"] = _median_with_unreached(x)
                 r[f"reached_{k}"] = int(np.isfinite(x).sum())
         r["hypergrad_rel_error_median"] = float(med_err.get((task, tuner), math.nan))
-        r["wall_s_mean"] = float(g["wall_s"].mean())
+        r["tuner_s_mean"] = float(g["tuner_s"].mean())
+        r["wall_s_mean"] = float(g["wall_s"].mean()) if "wall_s" in g else math.nan
         r["cost_units_mean"] = float(g["cost_units"].mean())
         out.append(r)
     df = pd.DataFrame(out)
-    df["rank"] = df.groupby("task")["regret_mean"].rank(method="average", na_option="bottom")
+    # rank the mean regret as printed (fmt's 4 significant digits): equal-looking results tie,
+    # share the average rank and are all marked best
+    printed = df["regret_mean"].map(as_printed)
+    df["rank"] = printed.groupby(df["task"]).rank(method="average", na_option="bottom")
     df["best"] = df["rank"] == df.groupby("task")["rank"].transform("min")
     return df
 
@@ -191,7 +203,7 @@ def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataF
         cols.append((f"t_{target_key(frac)}", f"t→{target_label(frac)} (s)"))
     for frac in TARGETS:
         cols.append((f"c_{target_key(frac)}", f"cost→{target_label(frac)}"))
-    cols += [("hg", "hypergrad err"), ("wall", "wall (s)"), ("p", "p vs best")]
+    cols += [("hg", "hypergrad err"), ("tuner_s", "tuner (s)"), ("wall_s", "wall (s)"), ("p", "p vs best")]
     rows = []
     for r in summary.itertuples():
         g = cells[(cells["task"] == r.task) & (cells["tuner_label"] == r.tuner)]
@@ -200,7 +212,8 @@ def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataF
                              "val": _pm(r.val_mean, r.val_std), "val_ci": _ci(r.val_ci_low, r.val_ci_high),
                              "test": _pm(r.test_mean, r.test_std), "test_ci": _ci(r.test_ci_low, r.test_ci_high),
                              "regret": _pm(r.regret_mean, r.regret_std),
-                             "hg": fmt(r.hypergrad_rel_error_median, 2), "wall": fmt(r.wall_s_mean, 3)}
+                             "hg": fmt(r.hypergrad_rel_error_median, 2), "tuner_s": fmt(r.tuner_s_mean, 3),
+                             "wall_s": fmt(r.wall_s_mean, 3)}
         for frac in TARGETS:
             k = target_key(frac)
             d[f"t_{k}"] = _reach(g[f"time_to_{k}"].to_numpy(dtype=float))
@@ -216,6 +229,8 @@ def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataF
              "validation loss at the reference inner solve minus the oracle's; mean ± std over seeds",
              "t→x% / cost→x%: median over seeds of tuner seconds / cost units until the regret is within x% of "
              "the oracle gap; n.r. = not reached; (k/n) = seeds that reached it",
+             "tuner (s): the tuner's own clock at the end of the budget (measurements paused), mean over seeds; "
+             "wall (s): the cell's wall clock (task build + tuner + measurements + harness), mean over seeds",
              "p vs best: Wilcoxon signed-rank test of the final regret against the task's best tuner, paired by seed"]
     return Table("results", "Final validation and test loss, regret, time- and cost-to-target per task and tuner "
                  "(best mean regret in bold).", cols, rows, raw,
@@ -225,19 +240,20 @@ def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataF
 def headline_table(summary: pd.DataFrame, cells: pd.DataFrame) -> Table:
     k = target_key(TARGETS[0])
     cols = [("task", "task"), ("tuner", "tuner"), ("regret", "regret"), ("median", "regret (median)"),
-            ("test", "test loss"), ("t", f"t→{target_label(TARGETS[0])} (s)"), ("wall", "wall (s)"), ("rank", "rank")]
+            ("test", "test loss"), ("t", f"t→{target_label(TARGETS[0])} (s)"), ("tuner_s", "tuner (s)"),
+            ("wall_s", "wall (s)"), ("rank", "rank")]
     rows = []
     for r in summary.itertuples():
         g = cells[(cells["task"] == r.task) & (cells["tuner_label"] == r.tuner)]
         d = {"_group": r.task, "task": r.task, "tuner": r.tuner, "regret": _pm(r.regret_mean, r.regret_std),
              "median": fmt(r.regret_median, 3),
              "test": _pm(r.test_mean, r.test_std), "t": _reach(g[f"time_to_{k}"].to_numpy(dtype=float)),
-             "wall": fmt(r.wall_s_mean, 3), "rank": fmt(r.rank, 3)}
+             "tuner_s": fmt(r.tuner_s_mean, 3), "wall_s": fmt(r.wall_s_mean, 3), "rank": fmt(r.rank, 3)}
         if r.best:
             d["_bold"] = {"tuner", "regret"}
         rows.append(d)
     raw = summary[["task", "tuner", "regret_mean", "regret_std", "regret_median", "test_mean", "test_std",
-                   f"time_to_{k}_median", "wall_s_mean", "rank"]]
+                   f"time_to_{k}_median", "tuner_s_mean", "wall_s_mean", "rank"]]
     return Table("headline", "Headline: final regret (mean ± std over seeds, and median), test loss, time to 1% of "
                  "the oracle gap; best mean regret in bold, ranks by mean regret.", cols, rows, raw,
                  align={"task": "l", "tuner": "l"})
@@ -251,10 +267,10 @@ def rank_table(summary: pd.DataFrame) -> Table:
                     "tasks_list": ";".join(g["task"])})
     raw_df = pd.DataFrame(raw).sort_values(["average_rank", "tuner"], kind="stable").reset_index(drop=True)
     n_tasks = summary["task"].nunique()
-    best = raw_df["average_rank"].min()
+    best = as_printed(raw_df["average_rank"].min(), 3)
     for r in raw_df.itertuples():
         d = {"tuner": r.tuner, "rank": fmt(r.average_rank, 3), "tasks": f"{r.tasks}/{n_tasks}", "wins": str(r.wins)}
-        if r.average_rank == best:
+        if as_printed(r.average_rank, 3) == best:  # ties as printed share the bold
             d["_bold"] = {"tuner", "rank"}
         rows.append(d)
     notes = ["rank within each task by mean final regret (1 = best, ties share the average rank), averaged over the "
@@ -265,13 +281,18 @@ def rank_table(summary: pd.DataFrame) -> Table:
 
 
 def wilcoxon_table(summary: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """Each tuner vs the task's best (by mean final regret), paired by seed (raw rows + display)."""
+    """Each tuner vs the task's best (by mean final regret), paired by seed (raw rows + display).
+
+    Tuners tied for best (equal as printed) are all best and are not tested; the others are
+    tested against the first of them in the suite's order.
+    """
     out = []
     for task, s in summary.groupby("task", sort=False):
+        bests = set(s[s["best"]]["tuner"])
         best = s[s["best"]]["tuner"].iloc[0]
         cb = cells[(cells["task"] == task) & (cells["tuner_label"] == best)].set_index("seed")["final_regret"]
         for tuner in s["tuner"]:
-            if tuner == best:
+            if tuner in bests:
                 continue
             ct = cells[(cells["task"] == task) & (cells["tuner_label"] == tuner)].set_index("seed")["final_regret"]
             pair = pd.concat([cb.rename("best"), ct.rename("other")], axis=1, join="inner").dropna()
