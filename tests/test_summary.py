@@ -49,3 +49,54 @@ def test_summary_header_says_incumbent():
     text = buf.getvalue()
     assert "Incumbent" in SUMMARY_TITLE and SUMMARY_TITLE.split(";")[0] in text
     assert "incumbent val loss" in text and "incumbent λ" in text and "tuner s" in text
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_eta_waits_for_finished_cells_and_ignores_start_up():
+    """A suite of 82 cells, 0.1 s each after 5 s of start-up: the old first ETA read 405 s."""
+    from hpo_bench.harness import RunProgress
+    from hpo_bench.progress import MIN_FINISHED, EtaEstimator
+
+    clock = _Clock()
+    eta = EtaEstimator(clock=clock)
+    progress = RunProgress(total=82, skipped=0)
+    clock.t = 5.0  # start-up: nothing finished yet
+    assert eta.eta_s(progress) is None
+    for k in range(1, MIN_FINISHED + 1):
+        eta.finished()
+        progress.done = k
+        if k < MIN_FINISHED:
+            assert eta.eta_s(progress) is None, k
+            clock.t += 0.1
+    true_left = (82 - MIN_FINISHED) * 0.1
+    assert abs(eta.eta_s(progress) - true_left) <= 1e-9 * true_left
+    progress.done = 82
+    assert eta.eta_s(progress) == 0.0
+
+
+def test_plain_progress_lines_show_no_eta_before_enough_cells(monkeypatch):
+    from types import SimpleNamespace
+
+    from hpo_bench.harness import RunProgress
+    from hpo_bench.progress import MIN_FINISHED, EtaEstimator, PlainReporter
+
+    clock = _Clock()
+    buf = io.StringIO()
+    rep = PlainReporter(buf, EtaEstimator(clock=clock))
+    progress = RunProgress(total=40, skipped=0)
+    result = SimpleNamespace(rows=[{"best_val_loss": 0.5}], status="ok", info={"wall_s": 0.1})
+    for k in range(1, MIN_FINISHED + 1):
+        clock.t = 10.0 + k
+        progress.done = k
+        rep.cell_finished(progress, SimpleNamespace(cell_id=f"c{k}"), result)
+    lines = buf.getvalue().splitlines()
+    assert all(ln.endswith("ETA -:--:--") for ln in lines[:MIN_FINISHED - 1])
+    # 1 s per cell since the first finished: 35 cells left -> 35 s
+    assert lines[-1].endswith("ETA 0:00:35"), lines[-1]
