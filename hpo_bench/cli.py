@@ -27,7 +27,12 @@ from .suite import SuiteError
 from .task import TaskParamError
 from .tuner import TunerParamError
 
+# Help is rendered by click's plain formatter (rich_markup_mode=None): typer's rich formatter parses every help
+# text as console markup (it ate "[dist]" in "pip install 'hpo-bench[dist]'") and prints a `<bool>` type beside
+# flags, which take no value. HELP_SETTINGS lets help lines use a wide terminal instead of click's 80 columns.
+HELP_SETTINGS = {"max_content_width": 120}
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, context_settings=HELP_SETTINGS,
                   help="Hyperparameter-optimization benchmarks with ground-truth hypergradients.")
 console = Console(width=None if sys.stdout.isatty() else 180)
 BAD_INPUT = (UnknownNameError, SuiteError, SpaceError, TaskParamError, TunerParamError, RegistryError)
@@ -35,6 +40,30 @@ BAD_INPUT = (UnknownNameError, SuiteError, SpaceError, TaskParamError, TunerPara
 
 class BadInput(Exception):
     """Raised by commands for input they reject; printed as one line, exit 2."""
+
+
+def _print_version(value: bool) -> None:
+    """``--version``: print ``hpo-bench <version>`` (the installed distribution's metadata) and exit 0."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("hpo-bench")
+    except PackageNotFoundError:
+        print("hpo-bench: error: the distribution 'hpo-bench' is not installed, so it has no version "
+              "(install it with `pip install -e .`)", file=sys.stderr)
+        raise typer.Exit(1) from None
+    print(f"hpo-bench {v}")
+    raise typer.Exit(0)
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the installed version (hpo-bench X.Y.Z) and exit."),
+) -> None:
+    """Options of ``hpo-bench`` itself, before any command."""
 
 
 def _parse_params(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -50,6 +79,34 @@ def _parse_params(items: list[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
+# reST inline markup, outermost first: ``literal``, :role:`text`, `text <target>`_, `text`_, **strong**, *emphasis*,
+# `interpreted`. Each keeps its text.
+_REST_INLINE = (
+    (re.compile(r"``(.+?)``"), r"\1"),
+    (re.compile(r":[\w.+-]+:`~?([^`<]*?)\s*(?:<[^`>]*>)?`"), r"\1"),
+    (re.compile(r"`([^`<]+?)\s*<[^`>]*>`__?"), r"\1"),
+    (re.compile(r"`([^`]+)`__?"), r"\1"),
+    (re.compile(r"\*\*(\S(?:.*?\S)?)\*\*"), r"\1"),
+    (re.compile(r"(?<![\w*])\*(\S(?:.*?\S)?)\*(?![\w*])"), r"\1"),
+    (re.compile(r"`([^`]+)`"), r"\1"),
+)
+
+
+def plain_summary(doc: str | None) -> str:
+    """The first paragraph of a docstring as one line of plain text, for ``hpo-bench list``.
+
+    Guarantees: no line breaks; reST inline markup (````literal````, ``*emphasis*``, ``**strong**``,
+    ```interpreted```, ``:role:`text```, hyperlink references) replaced by its text; ``""`` for no docstring.
+    """
+    import inspect
+
+    paragraph = inspect.cleandoc(doc or "").split("\n\n", 1)[0]
+    text = " ".join(paragraph.split())
+    for pattern, repl in _REST_INLINE:
+        text = pattern.sub(repl, text)
+    return text
+
+
 # ----------------------------------------------------------------------- list
 @app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
@@ -57,11 +114,11 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
     from .suite import load_suite, named_suites
 
     tasks = [{"name": n, "tags": sorted(getattr(c, "tags", ())), "origin": TASKS.origin(n),
-              "summary": (c.__doc__ or "").strip().splitlines()[0]} for n, c in TASKS.items()]
+              "summary": plain_summary(c.__doc__)} for n, c in TASKS.items()]
     tuners = [{"name": n, "tags": sorted(getattr(c, "tags", ())), "origin": TUNERS.origin(n),
-               "summary": (c.__doc__ or "").strip().splitlines()[0]} for n, c in TUNERS.items()]
+               "summary": plain_summary(c.__doc__)} for n, c in TUNERS.items()]
     methods = [{"name": n, "kind": f.info.kind, "exact": f.info.exact, "knob": f.info.knob,
-                "summary": f.info.summary} for n, f in METHODS.items()]
+                "summary": plain_summary(f.info.summary)} for n, f in METHODS.items()]
     suites = []
     for n, p in sorted(named_suites().items()):
         s = load_suite(str(p), validate=False)
@@ -394,7 +451,8 @@ def report_cmd(
 
 
 # ---------------------------------------------------------------------- sweep
-sweep_app = typer.Typer(no_args_is_help=True, help="Sweeps: the accuracy-cost frontier of hypergradient methods; "
+sweep_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Sweeps: the accuracy-cost frontier of hypergradient methods; "
                         "tuner time-to-target as the number of hyperparameters grows (docs/sweeps.md).")
 app.add_typer(sweep_app, name="sweep")
 
@@ -606,7 +664,9 @@ def main() -> None:
         sys.exit(130)
     except Exception as exc:
         # click's usage errors (typer may vendor click, so match by shape, not by class)
-        if type(exc).__name__ == "NoArgsIsHelpError":  # typer has printed the help already
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the message is the help (empty if rich printed it)
+            if exc.format_message():
+                print(exc.format_message())
             sys.exit(0)
         if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
             print(f"hpo-bench: error: {exc.format_message()}", file=sys.stderr)
