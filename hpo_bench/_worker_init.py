@@ -8,9 +8,16 @@ import gc
 import importlib
 import os
 
+import torch
+
 from . import _threads, harness, registry
 from .executors import PRELOAD_ENV
 
+# No thread team before fork: an OpenMP (or MKL) pool started here would be inherited by every
+# forked cell without its threads, and the cell's first parallel op would wait on them for ever
+# (a cell with >= 2 torch threads hung until its timeout). Everything here runs on one thread; each
+# cell sets its own count (hpo_bench.harness._execute) before its first op.
+torch.set_num_threads(1)
 harness.warm_up()
 try:  # NumPy's / SciPy's BLAS pools: one thread in every cell (see hpo_bench._threads)
     _threads.cap_blas_threads(1)

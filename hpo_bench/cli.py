@@ -7,6 +7,7 @@ claims exactness (or the reference) disagrees beyond tolerance.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -14,6 +15,7 @@ import signal
 import sys
 import threading
 import tomllib
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
@@ -40,6 +42,23 @@ BAD_INPUT = (UnknownNameError, SuiteError, SpaceError, TaskParamError, TunerPara
 
 class BadInput(Exception):
     """Raised by commands for input they reject; printed as one line, exit 2."""
+
+
+class IOFailure(Exception):
+    """Raised by commands when a file cannot be read or written; printed as one line, exit 1."""
+
+
+#: Exit status of `run` and `tune` when a cell ended with error, timeout or oom (or its job was lost).
+EXIT_CELLS_FAILED = 3
+
+
+def _io_failure(exc: OSError, what: str) -> IOFailure:
+    """One line for an OSError: what failed, the file, the reason, and what to do."""
+    if exc.filename is None or str(exc.filename) in str(exc):
+        text = str(exc)
+    else:
+        text = f"{exc.strerror or exc} ({str(exc.filename)!r})"
+    return IOFailure(f"{what}: {text}")
 
 
 def _print_version(value: bool) -> None:
@@ -246,8 +265,8 @@ def run_cmd(
                                           "process (for debugging). With --dask local: the number of Dask workers."),
     dask: Optional[str] = typer.Option(None, "--dask", help="Run on Dask: 'local' starts a LocalCluster here, "
                                        "tcp://host:port joins a running scheduler (pip install 'hpo-bench[dist]')."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per cell (default: usable CPUs / "
-                                          "cells at a time; on a Dask scheduler: each worker's CPUs / its threads)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per cell, on every executor "
+                                          "(default 1: small cells run fastest on one thread; run.log says why)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Hard wall-clock seconds per cell; overrides "
                                             "the suite's `timeout` (default 10 x budget seconds + 60, else 3600)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: keep finished cells, run the "
@@ -257,9 +276,16 @@ def run_cmd(
     retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: run cells that ended with "
                                       "error, timeout or oom again."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display; only print where results went."),
+    allow_failures: bool = typer.Option(False, "--allow-failures", help="Exit 0 even if cells ended with error, "
+                                        "timeout or oom (default: exit 3)."),
 ) -> None:
-    """Run a suite: every task x tuner x seed cell, serially, in worker processes, or on Dask."""
-    from .executors import ProcessPool, SerialExecutor, dask_executor, usable_cpus
+    """Run a suite: every task x tuner x seed cell, serially, in worker processes, or on Dask.
+
+    Exit status: 0 when every cell finished (ok or diverged); 1 on an I/O failure (disk full, folder not
+    writable); 2 on bad input; 3 when a cell ended with error, timeout or oom, or its executor lost it (unless
+    --allow-failures); 128+N when stopped by signal N (continue with --resume).
+    """
+    from .executors import ProcessPool, SerialExecutor, dask_executor
     from .harness import RunFolderError, check_run_folder, run_suite
     from .progress import make_reporter
     from .suite import load_suite
@@ -278,6 +304,8 @@ def run_cmd(
         check_run_folder(out, s, resume=resume, force=force)
     except RunFolderError as exc:
         raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise _io_failure(exc, f"cannot read the run folder {str(out)!r}") from None
 
     dask_run = None
     if dask is not None:
@@ -286,34 +314,35 @@ def run_cmd(
         except (OSError, TimeoutError) as exc:
             raise BadInput(f"option --dask {dask!r}: cannot reach the scheduler ({exc})") from None
         executor: Any = dask_run
-        if dask == "local" and threads is None:
-            threads = max(1, usable_cpus() // (n_workers or usable_cpus()))
     elif n_workers is not None:
         executor = ProcessPool(n_workers)
     else:
         executor = SerialExecutor()
     stopped_by = [signal.SIGINT]
 
-    def _terminate(signum, frame):  # SIGTERM (kill, SLURM's scancel): stop like Ctrl-C, cleanly
+    def _terminate(signum, frame):  # SIGTERM (kill, SLURM's scancel), SIGHUP (a closed terminal): like Ctrl-C
         stopped_by[0] = signum
         raise KeyboardInterrupt
 
     in_main = threading.current_thread() is threading.main_thread()
-    old_term = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+    old_handlers = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)} if in_main else {}
     try:
         res = run_suite(s, out, argv=sys.argv, executor=executor, resume=resume, force=force,
                         retry_failed=retry_failed, timeout=timeout, threads=threads,
                         reporter=make_reporter(console, quiet=quiet))
     except RunFolderError as exc:  # the folder changed since the check (another run started in it)
         raise BadInput(str(exc)) from None
+    except OSError as exc:  # disk full, file-size limit, cells/ not writable: finished cells are kept
+        raise _io_failure(exc, f"cannot write the run folder {str(out)!r}") from None
     except KeyboardInterrupt:
         n_done = len(list((out / "cells").glob("*.parquet")))
-        print(f"hpo-bench: stopped by {signal.Signals(stopped_by[0]).name}; {n_done} finished cells are in "
-              f"{str(out / 'cells')!r}: run the same command with --resume to continue", file=sys.stderr)
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"hpo-bench: stopped by {signal.Signals(stopped_by[0]).name}; {n_done} finished cells are in "
+                  f"{str(out / 'cells')!r}: run the same command with --resume to continue", file=sys.stderr)
         raise typer.Exit(128 + stopped_by[0]) from None
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, old_term)
+        for sig, old in old_handlers.items():
+            signal.signal(sig, old)
         if dask_run is not None:
             dask_run.close()
         else:
@@ -325,6 +354,25 @@ def run_cmd(
     console.print(f"records: {res.records_path} ({len(res.frame)} rows); provenance: {res.provenance_path}; "
                   f"log: {res.log_path}{kept}"
                   + (f"; {len(bad)} cells not ok: {', '.join(f'{k}={v}' for k, v in bad.items())}" if bad else ""))
+    _exit_for_failures(res, allow_failures)
+
+
+def _exit_for_failures(res: Any, allow_failures: bool) -> None:
+    """One line on stderr and exit 3 if a cell failed or was lost (unless ``allow_failures``)."""
+    failed = res.failed
+    if not failed:
+        return
+    lost = [c for c in res.lost if c in failed]
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(Counter(failed.values()).items()))
+    what = (f"{len(lost)} of them lost to an executor failure (the scheduler or a worker went away, see run.log), "
+            if lost else "")
+    line = (f"{len(failed)} of {len(res.statuses)} cells did not finish ({counts}); {what}rerun them with the same "
+            "command plus --resume --retry-failed")
+    if allow_failures:
+        console.print(f"note: {line} (exit 0: --allow-failures)")
+        return
+    print(f"hpo-bench: error: {line}", file=sys.stderr)
+    raise typer.Exit(EXIT_CELLS_FAILED)
 
 
 @app.command("show")
@@ -372,8 +420,14 @@ def tune_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per cell (default: usable CPUs / "
                                           "workers)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print where results went."),
+    allow_failures: bool = typer.Option(False, "--allow-failures", help="Exit 0 even if cells of the clean run "
+                                        "ended with error, timeout or oom (default: exit 3)."),
 ) -> None:
-    """Tune each tuner's declared knobs on the tuning seeds, then run the suite's seeds with the choice."""
+    """Tune each tuner's declared knobs on the tuning seeds, then run the suite's seeds with the choice.
+
+    Exit status as for `run`: 0, 1 (I/O failure), 2 (bad input), 3 when a cell of the clean run ended with
+    error, timeout or oom (unless --allow-failures; a failing tuning cell only scores +inf).
+    """
     import os
     import shutil
 
@@ -411,6 +465,8 @@ def tune_cmd(
                 console.print(f"  {t['label']}: {json.dumps(chosen, sort_keys=True)}")
             console.print(f"clean run: {len(resolved.cells())} cells on seeds {resolved.seeds} -> {out}")
         res = run_suite(resolved, out, argv=sys.argv, **run_options)
+    except OSError as exc:
+        raise _io_failure(exc, f"cannot write the run folder {str(out)!r}") from None
     finally:
         if "executor" in run_options:
             run_options["executor"].shutdown(wait=True)
@@ -421,6 +477,7 @@ def tune_cmd(
     console.print(f"choices: {out / 'tune' / 'choices.json'}; records: {out / 'records.parquet'} "
                   f"({len(res.frame)} rows)"
                   + (f"; {len(bad)} cells not ok: {', '.join(f'{k}={v}' for k, v in bad.items())}" if bad else ""))
+    _exit_for_failures(res, allow_failures)
 
 
 # ------------------------------------------------------------------- report
@@ -657,6 +714,9 @@ def main() -> None:
     except BAD_INPUT as exc:
         print(f"hpo-bench: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except IOFailure as exc:
+        print(f"hpo-bench: error: {exc}", file=sys.stderr)
+        sys.exit(1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

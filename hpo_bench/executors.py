@@ -35,7 +35,7 @@ from multiprocessing.connection import wait as _mp_wait
 from typing import Any, Callable, Iterable, Iterator
 
 __all__ = ["SerialExecutor", "ProcessPool", "DaskRun", "dask_executor", "run_in_child", "ChildExit",
-           "usable_cpus", "peak_rss_mb", "reset_peak_rss", "kill_children", "start_fork_server",
+           "usable_cpus", "peak_rss_mb", "oom_kill_count", "reset_peak_rss", "kill_children", "start_fork_server",
            "imported_third_party_modules"]
 
 #: Modules the fork server imports once, so that every child starts with them loaded.
@@ -76,6 +76,33 @@ def _vm_hwm_mb(pid: int | str = "self") -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def oom_kill_count() -> int | None:
+    """OOM kills the kernel has counted so far (``None`` where it does not say).
+
+    The sum of ``/proc/vmstat``'s ``oom_kill`` (every OOM kill since boot, cgroup limits included)
+    and this process's cgroup-v2 ``memory.events`` ``oom_kill``. Only a change matters: a cell
+    process killed by SIGKILL is called out of memory only if this count grew while it ran.
+    """
+    total, found = 0, False
+    paths = ["/proc/vmstat"]
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/cgroup") as fh:
+            for line in fh:
+                if line.startswith("0::"):
+                    paths.append(f"/sys/fs/cgroup{line.strip()[3:].rstrip('/')}/memory.events")
+    for path in paths:
+        try:
+            with open(path) as fh:
+                for line in fh:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        total += int(value)
+                        found = True
+        except (OSError, ValueError):
+            continue
+    return total if found else None
 
 
 def peak_rss_mb() -> float:
@@ -298,13 +325,15 @@ def _child_entry(conn, target: Callable[..., None], args: tuple) -> None:
 @dataclass
 class ChildExit:
     """How a child ended: ``exitcode`` (negative: killed by that signal), whether it was
-    killed at its timeout, its lifetime in seconds, its pid, and (when killed) its peak RSS."""
+    killed at its timeout, its lifetime in seconds, its pid, (when killed) its peak RSS, and
+    ``oom_kills``: how many OOM kills the kernel counted while it ran (``None``: unknown)."""
 
     exitcode: int | None
     timed_out: bool
     seconds: float
     pid: int | None = None
     peak_rss_mb: float | None = None
+    oom_kills: int | None = None
 
     @property
     def signal_name(self) -> str | None:
@@ -329,6 +358,7 @@ def run_in_child(target: Callable[..., None], args: tuple = (), *, timeout: floa
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_entry, args=(send, target, args), daemon=True, name="hpo-bench-cell")
+    ooms_before = oom_kill_count()
     with _allow_children():
         proc.start()  # the first start also starts the fork server: not the child's time
     t0 = time.monotonic()
@@ -372,8 +402,10 @@ def run_in_child(target: Callable[..., None], args: tuple = (), *, timeout: floa
             proc.join()
         _LIVE.discard(proc)
         recv.close()
+    ooms_after = oom_kill_count()
+    ooms = None if ooms_before is None or ooms_after is None else ooms_after - ooms_before
     return ChildExit(exitcode=proc.exitcode, timed_out=timed_out, seconds=time.monotonic() - t0, pid=proc.pid,
-                     peak_rss_mb=peak)
+                     peak_rss_mb=peak, oom_kills=ooms)
 
 
 def kill_children() -> None:

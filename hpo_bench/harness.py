@@ -71,7 +71,8 @@ from .registry import TASKS, TUNERS
 from .suite import Cell, Suite
 
 __all__ = ["run_cell", "run_suite", "records_frame", "provenance", "code_version", "SuiteResult", "CellJob",
-           "CellResult", "CellTimeout", "RunFolderError", "RunProgress", "FAILED_STATUSES", "check_run_folder"]
+           "CellResult", "CellTimeout", "RunFolderError", "RunFolderIOError", "EXECUTOR_FAILURE", "RunProgress",
+           "FAILED_STATUSES", "DEFAULT_THREADS", "check_run_folder"]
 
 #: Statuses that say the cell did not run to its end (``diverged`` is a result, not a failure).
 FAILED_STATUSES = ("error", "timeout", "oom")
@@ -81,6 +82,24 @@ _NAN = float("nan")
 
 class RunFolderError(ValueError):
     """A run folder that cannot be used as asked; the message says why and what to do."""
+
+
+class RunFolderIOError(OSError):
+    """The run folder could not be read or written while the run went on; the message says what to do."""
+
+
+#: How the message of a cell whose job the executor lost (not the cell's own failure) begins.
+EXECUTOR_FAILURE = "executor failure"
+
+
+def _submit(ex: Executor, job: Any) -> Future:
+    """``ex.submit(job)``; an executor that refuses (its scheduler is gone) gives a failed future instead."""
+    try:
+        return ex.submit(job)
+    except Exception as exc:  # noqa: BLE001 - recorded as the cell's executor failure
+        fut: Future = Future()
+        fut.set_exception(exc)
+        return fut
 
 
 class CellTimeout(BaseException):
@@ -120,11 +139,17 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-12)}"
 
 
+#: What torch's allocators say when an allocation fails (CUDA: "out of memory"; CPU's
+#: DefaultCPUAllocator: "can't allocate memory: you tried to allocate N bytes").
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 def _is_oom(exc: BaseException) -> bool:
     cuda_oom = getattr(torch.cuda, "OutOfMemoryError", None)
     if cuda_oom is not None and isinstance(exc, cuda_oom):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in text for m in _OOM_MESSAGES)
 
 
 @contextlib.contextmanager
@@ -325,21 +350,23 @@ def child_death(ex: ChildExit, timeout: float) -> tuple[str, str]:
         return "timeout", (f"cell exceeded its hard timeout of {timeout:g} s; its process was killed after "
                            f"{ex.seconds:.2f} s")
     if ex.exitcode == -signal.SIGKILL:
-        return "oom", ("the cell's process was killed by SIGKILL, not by hpo-bench: most likely the kernel's "
-                       "out-of-memory killer")
+        if ex.oom_kills:  # the kernel counted an OOM kill while this cell ran
+            return "oom", ("the cell's process was killed by SIGKILL, not by hpo-bench, while the kernel's "
+                           f"out-of-memory killer killed {ex.oom_kills} process(es): out of memory")
+        why = ("the kernel counted no OOM kill meanwhile, so not out of memory" if ex.oom_kills == 0 else
+               "this system does not count OOM kills, so it may also have been the kernel's out-of-memory killer")
+        return "error", f"the cell's process was killed by SIGKILL from outside hpo-bench ({why})"
     how = f"signal {ex.signal_name}" if ex.signal_name else f"exit code {ex.exitcode}"
     return "error", f"the cell's process died ({how}) before it finished"
 
 
-def _threads_here() -> int:
-    """Torch threads for a cell placed by Dask: this machine's CPUs shared by the worker's threads."""
-    try:
-        from distributed import get_worker
-
-        slots = get_worker().state.nthreads
-    except (ImportError, ValueError, AttributeError):
-        slots = 1
-    return max(1, usable_cpus() // max(1, slots))
+#: Torch threads per cell unless ``threads`` (``--threads``) says otherwise, on every executor.
+#: Measured on the quick suite (2 usable CPUs, serial, each cell's wall time at 1 and at 2 torch
+#: threads): 2 threads made 76 of 82 cells slower and the suite 14.9x slower in total (6.4 s ->
+#: 94.5 s of cell wall time): these cells are small, and a second OpenMP thread only spin-waits.
+DEFAULT_THREADS = 1
+THREADS_WHY = ("default: small cells run fastest on one torch thread (quick suite, 2 CPUs: 2 threads per cell "
+               "were 14.9x slower); pass --threads N for large cells")
 
 
 @dataclass(frozen=True)
@@ -353,12 +380,12 @@ class CellJob:
 
     cell: Cell
     timeout: float
-    threads: int | None = None  # None: decided where the job runs (see _threads_here)
+    threads: int | None = None  # None: DEFAULT_THREADS
     isolate: bool = True
     preload: tuple[str, ...] = ()  # modules for the fork server where the job runs (see start_fork_server)
 
     def __call__(self) -> CellResult:
-        threads = self.threads or (_threads_here() if self.isolate else usable_cpus())
+        threads = self.threads or DEFAULT_THREADS
         if not self.isolate:
             return _execute(self.cell, threads, alarm=self.timeout)
         start_fork_server(self.preload)  # no-op once this process's fork server runs
@@ -414,18 +441,33 @@ def _write_atomic(df: pd.DataFrame, path: Path, metadata: dict[str, Any] | None 
     if metadata is not None:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                b"hpo_bench": json.dumps(metadata, default=str).encode()})
-    with open(tmp, "wb") as fh:
-        pq.write_table(table, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(table, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # disk full, file-size limit, folder gone: leave no half file behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     _fsync_dir(path.parent)
 
 
 def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
+    """Write JSON to a temporary file, fsync it, rename it over ``path``: complete or absent."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=2, default=str))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
 
 
 def _cell_file_meta(path: Path) -> dict[str, Any] | None:
@@ -575,32 +617,76 @@ def _code_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return out
 
 
+#: What a run folder may hold besides run.json: if run.json is missing or damaged and the folder
+#: holds nothing else, it is a run whose manifest was lost (rebuilt by --resume).
+_RUN_ENTRIES = {"run.json", "run.log", ".lock", "cells", "provenance.json", "records.parquet", "report", "tune"}
+
+
+def _is_run_entry(path: Path) -> bool:
+    return path.name in _RUN_ENTRIES or (path.name.startswith(".") and ".tmp-" in path.name)
+
+
+def _check_out_path(out: Path) -> None:
+    """Refuse an ``out`` that is a file, or lies under one (mkdir would fail with a cryptic errno)."""
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"run folder {str(out)!r} exists and is not a folder; choose another --out")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RunFolderError(f"run folder {str(out)!r} lies under {str(parent)!r}, which is a file, not a "
+                                     "folder; choose another --out")
+            return
+
+
 def _prepare_folder(out: Path, suite: Suite, code: dict[str, Any], *, resume: bool, force: bool,
                     argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Check that ``out`` may receive this run; return the manifest to write and the accepted changes."""
+    """Check that ``out`` may receive this run; return the manifest to write and the accepted changes.
+
+    A folder whose ``run.json`` is missing or damaged but that holds only run-folder entries (a
+    driver killed while it started, a lost file) is resumable: with ``resume`` the manifest is
+    rebuilt from the suite (``sessions[-1]["rebuilt"]`` says why), and only cell files that verify
+    against the suite and the current code are kept.
+    """
     manifest_path = out / "run.json"
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"run folder {str(out)!r} exists and is not a folder")
+    _check_out_path(out)
     session = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": shlex.join(argv)}
+    fresh = {"format": 1, "suite": suite.name, "suite_path": suite.path, "suite_sha256": suite.sha256,
+             "code": code, "created": session["started"], "sessions": [session]}
+    entries = list(out.iterdir()) if out.is_dir() else []
+    lost = None
     if not manifest_path.is_file():
-        if out.is_dir() and any(p.name not in ("run.log", ".lock") for p in out.iterdir()):
+        if not any(p.name not in ("run.log", ".lock") and not (p.name.startswith(".") and ".tmp-" in p.name)
+                   for p in entries):
+            return fresh, []  # new, empty, or left by a driver killed before it wrote anything
+        if not all(_is_run_entry(p) for p in entries):
             raise RunFolderError(f"run folder {str(out)!r} is not empty and holds no hpo-bench run (no run.json); "
                                  "choose a new or empty folder")
-        manifest = {"format": 1, "suite": suite.name, "suite_path": suite.path, "suite_sha256": suite.sha256,
-                    "code": code, "created": session["started"], "sessions": [session]}
-        return manifest, []
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        old_sha, old_code = manifest["suite_sha256"], manifest["code"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RunFolderError(f"run folder {str(out)!r}: run.json is unreadable ({exc}); choose a new folder") from None
+        lost = "run.json is missing"
+    else:
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            old_sha, old_code = manifest["suite_sha256"], manifest["code"]
+            if not isinstance(old_code, dict) or not isinstance(manifest.get("sessions", []), list):
+                raise TypeError("`code` must be a table and `sessions` a list")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not all(_is_run_entry(p) for p in entries):
+                raise RunFolderError(f"run folder {str(out)!r}: run.json is unreadable ({exc}); choose a new "
+                                     "folder") from None
+            lost = f"run.json is unreadable ({type(exc).__name__}: {exc})"
+    if lost is not None:
+        if not resume:
+            raise RunFolderError(f"run folder {str(out)!r} holds an hpo-bench run but {lost}; pass --resume to "
+                                 "rebuild it from the suite (cell files that verify are kept), or choose another "
+                                 "--out")
+        session.update(resumed=True, forced_changes=[], rebuilt=lost)
+        return fresh, []
     n_done = len(list((out / "cells").glob("*.parquet"))) if (out / "cells").is_dir() else 0
     if not resume:
         raise RunFolderError(f"run folder {str(out)!r} already holds a run of suite {manifest.get('suite')!r} "
                              f"({n_done} cells finished); pass --resume to continue it, or choose another --out")
     changes = []
     if old_sha != suite.sha256:
-        changes.append(f"the suite file changed ({suite.path}: sha256 {old_sha[:12]} -> {suite.sha256[:12]})")
+        changes.append(f"the suite file changed ({suite.path}: sha256 {str(old_sha)[:12]} -> {suite.sha256[:12]})")
     changes += _code_changes(old_code, code)
     if changes and not force:
         raise RunFolderError(f"cannot resume {str(out)!r}: {'; '.join(changes)}; its {n_done} finished cells may not "
@@ -613,29 +699,53 @@ def _prepare_folder(out: Path, suite: Suite, code: dict[str, Any], *, resume: bo
 
 
 def _lock_folder(out: Path) -> Any:
-    """Hold ``<out>/.lock`` for this session, so that two drivers never write one run folder.
+    """Hold the run folder for this session, so that two drivers never write one run folder.
 
-    An advisory ``flock``: the kernel releases it when the process ends, even by SIGKILL.
+    Two advisory ``flock`` locks, which the kernel releases when the process ends, even by
+    SIGKILL: on the folder itself (so deleting ``.lock`` cannot let a second driver in) and on
+    ``<out>/.lock``, which names the holder.
     """
     import fcntl
 
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"run folder {str(out)!r} exists and is not a folder")
+    _check_out_path(out)
     out.mkdir(parents=True, exist_ok=True)
-    fh = open(out / ".lock", "a+")
+    dir_fd = os.open(out, os.O_RDONLY)
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held = True
     except BlockingIOError:
+        held = False
+    except OSError:  # a file system without flock on folders: the .lock file alone then
+        held = True
+    fh = open(out / ".lock", "a+")
+    if held:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held = False
+    if not held:
         fh.seek(0)
         holder = fh.read().strip() or "?"
         fh.close()
+        os.close(dir_fd)
         raise RunFolderError(f"run folder {str(out)!r} is being written by another hpo-bench run ({holder}); "
                              "wait for it to end or choose another --out") from None
     fh.seek(0)
     fh.truncate()
     fh.write(f"pid {os.getpid()} on {_HOST}")
     fh.flush()
-    return fh
+    return _FolderLock(fh, dir_fd)
+
+
+@dataclass
+class _FolderLock:
+    fh: Any
+    dir_fd: int
+
+    def close(self) -> None:
+        self.fh.close()
+        with contextlib.suppress(OSError):
+            os.close(self.dir_fd)
 
 
 def check_run_folder(out: str | Path, suite: Suite, *, resume: bool = False, force: bool = False) -> None:
@@ -643,8 +753,13 @@ def check_run_folder(out: str | Path, suite: Suite, *, resume: bool = False, for
     _prepare_folder(Path(out), suite, code_version(), resume=resume, force=force, argv=[])
 
 
-def _scan_cells(cells_dir: Path, cells: list[Cell], *, retry_failed: bool) -> tuple[dict[str, Path], list[tuple]]:
-    """Finished cells to keep, and cell files to set aside (with the reason)."""
+def _scan_cells(cells_dir: Path, cells: list[Cell], *, retry_failed: bool,
+                code_sha: str | None = None) -> tuple[dict[str, Path], list[tuple]]:
+    """Finished cells to keep, and cell files to set aside (with the reason).
+
+    A kept file matches its cell's configuration hash and reads in full; with ``code_sha`` (a
+    rebuilt manifest) it was also written by that source.
+    """
     wanted = {c.cell_id: c for c in cells}
     keep: dict[str, Path] = {}
     aside: list[tuple[Path, str]] = []
@@ -654,17 +769,36 @@ def _scan_cells(cells_dir: Path, cells: list[Cell], *, retry_failed: bool) -> tu
     for path in sorted(cells_dir.glob("*.parquet")):
         meta = _cell_file_meta(path)
         cell = wanted.get(path.stem)
+        damage = None if meta is None or cell is None else _damage(path)
         if meta is None:
             aside.append((path, "unreadable or not written by this harness"))
         elif cell is None:
             aside.append((path, "no longer in the suite"))
         elif meta.get("config_hash") != cell.config_hash():
             aside.append((path, "its configuration changed"))
+        elif damage is not None:
+            aside.append((path, f"damaged ({damage}); its cell runs again"))
+        elif code_sha is not None and meta.get("code") not in (None, code_sha):
+            aside.append((path, f"written by other hpo-bench source ({str(meta.get('code'))[:12]}) and run.json, "
+                                "which would say whether that was accepted, was lost; its cell runs again"))
         elif retry_failed and meta.get("status") in FAILED_STATUSES:
             aside.append((path, f"retrying a cell that ended with {meta.get('status')}"))
         else:
             keep[path.stem] = path
     return keep, aside
+
+
+def _damage(path: Path) -> str | None:
+    """Why the parquet file at ``path`` cannot be read in full (``None``: it reads).
+
+    A file whose footer is intact but whose data pages are damaged passes a schema read; only
+    decoding every page finds it.
+    """
+    try:
+        pq.read_table(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 @dataclass
@@ -702,6 +836,12 @@ class SuiteResult:
     frame: pd.DataFrame
     skipped: list[str] = field(default_factory=list)
     log_path: Path | None = None
+    lost: list[str] = field(default_factory=list)  # cells of this session whose job the executor lost
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Cells that did not run to their end (error, timeout, oom, executor failure): cell id -> status."""
+        return {k: v for k, v in self.statuses.items() if v in FAILED_STATUSES}
 
 
 def _executor_parts(executor: Any) -> tuple[Executor, int | None, Callable[[], dict[str, Any]], DaskRun | None]:
@@ -729,7 +869,8 @@ def run_suite(suite: Suite, out_dir: str | Path, *, argv: list[str] | None = Non
         force: with ``resume``, accept a changed suite file or code.
         retry_failed: with ``resume``, run cells that ended with error, timeout or oom again.
         timeout: hard wall-clock seconds per cell, overriding the suite's.
-        threads: torch threads per cell; default: usable CPUs / cells at a time (Dask: per worker).
+        threads: torch threads per cell (default :data:`DEFAULT_THREADS`, on every executor; the
+            choice and why go to ``run.log`` and ``provenance.json``).
         reporter: a progress display (:mod:`hpo_bench.progress`); ``on_cell(cell, rows, k, total)``
             is also called as each cell finishes.
 
@@ -754,9 +895,16 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
     code = code_version()
     cells = suite.cells()
     manifest, changes = _prepare_folder(out, suite, code, resume=resume, force=force, argv=argv)
+    # run.json first: a driver killed at any later moment leaves a folder that --resume accepts
+    _write_json_atomic(manifest, out / "run.json")
+    for tmp in out.glob(".*.tmp-*"):  # left by a session killed while it wrote (we hold the lock)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    rebuilt = manifest["sessions"][-1].get("rebuilt")
     cells_dir = out / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
-    finished, aside = _scan_cells(cells_dir, cells, retry_failed=retry_failed)
+    finished, aside = _scan_cells(cells_dir, cells, retry_failed=retry_failed,
+                                  code_sha=code["source_sha256"] if rebuilt and not force else None)
     if aside:
         stale_dir = cells_dir / "stale"
         stale_dir.mkdir(exist_ok=True)
@@ -767,11 +915,13 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
 
     ex, capacity, describe, dask = _executor_parts(executor)
     isolate = not isinstance(ex, SerialExecutor)
-    if threads is None and dask is None:
-        threads = usable_cpus() if capacity is None else max(1, usable_cpus() // capacity)
+    threads_why = "set by --threads" if threads is not None else THREADS_WHY
+    if threads is None:
+        threads = DEFAULT_THREADS
     log = _RunLog(out / "run.log")
     prov_path = out / "provenance.json"
     prov = provenance(suite, argv, executor=describe(), threads=threads)
+    prov["torch_threads_choice"] = threads_why
     prov.update(resumed=bool(manifest["sessions"][-1].get("resumed")), forced_changes=changes,
                 cells_kept=len(finished), cells_set_aside=[f"{p.stem}: {why}" for p, why in aside],
                 timeout_override=timeout)
@@ -779,12 +929,14 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
         with contextlib.suppress(OSError, ValueError):
             old = json.loads(prov_path.read_text())
             prov["previous_sessions"] = old.pop("previous_sessions", []) + [old]
-    _write_json_atomic(manifest, out / "run.json")
     _write_json_atomic(prov, prov_path)
     log.write(f"session start: {prov['command_line']}")
+    if rebuilt:
+        log.write(f"{rebuilt}: rebuilt run.json from the suite; cell files that verify against the suite "
+                  f"{'' if force else 'and the current code '}are kept, the others run again")
     log.write(f"suite {suite.name} ({suite.path}, sha256 {suite.sha256[:12]}): {len(cells)} cells, "
               f"{len(finished)} already finished, {len(todo)} to run; executor {prov['executor']}; "
-              f"torch threads per cell {threads if threads is not None else 'per Dask worker'}")
+              f"torch threads per cell {threads} ({threads_why})")
     for change in changes:
         log.write(f"resumed with --force although {change}")
     for path, why in aside:
@@ -793,6 +945,7 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
     progress = RunProgress(total=len(cells), skipped=len(finished))
     statuses = {cid: str((_cell_file_meta(p) or {}).get("status", "?")) for cid, p in finished.items()}
     mismatched: list[str] = []
+    lost: list[str] = []
     if reporter is not None:
         reporter.start(progress, suite=suite, out=out, log_path=log.path)
 
@@ -808,10 +961,11 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
     def finish(cell: Cell, fut: Future) -> None:
         try:
             result: CellResult = fut.result()
-        except Exception as exc:  # the executor lost the job (e.g. a Dask worker died for good)
-            message = f"executor failure: {_describe(exc)}"
+        except Exception as exc:  # the executor lost the job (a Dask worker died for good, the scheduler went)
+            message = f"{EXECUTOR_FAILURE}: {_describe(exc)}"
             rows = [_terminal_row(_meta(cell), [], "error", message)]
             result = CellResult(cell.cell_id, _finish(rows, {}), "error", {"worker": None})
+            lost.append(cell.cell_id)
         df = records_frame(result.rows)
         meta = {"cell_id": cell.cell_id, "config_hash": cell.config_hash(), "status": result.status,
                 "code": result.info.get("code"), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -847,7 +1001,7 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
                                                                                dask.capacity or 1)
                 if reporter is not None:
                     reporter.cell_started(progress, cell)
-                in_flight[ex.submit(job_for(cell))] = cell
+                in_flight[_submit(ex, job_for(cell))] = cell
             done, _ = wait_futures(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in [f for f in in_flight if f in done]:  # in submission order
                 finish(in_flight.pop(fut), fut)
@@ -861,14 +1015,27 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
         with contextlib.suppress(Exception):
             ex.shutdown(wait=False, cancel_futures=True)
         kill_children()
-        log.write(f"session stopped ({type(exc).__name__}): {progress.finished} of {progress.total} cells "
-                  "finished are in cells/; continue with --resume")
-        log.close()
+        why = type(exc).__name__ + (f": {exc}" if isinstance(exc, OSError) else "")
+        with contextlib.suppress(Exception):  # the log itself may be what cannot be written
+            log.write(f"session stopped ({why}): {progress.finished} of {progress.total} cells finished are in "
+                      "cells/; continue with --resume")
+        with contextlib.suppress(Exception):
+            log.close()
         if reporter is not None:
             reporter.close(progress)
         raise
 
-    frames = [pd.read_parquet(cells_dir / f"{c.cell_id}.parquet") for c in cells]
+    frames = []
+    for c in cells:
+        path = cells_dir / f"{c.cell_id}.parquet"
+        try:
+            frames.append(pd.read_parquet(path))
+        except (OSError, ValueError, pa.ArrowException) as exc:  # damaged after it was kept or written
+            log.write(f"cannot read {path}: {type(exc).__name__}: {exc}")
+            log.close()
+            raise RunFolderIOError(f"cell file {str(path)!r} cannot be read ({type(exc).__name__}: {exc}); run the "
+                                   "same command with --resume: it sets damaged cell files aside and reruns their "
+                                   "cells") from None
     frame = pd.concat(frames, ignore_index=True) if frames else records_frame([])
     rec_path = out / "records.parquet"
     _write_atomic(frame, rec_path)
@@ -883,5 +1050,6 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
     log.close()
     if reporter is not None:
         reporter.close(progress)
-    return SuiteResult(out, rec_path, prov_path, statuses, frame, skipped=sorted(finished), log_path=log.path)
+    return SuiteResult(out, rec_path, prov_path, statuses, frame, skipped=sorted(finished), log_path=log.path,
+                       lost=lost)
 

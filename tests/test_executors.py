@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from _runs import assert_same_records, write_suite
 
-from hpo_bench.executors import ProcessPool, SerialExecutor, dask_executor, usable_cpus
+from hpo_bench.executors import ProcessPool, SerialExecutor, dask_executor
 from hpo_bench.harness import run_suite
 from hpo_bench.records import COLUMNS
 from hpo_bench.suite import derive_seed, load_suite
@@ -28,7 +28,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def serial_run(tiny, tmp_path_factory):
-    return run_suite(tiny, tmp_path_factory.mktemp("runs") / "serial", argv=["test"])
+    return run_suite(tiny, tmp_path_factory.mktemp("runs") / "serial", argv=["test"], threads=1)
 
 
 def test_serial_runs_in_this_process_and_writes_the_run_folder(serial_run, tiny):
@@ -54,15 +54,15 @@ def test_serial_runs_in_this_process_and_writes_the_run_folder(serial_run, tiny)
 
 def test_process_pool_matches_serial_and_isolates_each_cell(serial_run, tiny, tmp_path):
     with ProcessPool(2) as pool:
-        res = run_suite(tiny, tmp_path / "pool", executor=pool, argv=["test"])
+        res = run_suite(tiny, tmp_path / "pool", executor=pool, argv=["test"], threads=1)
     assert_same_records(serial_run.frame, res.frame)
     workers = res.frame.groupby("cell_id")["worker"].first()
     assert workers.nunique() == 8 and f":{os.getpid()}" not in "".join(workers)  # one fresh process per cell
-    assert (res.frame["torch_threads"] == max(1, usable_cpus() // 2)).all()
+    assert (res.frame["torch_threads"] == 1).all()
     assert res.frame["peak_rss_mb"].map(math.isfinite).all()
     prov = json.loads(res.provenance_path.read_text())
     assert prov["executor"] == {"kind": "process-pool", "workers": 2}
-    assert prov["torch_threads"] == max(1, usable_cpus() // 2)
+    assert prov["torch_threads"] == 1
     for key in ("git_commit", "git_dirty", "host", "cpu_model", "usable_cpus", "torch_default_dtype",
                 "torch_deterministic", "tf32_matmul", "device_name", "suite_sha256", "command_line", "code"):
         assert key in prov
@@ -84,15 +84,14 @@ def test_dask_worker_processes_return_records_to_the_driver(tiny, serial_run, tm
     """Real worker processes (daemonic, as Dask starts them) that start cell processes of their own."""
     run = dask_executor("local", n_workers=1, processes=True)
     try:
-        res = run_suite(tiny, tmp_path / "dask-procs", executor=run, argv=["test"])
+        res = run_suite(tiny, tmp_path / "dask-procs", executor=run, argv=["test"], threads=1)
         worker_pid = next(iter(run.client.run(os.getpid).values()))
     finally:
         run.close()
     assert_same_records(serial_run.frame, res.frame)
     pids = {int(w.rsplit(":", 1)[1]) for w in res.frame["worker"]}
     assert os.getpid() not in pids and worker_pid not in pids  # cells ran in children of the worker
-    # threads decided on the worker: its CPUs over its one thread
-    assert (res.frame["torch_threads"] == usable_cpus()).all()
+    assert (res.frame["torch_threads"] == 1).all()  # pinned as on the serial side
 
 
 def test_serial_executor_is_a_concurrent_futures_executor():
