@@ -144,6 +144,17 @@ def _lbfgsb(obj: _Objective, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> 
         pass  # the best point seen is kept by the objective
 
 
+#: Grid evaluations timed to decide whether the grid must be thinned to fit the time budget.
+_TIMED_EVALS = 7
+
+
+def _grid_points(lo: np.ndarray, hi: np.ndarray, k: int, d: int) -> np.ndarray:
+    """The ``k**d`` points of the grid, bounds included, in C order (``(k**d, d)``)."""
+    axes = [np.linspace(lo[i], hi[i], k) for i in range(d)]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    return np.stack([m.reshape(-1) for m in mesh], axis=1)
+
+
 def _grid_local_minima(vals: np.ndarray, k: int) -> list[tuple[int, ...]]:
     """Indices of the ``k`` lowest discrete local minima of a 1-D or 2-D grid of values."""
     padded = np.pad(vals, 1, constant_values=np.inf)
@@ -178,15 +189,29 @@ def compute_oracle(task, *, grid_points: int | None = None, starts: int = 6, see
         t_eval = max(time.perf_counter() - t0, 1e-6)
         if d <= 2:
             k = grid_points or GRID_POINTS[d]
+            pts = _grid_points(lo, hi, k, d)
+            vals_list: list[float] = []
             if max_seconds is not None and k ** d * t_eval > 0.5 * max_seconds:
-                k_fit = max(int((0.5 * max_seconds / t_eval) ** (1.0 / d)), 5)
-                if k_fit < k:
-                    notes.append(f"grid thinned from {k} to {k_fit} points per axis to fit max_seconds={max_seconds:g}")
-                    k = k_fit
+                # the first evaluation pays one-off costs (allocation, dispatch caches): time a few
+                # grid points and thin on their median, so a cheap task keeps its full grid (the same
+                # result on every machine) however busy this one is
+                times = []
+                for p_ in pts[:_TIMED_EVALS]:
+                    t1 = time.perf_counter()
+                    vals_list.append(obj.f(p_))
+                    times.append(time.perf_counter() - t1)
+                t_eval = max(float(np.median(times)), 1e-9)
+                if k ** d * t_eval > 0.5 * max_seconds:
+                    k_fit = max(int((0.5 * max_seconds / t_eval) ** (1.0 / d)), 5)
+                    if k_fit < k:
+                        notes.append(f"grid thinned from {k} to {k_fit} points per axis to fit "
+                                     f"max_seconds={max_seconds:g}")
+                        k = k_fit
+                        pts = _grid_points(lo, hi, k, d)
+                        vals_list = []
             axes = [np.linspace(lo[i], hi[i], k) for i in range(d)]
-            mesh = np.meshgrid(*axes, indexing="ij")
-            pts = np.stack([m.reshape(-1) for m in mesh], axis=1)
-            vals = np.array([obj.f(p) for p in pts]).reshape((k,) * d)
+            vals_list += [obj.f(p_) for p_ in pts[len(vals_list):]]
+            vals = np.array(vals_list).reshape((k,) * d)
             if not np.isfinite(vals).any():
                 raise FloatingPointError(f"oracle: no grid point of task {task.name!r} has an inner minimiser")
             for idx in _grid_local_minima(vals, 3):

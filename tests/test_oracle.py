@@ -210,3 +210,33 @@ def test_best_known_takes_a_better_record_and_keeps_the_cache_untouched(tmp_path
     same = with_records({key: orc}, rows.iloc[:1])[key]
     assert same is orc
     assert oracle_for(params, 0, tmp_path).val_loss == orc.val_loss  # the cached computation is unchanged
+
+
+class _SlowFirstCall:
+    """A task whose first evaluation pays a one-off cost (as allocation and dispatch caches do)."""
+
+    def __init__(self, task, first_cost_s: float) -> None:
+        self._task, self._cost = task, first_cost_s
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+    def response(self, theta):
+        if self._cost:
+            import time
+
+            time.sleep(self._cost)
+            self._cost = 0.0
+        return self._task.response(theta)
+
+
+def test_a_slow_first_evaluation_does_not_thin_a_cheap_grid():
+    """The grid is thinned on the median time of several evaluations, not on the first one's: a cheap
+    one-hyperparameter task keeps its full, machine-independent grid (issue 10, item 11)."""
+    task = get_task("ridge", n=40, p=5)
+    full = compute_oracle(task, max_seconds=None)
+    # 2001 points x 0.3 s would be 600 s, far beyond the 20 s budget, had the first call been the measure
+    res = compute_oracle(_SlowFirstCall(task, 0.3), max_seconds=20.0)
+    assert not any("thinned" in n for n in res.notes), res.notes
+    assert res.grid_points == full.grid_points == oracle_mod.GRID_POINTS[1]
+    assert res.val_loss == full.val_loss and res.theta == full.theta  # the same computation, bitwise
