@@ -170,7 +170,28 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
 
 def build_check_task(name: str, params: dict[str, Any] | None = None, *, dtype: str = "float64",
                      device: str = "cpu", seed: int = 0) -> Task:
-    """The task's small ``check_params`` instance, updated with ``params``."""
+    """The task's small ``check_params`` instance, updated with ``params``.
+
+    Raises:
+        TaskParamError: a parameter the task does not take (the message lists those it does), or
+            ``device`` names a device this machine does not have.
+    """
+    import inspect
+
+    from .task import TaskParamError
+
     cls = TASKS.get(name)
+    sig = inspect.signature(cls.__init__).parameters
+    known = [p for p, v in sig.items() if p not in ("self", "seed", "dtype", "device")
+             and v.kind in (v.POSITIONAL_OR_KEYWORD, v.KEYWORD_ONLY)]
+    takes_any = any(v.kind == v.VAR_KEYWORD for v in sig.values())
+    unknown = [k for k in (params or {}) if k not in known] if not takes_any else []
+    if unknown:
+        raise TaskParamError(f"task {name!r}: `--param` keys must be parameters of the task ({', '.join(known)}), "
+                             f"but got {', '.join(map(repr, unknown))}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TaskParamError(f"option --device must be a device this machine has, but got {device!r} (torch sees "
+                             "no CUDA here); use --device cpu")
     kw = {**getattr(cls, "check_params", {}), **(params or {})}
     return cls(**kw, seed=seed, dtype=dtype, device=device)

@@ -52,13 +52,17 @@ class IOFailure(Exception):
 EXIT_CELLS_FAILED = 3
 
 
-def _io_failure(exc: OSError, what: str) -> IOFailure:
-    """One line for an OSError: what failed, the file, the reason, and what to do."""
+def _io_failure(exc: OSError, what: str, todo: str = "") -> IOFailure:
+    """One line for an OSError: what failed, the file, the reason, and (``todo``) what to do."""
     if exc.filename is None or str(exc.filename) in str(exc):
         text = str(exc)
     else:
         text = f"{exc.strerror or exc} ({str(exc.filename)!r})"
-    return IOFailure(f"{what}: {text}")
+    return IOFailure(f"{what}: {text}" + (f"; {todo}" if todo else ""))
+
+
+_RUN_IO_TODO = ("free space (or raise the file-size limit) or choose a writable --out, then run the same command "
+                "with --resume: finished cells are kept")
 
 
 def _print_version(value: bool) -> None:
@@ -91,6 +95,8 @@ def _parse_params(items: list[str] | None, what: str) -> dict[str, Any]:
         if "=" not in item:
             raise BadInput(f"{what} must look like key=value (TOML value), but got {item!r}")
         key, val = item.split("=", 1)
+        if not key.strip():
+            raise BadInput(f"{what} must look like key=value with a non-empty key, but got {item!r}")
         try:
             out[key.strip()] = tomllib.loads(f"v = {val}")["v"]
         except tomllib.TOMLDecodeError:
@@ -286,7 +292,7 @@ def run_cmd(
     --allow-failures); 128+N when stopped by signal N (continue with --resume).
     """
     from .executors import ProcessPool, SerialExecutor, dask_executor
-    from .harness import RunFolderError, check_run_folder, run_suite
+    from .harness import RunFolderError, RunFolderIOError, check_run_folder, run_suite
     from .progress import make_reporter
     from .suite import load_suite
     from .summary import summarize
@@ -305,7 +311,7 @@ def run_cmd(
     except RunFolderError as exc:
         raise BadInput(str(exc)) from None
     except OSError as exc:
-        raise _io_failure(exc, f"cannot read the run folder {str(out)!r}") from None
+        raise _io_failure(exc, f"cannot read the run folder {str(out)!r}", "choose another --out") from None
 
     dask_run = None
     if dask is not None:
@@ -333,7 +339,9 @@ def run_cmd(
     except RunFolderError as exc:  # the folder changed since the check (another run started in it)
         raise BadInput(str(exc)) from None
     except OSError as exc:  # disk full, file-size limit, cells/ not writable: finished cells are kept
-        raise _io_failure(exc, f"cannot write the run folder {str(out)!r}") from None
+        if isinstance(exc, RunFolderIOError):
+            raise IOFailure(str(exc)) from None
+        raise _io_failure(exc, f"cannot write the run folder {str(out)!r}", _RUN_IO_TODO) from None
     except KeyboardInterrupt:
         n_done = len(list((out / "cells").glob("*.parquet")))
         with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
@@ -385,7 +393,14 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run folder written by `
     path = run_dir / "records.parquet"
     if not path.is_file():
         raise BadInput(f"{str(path)!r} not found: is {str(run_dir)!r} a run folder written by `hpo-bench run`?")
-    df = pd.read_parquet(path)
+    from .records import RecordsFileError, read_records_file
+
+    try:
+        df = read_records_file(path)
+    except RecordsFileError as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise _io_failure(exc, f"cannot read {str(path)!r}") from None
     console.print(summarize(df))
     if "measure_s" in df.columns:  # runs written before the column existed have no breakdown
         t = time_breakdown(df)
@@ -466,7 +481,8 @@ def tune_cmd(
             console.print(f"clean run: {len(resolved.cells())} cells on seeds {resolved.seeds} -> {out}")
         res = run_suite(resolved, out, argv=sys.argv, **run_options)
     except OSError as exc:
-        raise _io_failure(exc, f"cannot write the run folder {str(out)!r}") from None
+        raise _io_failure(exc, f"cannot write the run folder {str(out)!r}", "free space or choose a writable "
+                          "--out, then run the same command again") from None
     finally:
         if "executor" in run_options:
             run_options["executor"].shutdown(wait=True)
@@ -485,19 +501,27 @@ def tune_cmd(
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `hpo-bench run` or `hpo-bench tune`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/report)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for oracle computations not yet cached."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Processes for oracle computations not yet "
+                                       "cached (default: one per usable CPU)."),
     oracle_seconds: Optional[float] = typer.Option(None, "--oracle-seconds", help="Time budget of one oracle "
                                                    "computation (default 60); a cut-short oracle says so."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines (one per oracle and per figure)."),
 ) -> None:
     """Tables (markdown, LaTeX, CSV), figures (PNG, PDF) and summary.md from a run folder."""
     from .report import ReportError, make_report
 
+    if jobs is None:
+        from .executors import usable_cpus
+
+        jobs = usable_cpus()
     if jobs < 1:
         raise BadInput(f"--jobs must be >= 1, but got {jobs}")
     if oracle_seconds is not None and not oracle_seconds > 0:
         raise BadInput(f"--oracle-seconds must be > 0, but got {oracle_seconds}")
     try:
-        res = make_report(run_dir, out, jobs=jobs, oracle_seconds=oracle_seconds)
+        res = make_report(run_dir, out, jobs=jobs, oracle_seconds=oracle_seconds,
+                          progress=None if quiet else (lambda line: console.print(line, highlight=False,
+                                                                                  markup=False)))
     except ReportError as exc:
         raise BadInput(str(exc)) from None
     console.print(f"report of {res.n_cells} cells ({res.n_rows} records): {res.summary_path}")
@@ -569,6 +593,12 @@ def sweep_frontier_cmd(
     from .sweep import build_task, frontier, frontier_figure, frontier_theta, sweep_provenance, write_records
 
     SweepError = _sweep_errors()
+    from .sweep import check_out_folder
+
+    try:
+        check_out_folder(out)
+    except SweepError as exc:
+        raise BadInput(str(exc)) from None
     TASKS.get(task)
     method_list = _csv_list(methods, "--methods")
     for m in method_list or []:
@@ -652,6 +682,12 @@ def sweep_scaling_cmd(
                         sweep_provenance, write_records)
 
     SweepError = _sweep_errors()
+    from .sweep import check_out_folder
+
+    try:
+        check_out_folder(out)
+    except SweepError as exc:
+        raise BadInput(str(exc)) from None
     ps = _int_list(p, "--p")
     if not (0 < target < 1):
         raise BadInput(f"option --target must be a fraction of the oracle gap in (0, 1), but got {target}")

@@ -1031,14 +1031,23 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
         try:
             frames.append(pd.read_parquet(path))
         except (OSError, ValueError, pa.ArrowException) as exc:  # damaged after it was kept or written
-            log.write(f"cannot read {path}: {type(exc).__name__}: {exc}")
+            log.write(f"session stopped: cannot read {path}: {type(exc).__name__}: {exc}; continue with --resume")
             log.close()
             raise RunFolderIOError(f"cell file {str(path)!r} cannot be read ({type(exc).__name__}: {exc}); run the "
                                    "same command with --resume: it sets damaged cell files aside and reruns their "
                                    "cells") from None
     frame = pd.concat(frames, ignore_index=True) if frames else records_frame([])
     rec_path = out / "records.parquet"
-    _write_atomic(frame, rec_path)
+    try:
+        _write_atomic(frame, rec_path)
+    except OSError as exc:  # every cell is in cells/: a resume only writes records.parquet again
+        with contextlib.suppress(Exception):
+            log.write(f"session stopped (OSError: {exc}) writing {rec_path}: all {len(cells)} cells finished are in "
+                      "cells/; continue with --resume")
+            log.close()
+        if reporter is not None:
+            reporter.close(progress)
+        raise
     prov.update(finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 statuses=dict(Counter(statuses.values())), code_mismatch_cells=mismatched)
     if dask is not None:

@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-__all__ = ["Budget", "Recorder", "COLUMNS", "VOLATILE_COLUMNS", "STATUSES", "StopRun", "rel_error", "cosine"]
+__all__ = ["Budget", "Recorder", "COLUMNS", "VOLATILE_COLUMNS", "STATUSES", "StopRun", "rel_error", "cosine",
+           "KEY_COLUMNS", "RecordsFileError", "read_records_file"]
 
 STATUSES = ("ok", "diverged", "timeout", "error", "oom")
 
@@ -44,6 +45,44 @@ COLUMNS = (
 #: Columns that may differ between two runs of the same suite and seed (clocks, memory,
 #: where the cell ran); every other column is reproducible on CPU.
 VOLATILE_COLUMNS = ("time_s", "measure_s", "wall_s", "peak_rss_mb", "peak_cuda_mb", "worker", "torch_threads")
+
+
+#: Columns without which a parquet file is not a records table (``show`` and ``report`` need them).
+KEY_COLUMNS = ("cell_id", "task", "tuner", "tuner_label", "seed", "step", "status")
+
+
+class RecordsFileError(ValueError):
+    """A records or cell file that cannot be read as a records table; the message says what to do."""
+
+
+def read_records_file(path: Any, *, required: tuple[str, ...] = KEY_COLUMNS) -> Any:
+    """Read a records table (``records.parquet`` or a ``cells/*.parquet`` file) in full, as a DataFrame.
+
+    Every data page is decoded, so a damaged file fails here, not later.
+
+    Raises:
+        RecordsFileError: the file is not parquet, is truncated or damaged, or lacks ``required`` columns.
+        OSError: the file cannot be opened (missing, no permission).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # a real I/O failure, not a damaged file
+        raise RecordsFileError(f"{str(path)!r} is damaged or not a parquet file ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''}); in its run folder, run the same "
+                               "`hpo-bench run` command with --resume: it sets damaged cell files aside, reruns "
+                               "their cells and rewrites records.parquet") from None
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise RecordsFileError(f"{str(path)!r} is a parquet file but not a records table written by hpo-bench: it "
+                               f"lacks the columns {missing}")
+    return table.to_pandas()
 
 
 class StopRun(Exception):

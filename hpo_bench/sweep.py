@@ -768,6 +768,19 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def check_out_folder(out: Path) -> None:
+    """Raise :class:`SweepError` unless ``out`` is a folder or can become one (checked before the sweep runs)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"option --out must be a folder, but got {str(out)!r}, which is a file; choose another --out")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SweepError(f"option --out must be a folder, but got {str(out)!r}, which lies under the file "
+                                 f"{str(parent)!r}; choose another --out")
+            return
+
+
 def write_records(out: Path, stem: str, table: pd.DataFrame, meta: dict[str, Any]) -> list[Path]:
     """``<stem>.csv`` (the table) and ``<stem>.json`` (``meta`` plus ``rows``; NaN as null)."""
     out.mkdir(parents=True, exist_ok=True)
