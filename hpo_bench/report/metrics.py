@@ -58,14 +58,19 @@ def load_records(run_dir: str | Path) -> pd.DataFrame:
     if not run.is_dir():
         raise ReportError(f"run folder {str(run)!r} does not exist")
     path = run / "records.parquet"
-    if path.is_file():
-        df = pd.read_parquet(path)
-    else:
-        parts = sorted((run / "cells").glob("*.parquet")) if (run / "cells").is_dir() else []
-        if not parts:
-            raise ReportError(f"{str(run)!r} has no records.parquet and no cells/*.parquet: is it a run folder "
-                              "written by `hpo-bench run`?")
-        df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    from ..records import RecordsFileError, read_records_file
+
+    try:  # a damaged, truncated or foreign file is one line (ReportError), not a traceback
+        if path.is_file():
+            df = read_records_file(path, required=())
+        else:
+            parts = sorted((run / "cells").glob("*.parquet")) if (run / "cells").is_dir() else []
+            if not parts:
+                raise ReportError(f"{str(run)!r} has no records.parquet and no cells/*.parquet: is it a run folder "
+                                  "written by `hpo-bench run`?")
+            df = pd.concat([read_records_file(p, required=()) for p in parts], ignore_index=True)
+    except RecordsFileError as exc:
+        raise ReportError(str(exc)) from None
     need = {"cell_id", "task", "task_params", "tuner", "tuner_label", "seed", "step", "time_s", "val_loss",
             "val_loss_ref", "test_loss", "hp", "status"}
     missing = sorted(need - set(df.columns))
