@@ -38,8 +38,8 @@ from scipy.optimize import minimize
 from ._threads import one_thread
 from .registry import TASKS
 
-__all__ = ["OracleResult", "compute_oracle", "oracle_for", "oracle_key", "best_known", "ORACLE_VERSION",
-           "MAX_SECONDS"]
+__all__ = ["OracleResult", "compute_oracle", "oracle_for", "cached_oracle", "oracle_key", "best_known",
+           "ORACLE_VERSION", "MAX_SECONDS"]
 
 #: Bump when the algorithm changes: cached results of other versions are recomputed.
 ORACLE_VERSION = 1
@@ -253,25 +253,47 @@ def oracle_key(task_params: dict[str, Any], seed: int, *, grid_points: int | Non
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _cache_path(cache_dir: str | Path | None, name: str, seed: int, key: str) -> Path | None:
+    return Path(cache_dir) / f"{name}-seed{seed}-{key}.json" if cache_dir is not None else None
+
+
+def cached_oracle(task_params: dict[str, Any], seed: int, cache_dir: str | Path | None, *,
+                  grid_points: int | None = None, starts: int = 6,
+                  max_seconds: float | None = MAX_SECONDS) -> OracleResult | None:
+    """The cached oracle of ``task_params`` at ``seed`` in ``cache_dir``, or ``None`` (nothing computed).
+
+    An entry counts when its key and :data:`ORACLE_VERSION` match; an unreadable one is ignored.
+    """
+    params = dict(task_params)
+    name = params.pop("name")
+    key = oracle_key({"name": name, **params}, seed, grid_points=grid_points, starts=starts, max_seconds=max_seconds)
+    path = _cache_path(cache_dir, name, seed, key)
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("key") == key and data.get("version") == ORACLE_VERSION:
+            return OracleResult(**data)
+    except (ValueError, TypeError):
+        pass  # unreadable cache entry: recompute
+    return None
+
+
 def oracle_for(task_params: dict[str, Any], seed: int, cache_dir: str | Path | None = None, *,
                grid_points: int | None = None, starts: int = 6,
                max_seconds: float | None = MAX_SECONDS) -> OracleResult:
     """The oracle of the task ``task_params`` (``{"name": ..., **constructor params}``) at ``seed``.
 
-    Read from ``cache_dir/<name>-seed<seed>-<key>.json`` when present and current; otherwise
-    computed (float64, CPU) and written there atomically.
+    Read from ``cache_dir/<name>-seed<seed>-<key>.json`` when present and current (see
+    :func:`cached_oracle`); otherwise computed (float64, CPU) and written there atomically.
     """
+    hit = cached_oracle(task_params, seed, cache_dir, grid_points=grid_points, starts=starts, max_seconds=max_seconds)
+    if hit is not None:
+        return hit
     params = dict(task_params)
     name = params.pop("name")
     key = oracle_key({"name": name, **params}, seed, grid_points=grid_points, starts=starts, max_seconds=max_seconds)
-    path = Path(cache_dir) / f"{name}-seed{seed}-{key}.json" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            data = json.loads(path.read_text())
-            if data.get("key") == key and data.get("version") == ORACLE_VERSION:
-                return OracleResult(**data)
-        except (ValueError, TypeError):
-            pass  # unreadable cache entry: recompute
+    path = _cache_path(cache_dir, name, seed, key)
     task = TASKS.get(name)(**params, seed=int(seed), dtype="float64", device="cpu")
     res = compute_oracle(task, grid_points=grid_points, starts=starts, seed=int(seed), max_seconds=max_seconds)
     res.params = params

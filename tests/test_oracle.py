@@ -240,3 +240,27 @@ def test_a_slow_first_evaluation_does_not_thin_a_cheap_grid():
     assert not any("thinned" in n for n in res.notes), res.notes
     assert res.grid_points == full.grid_points == oracle_mod.GRID_POINTS[1]
     assert res.val_loss == full.val_loss and res.theta == full.theta  # the same computation, bitwise
+
+
+def test_oracles_in_parallel_equal_the_serial_ones_and_report_each(tmp_path):
+    """``jobs`` changes where oracles are computed, not what they are; each instance is reported once."""
+    from hpo_bench.report.metrics import oracles_for_records
+
+    df = pd.DataFrame([{"cell_id": f"c{i}", "task": lab, "task_params": json.dumps(p), "seed": s, "step": 0,
+                        "measure_s": 0.01 * i}
+                       for i, (lab, p, s) in enumerate([("r", {"name": "ridge", "n": 30, "p": 4}, 0),
+                                                        ("r", {"name": "ridge", "n": 30, "p": 4}, 1),
+                                                        ("toy", {"name": "seed_toy"}, 0)])])
+    events = []
+    serial = oracles_for_records(df, tmp_path / "a", jobs=1, max_seconds=None, on_oracle=events.append)
+    assert sorted((e.label, e.seed, e.cached) for e in events) == [("r", 0, False), ("r", 1, False),
+                                                                    ("toy", 0, False)]
+    assert [e.done for e in events] == [1, 2, 3] and {e.total for e in events} == {3}
+    assert [e.seed for e in events][0] == 0 and events[0].label == "toy"  # the costliest (measure_s) first
+    par = oracles_for_records(df, tmp_path / "b", jobs=2, max_seconds=None)
+    assert serial.keys() == par.keys()
+    for k in serial:
+        assert par[k].val_loss == serial[k].val_loss and par[k].theta == serial[k].theta  # the same computation
+    events.clear()
+    oracles_for_records(df, tmp_path / "a", jobs=2, max_seconds=None, on_oracle=events.append)
+    assert len(events) == 3 and all(e.cached for e in events) and "cached" in events[0].line()

@@ -302,3 +302,24 @@ def test_results_equal_as_printed_share_rank_and_bold():
         assert md.count("**0.008797 ± 0**") == 2
     ranks = rank_table(summary).markdown()
     assert "| **a** | **1.5** |" in ranks and "| **b** | **1.5** |" in ranks
+
+
+def test_report_prints_one_line_per_oracle_and_per_figure(report, run_dir, monkeypatch, capsys):
+    """``hpo-bench report`` says what it is doing while oracles run (issue 10, item 8)."""
+    instances = load_records(run_dir)[["task", "seed"]].drop_duplicates()
+    n = len(instances)
+    lines = report.splitlines()
+    oracle_lines = [ln for ln in lines if ln.startswith("oracle ") and "/" in ln.split()[1]]
+    assert len(oracle_lines) == n
+    assert [ln.split()[1] for ln in oracle_lines] == [f"{k}/{n}" for k in range(1, n + 1)]
+    for r in instances.itertuples():  # the first report computes every oracle
+        assert sum(f" {r.task} seed {r.seed}: computed in " in ln for ln in oracle_lines) == 1, r
+    for name in FIGURES:
+        assert sum(ln.startswith(f"figure {name}: ") for ln in lines) == 1
+    # a second report reads every oracle from the cache, and says so
+    code, out, _ = invoke(monkeypatch, capsys, "report", str(run_dir), "--out", str(run_dir / "report2"))
+    assert code == 0
+    again = [ln for ln in out.splitlines() if re.match(r"oracle \d+/\d+ ", ln)]
+    assert len(again) == n and all(": cached (computed in " in ln for ln in again)
+    code, out, _ = invoke(monkeypatch, capsys, "report", str(run_dir), "--out", str(run_dir / "report3"), "--quiet")
+    assert code == 0 and not any(re.match(r"(oracle \d+/\d+|figure \w+:) ", ln) for ln in out.splitlines())

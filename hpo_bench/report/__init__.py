@@ -19,6 +19,8 @@ Output folder (default ``RUN_DIR/report``): ``summary.md``, ``tables/<name>.{md,
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs: int = 1,
-                oracle_seconds: float | None = None) -> ReportResult:
+                oracle_seconds: float | None = None,
+                progress: Callable[[str], None] | None = None) -> ReportResult:
     """Build the report of ``run_dir`` into ``out_dir`` (default ``run_dir/report``).
 
     Args:
@@ -85,6 +88,9 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
         jobs: processes for the oracle computations not yet cached.
         oracle_seconds: time budget of one oracle computation (default
             :data:`hpo_bench.oracle.MAX_SECONDS`); a result cut short says so in the oracle table.
+        progress: called with one line of text per step as it ends: each oracle (task instance,
+            seconds, cached or computed, see :class:`~hpo_bench.report.metrics.OracleProgress`),
+            the tables, each figure.
 
     Raises:
         ReportError: ``run_dir`` is not a readable run folder.
@@ -102,9 +108,12 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
     oracle_dir = run / "oracle"
     from ..oracle import MAX_SECONDS
 
+    say = progress if progress is not None else (lambda line: None)
     oracles = with_records(oracles_for_records(records, oracle_dir, jobs=jobs,
-                                               max_seconds=MAX_SECONDS if oracle_seconds is None else oracle_seconds),
+                                               max_seconds=MAX_SECONDS if oracle_seconds is None else oracle_seconds,
+                                               on_oracle=lambda ev: say(ev.line())),
                            records)
+    t_tables = time.perf_counter()
     rows = add_derived(records, oracles)
     cells = cell_metrics(rows, oracles)
     summary = group_summary(cells, rows)
@@ -134,7 +143,9 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
                                           transforms=cells["transforms"].map(json.dumps))
                   .to_csv(index=False, float_format="%.10g"))
     written["cells"] = [cells_csv]
-    figs = make_figures(rows, cells, out / "figures")
+    say(f"tables: {len(written)} written in {time.perf_counter() - t_tables:.3g} s")
+    figs = make_figures(rows, cells, out / "figures",
+                        on_figure=lambda name, s: say(f"figure {name}: drawn and saved in {s:.3g} s"))
     prov_path = run / "provenance.json"
     prov: dict[str, Any] = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
     summary_path = write_summary(out, run, tables, figs, cells, prov, choices)

@@ -12,6 +12,8 @@ Regrets below ``1e-12 |F*|`` (float64 resolution) are drawn at that floor, since
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -262,8 +264,12 @@ def _hp_figure(cells: pd.DataFrame, tasks: list[str], labels: list[str], palette
     return fig
 
 
-def make_figures(rows: pd.DataFrame, cells: pd.DataFrame, out_dir: str | Path) -> dict[str, list[Path]]:
-    """Write every figure of :data:`FIGURES` as PNG and PDF into ``out_dir``; returns their paths."""
+def make_figures(rows: pd.DataFrame, cells: pd.DataFrame, out_dir: str | Path, *,
+                 on_figure: Callable[[str, float], None] | None = None) -> dict[str, list[Path]]:
+    """Write every figure of :data:`FIGURES` as PNG and PDF into ``out_dir``; returns their paths.
+
+    ``on_figure(name, seconds)`` is called after each figure is written (drawing and saving).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks = list(pd.unique(cells["task"]))
@@ -284,5 +290,8 @@ def make_figures(rows: pd.DataFrame, cells: pd.DataFrame, out_dir: str | Path) -
             "final_hp": lambda: _hp_figure(cells, tasks, labels, palette, families),
         }
         for name in FIGURES:
+            t0 = time.perf_counter()
             paths[name] = save_figure(builders[name](), out, name)
+            if on_figure is not None:
+                on_figure(name, time.perf_counter() - t0)
     return paths
