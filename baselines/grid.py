@@ -144,13 +144,20 @@ class GridSearchTuner(OptunaTuner):
 
 
 # --------------------------------------------------------------------------- eig grid
+#: What ``grid_eig`` needs of a task (:meth:`EigGridTuner.required_tags`): a ridge-type quadratic that keeps
+#: its Gram matrix (``gram``, ``xty``, ``a``, ``b``, ``x_val``, ``y_val``) and has one scalar hyperparameter.
+EIG_REQUIRES = frozenset({"quadratic", "gram-matrix", "scalar-hyperparameter"})
+
+
 def _check_eig_task(task) -> None:
-    ok = ("quadratic" in task.tags and task.space.dim == 1 and all(
-        hasattr(task, a) for a in ("gram", "xty", "a", "b", "x_val", "y_val")))
+    """The declared requirements (the rule suite validation applies), then the attributes they promise."""
+    missing = sorted(EIG_REQUIRES - set(task.tags))
+    ok = not missing and task.space.dim == 1 and all(
+        hasattr(task, a) for a in ("gram", "xty", "a", "b", "x_val", "y_val"))
     if not ok:
-        raise ValueError(f"tuner 'grid_eig' needs a quadratic task with one scalar penalty (tag 'quadratic', "
-                         f"space of dimension 1), but task {task.name!r} has tags {sorted(task.tags)} and "
-                         f"{task.space.dim} hyperparameters; use tuner 'grid'")
+        raise ValueError(f"tuner 'grid_eig' needs a ridge-type task with one scalar penalty (tags "
+                         f"{sorted(EIG_REQUIRES)}), but task {task.name!r} has tags {sorted(task.tags)} "
+                         f"(missing {missing}) and {task.space.dim} hyperparameters; use tuner 'grid'")
 
 
 def ridge_eig_grid(task, thetas: torch.Tensor, *, weights: bool = True
@@ -238,6 +245,11 @@ class EigGridTuner(Tuner):
     name = "grid_eig"
     tags = frozenset({"black-box"})
     ORDERS = ("ascending", "descending", "shuffled")
+
+    @classmethod
+    def required_tags(cls, params) -> frozenset[str]:
+        """``"quadratic"``, ``"gram-matrix"`` and ``"scalar-hyperparameter"`` (:data:`EIG_REQUIRES`)."""
+        return EIG_REQUIRES
 
     def __init__(self, *, points: int | None = None, order: str = "ascending") -> None:
         super().__init__(points=points, order=order)

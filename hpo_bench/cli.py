@@ -25,7 +25,7 @@ from rich.table import Table
 
 from .registry import METHODS, TASKS, TUNERS, RegistryError, UnknownNameError
 from .space import SpaceError
-from .suite import SuiteError
+from .suite import SuiteError, check_timeout
 from .task import TaskParamError
 from .tuner import TunerParamError
 
@@ -250,8 +250,11 @@ def _run_options(workers: str | None, dask: str | None, threads: int | None, tim
                            "pip install 'hpo-bench[dist]'") from None
     if threads is not None and threads < 1:
         raise BadInput(f"option --threads must be an integer >= 1, but got {threads}")
-    if timeout is not None and not (0 < timeout < math.inf):
-        raise BadInput(f"option --timeout must be a number of seconds > 0, but got {timeout}")
+    if timeout is not None:
+        try:  # the suite's `timeout` rule (hpo_bench.suite.check_timeout): one rule, one limit
+            check_timeout(timeout, "option --timeout")
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
     if force and not resume:
         raise BadInput("option --force must come with --resume (it accepts a changed suite file or code when "
                        "resuming), but got --force alone")

@@ -62,13 +62,35 @@ from .records import Budget
 from .registry import TASKS, TUNERS, UnknownNameError
 from .space import SpaceError
 from .task import TaskParamError, resolve_dtype
+from .tuner import missing_tags
 
 __all__ = ["Suite", "SuiteError", "Entry", "Cell", "TuneSpec", "load_suite", "named_suites", "suite_path",
-           "derive_seed", "DEFAULT_TIMEOUT"]
+           "derive_seed", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "TIMEOUT_RULE", "check_timeout"]
 
 #: Hard per-cell limit (wall-clock seconds) when neither the suite nor the command line sets one
 #: and the budget has no ``seconds``; with ``seconds`` the default is ``10 * seconds + 60``.
 DEFAULT_TIMEOUT = 3600.0
+
+#: The longest hard timeout (and budget ``seconds``) accepted, in seconds: what every part of the
+#: timeout machinery can take. The tightest is the process pool's wait on a cell's pipe
+#: (``multiprocessing.connection.wait``: ``poll(2)`` with a C ``int`` of milliseconds, so
+#: ``(2**31 - 1) ms``, about 24.8 days; more raises ``OverflowError: timeout is too large``);
+#: the serial executor's ``signal.setitimer`` takes about 9.2e9 s and ``threading.TIMEOUT_MAX`` is
+#: about 9.2e9 s on 64-bit Linux.
+MAX_TIMEOUT = float((2**31 - 1) // 1000)
+#: The rule of every timeout (suite ``timeout``, a tuner's ``timeout``, ``--timeout``): > 0 and at most this.
+TIMEOUT_RULE = f"a number of seconds <= {MAX_TIMEOUT:.0f} (about 24 days, the longest wait the executors take)"
+
+
+def check_timeout(value: Any, what: str) -> float:
+    """``value`` as a hard timeout in seconds, or a :class:`ValueError` reading ``"<what> must be <rule>, but got
+    <value>"``: ``a number of seconds > 0`` or, above :data:`MAX_TIMEOUT` (``inf`` and ``1e300`` included),
+    :data:`TIMEOUT_RULE`. The one check behind the suite's ``timeout`` keys and ``run --timeout``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{what} must be a number of seconds > 0, but got {value!r}")
+    if not value <= MAX_TIMEOUT:
+        raise ValueError(f"{what} must be {TIMEOUT_RULE}, but got {value!r}")
+    return float(value)
 
 
 def derive_seed(suite_seed: int, task_label: str, tuner_label: str, seed: int) -> int:
@@ -136,7 +158,7 @@ class Cell:
         if self.timeout is not None:
             return float(self.timeout)
         if self.budget.seconds is not None:
-            return 10.0 * self.budget.seconds + 60.0
+            return min(10.0 * self.budget.seconds + 60.0, MAX_TIMEOUT)
         return DEFAULT_TIMEOUT
 
     def config(self) -> dict[str, Any]:
@@ -252,16 +274,18 @@ class _Checker:
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
             self.fail(f"{where}.steps", "an integer >= 1", steps)
         if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-                                    or not seconds > 0):
-            self.fail(f"{where}.seconds", "a number > 0", seconds)
+                                    or not 0 < seconds <= MAX_TIMEOUT):
+            self.fail(f"{where}.seconds", f"a number > 0 and <= {MAX_TIMEOUT:.0f} (the longest hard timeout)",
+                      seconds)
         if steps is None and seconds is None:
             self.fail(where, "a table with `steps`, `seconds` or both", table)
         return Budget(steps=steps, seconds=float(seconds) if seconds is not None else None)
 
     def timeout(self, value: Any, where: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-            self.fail(where, "a number of seconds > 0", value)
-        return float(value)
+        try:
+            return check_timeout(value, f"suite file {self.path!r}: key `{where}`")
+        except ValueError as exc:
+            raise SuiteError(str(exc)) from None
 
 
 def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
@@ -411,7 +435,9 @@ def _parse_tune(raw: dict, tuners: list[Entry], seeds: list[int], ck: _Checker) 
 
 
 def _validate_params(suite: Suite, ck: _Checker) -> None:
-    """Check every task's keywords and build every task (once) and tuner, before any cell runs."""
+    """Check every task's keywords and build every task (once) and tuner, before any cell runs; then
+    refuse every cell whose task lacks a tag its tuner requires (:meth:`Tuner.required_tags`)."""
+    built: dict[str, Any] = {}
     for i, e in enumerate(suite.tasks):
         cls = TASKS.get(e.name)
         sig = inspect.signature(cls.__init__)
@@ -426,7 +452,7 @@ def _validate_params(suite: Suite, ck: _Checker) -> None:
         # Build the task once (first repetition seed, on the CPU: the driver may have no GPU) so that
         # bad values (`n = -5`, a wrong type) are caught now, not as `error` cells after hours of work.
         try:
-            cls(**e.params, seed=suite.seeds[0], dtype=suite.dtype, device="cpu")
+            built[e.label] = cls(**e.params, seed=suite.seeds[0], dtype=suite.dtype, device="cpu")
         except (TaskParamError, SpaceError, TypeError, ValueError) as exc:
             raise SuiteError(f"suite file {ck.path!r}: key `task[{i}].params`: {exc}") from None
         except MemoryError:
@@ -447,3 +473,17 @@ def _validate_params(suite: Suite, ck: _Checker) -> None:
                 ck.fail(f"tuner[{i}].tune", f"knobs of tuner {e.name!r} ({exc})", suite.tune.grids[e.label])
             except (ValueError, UnknownNameError) as exc:
                 raise SuiteError(f"suite file {ck.path!r}: key `tuner[{i}].tune` ({combo}): {exc}") from None
+    for j, u in enumerate(suite.tuners):  # declared requirements: nothing fails at run time for a knowable reason
+        cls = TUNERS.get(u.name)
+        variants = [({}, "")] + [(c, f" with tune {c}") for c in (suite.tune.combos(u.label) if suite.tune else [])]
+        for t in suite.tasks:
+            if u.only_tasks is not None and t.label not in u.only_tasks:
+                continue
+            for combo, how in variants:
+                missing = missing_tags(cls, {**u.params, **combo}, built[t.label])
+                if missing:
+                    raise SuiteError(
+                        f"suite file {ck.path!r}: key `tuner[{j}]`: tuner {u.label!r} ({u.name}{how}) needs task tag "
+                        f"{missing[0]!r}, which task {t.label!r} ({t.name}) does not have (its tags: "
+                        f"{', '.join(sorted(built[t.label].tags))}); leave the task out with the tuner's "
+                        "`tasks = [...]` or choose other params")

@@ -22,12 +22,16 @@ By the implicit function theorem, at a stationary point (``grad_w inner = 0``)::
 
 from __future__ import annotations
 
+import functools
 import json
+import types
+import typing
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
+from .options import is_type, type_rule
 from .space import Space
 
 __all__ = ["Task", "Linearization", "TaskParamError", "implicit_reference", "require", "resolve_dtype"]
@@ -43,6 +47,95 @@ def require(cond: bool, task: str, key: str, rule: str, value: Any) -> None:
     """Raise :class:`TaskParamError` naming the task, the parameter, the rule and the value."""
     if not cond:
         raise TaskParamError(f"task {task!r}: parameter `{key}` must be {rule}, but got {value!r}")
+
+
+_NONE = type(None)
+
+
+def _describe(annot: Any) -> str | None:
+    """Words for an annotation (``"an integer"``, ``"a number or omitted"``), ``None`` where it is not checked."""
+    origin = typing.get_origin(annot)
+    if origin in (typing.Union, types.UnionType):
+        words = []
+        for arm in typing.get_args(annot):
+            w = "omitted" if arm is _NONE else _describe(arm)
+            if w is None:
+                return None
+            words.append(w)
+        return " or ".join(words)
+    base = origin or annot
+    if base in (int, float, bool, str):
+        return type_rule(base)
+    if base in (list, tuple):
+        return "a list"
+    if base is dict:
+        return "a table"
+    if isinstance(base, type) and base is not object:
+        return f"a {base.__name__}"
+    return None  # Any, Callable, type variables...: not checked
+
+
+def _matches(value: Any, annot: Any) -> bool:
+    """Whether ``value`` fits the annotation (strict: a bool is not an int, a str is not a number)."""
+    origin = typing.get_origin(annot)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arm) for arm in typing.get_args(annot))
+    if annot is _NONE:
+        return value is None
+    base = origin or annot
+    if base in (int, float, bool, str):
+        return is_type(value, base)
+    if base in (list, tuple):  # TOML has arrays only: a tuple parameter takes a list
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(annot)
+        if base is list and len(args) == 1:
+            return all(_matches(v, args[0]) for v in value)
+        if base is tuple and args and Ellipsis not in args:
+            return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args))
+        return True
+    if base is dict:
+        return isinstance(value, dict)
+    if isinstance(base, type) and base is not object:
+        return isinstance(value, base)
+    return True
+
+
+def _type_checked(init: Callable, owner: type) -> Callable:
+    """Wrap a task's ``__init__`` so that its annotated keywords are type-checked before it runs.
+
+    A task's own checks compare values (``n >= 1``); given ``n = "ten"`` such a comparison raises
+    ``'>=' not supported between instances of 'str' and 'int'`` and names no parameter. The
+    annotations (``n: int``, ``noise: float``, ``n_val: int | None``) say the type, so the
+    wrapper raises :class:`TaskParamError` naming the task, the parameter, the expected type
+    and the value first. Unannotated keywords, and annotations it does not understand, are not checked.
+    """
+    hints: dict[str, Any] | None = None
+
+    @functools.wraps(init)
+    def checked(self, *args: Any, **kwargs: Any) -> None:
+        nonlocal hints
+        if hints is None:
+            try:
+                hints = typing.get_type_hints(init)
+            except Exception:  # an annotation that does not resolve: check nothing rather than fail
+                hints = {}
+            hints.pop("return", None)
+        for key, value in kwargs.items():
+            annot = hints.get(key)
+            if annot is None or _matches(value, annot):
+                continue
+            words = _describe(annot)
+            if words is None:
+                continue
+            shown = getattr(annot, "__name__", None) if typing.get_origin(annot) is None else None
+            kind = shown or str(annot).replace("typing.", "")
+            raise TaskParamError(f"task {getattr(self, 'name', '') or owner.__name__!r}: parameter `{key}` must be "
+                                 f"{words} ({kind}), but got {value!r}")
+        init(self, *args, **kwargs)
+
+    checked._type_checked = True  # type: ignore[attr-defined]
+    return checked
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -144,6 +237,13 @@ class Task(ABC):
     name: ClassVar[str] = ""
     tags: ClassVar[frozenset[str]] = frozenset()
     check_params: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        """Type-check the annotated keywords of every subclass's ``__init__`` before it runs (:func:`_type_checked`)."""
+        super().__init_subclass__(**kw)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_type_checked", False):
+            cls.__init__ = _type_checked(init, cls)
 
     def __init__(self, *, seed: int = 0, dtype: str | torch.dtype = "float64", device: str = "cpu") -> None:
         self.seed = int(seed)

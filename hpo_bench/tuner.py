@@ -11,14 +11,20 @@ Lifecycle: the constructor validates and stores its keyword-only parameters (in
 step or evaluation with ``recorder.record``. Randomness comes only from ``recorder.seed``-
 derived generators, so a tuner is reproducible by seed. Capabilities are declared in
 ``tags`` (``"gradient-based"``, ``"black-box"``), never guessed from names.
+
+Requirements. What a tuner needs from a task is declared as task tags by the classmethod
+:meth:`Tuner.required_tags` (it may depend on the parameters: the gradient tuner with
+``inner = "adam_per_example"`` needs ``"per-example"``). Suite validation refuses a cell whose
+task lacks one (``hpo-bench run`` before anything runs), and the conformance kit checks
+that a tuner run on a task offering only the declared tags does not fail for a missing one.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
-__all__ = ["Tuner", "TunerParamError"]
+__all__ = ["Tuner", "TunerParamError", "missing_tags"]
 
 
 class TunerParamError(ValueError):
@@ -32,6 +38,15 @@ class Tuner(ABC):
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
 
+    @classmethod
+    def required_tags(cls, params: Mapping[str, Any]) -> frozenset[str]:
+        """Task tags that a tuner built with ``params`` needs (default: none).
+
+        Must not build the tuner (suite validation calls it per cell) and must hold for every
+        task: a task with these tags can be run; one without them is refused up front.
+        """
+        return frozenset()
+
     def _fail(self, key: str, rule: str, value: Any) -> None:
         raise TunerParamError(f"tuner {self.name!r}: parameter `{key}` must be {rule}, but got {value!r}")
 
@@ -41,3 +56,9 @@ class Tuner(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
+
+
+def missing_tags(tuner_cls: type[Tuner], params: Mapping[str, Any], task: Any) -> list[str]:
+    """The tags ``tuner_cls(**params)`` requires that ``task`` (an instance: tags may depend on its
+    parameters) does not declare, sorted."""
+    return sorted(set(tuner_cls.required_tags(params)) - set(getattr(task, "tags", ())))

@@ -99,9 +99,14 @@ class QuadraticLinearization(Linearization):
 
 
 class QuadraticTask(Task):
-    """Base of ridge-type tasks. Subclasses set the data and call :meth:`_setup`."""
+    """Base of ridge-type tasks. Subclasses set the data and call :meth:`_setup`.
 
-    tags = frozenset({"closed-form", "quadratic", "convex", "per-example"})
+    Tags: ``"gram-matrix"`` (it keeps ``gram``, ``xty``, ``a``, ``b``, ``x_val``, ``y_val``: what
+    ``grid_eig`` needs), ``"hessian-diagonal"`` (its linearization has ``diagonal()``: CG's Jacobi
+    preconditioner) and, per instance, ``"scalar-hyperparameter"`` when the space has one entry.
+    """
+
+    tags = frozenset({"closed-form", "quadratic", "convex", "per-example", "gram-matrix", "hessian-diagonal"})
     a: float = 0.5
     b: float = 0.5
 
@@ -115,6 +120,8 @@ class QuadraticTask(Task):
         self.xty = self.x_train.T @ self.y_train / n
         self.gram_diag = torch.diagonal(self.gram).clone()
         self._space = space
+        if space.dim == 1:  # instance tags: they depend on the parameters (ridge vs seed_toy per_weight)
+            self.tags = type(self).tags | {"scalar-hyperparameter"}
         p = self.x_train.shape[1]
         self._w0 = torch.zeros(p, dtype=self.dtype, device=self.device) if w0 is None else t(w0).reshape(-1)
 

@@ -157,7 +157,7 @@ class KernelRidge(Task):
     """RBF kernel ridge; hyperparameters log λ and log bandwidth (one, or one per feature)."""
 
     name = "kernel_ridge"
-    tags = frozenset({"closed-form", "quadratic", "convex"})
+    tags = frozenset({"closed-form", "quadratic", "convex", "hessian-diagonal"})
     check_params = {"dataset": "synthetic", "n": 30, "p": 3, "n_val": 15, "n_test": 10}
 
     def __init__(self, *, dataset: str = "diabetes", n: int = 200, p: int = 5, noise: float = 0.1,

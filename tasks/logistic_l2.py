@@ -139,6 +139,8 @@ class LogisticL2(Task):
         self._space = Space((Block("lam", kind="per_feature" if per_feature else "scalar",
                                    size=p_eff if per_feature else 1, low=lam_low, high=lam_high, transform="log",
                                    init=lam0),))
+        if not per_feature:  # an instance tag: it depends on the parameters
+            self.tags = type(self).tags | {"scalar-hyperparameter"}
         self._cache = SolveCache()
         self.params = {"dataset": dataset, "per_feature": per_feature, "lam0": lam0, "lam_low": lam_low,
                        "lam_high": lam_high}

@@ -70,7 +70,7 @@ CASES = [
     ("steps-bool", sub("steps = 3", "steps = true"), "budget.steps", "an integer >= 1", "True"),
     ("params-int", sub("params = { n = 40, p = 4 }", "params = 3"), "task[0].params", "a table of keyword", "3"),
     ("label-int", sub('label = "r"', "label = 1"), "task[0].label", "a string of letters", "1"),
-    ("task-value-type", sub("n = 40", 'n = "many"'), "task[0].params", "parameter `n` must be an integer >= 1",
+    ("task-value-type", sub("n = 40", 'n = "many"'), "task[0].params", "parameter `n` must be an integer (int)",
      "'many'"),
     ("tuner-value-type", sub('params = { method = "cg" }', 'params = { method = "cg", inner_steps = "many" }'),
      "tuner[0].params", "parameter `inner_steps` must be an integer >= 1", "'many'"),

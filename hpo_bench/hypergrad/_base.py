@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
+from ..options import Option, check_options
 from ..registry import register_method
 
 __all__ = ["Hypergradient", "hypergradient_method", "MethodInfo"]
@@ -42,23 +44,56 @@ class MethodInfo:
             (``hpo-bench check`` fails it beyond tolerance).
         knob: the option that trades accuracy for cost (for sweeps), or ``None``.
         summary: one line for ``hpo-bench list``.
+        options: the user-settable options (``method_opts``) and their rules
+            (:class:`~hpo_bench.options.Option`); checked by suite validation and on every call.
+        requires: task tags the method needs whatever its options (see :attr:`requires_if`).
+        requires_if: ``{(option, value): tags}``: tags needed when an option has that value
+            (e.g. ``cg`` with ``precond = "jacobi"`` needs ``"hessian-diagonal"``).
     """
 
     kind: str
     exact: bool
     knob: str | None
     summary: str
+    options: Mapping[str, Option] = field(default_factory=dict)
+    requires: frozenset[str] = frozenset()
+    requires_if: Mapping[tuple[str, Any], frozenset[str]] = field(default_factory=dict)
+
+    def required_tags(self, opts: Mapping[str, Any]) -> frozenset[str]:
+        """The task tags this method needs with options ``opts``."""
+        need = set(self.requires)
+        for (key, value), tags in self.requires_if.items():
+            if key in opts and opts[key] == value:
+                need |= set(tags)
+        return frozenset(need)
 
 
-def hypergradient_method(name: str, *, kind: str, exact: bool, knob: str | None, summary: str) -> Callable:
-    """Register ``fn(task, w, theta, **opts) -> Hypergradient`` under ``name``."""
+def hypergradient_method(name: str, *, kind: str, exact: bool, knob: str | None, summary: str,
+                         options: Mapping[str, Option] | None = None, requires: frozenset[str] = frozenset(),
+                         requires_if: Mapping[tuple[str, Any], frozenset[str]] | None = None) -> Callable:
+    """Register ``fn(task, w, theta, **opts) -> Hypergradient`` under ``name``.
+
+    The registered function checks the declared ``options`` on every call (the same
+    :func:`~hpo_bench.options.check_options` that suite validation runs), so a bad value is
+    one clear error wherever it comes from. Keywords outside the schema (e.g. ``x0`` of
+    ``cg``, or ``steps`` and ``lr`` that the gradient tuner passes to unrolled methods) are
+    passed through unchecked: they are not user options.
+    """
     if kind not in ("implicit", "unrolled"):
         raise ValueError(f"method kind must be 'implicit' or 'unrolled', but got {kind!r}")
+    schema = dict(options or {})
+    owner = f"method {name!r}"
 
     def deco(fn: Callable) -> Callable:
-        fn.info = MethodInfo(kind=kind, exact=exact, knob=knob, summary=summary)
-        fn.method_name = name
-        register_method(fn, name=name)
-        return fn
+        @functools.wraps(fn)
+        def checked(task, w, theta, **opts):
+            check_options(owner, schema, opts, allow_unknown=True)
+            return fn(task, w, theta, **opts)
+
+        checked.info = MethodInfo(kind=kind, exact=exact, knob=knob, summary=summary, options=schema,
+                                  requires=frozenset(requires), requires_if=dict(requires_if or {}))
+        checked.method_name = name
+        register_method(checked, name=name)
+        return checked
 
     return deco

@@ -21,6 +21,7 @@ import math
 import numpy as np
 import torch
 
+from ..options import Option
 from ..task import Linearization, Task
 from ._base import Hypergradient, hypergradient_method
 
@@ -197,6 +198,15 @@ def conjugate_gradient(matvec, b: torch.Tensor, *, tol: float, max_iter: int,
 
 PRECONDITIONERS = ("auto", "jacobi", "none")
 
+#: ``alpha`` of the Neumann and fixed-point methods: a step on ``H``, ``None`` for ``1/L`` by power iteration.
+_ALPHA = Option(float, low=0, low_open=True, optional=True)
+
+#: ``cg``'s options. ``tol`` is a relative residual: ``tol >= 1`` would stop before the first iteration
+#: (a zero hypergradient reported as converged), and ``tol <= 0`` could never be met.
+CG_OPTIONS = {"tol": Option(float, low=0, high=1, low_open=True, high_open=True),
+              "max_iter": Option(int, low=1, optional=True),
+              "precond": Option(str, choices=PRECONDITIONERS)}
+
 
 def _jacobi(lin: Linearization, precond: str, task: Task) -> torch.Tensor | None:
     """``1 / diag(H)`` when the linearization has the diagonal for free (else ``None`` for ``auto``)."""
@@ -216,7 +226,8 @@ def _jacobi(lin: Linearization, precond: str, task: Task) -> torch.Tensor | None
 
 
 @hypergradient_method("cg", kind="implicit", exact=True, knob="max_iter",
-                      summary="conjugate gradients on H q = grad outer (Jacobi-preconditioned where cheap); stops at tol")
+                      summary="conjugate gradients on H q = grad outer (Jacobi-preconditioned where cheap); stops at tol",
+                      options=CG_OPTIONS, requires_if={("precond", "jacobi"): frozenset({"hessian-diagonal"})})
 def cg(task: Task, w: torch.Tensor, theta: torch.Tensor, *, tol: float = 1e-10, max_iter: int | None = None,
        x0: torch.Tensor | None = None, precond: str = "auto") -> Hypergradient:
     """CG to relative residual ``tol`` (default 1e-10) or ``max_iter`` (default ``2 p + 10``).
@@ -264,7 +275,8 @@ def _step_size(lin: Linearization, alpha: float | None, n: int) -> tuple[float, 
 
 
 @hypergradient_method("neumann", kind="implicit", exact=False, knob="iterations",
-                      summary="truncated Neumann series alpha * sum_{i<=K} (I - alpha H)^i; K HVPs")
+                      summary="truncated Neumann series alpha * sum_{i<=K} (I - alpha H)^i; K HVPs",
+                      options={"iterations": Option(int, low=0), "alpha": _ALPHA})
 def neumann(task: Task, w: torch.Tensor, theta: torch.Tensor, *, iterations: int = 20,
             alpha: float | None = None) -> Hypergradient:
     """``K = iterations`` HVPs; ``alpha`` defaults to ``1/L`` by power iteration (HVPs counted)."""
@@ -279,7 +291,8 @@ def neumann(task: Task, w: torch.Tensor, theta: torch.Tensor, *, iterations: int
 
 
 @hypergradient_method("fixed_point", kind="implicit", exact=False, knob="iterations",
-                      summary="fixed-point iteration q <- q - alpha (H q - v) from q = 0; K - 1 HVPs")
+                      summary="fixed-point iteration q <- q - alpha (H q - v) from q = 0; K - 1 HVPs",
+                      options={"iterations": Option(int, low=1), "alpha": _ALPHA})  # K = 0: q = 0, a zero gradient
 def fixed_point(task: Task, w: torch.Tensor, theta: torch.Tensor, *, iterations: int = 20,
                 alpha: float | None = None) -> Hypergradient:
     """``K = iterations`` iterations from ``q_0 = 0`` (the first needs no HVP: ``q_1 = alpha v``)."""

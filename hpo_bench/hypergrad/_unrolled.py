@@ -22,10 +22,17 @@ returned :attr:`Hypergradient.w` is ``w_T``.
 from __future__ import annotations
 
 import torch
+
+from ..options import Option
 from ..task import Task
 from ._base import Hypergradient, hypergradient_method
 
 __all__ = ["reverse", "truncated", "forward", "default_inner_lr"]
+
+
+#: User options of the unrolled methods: none beyond ``truncate``; ``steps`` and ``lr`` are set by the
+#: gradient tuner (``inner_steps`` / ``inner_lr``, checked there) and checked by :func:`_check` on every call.
+UNROLLED_OPTIONS: dict[str, Option] = {}
 
 
 def default_inner_lr(task: Task, w: torch.Tensor, theta: torch.Tensor) -> float:
@@ -68,7 +75,7 @@ def _unroll(task: Task, w: torch.Tensor, theta: torch.Tensor, steps: int, lr: fl
 
 
 @hypergradient_method("reverse", kind="unrolled", exact=False, knob="steps",
-                      summary="backprop through all T inner gradient steps; memory O(T p)")
+                      summary="backprop through all T inner gradient steps; memory O(T p)", options=UNROLLED_OPTIONS)
 def reverse(task: Task, w: torch.Tensor, theta: torch.Tensor, *, steps: int = 100,
             lr: float | None = None) -> Hypergradient:
     theta = theta.detach()
@@ -81,7 +88,8 @@ def reverse(task: Task, w: torch.Tensor, theta: torch.Tensor, *, steps: int = 10
 
 
 @hypergradient_method("truncated", kind="unrolled", exact=False, knob="truncate",
-                      summary="backprop through the last K of T inner steps; memory O(K p)")
+                      summary="backprop through the last K of T inner steps; memory O(K p)",
+                      options={**UNROLLED_OPTIONS, "truncate": Option(int, low=1)})
 def truncated(task: Task, w: torch.Tensor, theta: torch.Tensor, *, steps: int = 100, truncate: int = 10,
               lr: float | None = None) -> Hypergradient:
     theta = theta.detach()
@@ -96,7 +104,8 @@ def truncated(task: Task, w: torch.Tensor, theta: torch.Tensor, *, steps: int = 
 
 
 @hypergradient_method("forward", kind="unrolled", exact=False, knob="steps",
-                      summary="forward-mode through T inner steps; m JVPs per step (few hyperparameters)")
+                      summary="forward-mode through T inner steps; m JVPs per step (few hyperparameters)",
+                      options=UNROLLED_OPTIONS)
 def forward(task: Task, w: torch.Tensor, theta: torch.Tensor, *, steps: int = 100,
             lr: float | None = None) -> Hypergradient:
     theta = theta.detach()

@@ -24,9 +24,8 @@ incumbent; a run that did not ends the cell with ``recorder.stop_reason`` =
 
 from __future__ import annotations
 
-import inspect
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -35,8 +34,9 @@ from .._threads import blas_threads
 from ..hypergrad import get_method
 from ..hypergrad._implicit import power_step
 from ..inner import INNER_SOLVERS, InnerState, run_inner
+from ..options import Option, OptionError, check_options
 from ..registry import register_tuner
-from ..tuner import Tuner
+from ..tuner import Tuner, TunerParamError
 
 __all__ = ["GradientTuner", "SeedNotebookTuner", "OUTER_OPTIMIZERS"]
 
@@ -45,10 +45,34 @@ OUTER_OPTIMIZERS = ("sgd", "adam", "rmsprop", "lbfgs")
 DEFAULT_OUTER_LR = 0.1
 
 
+#: The gradient tuner's parameters and their rules (checked in the constructor, which suite validation runs).
+GRADIENT_OPTIONS = {
+    "method": Option(str), "method_opts": Option(dict),
+    "inner": Option(str, choices=INNER_SOLVERS), "inner_steps": Option(int, low=1),
+    "inner_lr": Option(float, low=0, low_open=True, optional=True), "warm_start": Option(bool),
+    "outer": Option(str, choices=OUTER_OPTIMIZERS), "outer_lr": Option(float, low=0, low_open=True),
+    "outer_momentum": Option(float, low=0, high=1, high_open=True),
+}
+#: Task tags each inner solver needs: per-example Adam draws single training examples.
+INNER_REQUIRES = {"adam_per_example": frozenset({"per-example"})}
+
+
 #: L-BFGS-B's settings: scipy's defaults (memory 10) except its stopping tests, which only decide when
 #: a run ends, never its path: tight enough that the budget, not scipy's ``ftol``/``gtol``, ends a
 #: cell (per-feature penalties have long plateaus that the defaults mistake for convergence).
 LBFGS_OPTIONS = {"maxcor": 10, "ftol": 1e-15, "gtol": 1e-11, "maxiter": 1_000_000, "maxfun": 1_000_000}
+
+
+def _gradient_requirements(inner: Any, method: Any, method_opts: Any) -> frozenset[str]:
+    """Task tags an inner solver and a hypergradient method (with its options) need; unknown names need
+    nothing here (the constructor refuses them)."""
+    need = set(INNER_REQUIRES.get(inner, ())) if isinstance(inner, str) else set()
+    if isinstance(method, str) and isinstance(method_opts, Mapping):
+        from ..registry import METHODS
+
+        if method in METHODS:
+            need |= METHODS.get(method).info.required_tags(method_opts)
+    return frozenset(need)
 
 
 class _StopLBFGS(Exception):
@@ -87,23 +111,15 @@ class GradientTuner(Tuner):
     def __init__(self, *, method: str = "cg", method_opts: dict[str, Any] | None = None, inner: str = "gd",
                  inner_steps: int = 100, inner_lr: float | None = None, warm_start: bool = True,
                  outer: str = "adam", outer_lr: float = DEFAULT_OUTER_LR, outer_momentum: float = 0.0) -> None:
+        if method_opts is not None and not isinstance(method_opts, dict):
+            self._fail("method_opts", "a table of options (e.g. { tol = 1e-8 })", method_opts)
         super().__init__(method=method, method_opts=dict(method_opts or {}), inner=inner, inner_steps=inner_steps,
                          inner_lr=inner_lr, warm_start=warm_start, outer=outer, outer_lr=outer_lr,
                          outer_momentum=outer_momentum)
+        check_options(f"tuner {self.name!r}", GRADIENT_OPTIONS, self.params, word="parameter",
+                      error=TunerParamError)
         self.method = get_method(method)
         self.method_opts = dict(method_opts or {})
-        if inner not in INNER_SOLVERS:
-            self._fail("inner", f"one of {list(INNER_SOLVERS)}", inner)
-        if outer not in OUTER_OPTIMIZERS:
-            self._fail("outer", f"one of {list(OUTER_OPTIMIZERS)}", outer)
-        if not isinstance(inner_steps, int) or inner_steps < 1:
-            self._fail("inner_steps", "an integer >= 1", inner_steps)
-        if inner_lr is not None and not inner_lr > 0:
-            self._fail("inner_lr", "> 0 or omitted (auto)", inner_lr)
-        if not outer_lr > 0:
-            self._fail("outer_lr", "> 0", outer_lr)
-        if not 0 <= outer_momentum < 1:
-            self._fail("outer_momentum", "in [0, 1)", outer_momentum)
         if outer == "lbfgs":
             if outer_lr != DEFAULT_OUTER_LR:
                 self._fail("outer_lr", f"left at its default ({DEFAULT_OUTER_LR}) with outer='lbfgs' (L-BFGS-B "
@@ -117,10 +133,14 @@ class GradientTuner(Tuner):
             for key in ("steps", "lr"):
                 if key in self.method_opts:
                     self._fail("method_opts", f"free of {key!r} (set by inner_steps / inner_lr)", self.method_opts)
-        accepted = [p for p in list(inspect.signature(self.method).parameters)[3:]]
+        accepted = list(self.method.info.options)  # the method's declared schema: what a user may set
         unknown = sorted(set(self.method_opts) - set(accepted))
         if unknown:
             self._fail("method_opts", f"a table of options of {method!r} ({accepted or 'none'})", self.method_opts)
+        try:  # the same schema the method checks on every call
+            check_options(f"method {method!r}", self.method.info.options, self.method_opts)
+        except OptionError as exc:
+            raise TunerParamError(f"tuner {self.name!r}: parameter `method_opts`: {exc}") from None
         self.inner = inner
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
@@ -128,6 +148,13 @@ class GradientTuner(Tuner):
         self.outer = outer
         self.outer_lr = outer_lr
         self.outer_momentum = outer_momentum
+
+    @classmethod
+    def required_tags(cls, params: Mapping[str, Any]) -> frozenset[str]:
+        """The inner solver's needs (``adam_per_example``: ``"per-example"``) and the method's with its
+        options (``cg`` with ``precond = "jacobi"``: ``"hessian-diagonal"``)."""
+        return _gradient_requirements(params.get("inner", "gd"), params.get("method", "cg"),
+                                      params.get("method_opts") or {})
 
     # ------------------------------------------------------------------ steps
     def _lr(self, task, w: torch.Tensor, theta: torch.Tensor, recorder) -> float | None:
@@ -243,3 +270,9 @@ class SeedNotebookTuner(GradientTuner):
                          inner_lr=inner_lr, warm_start=True, outer="rmsprop", outer_lr=outer_lr)
         self.params = {"epochs": epochs, "inner_lr": inner_lr, "outer_lr": outer_lr, "method": method,
                        "method_opts": dict(method_opts or {})}
+
+    @classmethod
+    def required_tags(cls, params: Mapping[str, Any]) -> frozenset[str]:
+        """Per-example Adam (``"per-example"``) and the method's needs."""
+        return _gradient_requirements("adam_per_example", params.get("method", "identity"),
+                                      params.get("method_opts") or {})
