@@ -509,9 +509,12 @@ def report_cmd(
     oracle_seconds: Optional[float] = typer.Option(None, "--oracle-seconds", help="Time budget of one oracle "
                                                    "computation (default 60); a cut-short oracle says so."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines (one per oracle and per figure)."),
+    shared_cache: bool = typer.Option(True, "--shared-cache/--no-shared-cache", help="Also read and write oracles "
+                                      "in the cache shared by run folders made with the same code "
+                                      "($HPO_BENCH_CACHE_DIR, default ~/.cache/hpo-bench; 'off' disables)."),
 ) -> None:
     """Tables (markdown, LaTeX, CSV), figures (PNG, PDF) and summary.md from a run folder."""
-    from .report import ReportError, make_report
+    from .report import ReportError, make_report, shared_oracle_cache
 
     if jobs is None:
         from .executors import usable_cpus
@@ -522,7 +525,8 @@ def report_cmd(
     if oracle_seconds is not None and not oracle_seconds > 0:
         raise BadInput(f"--oracle-seconds must be > 0, but got {oracle_seconds}")
     try:
-        res = make_report(run_dir, out, jobs=jobs, oracle_seconds=oracle_seconds,
+        shared = shared_oracle_cache() if shared_cache else None
+        res = make_report(run_dir, out, jobs=jobs, oracle_seconds=oracle_seconds, shared_cache=shared,
                           progress=None if quiet else (lambda line: console.print(line, highlight=False,
                                                                                   markup=False)))
     except ReportError as exc:
@@ -530,7 +534,7 @@ def report_cmd(
     console.print(f"report of {res.n_cells} cells ({res.n_rows} records): {res.summary_path}")
     console.print(f"tables: {res.summary_path.parent / 'tables'} ({', '.join(res.tables)}; .md .tex .csv)")
     console.print(f"figures: {res.summary_path.parent / 'figures'} ({', '.join(res.figures)}; .png .pdf)")
-    console.print(f"oracle cache: {res.oracle_dir}")
+    console.print(f"oracle cache: {res.oracle_dir}" + (f" (shared: {shared})" if shared is not None else ""))
 
 
 

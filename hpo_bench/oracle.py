@@ -38,7 +38,8 @@ from scipy.optimize import minimize
 from ._threads import one_thread
 from .registry import TASKS
 
-__all__ = ["OracleResult", "compute_oracle", "oracle_for", "cached_oracle", "oracle_key", "best_known",
+__all__ = ["OracleResult", "compute_oracle", "oracle_for", "cached_oracle", "store_oracle", "oracle_key",
+           "best_known",
            "ORACLE_VERSION", "MAX_SECONDS"]
 
 #: Bump when the algorithm changes: cached results of other versions are recomputed.
@@ -279,6 +280,16 @@ def cached_oracle(task_params: dict[str, Any], seed: int, cache_dir: str | Path 
     return None
 
 
+def store_oracle(res: OracleResult, cache_dir: str | Path) -> Path:
+    """Write ``res`` into ``cache_dir`` (atomically, under the name :func:`cached_oracle` reads)."""
+    path = _cache_path(cache_dir, res.task, res.seed, res.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(res), indent=1))
+    os.replace(tmp, path)
+    return path
+
+
 def oracle_for(task_params: dict[str, Any], seed: int, cache_dir: str | Path | None = None, *,
                grid_points: int | None = None, starts: int = 6,
                max_seconds: float | None = MAX_SECONDS) -> OracleResult:
@@ -299,10 +310,7 @@ def oracle_for(task_params: dict[str, Any], seed: int, cache_dir: str | Path | N
     res.params = params
     res.key = key
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(res), indent=1))
-        os.replace(tmp, path)
+        store_oracle(res, cache_dir)
     return res
 
 

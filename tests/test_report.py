@@ -78,6 +78,7 @@ def report(run_dir):
         with warnings.catch_warnings(), pytest.MonkeyPatch.context() as mp, \
                 contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             warnings.simplefilter("error")  # nothing from seaborn, matplotlib, pandas or scipy may escape
+            mp.setenv("HPO_BENCH_CACHE_DIR", str(run_dir.parent / "shared-cache"))  # never the user's cache
             mp.setattr(sys, "argv", ["hpo-bench", "report", str(run_dir)])
             with pytest.raises(SystemExit) as exc:
                 cli.main()
@@ -317,9 +318,37 @@ def test_report_prints_one_line_per_oracle_and_per_figure(report, run_dir, monke
     for name in FIGURES:
         assert sum(ln.startswith(f"figure {name}: ") for ln in lines) == 1
     # a second report reads every oracle from the cache, and says so
+    monkeypatch.setenv("HPO_BENCH_CACHE_DIR", str(run_dir.parent / "shared-cache"))
     code, out, _ = invoke(monkeypatch, capsys, "report", str(run_dir), "--out", str(run_dir / "report2"))
     assert code == 0
     again = [ln for ln in out.splitlines() if re.match(r"oracle \d+/\d+ ", ln)]
     assert len(again) == n and all(": cached (computed in " in ln for ln in again)
     code, out, _ = invoke(monkeypatch, capsys, "report", str(run_dir), "--out", str(run_dir / "report3"), "--quiet")
     assert code == 0 and not any(re.match(r"(oracle \d+/\d+|figure \w+:) ", ln) for ln in out.splitlines())
+
+
+def test_a_new_run_folder_reads_oracles_from_the_shared_cache(report, run_dir, tmp_path, monkeypatch, capsys):
+    """Run folders made with the same code share computed oracles (issue 10, item 11): the main job
+    writes a new run folder each time, and its report need not recompute them."""
+    from hpo_bench.report import shared_oracle_cache
+
+    monkeypatch.setenv("HPO_BENCH_CACHE_DIR", str(run_dir.parent / "shared-cache"))
+    shared = shared_oracle_cache()
+    assert shared is not None and len(list(shared.glob("*.json"))) == len(list((run_dir / "oracle").glob("*.json")))
+    fresh = tmp_path / "fresh"
+    (fresh / "cells").mkdir(parents=True)
+    shutil.copy(run_dir / "records.parquet", fresh / "records.parquet")
+    code, out, _ = invoke(monkeypatch, capsys, "report", str(fresh))
+    assert code == 0
+    lines = [ln for ln in out.splitlines() if re.match(r"oracle \d+/\d+ ", ln)]
+    assert lines and all("shared cache" in ln for ln in lines)
+    assert sorted(p.name for p in (fresh / "oracle").glob("*.json")) == sorted(p.name for p in shared.glob("*.json"))
+    a = pd.read_csv(run_dir / "report" / "tables" / "oracle.csv")
+    b = pd.read_csv(fresh / "report" / "tables" / "oracle.csv")
+    assert (a["oracle_val_loss"] == b["oracle_val_loss"]).all()
+    # disabled: computed again, nothing read from the shared cache
+    monkeypatch.setenv("HPO_BENCH_CACHE_DIR", "off")
+    assert shared_oracle_cache() is None
+    shutil.rmtree(fresh / "oracle")
+    code, out, _ = invoke(monkeypatch, capsys, "report", str(fresh), "--quiet")
+    assert code == 0 and "shared:" not in out

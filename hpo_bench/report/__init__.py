@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["make_report", "ReportResult", "ReportError", "TABLES"]
+__all__ = ["make_report", "ReportResult", "ReportError", "TABLES", "shared_oracle_cache", "CACHE_ENV"]
 
 from .metrics import ReportError
 
@@ -41,6 +41,37 @@ class ReportResult:
     oracle_dir: Path | None = None
     n_cells: int = 0
     n_rows: int = 0
+
+
+#: Environment variable naming the folder of caches shared by run folders ("off" or empty: none).
+CACHE_ENV = "HPO_BENCH_CACHE_DIR"
+
+
+def shared_oracle_cache() -> Path | None:
+    """The oracle cache shared by every run folder made with this code, or ``None`` when disabled.
+
+    ``$HPO_BENCH_CACHE_DIR/oracle/<code>`` (default ``$XDG_CACHE_HOME/hpo-bench``, else
+    ``~/.cache/hpo-bench``); ``HPO_BENCH_CACHE_DIR=off`` (or empty) disables it. ``<code>`` is a
+    hash of the source that decides an oracle (the tasks, the library, ``oracle.py``), so an edit
+    never reuses an old result; entries are also keyed like the run folder's cache (task
+    parameters, seed, oracle settings and version). Reports of the same suite from new run
+    folders then only compute oracles once per code version.
+    """
+    import hashlib
+    import os
+
+    root = os.environ.get(CACHE_ENV)
+    if root is not None and root.strip().lower() in ("", "off", "none", "0"):
+        return None
+    if root is None:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = str(Path(xdg) / "hpo-bench")
+    from .. import oracle
+    from ..harness import code_version
+
+    h = hashlib.sha256(code_version()["source_sha256"].encode())
+    h.update(Path(oracle.__file__).read_bytes())
+    return Path(root) / "oracle" / h.hexdigest()[:16]
 
 
 def _declared_tune(run: Path) -> dict[str, dict] | None:
@@ -79,7 +110,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs: int = 1,
                 oracle_seconds: float | None = None,
-                progress: Callable[[str], None] | None = None) -> ReportResult:
+                progress: Callable[[str], None] | None = None,
+                shared_cache: str | Path | None = None) -> ReportResult:
     """Build the report of ``run_dir`` into ``out_dir`` (default ``run_dir/report``).
 
     Args:
@@ -91,6 +123,9 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
         progress: called with one line of text per step as it ends: each oracle (task instance,
             seconds, cached or computed, see :class:`~hpo_bench.report.metrics.OracleProgress`),
             the tables, each figure.
+        shared_cache: an oracle cache shared by run folders, read when the run folder's has no
+            entry and written with every oracle computed (the CLI passes
+            :func:`shared_oracle_cache`); ``None``: the run folder's cache only.
 
     Raises:
         ReportError: ``run_dir`` is not a readable run folder.
@@ -111,7 +146,7 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
     say = progress if progress is not None else (lambda line: None)
     oracles = with_records(oracles_for_records(records, oracle_dir, jobs=jobs,
                                                max_seconds=MAX_SECONDS if oracle_seconds is None else oracle_seconds,
-                                               on_oracle=lambda ev: say(ev.line())),
+                                               on_oracle=lambda ev: say(ev.line()), shared_dir=shared_cache),
                            records)
     t_tables = time.perf_counter()
     rows = add_derived(records, oracles)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..oracle import MAX_SECONDS, OracleResult, best_known, cached_oracle, oracle_for
+from ..oracle import MAX_SECONDS, OracleResult, best_known, cached_oracle, oracle_for, store_oracle
 
 __all__ = ["TARGETS", "target_label", "load_records", "objective", "add_incumbent", "oracles_for_records",
            "OracleProgress",
@@ -133,7 +133,8 @@ class OracleProgress:
     Attributes:
         label: the task's label in the records (the suite's ``label``, else its name).
         seed: the task instance's seed.
-        cached: read from the cache (``True``) or computed now.
+        cached: read from a cache (``True``) or computed now.
+        where: ``"run"`` (the run folder's cache), ``"shared"`` (the shared cache) or ``"computed"``.
         seconds: what this call spent on it (reading, or building the task and computing).
         result: the oracle.
         done, total: oracles ready so far, and in all.
@@ -146,10 +147,12 @@ class OracleProgress:
     result: OracleResult
     done: int
     total: int
+    where: str = "computed"
 
     def line(self) -> str:
         """One line for a console: ``oracle 3/14 ridge-synth seed 0: computed in 0.2 s``."""
-        how = (f"cached (computed in {self.result.seconds:.3g} s before)" if self.cached
+        shared = ", shared cache" if self.where == "shared" else ""
+        how = (f"cached (computed in {self.result.seconds:.3g} s before{shared})" if self.cached
                else f"computed in {self.seconds:.3g} s")
         cut = "; cut short: " + "; ".join(self.result.notes) if self.result.notes else ""
         return f"oracle {self.done}/{self.total} {self.label} seed {self.seed}: {how}{cut}"
@@ -175,11 +178,14 @@ def _expected_cost(df: pd.DataFrame) -> dict[tuple[str, int], float]:
 
 def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 1,
                         max_seconds: float | None = MAX_SECONDS,
-                        on_oracle: Callable[[OracleProgress], None] | None = None
-                        ) -> dict[tuple[str, int], OracleResult]:
+                        on_oracle: Callable[[OracleProgress], None] | None = None,
+                        shared_dir: str | Path | None = None) -> dict[tuple[str, int], OracleResult]:
     """The oracle of every task instance (``task_params`` x ``seed``) in ``df``, cached in ``cache_dir``.
 
-    Cached oracles are read first; the others are computed, in ``jobs`` processes when
+    Cached oracles are read first: from ``cache_dir``, else from ``shared_dir`` (a cache
+    shared by run folders, see :func:`hpo_bench.report.shared_oracle_cache`; a hit is copied
+    into ``cache_dir`` so the run folder stays self-contained). The others are computed, written
+    to both, in ``jobs`` processes when
     ``jobs > 1``, the most expensive first (by the run's measurement time per record, so the
     long ones do not start last). ``on_oracle`` is called once per instance, as each is ready.
     The results do not depend on ``jobs`` or on the order.
@@ -191,17 +197,25 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
     out: dict[tuple[str, int], OracleResult] = {}
     total = len(keys)
 
-    def ready(key: tuple[str, int], res: OracleResult, cached: bool, seconds: float) -> None:
+    def ready(key: tuple[str, int], res: OracleResult, where: str, seconds: float) -> None:
         out[key] = res
+        if where == "computed" and shared_dir is not None:
+            _store_quietly(res, shared_dir)
         if on_oracle is not None:
-            on_oracle(OracleProgress(labels[key], key[1], cached, seconds, res, len(out), total))
+            on_oracle(OracleProgress(labels[key], key[1], where != "computed", seconds, res, len(out), total, where))
 
     todo = []
     for key in keys:
         t0 = time.perf_counter()
         hit = cached_oracle(json.loads(key[0]), key[1], cache_dir, max_seconds=max_seconds)
+        where = "run"
+        if hit is None and shared_dir is not None:
+            hit = cached_oracle(json.loads(key[0]), key[1], shared_dir, max_seconds=max_seconds)
+            where = "shared"
+            if hit is not None:
+                store_oracle(hit, cache_dir)
         if hit is not None:
-            ready(key, hit, True, time.perf_counter() - t0)
+            ready(key, hit, where, time.perf_counter() - t0)
         else:
             todo.append(key)
     cost = _expected_cost(df)
@@ -212,12 +226,20 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
             futures = {pool.submit(_oracle_job, args[k]): k for k in todo}
             for fut in as_completed(futures):
                 res, seconds = fut.result()
-                ready(futures[fut], res, False, seconds)
+                ready(futures[fut], res, "computed", seconds)
     else:
         for k in todo:
             res, seconds = _oracle_job(args[k])
-            ready(k, res, False, seconds)
+            ready(k, res, "computed", seconds)
     return {k: out[k] for k in keys}
+
+
+def _store_quietly(res: OracleResult, shared_dir: str | Path) -> None:
+    """Best effort: an unwritable shared cache costs a recomputation later, never a report."""
+    try:
+        store_oracle(res, shared_dir)
+    except OSError:
+        pass
 
 
 def with_records(oracles: dict[tuple[str, int], OracleResult], df: pd.DataFrame) -> dict[tuple[str, int],
