@@ -23,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .registry import METHODS, TASKS, TUNERS, RegistryError, UnknownNameError
+from .registry import METHODS, TASKS, TUNERS, RegistryError, UnknownNameError, broken_plugins
 from .space import SpaceError
 from .suite import SuiteError, check_timeout
 from .task import TaskParamError
@@ -148,8 +148,13 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
     for n, p in sorted(named_suites().items()):
         s = load_suite(str(p), validate=False)
         suites.append({"name": n, "cells": len(s.cells()), "description": s.description})
+    broken = broken_plugins()  # modules / entry points that failed to import: one line each, the rest is listed
+    for b in broken:
+        print(f"hpo-bench: warning: {b.line()}", file=sys.stderr)
     if as_json:
-        print(json.dumps({"tasks": tasks, "tuners": tuners, "methods": methods, "suites": suites}, indent=2))
+        print(json.dumps({"tasks": tasks, "tuners": tuners, "methods": methods, "suites": suites,
+                          "broken_plugins": [{"kind": b.kind, "source": b.source, "error": b.error, "name": b.name}
+                                             for b in broken]}, indent=2))
         return
     for title, rows, cols in (("Tasks", tasks, ("name", "tags", "summary")),
                               ("Tuners", tuners, ("name", "tags", "summary")),

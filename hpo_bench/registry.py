@@ -5,18 +5,28 @@ Registration is explicit (a decorator); discovery imports every public module of
 skipped) and the entry points of other packages (groups ``hpo_bench.tasks`` and
 ``hpo_bench.tuners``, each pointing at a class or a module that registers on import).
 A second registration under a taken name is an error naming both owners.
+
+Broken plug-ins. A module of those packages, or an entry point, that fails to import (a
+missing dependency, a syntax error, any exception) does not stop discovery: it is recorded
+as a :class:`BrokenPlugin` (file or entry point, exception type and message; see
+:func:`broken_plugins`) and the rest is discovered. ``hpo-bench list`` reports each in one
+line; asking for an unknown name of a kind a broken plug-in could have provided
+(:meth:`Registry.get`, suite validation) names the broken file instead of only listing the
+known names; the conformance kit reports each as one failing test.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
 
 __all__ = [
-    "Registry", "RegistryError", "UnknownNameError", "TASKS", "TUNERS", "METHODS",
-    "register_task", "register_tuner", "register_method", "discover",
+    "Registry", "RegistryError", "UnknownNameError", "TASKS", "TUNERS", "METHODS", "BrokenPlugin",
+    "register_task", "register_tuner", "register_method", "discover", "broken_plugins",
 ]
 
 T = TypeVar("T")
@@ -31,6 +41,33 @@ class UnknownNameError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """A plug-in module or entry point that failed to import during discovery.
+
+    Attributes:
+        kind: the registry it would have filled (``"task"``, ``"tuner"``, ``"hypergradient method"``).
+        source: where it is: a file path (package modules) or ``entry point 'x' = 'mod:obj' (group ...,
+            distribution ...)``.
+        error: ``"<exception type>: <message>"``.
+        name: the name it would have registered, where known (entry points); ``None`` for modules,
+            which may register any names.
+    """
+
+    kind: str
+    source: str
+    error: str
+    name: str | None = None
+
+    def line(self) -> str:
+        """One line for ``hpo-bench list`` and error messages."""
+        return f"{self.kind} plug-in {self.source} failed to import: {self.error}"
+
+    def could_provide(self, kind: str, name: str) -> bool:
+        """Whether the missing ``kind`` name ``name`` might have come from this plug-in."""
+        return self.kind == kind and (self.name is None or self.name == name)
 
 
 class Registry(Generic[T]):
@@ -57,9 +94,20 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
+            hint = self.broken_hint(name)
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(sorted(self._items)) or '(none)'}"
+                f"unknown {self.kind} {name!r}"
+                + (f"; {hint}" if hint else f"; known {self.kind}s: {', '.join(sorted(self._items)) or '(none)'}")
             ) from None
+
+    def broken_hint(self, name: str) -> str | None:
+        """For a name that is not registered: the broken plug-ins that could have provided it, in words, or ``None``."""
+        discover()
+        suspects = [b for b in _BROKEN if b.could_provide(self.kind, name)]
+        if not suspects:
+            return None
+        return ("it may come from a plug-in that failed to import: " + "; ".join(b.line() for b in suspects)
+                + " (fix or remove it; `hpo-bench list` shows what loaded)")
 
     def names(self) -> list[str]:
         discover()
@@ -103,35 +151,74 @@ def register_method(fn=None, *, name: str | None = None):
 
 
 _DISCOVERED = False
-_PACKAGES = ("hpo_bench.hypergrad", "hpo_bench.tuners", "hpo_bench.tasks", "hpo_bench.baselines")
+#: package -> the kind of names its modules register
+_PACKAGES = {"hpo_bench.hypergrad": "hypergradient method", "hpo_bench.tuners": "tuner", "hpo_bench.tasks": "task",
+             "hpo_bench.baselines": "tuner"}
 _ENTRY_GROUPS = {"hpo_bench.tasks": TASKS, "hpo_bench.tuners": TUNERS, "hpo_bench.methods": METHODS}
+_BROKEN: list[BrokenPlugin] = []
 
 
-def _import_package_modules(pkg_name: str) -> None:
+def broken_plugins(kind: str | None = None) -> list[BrokenPlugin]:
+    """The plug-ins that failed to import during discovery (of one ``kind``, or all), in discovery order."""
+    discover()
+    return [b for b in _BROKEN if kind is None or b.kind == kind]
+
+
+def _error(exc: BaseException) -> str:
+    """``"<type>: <first line of the message>"``: one line, whatever the exception."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _shown_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith(os.pardir) else rel
+
+
+def _import_package_modules(pkg_name: str, kind: str) -> None:
     pkg = importlib.import_module(pkg_name)
     for info in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
         if info.name.startswith("_") or info.name.startswith("template_"):
             continue
-        importlib.import_module(f"{pkg_name}.{info.name}")
+        try:
+            importlib.import_module(f"{pkg_name}.{info.name}")
+        except RegistryError:
+            raise  # a name collision: two owners of one name is an error, not a broken file
+        except Exception as exc:  # one broken file must not hide the others (nor stop `list` and the kit)
+            finder_path = getattr(info.module_finder, "path", None)
+            where = os.path.join(finder_path, info.name + ("/__init__.py" if info.ispkg else ".py")) \
+                if finder_path else f"{pkg_name}.{info.name}"
+            _BROKEN.append(BrokenPlugin(kind=kind, source=_shown_path(where), error=_error(exc)))
 
 
 def discover(*, force: bool = False) -> None:
-    """Import built-in modules and load entry-point plug-ins (once per process)."""
+    """Import built-in modules and load entry-point plug-ins (once per process).
+
+    A module or entry point that fails to import is recorded (:func:`broken_plugins`) and skipped;
+    a name collision raises :class:`RegistryError`.
+    """
     global _DISCOVERED
     if _DISCOVERED and not force:
         return
     _DISCOVERED = True
-    for pkg in _PACKAGES:
-        _import_package_modules(pkg)
+    _BROKEN.clear()
+    for pkg, kind in _PACKAGES.items():
+        _import_package_modules(pkg, kind)
     for group, reg in _ENTRY_GROUPS.items():
         for ep in entry_points(group=group):
             dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+            source = f"entry point {ep.name!r} = {ep.value!r} (group {group!r}, distribution {dist!r})"
             try:
                 obj = ep.load()
-            except Exception as exc:  # a broken plug-in names itself instead of a bare traceback
-                raise RegistryError(f"plug-in entry point {ep.name!r} = {ep.value!r} (group {group!r}, "
-                                    f"distribution {dist!r}) failed to load: {type(exc).__name__}: {exc}") from exc
+            except Exception as exc:  # a broken plug-in is recorded, named, and skipped
+                _BROKEN.append(BrokenPlugin(kind=reg.kind, source=source, error=_error(exc), name=ep.name))
+                continue
             if not (isinstance(obj, type) or callable(obj)):
-                raise RegistryError(f"plug-in entry point {ep.name!r} = {ep.value!r} (group {group!r}, distribution "
-                                    f"{dist!r}) must point at a class or a function, but got {type(obj).__name__}")
+                _BROKEN.append(BrokenPlugin(kind=reg.kind, source=source, name=ep.name,
+                                            error=f"it must point at a class or a function, but got "
+                                                  f"{type(obj).__name__}"))
+                continue
             reg.add(ep.name, obj)

@@ -342,6 +342,10 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
             if not isinstance(nm, str):
                 ck.fail(f"{where}.name", f"a registered {kind} name ({', '.join(registry.names())})", nm)
             if nm not in registry:
+                hint = registry.broken_hint(nm)  # a plug-in that failed to import may be where it lives
+                if hint:
+                    raise SuiteError(f"suite file {ck.path!r}: key `{where}.name` must be a registered {kind} name, "
+                                     f"but got {nm!r}: {hint}")
                 ck.fail(f"{where}.name", f"a registered {kind} name ({', '.join(registry.names())})", nm)
             label = t.get("label", nm)
             if not isinstance(label, str) or not _LABEL.match(label):

@@ -16,7 +16,7 @@ from hpo_bench.records import Budget
 from hpo_bench.space import Block, Space
 from hpo_bench.tasks.ridge import Ridge
 from hpo_bench.testing import (
-    ConformanceError, check_object, check_task_declaration, check_task_deterministic, check_task_exact_methods,
+    ConformanceError, check_object, check_task_capabilities, check_task_declaration, check_tuner_requirements, check_task_deterministic, check_task_exact_methods,
     check_task_finite_losses, check_task_inner_stationary, check_task_linearization, check_task_per_example,
     check_task_reference_fd, check_task_space, check_tuner_bounds, check_tuner_budget, check_tuner_declaration,
     check_tuner_diverging, check_tuner_records, check_tuner_reproducible, check_tuner_stop_request, checks_for,
@@ -114,6 +114,15 @@ class BadBounds(_Base):
         object.__setattr__(self._space.blocks[0], "init", 1e4)  # breaks `low <= init <= high` after validation
 
 
+class FalseDiagonal(_Base):
+    name = "false_diagonal"
+
+    def linearize(self, w, theta):
+        lin = super().linearize(w, theta)
+        lin.diagonal = lambda: None  # still tagged 'hessian-diagonal'
+        return lin
+
+
 class BadParams(_Base):
     name = "bad_params"
 
@@ -131,6 +140,7 @@ class BadParams(_Base):
     (BadBatch, check_task_per_example, "inner_loss_batch"),
     (NanLoss, check_task_finite_losses, "test_loss"),
     (BadBounds, check_task_space, "initial point"),
+    (FalseDiagonal, check_task_capabilities, "tagged 'hessian-diagonal' but linearize"),
     (BadParams, check_task_declaration, "JSON-serialisable"),
 ])
 def test_task_checks_catch_broken_tasks(cls, check, match):
@@ -233,6 +243,24 @@ class HandMadeRows(_GoodTuner):
         recorder.rows.append({"step": 0, "val_loss": 1.0})
 
 
+class UsesExamples(_GoodTuner):
+    """Reads per-example losses without declaring 'per-example'."""
+
+    name = "uses_examples"
+
+    def run(self, task, recorder, *, seed=0):
+        task.inner_loss_batch(task.init_params(), task.space.init_theta(dtype=task.dtype), torch.tensor([0]))
+        super().run(task, recorder, seed=seed)
+
+
+class DeclaresExamples(UsesExamples):
+    name = "declares_examples"
+
+    @classmethod
+    def required_tags(cls, params):
+        return frozenset({"per-example"})
+
+
 class Undeclared(_GoodTuner):
     name = "undeclared"
     tags = frozenset()
@@ -253,11 +281,30 @@ class ClaimsGradients(_GoodTuner):
     (HandMadeRows, check_tuner_records, "lacks the recorder's columns"),
     (Undeclared, check_tuner_declaration, "declaring 'gradient-based' or 'black-box'"),
     (ClaimsGradients, check_tuner_records, "must record its hypergradient"),
+    (UsesExamples, check_tuner_requirements, "raised NotImplementedError: task 'ridge' has no per-example"),
 ])
 def test_tuner_checks_catch_broken_tuners(cls, check, match):
     check(_GoodTuner)  # the unbroken base passes the same check
     with pytest.raises(ConformanceError, match=match):
         check(cls)
+
+
+def test_declared_requirements_are_offered_and_the_rest_withheld(monkeypatch):
+    check_tuner_requirements(DeclaresExamples)  # declared: the task offers per-example losses
+    from hpo_bench.tuners import gradient
+
+    # the gradient tuner's parameter-dependent requirements are what its runs need...
+    per_example = (gradient.GradientTuner, {"inner": "adam_per_example", "inner_steps": 1, "inner_lr": 0.01})
+    jacobi = (gradient.GradientTuner, {"method_opts": {"precond": "jacobi"}, "inner_steps": 5})
+    check_tuner_requirements(per_example)
+    check_tuner_requirements(jacobi)
+    # ...and each fails the check once its declaration is taken away
+    monkeypatch.setattr(gradient, "INNER_REQUIRES", {})
+    with pytest.raises(ConformanceError, match="no per-example training losses"):
+        check_tuner_requirements(per_example)
+    monkeypatch.setattr(gradient.GradientTuner, "required_tags", classmethod(lambda cls, params: frozenset()))
+    with pytest.raises(ConformanceError, match="needs a Hessian diagonal"):
+        check_tuner_requirements(jacobi)
 
 
 def test_good_tuner_passes_everything():

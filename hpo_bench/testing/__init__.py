@@ -20,7 +20,11 @@ shared sampler tests:
           check(obj)
 
   Every task and tuner in the registries (tasks/, baselines/, entry-point plug-ins) is
-  checked without editing a list.
+  checked without editing a list. A plug-in that failed to import is listed too, as a
+  :class:`~hpo_bench.registry.BrokenPlugin` with one check, :func:`check_plugin_imports`,
+  which fails naming the file and the exception: one failing test, not a collection error.
+* :func:`check_tuner_requirements` runs a tuner on a task offering only the capabilities
+  it declares (``Tuner.required_tags``): it must not fail for a missing one.
 * :func:`check_hypergradient` checks a user's hypergradient function (gradcheck-style) and
   :class:`ModelTask` builds a task from a torch model and two loss functions.
 """
@@ -29,21 +33,22 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..registry import TASKS, TUNERS
+from ..registry import TASKS, TUNERS, BrokenPlugin, broken_plugins
 from ..task import Task
 from ..tuner import Tuner
 from ._common import DEFAULT_TOLERANCES, ConformanceError, label_of, task_factory, tuner_factory
 from ._gradcheck import HypergradientCheckError, HypergradientReport, PointResult, check_hypergradient
 from ._model_task import BoundModel, ModelTask
 from ._task_checks import (
-    TASK_CHECKS, check_task_declaration, check_task_deterministic, check_task_exact_methods, check_task_float32,
+    TASK_CHECKS, check_task_capabilities, check_task_declaration, check_task_deterministic,
+    check_task_exact_methods, check_task_float32,
     check_task_finite_losses, check_task_inner_stationary, check_task_linearization, check_task_per_example,
     check_task_reference_fd, check_task_space, task_points,
 )
 from ._tuner_checks import (
-    TUNER_CHECKS, check_tuner_bounds, check_tuner_budget, check_tuner_declaration, check_tuner_diverging,
-    check_tuner_records, check_tuner_reproducible, check_tuner_stop_request, conformance_task, diverging_task,
-    run_tuner,
+    CAPABILITY_TAGS, TUNER_CHECKS, check_tuner_bounds, check_tuner_budget, check_tuner_declaration,
+    check_tuner_diverging, check_tuner_records, check_tuner_reproducible, check_tuner_requirements,
+    check_tuner_stop_request, conformance_task, diverging_task, restricted_task, run_tuner,
 )
 
 __all__ = [
@@ -52,9 +57,10 @@ __all__ = [
     "tuner_factory", "label_of", "task_points", "run_tuner", "conformance_task", "diverging_task",
     "check_task_declaration", "check_task_deterministic", "check_task_finite_losses", "check_task_space",
     "check_task_reference_fd", "check_task_inner_stationary", "check_task_linearization",
-    "check_task_exact_methods", "check_task_per_example", "check_task_float32",
+    "check_task_exact_methods", "check_task_per_example", "check_task_float32", "check_task_capabilities",
     "check_tuner_declaration", "check_tuner_budget", "check_tuner_bounds", "check_tuner_reproducible",
-    "check_tuner_records", "check_tuner_stop_request", "check_tuner_diverging",
+    "check_tuner_records", "check_tuner_stop_request", "check_tuner_diverging", "check_tuner_requirements",
+    "restricted_task", "CAPABILITY_TAGS", "check_plugin_imports",
     "check_hypergradient", "HypergradientReport", "PointResult", "HypergradientCheckError",
     "ModelTask", "BoundModel",
 ]
@@ -66,7 +72,14 @@ def _class_of(obj: Any) -> type | None:
     return obj if isinstance(obj, type) else None
 
 
+def check_plugin_imports(obj: BrokenPlugin) -> None:
+    """Fails for a plug-in that failed to import during discovery, naming its file (or entry point) and the error."""
+    raise ConformanceError(f"{obj.line()}; every task and tuner it defines is missing from the registry")
+
+
 def _kind(obj: Any) -> str:
+    if isinstance(obj, BrokenPlugin):
+        return "broken"
     cls = _class_of(obj)
     if cls is not None and issubclass(cls, Task):
         return "task"
@@ -79,6 +92,8 @@ def _kind(obj: Any) -> str:
 def checks_for(obj: Any) -> list[Callable[[Any], None]]:
     """The checks that apply to a Task or Tuner subclass (or ``(cls, params)``), from its declared tags."""
     kind = _kind(obj)
+    if kind == "broken":
+        return [check_plugin_imports]
     tags = set(getattr(_class_of(obj), "tags", ()))
     table = TASK_CHECKS if kind == "task" else TUNER_CHECKS
     return [check for check, needs in table if needs is None or needs in tags]
@@ -110,14 +125,18 @@ def check_object(obj: Any) -> list[tuple[str, str]]:
     return out
 
 
-def registered_tasks() -> list[type]:
-    """Every registered task class (built-ins, tasks/ files and entry-point plug-ins)."""
-    return [cls for _, cls in TASKS.items()]
+def registered_tasks() -> list[Any]:
+    """Every registered task class (built-ins, tasks/ files and entry-point plug-ins), then a
+    :class:`~hpo_bench.registry.BrokenPlugin` for each task plug-in that failed to import."""
+    return [cls for _, cls in TASKS.items()] + broken_plugins("task")
 
 
-def registered_tuners() -> list[type]:
-    """Every registered tuner class (built-ins, baselines/ files and entry-point plug-ins)."""
-    return [cls for _, cls in TUNERS.items()]
+def registered_tuners() -> list[Any]:
+    """Every registered tuner class (built-ins, baselines/ files and entry-point plug-ins), then a
+    :class:`~hpo_bench.registry.BrokenPlugin` for each tuner or hypergradient-method plug-in that failed
+    to import (methods are exercised through the gradient tuner)."""
+    return ([cls for _, cls in TUNERS.items()] + broken_plugins("tuner")
+            + broken_plugins("hypergradient method"))
 
 
 def parametrize_with_checks(objects: list[Any]):

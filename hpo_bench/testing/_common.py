@@ -30,6 +30,10 @@ def label_of(obj: Any) -> str:
         obj = obj[0]
     if isinstance(obj, functools.partial):
         obj = obj.func
+    from ..registry import BrokenPlugin
+
+    if isinstance(obj, BrokenPlugin):  # a plug-in that failed to import: its file or entry point
+        return f"broken:{obj.name or obj.source}"
     return getattr(obj, "name", "") or getattr(obj, "__name__", "") or type(obj).__name__
 
 

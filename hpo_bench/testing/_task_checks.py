@@ -22,7 +22,8 @@ from ._common import fail, label_of, task_factory, tolerance
 __all__ = [
     "check_task_declaration", "check_task_deterministic", "check_task_finite_losses", "check_task_space",
     "check_task_reference_fd", "check_task_inner_stationary", "check_task_linearization",
-    "check_task_exact_methods", "check_task_per_example", "check_task_float32", "task_points", "TASK_CHECKS",
+    "check_task_exact_methods", "check_task_per_example", "check_task_float32", "check_task_capabilities",
+    "task_points", "TASK_CHECKS",
 ]
 
 
@@ -271,6 +272,38 @@ def check_task_float32(obj) -> None:
         fail(what, check, "inner_grad must be finite float32")
 
 
+def check_task_capabilities(obj) -> None:
+    """The capability tags a tuner may require (``Tuner.required_tags``) hold on the built instance.
+
+    ``"hessian-diagonal"``: ``linearize(w, theta).diagonal()`` is ``diag(H)`` of the generic autograd
+    linearization (relative ``structure`` tolerance); ``"gram-matrix"``: the task keeps ``gram``
+    (``p x p``), ``xty``, ``a``, ``b``, ``x_val`` and ``y_val``; ``"scalar-hyperparameter"``: one
+    hyperparameter. Suite validation trusts these tags, so a false one fails a cell at run time.
+    """
+    task = _build(obj)
+    what, check = f"task {label_of(obj)!r}", "check_task_capabilities"
+    tags = set(task.tags)
+    if "scalar-hyperparameter" in tags and task.space.dim != 1:
+        fail(what, check, f"tagged 'scalar-hyperparameter' but its space has {task.space.dim} entries")
+    if "gram-matrix" in tags:
+        missing = [a for a in ("gram", "xty", "a", "b", "x_val", "y_val") if not hasattr(task, a)]
+        if missing:
+            fail(what, check, f"tagged 'gram-matrix' but has no {', '.join(missing)}")
+        if tuple(task.gram.shape) != (task.n_params, task.n_params):
+            fail(what, check, f"`gram` must have shape (p, p) = {(task.n_params,) * 2}, but has {tuple(task.gram.shape)}")
+    if "hessian-diagonal" in tags:
+        tol = tolerance(task, "structure")
+        for k, th in enumerate(task_points(task, 2)):
+            w = task.solve(th).detach()
+            d = task.linearize(w, th).diagonal()
+            if d is None:
+                fail(what, check, f"tagged 'hessian-diagonal' but linearize(...).diagonal() returned None at point {k}")
+            ref = torch.diagonal(Linearization(task, w, th).hessian())
+            err = rel_error(d, ref)
+            if not err <= tol:
+                fail(what, check, f"point {k}: diagonal() vs diag(H) rel. error {err:.2e} > {tol:g}")
+
+
 #: ``(check, required tag or None)``: a check runs when the task declares the tag.
 TASK_CHECKS = (
     (check_task_declaration, None),
@@ -283,4 +316,5 @@ TASK_CHECKS = (
     (check_task_exact_methods, None),
     (check_task_per_example, "per-example"),
     (check_task_float32, None),
+    (check_task_capabilities, None),
 )

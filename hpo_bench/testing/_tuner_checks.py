@@ -23,8 +23,8 @@ from ._common import fail, label_of, tuner_factory
 
 __all__ = [
     "check_tuner_declaration", "check_tuner_budget", "check_tuner_bounds", "check_tuner_reproducible",
-    "check_tuner_records", "check_tuner_stop_request", "check_tuner_diverging", "run_tuner", "conformance_task",
-    "diverging_task", "TUNER_CHECKS",
+    "check_tuner_records", "check_tuner_stop_request", "check_tuner_diverging", "check_tuner_requirements",
+    "run_tuner", "conformance_task", "diverging_task", "restricted_task", "CAPABILITY_TAGS", "TUNER_CHECKS",
 ]
 
 
@@ -232,6 +232,95 @@ def check_tuner_diverging(obj) -> None:
         fail(what, check, f"the tuner kept recording after a non-ok row: statuses {statuses}")
 
 
+#: Capabilities the conformance ridge task can withhold: a tuner declares which of them it needs
+#: (:meth:`~hpo_bench.tuner.Tuner.required_tags`); :func:`check_tuner_requirements` hides the others.
+CAPABILITY_TAGS = frozenset({"per-example", "hessian-diagonal", "gram-matrix", "scalar-hyperparameter", "quadratic"})
+
+
+def _restricted_ridge():
+    from hpo_bench.tasks.ridge import Ridge
+
+    class RestrictedRidge(Ridge):
+        """The conformance ridge task with the capabilities in ``hidden`` withheld: their tags are dropped,
+        per-example losses raise ``NotImplementedError`` and the linearization has no diagonal."""
+
+        hidden: frozenset[str] = frozenset()
+
+        def _refuse(self) -> None:
+            raise NotImplementedError(f"task {self.name!r} has no per-example training losses (withheld by "
+                                      "the conformance kit: the tuner did not declare 'per-example')")
+
+        @property
+        def n_train(self) -> int:
+            if "per-example" in self.hidden:
+                self._refuse()
+            return super().n_train
+
+        def inner_loss_batch(self, w, theta, idx):
+            if "per-example" in self.hidden:
+                self._refuse()
+            return super().inner_loss_batch(w, theta, idx)
+
+        def example_grad_fn(self, theta):
+            if "per-example" in self.hidden:
+                self._refuse()
+            return super().example_grad_fn(theta)
+
+        def example_quadratic(self, theta):
+            if "per-example" in self.hidden:
+                self._refuse()
+            return super().example_quadratic(theta)
+
+        def linearize(self, w, theta):
+            lin = super().linearize(w, theta)
+            if "hessian-diagonal" in self.hidden:
+                lin.diagonal = lambda: None
+            return lin
+
+    return RestrictedRidge
+
+
+def restricted_task(offered: frozenset[str] | set[str], *, seed: int = 0):
+    """The conformance ridge task offering, of :data:`CAPABILITY_TAGS`, only ``offered``."""
+    task = _restricted_ridge()(**conformance_task().params, seed=seed)
+    task.hidden = frozenset(CAPABILITY_TAGS - set(offered))
+    task.tags = frozenset(set(task.tags) - task.hidden)
+    return task
+
+
+def check_tuner_requirements(obj) -> None:
+    """Run on a task that offers exactly what the tuner declares it needs (``required_tags``), it does not fail.
+
+    The task is the conformance ridge task with every other capability of :data:`CAPABILITY_TAGS`
+    withheld (tags dropped; per-example losses raise; no Hessian diagonal). A tuner that fails
+    there uses a capability it did not declare, so suite validation would let through cells
+    that fail at run time. Requirements outside :data:`CAPABILITY_TAGS` cannot be offered by
+    this task; such tuners are not run here.
+    """
+    what, check = _what(obj), "check_tuner_requirements"
+    tuner = tuner_factory(obj)()
+    try:
+        required = frozenset(type(tuner).required_tags(tuner.params))
+    except Exception as exc:  # noqa: BLE001 - any failure is the tuner's
+        fail(what, check, f"required_tags({tuner.params!r}) raised {type(exc).__name__}: {exc}")
+    if not isinstance(required, frozenset) or not all(isinstance(t, str) for t in required):
+        fail(what, check, f"required_tags must return a frozenset of tag strings, but returned {required!r}")
+    base = set(conformance_task().tags)
+    if not required <= base:
+        return  # needs something the ridge task cannot offer: checked on the tasks that do, by suite runs
+    task = restricted_task(required)
+    try:
+        rec = run_tuner(tuner, task, Budget(steps=3))
+    except Exception as exc:  # noqa: BLE001
+        fail(what, check, f"on a task offering only its declared requirements {sorted(required)} (withheld: "
+             f"{sorted(task.hidden)}) it raised {type(exc).__name__}: {exc}; declare what it needs in "
+             "`required_tags`")
+    bad = [r for r in rec.rows if r["status"] not in ("ok", "diverged")]
+    if not rec.rows or bad:
+        fail(what, check, f"on a task offering only its declared requirements {sorted(required)} it recorded "
+             f"{'no rows' if not rec.rows else bad[0]['status'] + ' rows'}")
+
+
 #: ``(check, required tag or None)``: a check runs when the tuner declares the tag.
 TUNER_CHECKS = (
     (check_tuner_declaration, None),
@@ -241,4 +330,5 @@ TUNER_CHECKS = (
     (check_tuner_records, None),
     (check_tuner_stop_request, None),
     (check_tuner_diverging, None),
+    (check_tuner_requirements, None),
 )
