@@ -222,10 +222,12 @@ class _SlowFirstCall:
         return getattr(self._task, name)
 
     def response(self, theta):
-        if self._cost:
+        if self._cost:  # busy, not asleep: the oracle's budget counts CPU seconds
             import time
 
-            time.sleep(self._cost)
+            end = time.process_time() + self._cost
+            while time.process_time() < end:
+                pass
             self._cost = 0.0
         return self._task.response(theta)
 
@@ -264,3 +266,28 @@ def test_oracles_in_parallel_equal_the_serial_ones_and_report_each(tmp_path):
     events.clear()
     oracles_for_records(df, tmp_path / "a", jobs=2, max_seconds=None, on_oracle=events.append)
     assert len(events) == 3 and all(e.cached for e in events) and "cached" in events[0].line()
+
+
+class _WaitsEachCall:
+    """A task that waits (sleeps, no CPU) at every evaluation, as on a machine busy with other work."""
+
+    def __init__(self, task, wait_s: float) -> None:
+        self._task, self._wait = task, wait_s
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+    def response(self, theta):
+        import time
+
+        time.sleep(self._wait)
+        return self._task.response(theta)
+
+
+def test_the_time_budget_counts_cpu_seconds_not_waiting(ridge_pf):
+    """Waiting for the CPU does not cut an oracle short: its result is the unbounded computation's."""
+    full = compute_oracle(ridge_pf, max_seconds=None)
+    assert full.n_evals * 0.006 > 2.0  # the waits alone exceed the budget below in wall time
+    res = compute_oracle(_WaitsEachCall(ridge_pf, 0.006), max_seconds=2.0)
+    assert not res.notes, res.notes
+    assert res.val_loss == full.val_loss and res.theta == full.theta and res.n_evals == full.n_evals
