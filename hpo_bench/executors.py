@@ -197,11 +197,45 @@ class DaskRun:
                 "local_cluster": self.cluster is not None, "workers": workers}
 
     def close(self) -> None:
+        """Close the client (and the local cluster) without a word on stderr.
+
+        A local cluster's workers first kill the cell processes they still run (a run stopped by
+        Ctrl-C), so they end at once instead of being killed by their nannies seconds later; the
+        workers' and this process's Dask loggers are quietened for the teardown, whose warnings
+        (cancelled tasks, closed comms) would follow the driver's own last line.
+        """
+        import logging
+
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.client.run(_quiet_worker, wait=True)
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
         with contextlib.suppress(Exception):
             self.client.close()
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 self.cluster.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT in this process while the block runs (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _quiet_worker() -> None:
+    """On a Dask worker that is about to close: no more log lines, and no cell process left running."""
+    import logging
+
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    kill_children()
 
 
 def dask_executor(address: str, *, n_workers: int | None = None, processes: bool = True) -> DaskRun:
@@ -215,8 +249,11 @@ def dask_executor(address: str, *, n_workers: int | None = None, processes: bool
 
     cluster = None
     if address == "local":
-        cluster = LocalCluster(n_workers=n_workers or usable_cpus(), threads_per_worker=1, processes=processes,
-                               protocol="tcp", host="127.0.0.1", dashboard_address=None)
+        # The worker processes start with SIGINT ignored (they inherit it): Ctrl-C is the driver's, which stops
+        # the run and closes the cluster; workers interrupted too printed tracebacks after the driver's line.
+        with _sigint_ignored():
+            cluster = LocalCluster(n_workers=n_workers or usable_cpus(), threads_per_worker=1, processes=processes,
+                                   protocol="tcp", host="127.0.0.1", dashboard_address=None)
         client = Client(cluster)
     else:
         client = Client(address, timeout="10s")

@@ -331,3 +331,29 @@ def test_an_executor_failure_exits_3_and_says_retry_failed_recovers(tiny_run, mo
                           "--threads", "1")
     assert code == 0, err
     assert_same_records(ref.frame, pd.read_parquet(out / "records.parquet"))
+
+
+def test_ctrl_c_under_dask_local_is_one_clean_line(tmp_path):
+    """The terminal's Ctrl-C reaches the whole process group: the Dask workers used to print two tracebacks."""
+    pytest.importorskip("distributed", reason="the Dask executor needs the `dist` extra")
+    path = write_suite(tmp_path / "endless.toml", ENDLESS.replace("seeds = [0]", "seeds = [0, 1]"))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "hpo_bench.cli", "run", str(path), "--out", str(out), "--dask",
+                             "local", "--workers", "2", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        log = out / "run.log"
+        while "start toy__slow__seed1" not in (log.read_text() if log.exists() else ""):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1.0)  # the cells run on the workers now
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGINT
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hpo-bench: stopped by SIGINT"), err
