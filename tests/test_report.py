@@ -352,3 +352,17 @@ def test_a_new_run_folder_reads_oracles_from_the_shared_cache(report, run_dir, t
     shutil.rmtree(fresh / "oracle")
     code, out, _ = invoke(monkeypatch, capsys, "report", str(fresh), "--quiet")
     assert code == 0 and "shared:" not in out
+
+
+def test_oracle_table_labels_a_record_note_as_such_not_as_cut_short():
+    """A tuner's record beating a complete oracle is not a budget cut (the quick report said "cut short")."""
+    from hpo_bench.oracle import OracleResult, best_known
+    from hpo_bench.report.tables import oracle_table
+
+    o = OracleResult(task="ridge", params={}, seed=0, val_loss=1.0, theta=[0.0], hp=[1.0], init_val_loss=2.0,
+                     method="grid+lbfgsb", n_params=3, n_hyper=1, transforms=["log"], grid_points=2001, starts=0,
+                     n_evals=10, seconds=0.1)
+    b = best_known(o, 0.5, [0.1], [1.1], what="cell c (step 3)")
+    md = oracle_table([("ridge", b), ("ridge", o)]).markdown()
+    assert "cut short" not in md.split("\n\n")[0]
+    assert "grid+lbfgsb+records (cell c (step 3) reached F = 0.5" in md

@@ -154,7 +154,7 @@ class OracleProgress:
         shared = ", shared cache" if self.where == "shared" else ""
         how = (f"cached (computed in {self.result.seconds:.3g} s before{shared})" if self.cached
                else f"computed in {self.seconds:.3g} s")
-        cut = "; cut short: " + "; ".join(self.result.notes) if self.result.notes else ""
+        cut = "; " + "; ".join(self.result.notes) if self.result.notes else ""  # e.g. "max_seconds=15 ran out"
         return f"oracle {self.done}/{self.total} {self.label} seed {self.seed}: {how}{cut}"
 
 

@@ -386,16 +386,18 @@ def oracle_table(oracles: list[tuple[str, Any]]) -> Table:
         rows.append({"_group": label, "task": label, "seed": str(o.seed), "f": fmt(o.val_loss, 8),
                      "init": fmt(o.init_val_loss, 6),
                      "hp": hp_text,
-                     "method": o.method + (" (cut short: " + "; ".join(o.notes) + ")" if o.notes else ""),
+                     # each note says what it is (grid thinned, budget ran out, a record beat it)
+                     "method": o.method + (" (" + "; ".join(o.notes) + ")" if o.notes else ""),
                      "evals": str(o.n_evals), "s": fmt(o.seconds, 3)})
         raw.append({"task": label, "name": o.task, "params": json.dumps(o.params, sort_keys=True), "seed": o.seed,
                     "oracle_val_loss": o.val_loss, "init_val_loss": o.init_val_loss, "gap": o.gap,
                     "method": o.method, "n_evals": o.n_evals, "seconds": o.seconds, "hp": json.dumps(o.hp),
                     "key": o.key, "notes": "; ".join(o.notes)})
     notes = ["≤ 2 hyperparameters: dense grid of the reference solve + bounded L-BFGS-B polish; more: L-BFGS-B with "
-             "the exact hypergradient from several starts; computed after the run, never in tuner time, within a time "
-             "budget (cut short: said in the method column); +records: a tuner's λ reached a lower F at the reference "
-             "solve, which is then the best-known optimum"]
+             "the exact hypergradient from several starts; computed after the run, never in tuner time, within a budget "
+             "of CPU seconds (when it ran out or thinned the grid, the method column says so); +records: a tuner's λ "
+             "reached a lower F at the reference solve, which is then the best-known optimum (the method column names "
+             "the cell); seconds: wall time of the computation"]
     return Table("oracle", "Oracle (best-known optimum) per task instance.",
                  [("task", "task"), ("seed", "seed"), ("f", "F*"), ("init", "F(init)"), ("hp", "λ*"),
                   ("method", "method"), ("evals", "evaluations"), ("s", "seconds")], rows, pd.DataFrame(raw),
