@@ -21,7 +21,11 @@ coordinates ``theta`` (log-penalties), with the 1/5th success rule for its step 
   it says anything but ``"ok"`` (e.g. ``"diverged"``), and reports costs with
   ``recorder.add_cost``;
 * every proposal stays inside the bounds (``task.space.project``);
-* randomness only from ``seed`` (a private ``torch.Generator``), so a run is reproducible.
+* randomness only from ``seed`` (a private ``torch.Generator``), so a run is reproducible;
+* what it needs from a task beyond the contract is declared as task tags by the classmethod
+  ``required_tags(params)`` (e.g. ``frozenset({"per-example"})`` for a tuner that draws
+  single training examples): suite validation refuses a task without them up front, and the
+  kit runs the tuner on a task that withholds everything else. This one needs nothing.
 """
 
 from __future__ import annotations

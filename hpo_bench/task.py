@@ -70,9 +70,7 @@ def _describe(annot: Any) -> str | None:
         return "a list"
     if base is dict:
         return "a table"
-    if isinstance(base, type) and base is not object:
-        return f"a {base.__name__}"
-    return None  # Any, Callable, type variables...: not checked
+    return None  # other classes (a torch Module, a dtype), Any, Callable...: the task's own checks decide
 
 
 def _matches(value: Any, annot: Any) -> bool:
@@ -96,8 +94,6 @@ def _matches(value: Any, annot: Any) -> bool:
         return True
     if base is dict:
         return isinstance(value, dict)
-    if isinstance(base, type) and base is not object:
-        return isinstance(value, base)
     return True
 
 
@@ -108,7 +104,9 @@ def _type_checked(init: Callable, owner: type) -> Callable:
     ``'>=' not supported between instances of 'str' and 'int'`` and names no parameter. The
     annotations (``n: int``, ``noise: float``, ``n_val: int | None``) say the type, so the
     wrapper raises :class:`TaskParamError` naming the task, the parameter, the expected type
-    and the value first. Unannotated keywords, and annotations it does not understand, are not checked.
+    and the value first. Only the types a suite file can hold are checked (``int``, ``float``,
+    ``bool``, ``str``, lists, tables, ``None``, and unions of them); unannotated keywords and other
+    annotations (a torch module, a callable) are left to the task's own checks.
     """
     hints: dict[str, Any] | None = None
 
