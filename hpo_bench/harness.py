@@ -10,17 +10,22 @@ its traceback; rows recorded before it are kept.
 :func:`run_suite` runs the cells of a suite on an executor (:mod:`hpo_bench.executors`);
 results come back to the driver, which alone writes the run folder::
 
-    <out>/run.json                  what the run is: suite file hash, code version, sessions
+    <out>/run.json                  what the run is: suite file hash, code version, sessions (written
+                                    first, atomically: a kill at any later moment leaves a resumable folder)
     <out>/cells/<cell_id>.parquet   one file per finished cell, written atomically (temporary
                                     file, fsync, rename): a cell file is complete or absent
     <out>/cells/stale/              cell files set aside by a resume (never deleted)
     <out>/records.parquet           every cell, in suite order, once all have finished
     <out>/provenance.json           versions, git, host, CPU, threads, torch settings, command
     <out>/run.log                   every session's events and every failed cell's traceback
-    <out>/.lock                     held (flock) by the driver writing the folder: one at a time
+    <out>/.lock                     names the driver writing the folder; it holds a flock on the folder
+                                    itself and on this file: one driver at a time, even if .lock is deleted
 
-Resume (``resume=True``) skips cells whose file exists and whose configuration hash
-matches, and runs the others. If the suite file or the code changed since the run began,
+Resume (``resume=True``) skips cells whose file exists, reads in full and whose configuration
+hash matches, and runs the others (a damaged file is set aside to ``cells/stale/``, and
+``run.log`` says so). A folder whose ``run.json`` was lost or damaged is resumed with a
+manifest rebuilt from the suite; then only cell files written by the current source are kept
+(unless ``force``). Leftover temporary files (``.*.tmp-*``) are removed. If the suite file or the code changed since the run began,
 it refuses unless ``force=True``; then cells whose configuration is unchanged are kept,
 the others run again, and ``run.json`` records what changed.
 

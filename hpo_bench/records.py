@@ -12,7 +12,8 @@ Statuses: ``ok``; ``diverged`` (non-finite parameters or losses, or validation l
 ``diverge_factor`` times above the first one, detected at the step where it happens);
 ``timeout`` (the cell ran past its hard wall-clock limit and was stopped); ``error``
 (``message``: the exception on its first line, then its traceback); ``oom`` (out of memory: a
-``MemoryError``, a CUDA out-of-memory error, or a worker killed by the kernel). A
+``MemoryError``, torch's "out of memory" / "can't allocate memory" errors, or a cell process
+killed by SIGKILL while the kernel counted an OOM kill; a SIGKILL without one is ``error``). A
 non-``ok`` row ends the cell.
 """
 
