@@ -78,3 +78,37 @@ def test_bad_toml(tmp_path):
     path = write(tmp_path, "seeds = [0,\n[[task]]")
     with pytest.raises(SuiteError, match="not valid TOML"):
         load_suite(path)
+
+
+def test_hard_timeout_stays_within_what_the_executors_can_wait(tmp_path):
+    """A budget's default limit (10 x seconds + 60) is capped at MAX_TIMEOUT; the largest accepted values load."""
+    from hpo_bench.suite import MAX_TIMEOUT, check_timeout
+
+    path = tmp_path / "big.toml"
+    path.write_text(f"""seeds = [0]
+[budget]
+seconds = {MAX_TIMEOUT}
+[[task]]
+name = "ridge"
+[[tuner]]
+name = "gradient"
+""")
+    (cell,) = load_suite(str(path)).cells()
+    assert cell.hard_timeout == MAX_TIMEOUT
+    assert check_timeout(MAX_TIMEOUT, "t") == MAX_TIMEOUT
+    for bad in (MAX_TIMEOUT * 1.001, float("inf"), 1e300):
+        with pytest.raises(ValueError, match=r"t must be a number of seconds <= 2147483"):
+            check_timeout(bad, "t")
+    # the limit is what the process pool's wait takes: poll(2) with an int of milliseconds
+    import multiprocessing.connection
+    import os
+
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x")
+        assert multiprocessing.connection.wait([r], timeout=MAX_TIMEOUT) == [r]
+        with pytest.raises(OverflowError):
+            multiprocessing.connection.wait([r], timeout=MAX_TIMEOUT + 1)
+    finally:
+        os.close(r)
+        os.close(w)

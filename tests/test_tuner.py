@@ -231,3 +231,29 @@ def test_bad_lbfgs_params(params, fragment):
     with pytest.raises(TunerParamError) as exc:
         TUNERS.get("gradient")(**params)
     assert fragment in str(exc.value)
+
+
+@pytest.mark.parametrize("name, params, tags", [
+    ("gradient", {}, set()),
+    ("gradient", {"inner": "adam_per_example"}, {"per-example"}),
+    ("gradient", {"method": "cg", "method_opts": {"precond": "jacobi"}}, {"hessian-diagonal"}),
+    ("gradient", {"method": "cg", "method_opts": {"precond": "auto"}}, set()),
+    ("gradient", {"inner": "adam_per_example", "method": "cg", "method_opts": {"precond": "jacobi"}},
+     {"per-example", "hessian-diagonal"}),
+    ("gradient", {"inner": 3, "method": "nope"}, set()),  # bad params need nothing: the constructor refuses them
+    ("seed_notebook", {}, {"per-example"}),
+    ("grid_eig", {}, {"quadratic", "gram-matrix", "scalar-hyperparameter"}),
+    ("tpe", {}, set()),
+])
+def test_required_tags_follow_the_params(name, params, tags):
+    assert TUNERS.get(name).required_tags(params) == frozenset(tags)
+
+
+def test_required_tags_match_what_the_tasks_declare():
+    """The tasks that can run a tuner's requirement carry the tag; the ones that cannot, do not."""
+    assert "per-example" in get_task("ridge", n=20, p=3).tags
+    assert "per-example" not in get_task("kernel_ridge", dataset="synthetic", n=20, p=3, n_val=10, n_test=10).tags
+    assert "scalar-hyperparameter" in get_task("ridge", n=20, p=3).tags
+    assert "scalar-hyperparameter" not in get_task("ridge_per_feature", n=20, p=3).tags
+    assert "scalar-hyperparameter" not in get_task("seed_toy", per_weight=True).tags
+    assert "scalar-hyperparameter" in get_task("seed_toy").tags
