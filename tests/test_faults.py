@@ -357,3 +357,38 @@ def test_ctrl_c_under_dask_local_is_one_clean_line(tmp_path):
     assert proc.returncode == 128 + signal.SIGINT
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("hpo-bench: stopped by SIGINT"), err
+
+
+TUNE_WITH_A_FAILING_TUNER = '''
+name = "tunefail"
+seeds = [0]
+[budget]
+steps = 3
+[tune]
+seeds = [100]
+[[task]]
+name = "seed_toy"
+label = "toy"
+params = { transform = "log" }
+[[tuner]]
+name = "gradient"
+label = "gd"
+params = { method = "exact", inner = "exact" }
+tune = { outer_lr = [0.01, 0.5] }
+[[tuner]]
+name = "test_alloc_fails"
+label = "fails"
+'''
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_tune_exits_3_when_a_clean_cell_fails(allow, monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(TUNERS._items, "test_alloc_fails", _AllocFails)
+    path = write_suite(tmp_path / "t.toml", TUNE_WITH_A_FAILING_TUNER)
+    code, _, err = invoke(monkeypatch, capsys, "tune", path, "--out", tmp_path / "run", "-q",
+                          *(["--allow-failures"] if allow else []))
+    if allow:
+        assert code == 0 and "Traceback" not in err
+    else:
+        assert code == 3 and "1 of 2 cells did not finish (1 oom)" in one_error_line(err)
+    assert (tmp_path / "run" / "tune" / "choices.json").is_file()
