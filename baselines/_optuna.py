@@ -38,6 +38,7 @@ from optuna.trial import TrialState
 
 from hpo_bench.hypergrad import power_step
 from hpo_bench.inner import InnerState, run_inner
+from hpo_bench.options import Option
 from hpo_bench.tuner import Tuner, TunerParamError
 
 __all__ = ["OptunaTuner", "Evaluation", "evaluate", "INNER_MODES", "quiet_optuna", "sampler_seed"]
@@ -116,6 +117,9 @@ class OptunaTuner(Tuner):
     """
 
     tags = frozenset({"black-box"})
+    #: shared by every subclass, which adds its own (``options = {**OptunaTuner.options, ...}``)
+    options = {"inner": Option(str, choices=INNER_MODES), "inner_steps": Option(int, low=1),
+               "inner_lr": Option(float, low=0, low_open=True, optional=True, doc="None: 1/L by power iteration")}
     _keywords: frozenset[str] = frozenset()
 
     def __init_subclass__(cls, **kw: Any) -> None:
@@ -134,14 +138,7 @@ class OptunaTuner(Tuner):
             raise TunerParamError(f"tuner {self.name!r}: unknown parameter{'s' if len(unknown) > 1 else ''} "
                                   f"{', '.join(map(repr, unknown))}; known parameters: "
                                   f"{', '.join(sorted(self._keywords))}")
-        super().__init__(**params, inner=inner, inner_steps=inner_steps, inner_lr=inner_lr)
-        if inner not in INNER_MODES:
-            self._fail("inner", f"one of {list(INNER_MODES)}", inner)
-        if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 1:
-            self._fail("inner_steps", "an integer >= 1", inner_steps)
-        if inner_lr is not None and (isinstance(inner_lr, bool) or not isinstance(inner_lr, (int, float))
-                                     or not inner_lr > 0):
-            self._fail("inner_lr", "a number > 0 or omitted (1/L by power iteration)", inner_lr)
+        super().__init__(**params, inner=inner, inner_steps=inner_steps, inner_lr=inner_lr)  # checks `options`
         self.inner = inner
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr

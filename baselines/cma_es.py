@@ -7,6 +7,7 @@ import warnings
 import optuna
 from optuna.exceptions import ExperimentalWarning
 
+from hpo_bench.options import Option
 from hpo_bench.registry import register_tuner
 
 from ._optuna import OptunaTuner
@@ -31,14 +32,13 @@ class CmaEsTuner(OptunaTuner):
     """
 
     name = "cmaes"
+    options = {**OptunaTuner.options, "popsize": Option(int, low=2, optional=True), "separable": Option(bool),
+               "n_startup_trials": Option(int, low=0)}
 
     def __init__(self, *, popsize: int | None = None, separable: bool = False, n_startup_trials: int = 1,
                  **common) -> None:
-        super().__init__(popsize=popsize, separable=separable, n_startup_trials=n_startup_trials, **common)
-        self._int("popsize", popsize, 2, optional=True)
-        if not isinstance(separable, bool):
-            self._fail("separable", "true or false", separable)
-        self._int("n_startup_trials", n_startup_trials, 0)
+        super().__init__(popsize=popsize, separable=separable, n_startup_trials=n_startup_trials,
+                         **common)  # checks `options`
         self.popsize = popsize
         self.separable = separable
         self.n_startup_trials = n_startup_trials

@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 import torch
 
+from hpo_bench.options import Option
 from hpo_bench.registry import register_tuner
 from hpo_bench.tuner import Tuner
 
@@ -74,12 +75,11 @@ class GridSearchTuner(OptunaTuner):
     """
 
     name = "grid"
+    options = {**OptunaTuner.options, "points": Option(int, low=1, optional=True),
+               "space": Option(str, choices=GRID_SPACES)}
 
     def __init__(self, *, points: int | None = None, space: str = "block", **common) -> None:
-        super().__init__(points=points, space=space, **common)
-        self._int("points", points, 1, optional=True)
-        if space not in GRID_SPACES:
-            self._fail("space", f"one of {list(GRID_SPACES)}", space)
+        super().__init__(points=points, space=space, **common)  # checks `options`
         self.points = points
         self.space = space
         self._geo: dict[str, Any] = {}
@@ -245,6 +245,7 @@ class EigGridTuner(Tuner):
     name = "grid_eig"
     tags = frozenset({"black-box"})
     ORDERS = ("ascending", "descending", "shuffled")
+    options = {"points": Option(int, low=1, optional=True), "order": Option(str, choices=ORDERS)}
 
     @classmethod
     def required_tags(cls, params) -> frozenset[str]:
@@ -252,11 +253,7 @@ class EigGridTuner(Tuner):
         return EIG_REQUIRES
 
     def __init__(self, *, points: int | None = None, order: str = "ascending") -> None:
-        super().__init__(points=points, order=order)
-        if points is not None and (isinstance(points, bool) or not isinstance(points, int) or points < 1):
-            self._fail("points", "an integer >= 1 or omitted", points)
-        if order not in self.ORDERS:
-            self._fail("order", f"one of {list(self.ORDERS)}", order)
+        super().__init__(points=points, order=order)  # checks `options`
         self.points = points
         self.order = order
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 
+from hpo_bench.options import Option
 from hpo_bench.registry import register_tuner
 
 from ._optuna import OptunaTuner
@@ -24,15 +25,13 @@ class TPETuner(OptunaTuner):
     """
 
     name = "tpe"
+    options = {**OptunaTuner.options, "n_startup_trials": Option(int, low=0), "n_ei_candidates": Option(int, low=1),
+               "multivariate": Option(bool)}
 
     def __init__(self, *, n_startup_trials: int = 10, n_ei_candidates: int = 24, multivariate: bool = False,
                  **common) -> None:
         super().__init__(n_startup_trials=n_startup_trials, n_ei_candidates=n_ei_candidates,
-                         multivariate=multivariate, **common)
-        self._int("n_startup_trials", n_startup_trials, 0)
-        self._int("n_ei_candidates", n_ei_candidates, 1)
-        if not isinstance(multivariate, bool):
-            self._fail("multivariate", "true or false", multivariate)
+                         multivariate=multivariate, **common)  # checks `options`
         self.n_startup_trials = n_startup_trials
         self.n_ei_candidates = n_ei_candidates
         self.multivariate = multivariate

@@ -6,7 +6,8 @@ A tuner searches the hyperparameters of a task within a budget::
     tuner.run(task, recorder)                                  # the harness times and records
 
 Lifecycle: the constructor validates and stores its keyword-only parameters (in
-``self.params``, JSON-serialisable, recorded with every row); :meth:`run` loops until
+``self.params``; rules that concern one parameter are declared in the class's ``options``
+schema, :class:`~hpo_bench.options.Option`, and checked by :meth:`Tuner.__init__`, JSON-serialisable, recorded with every row); :meth:`run` loops until
 ``recorder.should_stop()``, reporting costs with ``recorder.add_cost`` and one row per outer
 step or evaluation with ``recorder.record``. Randomness comes only from ``recorder.seed``-
 derived generators, so a tuner is reproducible by seed. Capabilities are declared in
@@ -24,6 +25,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Mapping
 
+from .options import Option, check_options
+
 __all__ = ["Tuner", "TunerParamError", "missing_tags"]
 
 
@@ -34,9 +37,14 @@ class TunerParamError(ValueError):
 class Tuner(ABC):
     name: ClassVar[str] = ""
     tags: ClassVar[frozenset[str]] = frozenset()
+    #: The declared rule of each parameter (type, bounds, choices); checked on construction, which
+    #: suite validation runs for every tuner table. Rules across parameters stay in the constructor.
+    options: ClassVar[Mapping[str, Option]] = {}
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
+        check_options(f"tuner {self.name!r}", type(self).options, self.params, allow_unknown=True,
+                      word="parameter", error=TunerParamError)
 
     @classmethod
     def required_tags(cls, params: Mapping[str, Any]) -> frozenset[str]:

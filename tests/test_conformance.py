@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from hpo_bench._threads import one_thread
+from hpo_bench.options import Option
 from hpo_bench.records import Budget
 from hpo_bench.space import Block, Space
 from hpo_bench.tasks.ridge import Ridge
@@ -261,6 +262,11 @@ class DeclaresExamples(UsesExamples):
         return frozenset({"per-example"})
 
 
+class StraySchema(_GoodTuner):
+    name = "stray_schema"
+    options = {"stpe": Option(float, low=0)}  # a typo: `step` is the parameter
+
+
 class Undeclared(_GoodTuner):
     name = "undeclared"
     tags = frozenset()
@@ -280,6 +286,7 @@ class ClaimsGradients(_GoodTuner):
     (RaisesOnNan, check_tuner_diverging, "raised FloatingPointError"),
     (HandMadeRows, check_tuner_records, "lacks the recorder's columns"),
     (Undeclared, check_tuner_declaration, "declaring 'gradient-based' or 'black-box'"),
+    (StraySchema, check_tuner_declaration, r"`options` declares rules for \['stpe'\]"),
     (ClaimsGradients, check_tuner_records, "must record its hypergradient"),
     (UsesExamples, check_tuner_requirements, "raised NotImplementedError: task 'ridge' has no per-example"),
 ])

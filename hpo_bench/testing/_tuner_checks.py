@@ -84,7 +84,8 @@ def _what(obj) -> str:
 
 
 def check_tuner_declaration(obj) -> None:
-    """A name, declared capability tags (``gradient-based`` or ``black-box``), JSON-serialisable params."""
+    """A name, declared capability tags (``gradient-based`` or ``black-box``), JSON-serialisable params, and an
+    ``options`` schema (if any) about its own parameters."""
     tuner = tuner_factory(obj)()
     what, check = _what(obj), "check_tuner_declaration"
     if not isinstance(tuner, Tuner):
@@ -100,6 +101,10 @@ def check_tuner_declaration(obj) -> None:
         fail(what, check, f"`params` must be JSON-serialisable ({exc})")
     if tuner_factory(obj)().params != tuner.params:
         fail(what, check, "two builds with the same arguments have different params")
+    stray = sorted(set(getattr(tuner, "options", {})) - set(tuner.params))
+    if stray:  # a schema entry for a name the tuner does not take would never be checked
+        fail(what, check, f"`options` declares rules for {stray}, which are not parameters of the tuner "
+             f"(its params: {sorted(tuner.params)})")
 
 
 def check_tuner_budget(obj) -> None:

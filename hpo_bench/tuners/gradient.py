@@ -107,6 +107,7 @@ class GradientTuner(Tuner):
 
     name = "gradient"
     tags = frozenset({"gradient-based"})
+    options = GRADIENT_OPTIONS
 
     def __init__(self, *, method: str = "cg", method_opts: dict[str, Any] | None = None, inner: str = "gd",
                  inner_steps: int = 100, inner_lr: float | None = None, warm_start: bool = True,
@@ -115,9 +116,7 @@ class GradientTuner(Tuner):
             self._fail("method_opts", "a table of options (e.g. { tol = 1e-8 })", method_opts)
         super().__init__(method=method, method_opts=dict(method_opts or {}), inner=inner, inner_steps=inner_steps,
                          inner_lr=inner_lr, warm_start=warm_start, outer=outer, outer_lr=outer_lr,
-                         outer_momentum=outer_momentum)
-        check_options(f"tuner {self.name!r}", GRADIENT_OPTIONS, self.params, word="parameter",
-                      error=TunerParamError)
+                         outer_momentum=outer_momentum)  # checks GRADIENT_OPTIONS
         self.method = get_method(method)
         self.method_opts = dict(method_opts or {})
         if outer == "lbfgs":
@@ -264,8 +263,14 @@ class SeedNotebookTuner(GradientTuner):
     #: small instance for the conformance kit (hpo_bench.testing): 1000 epochs per outer step is slow
     check_params = {"epochs": 2}
 
+    options = {"epochs": Option(int, low=1), "inner_lr": Option(float, low=0, low_open=True),
+               "outer_lr": Option(float, low=0, low_open=True), "method": Option(str), "method_opts": Option(dict)}
+
     def __init__(self, *, epochs: int = 1000, inner_lr: float = 1e-3, outer_lr: float = 1e-2,
                  method: str = "identity", method_opts: dict[str, Any] | None = None) -> None:
+        # its own names first (`epochs`, not the gradient tuner's `inner_steps`), then the gradient tuner's rules
+        check_options(f"tuner {self.name!r}", self.options, {"epochs": epochs, "inner_lr": inner_lr,
+                      "outer_lr": outer_lr, "method": method}, word="parameter", error=TunerParamError)
         super().__init__(method=method, method_opts=method_opts, inner="adam_per_example", inner_steps=epochs,
                          inner_lr=inner_lr, warm_start=True, outer="rmsprop", outer_lr=outer_lr)
         self.params = {"epochs": epochs, "inner_lr": inner_lr, "outer_lr": outer_lr, "method": method,
