@@ -6,8 +6,9 @@ A tuner searches the hyperparameters of a task within a budget::
     tuner.run(task, recorder)                                  # the harness times and records
 
 Lifecycle: the constructor validates and stores its keyword-only parameters (in
-``self.params``; rules that concern one parameter are declared in the class's ``options``
-schema, :class:`~hpo_bench.options.Option`, and checked by :meth:`Tuner.__init__`, JSON-serialisable, recorded with every row); :meth:`run` loops until
+``self.params``, JSON-serialisable, recorded with every row; the rule of each parameter is
+declared in the class's ``options`` schema, :class:`~hpo_bench.options.Option`, and checked by
+:meth:`Tuner.__init__`, rules across parameters in the constructor); :meth:`run` loops until
 ``recorder.should_stop()``, reporting costs with ``recorder.add_cost`` and one row per outer
 step or evaluation with ``recorder.record``. Randomness comes only from ``recorder.seed``-
 derived generators, so a tuner is reproducible by seed. Capabilities are declared in

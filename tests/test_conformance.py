@@ -17,7 +17,8 @@ from hpo_bench.records import Budget
 from hpo_bench.space import Block, Space
 from hpo_bench.tasks.ridge import Ridge
 from hpo_bench.testing import (
-    ConformanceError, check_object, check_task_capabilities, check_task_declaration, check_tuner_requirements, check_task_deterministic, check_task_exact_methods,
+    ConformanceError, check_object, check_task_capabilities, check_task_declaration, check_tuner_requirements,
+    check_task_deterministic, check_task_exact_methods,
     check_task_finite_losses, check_task_inner_stationary, check_task_linearization, check_task_per_example,
     check_task_reference_fd, check_task_space, check_tuner_bounds, check_tuner_budget, check_tuner_declaration,
     check_tuner_diverging, check_tuner_records, check_tuner_reproducible, check_tuner_stop_request, checks_for,

@@ -290,7 +290,8 @@ def check_task_capabilities(obj) -> None:
         if missing:
             fail(what, check, f"tagged 'gram-matrix' but has no {', '.join(missing)}")
         if tuple(task.gram.shape) != (task.n_params, task.n_params):
-            fail(what, check, f"`gram` must have shape (p, p) = {(task.n_params,) * 2}, but has {tuple(task.gram.shape)}")
+            fail(what, check, f"`gram` must have shape (p, p) = {(task.n_params,) * 2}, "
+                 f"but has {tuple(task.gram.shape)}")
     if "hessian-diagonal" in tags:
         tol = tolerance(task, "structure")
         for k, th in enumerate(task_points(task, 2)):
