@@ -284,10 +284,18 @@ class _WaitsEachCall:
         return self._task.response(theta)
 
 
-def test_the_time_budget_counts_cpu_seconds_not_waiting(ridge_pf):
+def test_the_time_budget_counts_cpu_seconds_not_waiting(ridge_pf, monkeypatch):
     """Waiting for the CPU does not cut an oracle short: its result is the unbounded computation's."""
+    monkeypatch.setattr(oracle_mod, "WALL_BACKSTOP", 1000.0)  # the CPU budget alone
     full = compute_oracle(ridge_pf, max_seconds=None)
     assert full.n_evals * 0.006 > 2.0  # the waits alone exceed the budget below in wall time
     res = compute_oracle(_WaitsEachCall(ridge_pf, 0.006), max_seconds=2.0)
     assert not res.notes, res.notes
     assert res.val_loss == full.val_loss and res.theta == full.theta and res.n_evals == full.n_evals
+
+
+def test_a_wall_clock_backstop_ends_an_oracle_that_gets_no_cpu_and_says_so(ridge_pf, monkeypatch):
+    monkeypatch.setattr(oracle_mod, "WALL_BACKSTOP", 1.0)
+    res = compute_oracle(_WaitsEachCall(ridge_pf, 0.02), max_seconds=0.5)  # 0.5 s wall: ~25 evaluations
+    assert any("wall-clock backstop" in n for n in res.notes), res.notes
+    assert math.isfinite(res.val_loss) and res.val_loss <= res.init_val_loss
