@@ -29,6 +29,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import wait as _mp_wait
@@ -251,7 +252,9 @@ def dask_executor(address: str, *, n_workers: int | None = None, processes: bool
     if address == "local":
         # The worker processes start with SIGINT ignored (they inherit it): Ctrl-C is the driver's, which stops
         # the run and closes the cluster; workers interrupted too printed tracebacks after the driver's line.
-        with _sigint_ignored():
+        with _sigint_ignored(), warnings.catch_warnings():
+            # the scheduler's HTTP server moves to a free port when 8787 is taken (another cluster): not news
+            warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
             cluster = LocalCluster(n_workers=n_workers or usable_cpus(), threads_per_worker=1, processes=processes,
                                    protocol="tcp", host="127.0.0.1", dashboard_address=None)
         client = Client(cluster)

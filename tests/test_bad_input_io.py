@@ -132,8 +132,9 @@ def test_file_size_limit_mid_run_is_one_line_then_resume_finishes(where, finishe
     assert kept == (0 if where == "first cell file" else 8)
     assert not list(out.glob(".*.tmp-*")) and not list((out / "cells").glob(".*"))  # no half file left
     assert "session stopped (OSError" in (out / "run.log").read_text()
+    # --force: an edit to the tree between the two processes (a shared checkout) must not make this test flaky
     proc = subprocess.run([sys.executable, "-m", "hpo_bench.cli", "run", str(path), "--out", str(out), "-q",
-                           "--threads", "1", "--resume"], capture_output=True, text=True, timeout=300)
+                           "--threads", "1", "--resume", "--force"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert f"{kept} already finished" in (out / "run.log").read_text()
     assert len(pd.read_parquet(out / "records.parquet")) == len(pd.read_parquet(ref / "records.parquet"))

@@ -197,7 +197,8 @@ def test_a_driver_killed_while_it_starts_leaves_a_resumable_folder(monkeypatch, 
         proc.wait()
     # and the state of a kill between the lock and run.json's rename: a temporary file besides the lock
     (out / ".run.json.tmp-4242").write_text('{"format": 1, "su')
-    proc = _cli("run", path, "--out", out, "--resume", "-q", timeout=300)  # the killed driver's code: a subprocess
+    # --force: an edit to the tree between the two processes (a shared checkout) must not make this test flaky
+    proc = _cli("run", path, "--out", out, "--resume", "--force", "-q", timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert len(pd.read_parquet(out / "records.parquet")) == 8 * 3
     assert not list(out.glob(".*.tmp-*"))
@@ -336,15 +337,15 @@ def test_an_executor_failure_exits_3_and_says_retry_failed_recovers(tiny_run, mo
 def test_ctrl_c_under_dask_local_is_one_clean_line(tmp_path):
     """The terminal's Ctrl-C reaches the whole process group: the Dask workers used to print two tracebacks."""
     pytest.importorskip("distributed", reason="the Dask executor needs the `dist` extra")
-    path = write_suite(tmp_path / "endless.toml", ENDLESS.replace("seeds = [0]", "seeds = [0, 1]"))
+    path = write_suite(tmp_path / "endless.toml", ENDLESS)
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "hpo_bench.cli", "run", str(path), "--out", str(out), "--dask",
-                             "local", "--workers", "2", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             "local", "--workers", "1", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         log = out / "run.log"
-        while "start toy__slow__seed1" not in (log.read_text() if log.exists() else ""):
+        while "start toy__slow__seed0" not in (log.read_text() if log.exists() else ""):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
         time.sleep(1.0)  # the cells run on the workers now
