@@ -25,9 +25,10 @@ Resume (``resume=True``) skips cells whose file exists, reads in full and whose 
 hash matches, and runs the others (a damaged file is set aside to ``cells/stale/``, and
 ``run.log`` says so). A folder whose ``run.json`` was lost or damaged is resumed with a
 manifest rebuilt from the suite; then only cell files written by the current source are kept
-(unless ``force``). Leftover temporary files (``.*.tmp-*``) are removed. If the suite file or the code changed since the run began,
-it refuses unless ``force=True``; then cells whose configuration is unchanged are kept,
-the others run again, and ``run.json`` records what changed.
+(unless ``force``). Leftover temporary files (``.*.tmp-*``) are removed. If the suite file
+or the code changed since the run began, it refuses unless ``force=True``; then cells whose
+configuration is unchanged are kept, the others run again, and ``run.json`` records what
+changed.
 
 Hard timeout. Every cell has a wall-clock limit (:attr:`~hpo_bench.suite.Cell.hard_timeout`
 or ``timeout``). On the process pool and on Dask the cell runs in its own child process,
