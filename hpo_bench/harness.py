@@ -367,12 +367,13 @@ def child_death(ex: ChildExit, timeout: float) -> tuple[str, str]:
 
 
 #: Torch threads per cell unless ``threads`` (``--threads``) says otherwise, on every executor.
-#: Measured on the quick suite (2 usable CPUs, serial, each cell's wall time at 1 and at 2 torch
-#: threads): 2 threads made 76 of 82 cells slower and the suite 14.9x slower in total (6.4 s ->
-#: 94.5 s of cell wall time): these cells are small, and a second OpenMP thread only spin-waits.
+#: Measured on the quick suite (2 usable CPUs shared with other work, serial, each cell's wall
+#: time at 1 and at 2 torch threads, twice): 2 threads made 76 and then all 82 cells slower, and
+#: the cells' total wall time 14.9x (6.4 -> 94.5 s) and 6.6x (11.1 -> 73.7 s) longer: these cells
+#: are small, and a second OpenMP thread mostly spin-waits.
 DEFAULT_THREADS = 1
 THREADS_WHY = ("default: small cells run fastest on one torch thread (quick suite, 2 CPUs: 2 threads per cell "
-               "were 14.9x slower); pass --threads N for large cells")
+               "made the cells 6.6-14.9x slower); pass --threads N for large cells")
 
 
 @dataclass(frozen=True)
