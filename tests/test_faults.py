@@ -393,3 +393,49 @@ def test_tune_exits_3_when_a_clean_cell_fails(allow, monkeypatch, capsys, tmp_pa
     else:
         assert code == 3 and "1 of 2 cells did not finish (1 oom)" in one_error_line(err)
     assert (tmp_path / "run" / "tune" / "choices.json").is_file()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_killing_the_dask_scheduler_mid_run_exits_3_and_retry_failed_recovers(tiny_run, tmp_path):
+    """Issue 11.7, end to end: the scheduler dies after two cells; the run says so (exit 3) and a resume recovers."""
+    pytest.importorskip("distributed", reason="the Dask executor needs the `dist` extra")
+    path, ref = tiny_run
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                              "--port", str(port), "--no-dashboard"], **quiet)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                               "--no-dashboard"], **quiet)
+    out = tmp_path / "run"
+    try:
+        run = subprocess.Popen([sys.executable, "-m", "hpo_bench.cli", "run", str(path), "--out", str(out), "--dask",
+                                address, "--threads", "1", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+        deadline = time.monotonic() + 180
+        while len(list((out / "cells").glob("*.parquet"))) < 2:
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.02)
+        sched.kill()
+        _, err = run.communicate(timeout=180)
+    finally:
+        for p in (sched, worker):
+            p.kill()
+            p.wait()
+    assert run.returncode == 3, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("hpo-bench: error: ") and "lost to an executor failure" in line
+    assert "--resume --retry-failed" in line and "Traceback" not in err
+    kept = len(list((out / "cells").glob("*.parquet")))
+    assert kept == 8  # every cell is recorded, the lost ones as executor failures
+    proc = _cli("run", path, "--out", out, "--resume", "--retry-failed", "--force", "--threads", "1", "-q",
+                timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_records(ref.frame, pd.read_parquet(out / "records.parquet"))
