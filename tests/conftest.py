@@ -1,8 +1,26 @@
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from hpo_bench import get_task
+
+
+def pytest_configure(config):
+    """Tests never read or write the user's caches: every cache root points into a fresh folder
+    (set in the environment, so subprocesses the tests start inherit it)."""
+    root = tempfile.mkdtemp(prefix="hpo-bench-test-cache-")
+    config._hpo_bench_cache_root = root
+    os.environ["HPO_BENCH_CACHE_DIR"] = os.path.join(root, "cache")
+
+
+def pytest_unconfigure(config):
+    root = getattr(config, "_hpo_bench_cache_root", None)
+    if root:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
