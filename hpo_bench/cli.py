@@ -440,8 +440,8 @@ def tune_cmd(
                              "choices.json."),
     workers: int = typer.Option(1, "--workers", "-w", help="Cells at a time, each in its own process "
                                 "(1: serially in this process)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per cell (default: usable CPUs / "
-                                          "workers)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per cell (default 1, as for "
+                                          "`run`)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print where results went."),
     allow_failures: bool = typer.Option(False, "--allow-failures", help="Exit 0 even if cells of the clean run "
                                         "ended with error, timeout or oom (default: exit 3)."),
