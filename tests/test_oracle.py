@@ -170,10 +170,13 @@ def test_regret_incumbent_and_targets_on_hand_made_records():
     df = add_derived(_records([{**r, "task_params": params, "seed": 0} for r in rows]), orc)
     a = df[df["cell_id"] == "a"]
     assert a["regret"].tolist() == pytest.approx([29.0, 0.5, 0.05, 8.0])
+    assert a["val_loss_gap_own_w"].tolist() == pytest.approx([29.0, 0.5, 0.05, 8.0])  # exact solves: the same
     assert a["incumbent_regret"].tolist() == pytest.approx([29.0, 0.5, 0.05, 0.05])
     assert a["cost_units"].tolist() == [5, 10, 15, 20]  # n_params per inner solve
     b = df[df["cell_id"] == "b"]
-    assert b["regret"].tolist() == pytest.approx([-0.5, -0.1])  # val_loss - F*: may be negative
+    # regret is F(λ) - F* (the reference solve), never the tuner's own val_loss: it cannot beat the oracle
+    assert b["regret"].tolist() == pytest.approx([1.5, 0.01])
+    assert b["val_loss_gap_own_w"].tolist() == pytest.approx([-0.5, -0.1])  # val_loss - F*: may be negative
     assert b["incumbent_regret"].tolist() == pytest.approx([1.5, 1.5])  # incumbent stays step 0 (val 0.5)
     cells = cell_metrics(df, orc).set_index("cell_id")
     # 1% of the gap = 1.0: cell a gets there at step 1; 0.1% = 0.1: at step 2

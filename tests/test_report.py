@@ -105,8 +105,10 @@ def test_every_table_and_figure_is_written(report, run_dir):
     summary = (out / "summary.md").read_text()
     for name in FIGURES:
         assert f"(figures/{name}.png)" in summary and f"(figures/{name}.pdf)" in summary
-    for heading in ("## Headline", "## Results", "## Average rank", "## Wilcoxon", "## Tuner settings", "## Oracle"):
+    for heading in ("## Headline", "## Results", "## Overfitting the validation split", "## Average rank",
+                    "## Wilcoxon", "## Tuner settings", "## Oracle"):
         assert heading in summary
+    assert "**val–test gap**" in summary and "val_loss_gap_own_w" in summary  # said how to read them
     assert list((run_dir / "oracle").glob("*.json"))  # cached next to the results
 
 
@@ -124,6 +126,17 @@ def test_results_cover_every_task_and_tuner(report, run_dir):
         assert row["test_mean"] == pytest.approx(g["final_test_loss"].mean(), rel=1e-9)
         assert row["seeds"] == 2
     assert (cells["final_regret"] > -1e-9).all()  # F at the reference solve cannot beat the oracle
+    # the validation-test gap of every cell, and its mean per task x tuner in both tables
+    # (cells.csv holds 10 significant digits: each loss is off by up to 5e-10 of itself)
+    test, val = cells["final_test_loss"].to_numpy(), cells["final_val_loss"].to_numpy()
+    off = np.abs(cells["final_val_test_gap"].to_numpy() - (test - val)) - 1e-9 * (np.abs(test) + np.abs(val))
+    assert np.all(np.isnan(off) | (off <= 0)) and np.isnan(off).sum() == np.isnan(test - val).sum()
+    head = pd.read_csv(run_dir / "report" / "tables" / "headline.csv")
+    for (task, tuner), g in cells.groupby(["task", "tuner_label"]):
+        for table in (res, head):
+            row = table[(table["task"] == task) & (table["tuner"] == tuner)].iloc[0]
+            assert row["val_test_gap_mean"] == pytest.approx(g["final_val_test_gap"].mean(), rel=1e-9)
+            assert row["overfit_seeds"] == int(g["overfit"].sum())
     for task, g in res.groupby("task"):
         assert g["best"].sum() >= 1
         assert g.loc[g["best"], "regret_mean"].min() == pytest.approx(g["regret_mean"].min())
@@ -284,6 +297,49 @@ def _tied_cells() -> pd.DataFrame:
                          "cost_units": 1.0, "final_regret": reg,
                          **{f"{w}_to_{k}": np.nan for w in ("time", "cost") for k in ("1pct", "0_1pct")}})
     return pd.DataFrame(rows)
+
+
+class _FakeOracle:
+    val_loss, gap, n_params, hp, transforms = 0.1, 1.0, 2, [1.0], ["log"]
+
+
+def _records_that_overfit() -> pd.DataFrame:
+    """Cell ``pw``: validation 1.0 -> 0.2 while test 1.0 -> 3.0 (overfits the validation split);
+    cell ``sc``: both fall. A third row of ``pw`` is worse on validation (not the incumbent)."""
+    params = json.dumps({"name": "seed_toy"})
+    rows = []
+    for cell, vals, tests in (("pw", [1.0, 0.2, 0.6], [1.0, 3.0, 1.5]), ("sc", [1.0, 0.5], [1.2, 0.9])):
+        for step, (v, t) in enumerate(zip(vals, tests)):
+            rows.append({"cell_id": cell, "task": "toy", "task_params": params, "tuner": cell, "tuner_label": cell,
+                         "tuner_params": "{}", "seed": 0, "step": step, "time_s": 0.1 * (step + 1), "val_loss": v,
+                         "val_loss_ref": v, "test_loss": t, "hp": [1.0], "theta": [0.0], "status": "ok",
+                         "grad_evals": 0, "hvps": 0, "inner_solves": step + 1, "hypergrad_rel_error": np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_validation_test_gap_and_overfitting_flag_in_cells_and_tables():
+    """Issue 12 item 6: every report shows the test-side cost beside the validation gain."""
+    from hpo_bench.report.metrics import add_derived, cell_metrics
+    from hpo_bench.report.tables import headline_table, results_table
+
+    df = _records_that_overfit()
+    orc = {(df["task_params"].iloc[0], 0): _FakeOracle()}
+    cells = cell_metrics(add_derived(df, orc), orc).set_index("cell_id")
+    assert cells.loc["pw", "final_val_test_gap"] == pytest.approx(3.0 - 0.2)
+    assert cells.loc["sc", "final_val_test_gap"] == pytest.approx(0.9 - 0.5)
+    assert (cells.loc["pw", "first_val_loss"], cells.loc["pw", "first_test_loss"]) == (1.0, 1.0)
+    assert cells.loc["pw", "overfit"] and not cells.loc["sc", "overfit"]
+    cells = cells.reset_index()
+    summary = group_summary(cells, df)
+    w = wilcoxon_table(summary, cells)
+    for table in (results_table(summary, cells, w), headline_table(summary, cells)):
+        md, tex = table.markdown(), table.latex()
+        assert "val–test gap" in md and "| 2.8 (test↑ 1/1) |" in md and "| 0.4 |" in md
+        assert "2.8 (test$\\uparrow$ 1/1)" in tex and "val--test gap" in tex
+        assert any("test↑ k/n" in n for n in table.notes)
+        raw = table.raw.set_index("tuner")
+        assert raw.loc["pw", "val_test_gap_mean"] == pytest.approx(2.8) and raw.loc["pw", "overfit_seeds"] == 1
+        assert raw.loc["sc", "overfit_seeds"] == 0
 
 
 def test_results_equal_as_printed_share_rank_and_bold():

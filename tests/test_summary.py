@@ -51,6 +51,39 @@ def test_summary_header_says_incumbent():
     assert "incumbent val loss" in text and "incumbent λ" in text and "tuner s" in text
 
 
+def _overfitting_records() -> pd.DataFrame:
+    """Seed 0 lowers its validation loss while its test loss rises (flagged); seed 1 improves both."""
+    rows = []
+    for seed, vals, tests in ((0, [1.0, 0.2, 0.6], [1.0, 3.0, 1.5]), (1, [1.0, 0.5, 0.8], [1.2, 0.9, 1.0])):
+        for step, (v, t) in enumerate(zip(vals, tests)):
+            rows.append({"cell_id": f"t__pw__seed{seed}", "task": "t", "tuner": "pw", "tuner_label": "pw",
+                         "seed": seed, "step": step, "val_loss": v, "val_loss_ref": v, "test_loss": t,
+                         "hypergrad_rel_error": np.nan, "time_s": 0.1, "hvps": 0, "hp": np.array([1.0]),
+                         "status": "ok"})
+    return pd.DataFrame(rows)
+
+
+def test_summary_shows_the_validation_test_gap_and_flags_overfitting():
+    """Issue 12 item 6: the test-side cost of each incumbent beside its validation gain."""
+    inc = incumbent_rows(_overfitting_records()).set_index("seed")
+    assert inc.loc[0, "overfit"] and not inc.loc[1, "overfit"]  # seed 0: val 1.0 -> 0.2, test 1.0 -> 3.0
+    assert (inc.loc[0, "first_val_loss"], inc.loc[0, "first_test_loss"]) == (1.0, 1.0)
+    (r,) = summary_frame(_overfitting_records()).itertuples()
+    assert math.isclose(r.val_test_gap, ((3.0 - 0.2) + (0.9 - 0.5)) / 2, rel_tol=1e-12)
+    assert r.overfit_seeds == 1
+    buf = io.StringIO()
+    Console(file=buf, width=400).print(summarize(_overfitting_records()))
+    text = buf.getvalue()
+    assert "val–test gap" in text and "1.6 (test↑ 1/2)" in text
+
+
+def test_a_cell_whose_first_point_is_not_finite_starts_at_its_first_finite_one():
+    df = _overfitting_records()
+    df.loc[(df["seed"] == 0) & (df["step"] == 0), "val_loss"] = np.nan  # first finite point: step 1 (val 0.2)
+    inc = incumbent_rows(df).set_index("seed")
+    assert inc.loc[0, "first_val_loss"] == 0.2 and not inc.loc[0, "overfit"]  # the incumbent is that point
+
+
 class _Clock:
     def __init__(self) -> None:
         self.t = 0.0

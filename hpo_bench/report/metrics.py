@@ -5,11 +5,20 @@ Definitions (every figure and table of the report uses these):
 * ``objective`` F of a row: the validation loss at the *reference* inner solve of the row's
   λ (column ``val_loss_ref``), or the row's own ``val_loss`` where the run had no reference.
   An inexact inner solve therefore cannot score below the oracle.
-* ``regret`` of a row: ``val_loss - F*`` (the tuner's own validation loss, as recorded);
-  ``regret_ref``: ``val_loss_ref - F*``.
+* ``regret`` of a row: ``val_loss_ref - F*``, F(λ) - F* (NaN where the row has no reference):
+  ``>= 0`` up to the oracle's accuracy, since F* is the best known value of F. A negative
+  regret beyond that is an *oracle failure*, reported as such, never clipped.
+  ``val_loss_gap_own_w``: ``val_loss - F*``, the validation loss of the tuner's *own* w minus
+  F*. It is not a regret: an unconverged inner w (early stopping) can beat w*(λ) on the
+  validation split, so it can be negative.
 * The *incumbent* at a row: the row with the lowest ``val_loss`` so far, i.e. the λ the tuner
   would return if stopped there (it only knows its own validation losses).
   ``incumbent_regret = F(incumbent) - F*`` is what curves, targets and final values use.
+* *Validation–test gap* of a cell: ``test_loss - val_loss`` of its final incumbent, both at the
+  tuner's own w of that row (the model the tuner would return). The cell is flagged
+  ``overfit`` when, from its first recorded point (first row with a finite ``val_loss``) to its
+  final incumbent, the validation loss fell while the test loss rose: the tuner fitted the
+  validation split at the test split's expense (see :func:`overfits`).
 * Oracle gap: ``F(init) - F*`` (see :class:`hpo_bench.oracle.OracleResult`). A cell reaches the
   target ``x%`` at the first row with ``incumbent_regret <= x/100 * gap``;
   time-to-target is that row's ``time_s`` (tuner seconds), cost-to-target its ``cost_units``.
@@ -36,7 +45,7 @@ import pandas as pd
 
 from ..oracle import MAX_SECONDS, OracleResult, best_known, cached_oracle, oracle_for, store_oracle
 
-__all__ = ["TARGETS", "target_label", "load_records", "objective", "add_incumbent", "oracles_for_records",
+__all__ = ["TARGETS", "target_label", "load_records", "objective", "add_incumbent", "overfits", "oracles_for_records",
            "OracleProgress",
            "with_records", "add_derived", "cell_metrics", "ReportError"]
 
@@ -99,6 +108,9 @@ def objective(df: pd.DataFrame) -> pd.Series:
 def add_incumbent(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``objective`` and ``incumbent_objective`` (F at the lowest ``val_loss`` so far in the cell).
 
+    Also ``incumbent_row`` (the position of that row, -1 before any finite ``val_loss``) and
+    ``first_row`` (the position of the cell's first row with a finite ``val_loss``, its first
+    recorded point; -1 where it has none), the same on every row of a cell.
     ``df`` must be sorted by cell and step (as :func:`load_records` returns it).
     """
     df = df.reset_index(drop=True)  # incumbent_row holds positions
@@ -119,7 +131,18 @@ def add_incumbent(df: pd.DataFrame) -> pd.DataFrame:
         inc_row[i] = cur_row
     df["incumbent_objective"] = inc
     df["incumbent_row"] = inc_row
+    finite = pd.Series(np.where(np.isfinite(val), np.arange(len(df)), len(df)), index=df.index)
+    first = finite.groupby(df["cell_id"], sort=False).transform("min").to_numpy()
+    df["first_row"] = np.where(first < len(df), first, -1)
     return df
+
+
+def overfits(first_val: float, first_test: float, val: float, test: float) -> bool:
+    """Whether moving from a cell's first recorded point to its incumbent fitted the validation
+    split at the test split's expense: the validation loss fell (``val < first_val``) while the
+    test loss rose (``test > first_test``). ``False`` where any of the four is not finite."""
+    vals = (first_val, first_test, val, test)
+    return all(math.isfinite(float(v)) for v in vals) and val < first_val and test > first_test
 
 
 def _task_key(task_params: str, seed: int) -> tuple[str, int]:
@@ -266,8 +289,8 @@ def add_derived(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult]) 
     df["oracle_gap"] = [oracles[k].gap for k in keys]
     df["n_params"] = [oracles[k].n_params for k in keys]
     f_star = df["oracle_val_loss"]
-    df["regret"] = pd.to_numeric(df["val_loss"], errors="coerce") - f_star
-    df["regret_ref"] = pd.to_numeric(df["val_loss_ref"], errors="coerce") - f_star
+    df["regret"] = pd.to_numeric(df["val_loss_ref"], errors="coerce") - f_star
+    df["val_loss_gap_own_w"] = pd.to_numeric(df["val_loss"], errors="coerce") - f_star
     df["incumbent_regret"] = df["incumbent_objective"] - f_star
     counts = {c: pd.to_numeric(df[c], errors="coerce").fillna(0) if c in df.columns else 0
               for c in ("grad_evals", "hvps", "inner_solves")}
@@ -280,8 +303,19 @@ def _first_reached(regret: np.ndarray, threshold: float) -> int:
     return int(hit[0]) if hit.size else -1
 
 
+def _losses(row: pd.Series | None) -> tuple[float, float]:
+    """``(val_loss, test_loss)`` of a record row (NaN for none or a non-number)."""
+    if row is None:
+        return math.nan, math.nan
+    return tuple(float(pd.to_numeric(pd.Series([row[c]]), errors="coerce").iloc[0]) for c in ("val_loss", "test_loss"))
+
+
 def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult]) -> pd.DataFrame:
     """One row per cell: the final incumbent, its losses and regret, costs, targets reached.
+
+    ``first_val_loss`` / ``first_test_loss``: the cell's first recorded point;
+    ``final_val_test_gap``: the incumbent's test minus validation loss (both at its own w);
+    ``overfit``: :func:`overfits` from the first point to the final incumbent.
 
     ``tuner_s`` is the tuner's clock at the cell's end (what time-to-target counts);
     ``wall_s`` the cell's wall clock (``tuner_s`` + measurements + harness; NaN for runs
@@ -295,6 +329,9 @@ def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult])
         has_inc = inc >= 0
         irow = df.loc[inc] if has_inc else None
         regret = g["incumbent_regret"].to_numpy(dtype=float)
+        fi = int(first["first_row"])
+        first_val, first_test = _losses(df.loc[fi] if fi >= 0 else None)
+        final_val, final_test = _losses(irow)
         err = pd.to_numeric(g["hypergrad_rel_error"], errors="coerce") if "hypergrad_rel_error" in g else None
         row: dict[str, Any] = {
             "cell_id": cell_id, "task": first["task"], "task_params": first["task_params"],
@@ -305,6 +342,10 @@ def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult])
             "final_objective": float(irow["objective"]) if has_inc else math.nan,
             "final_test_loss": float(irow["test_loss"]) if has_inc else math.nan,
             "final_regret": float(last["incumbent_regret"]) if has_inc else math.nan,
+            "first_val_loss": first_val, "first_test_loss": first_test,
+            # test minus validation loss of the incumbent, both at the tuner's own w (module docstring)
+            "final_val_test_gap": final_test - final_val,
+            "overfit": overfits(first_val, first_test, final_val, final_test),
             "final_hp": [float(v) for v in irow["hp"]] if has_inc else [],
             "oracle_val_loss": orc.val_loss, "oracle_gap": orc.gap, "oracle_hp": list(orc.hp),
             "transforms": list(orc.transforms),

@@ -26,6 +26,22 @@ def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
+def _overfit_lines(cells: pd.DataFrame) -> list[str]:
+    """The cells whose validation loss fell while their test loss rose (first point to incumbent)."""
+    flagged = cells[cells["overfit"].astype(bool)] if "overfit" in cells else cells.iloc[:0]
+    if flagged.empty:
+        return ["No cell's test loss rose while its validation loss fell (first recorded point to final "
+                "incumbent).", ""]
+    lines = [f"{len(flagged)} of {len(cells)} cells lowered the validation loss at the cost of the test loss "
+             "(first recorded point → final incumbent, both at the tuner's own w):", "",
+             "| task | tuner | seed | val: first → incumbent | test: first → incumbent | val–test gap |",
+             "|:---|:---|---:|---:|---:|---:|"]
+    for r in flagged.itertuples():
+        lines.append(f"| {r.task} | {r.tuner_label} | {r.seed} | {r.first_val_loss:.4g} → {r.final_val_loss:.4g} | "
+                     f"{r.first_test_loss:.4g} → {r.final_test_loss:.4g} | {r.final_val_test_gap:.4g} |")
+    return [*lines, ""]
+
+
 def write_summary(out: Path, run: Path, tables: dict, figures: dict[str, list[Path]], cells: pd.DataFrame,
                   prov: dict[str, Any], choices: dict[str, Any] | None) -> Path:
     def fig(name: str) -> str:
@@ -61,7 +77,14 @@ def write_summary(out: Path, run: Path, tables: dict, figures: dict[str, list[Pa
         "- **F(λ)**: validation loss at the reference (exact) inner solve of λ; **F\\***: the oracle's best-known "
         "optimum of the same task instance (see *Oracle*).",
         "- **Incumbent**: the λ a tuner would return if stopped — its lowest *observed* validation loss so far. "
-        "**Regret** = F(incumbent) − F\\*; *final* values are the incumbent's at the end of the budget.",
+        "**Regret** = F(incumbent) − F\\*; *final* values are the incumbent's at the end of the budget. "
+        "Regret is ≥ 0 up to the oracle's accuracy (F\\* is the best known F); the tuner's own validation loss "
+        "minus F\\* (column `val_loss_gap_own_w` of the derived rows) can be negative, because an unconverged "
+        "inner w can beat w\\*(λ) on the validation split, and is not a regret.",
+        "- **val–test gap**: the final incumbent's test loss minus its validation loss, both at the tuner's own w "
+        "(mean ± std over seeds). **test↑ k/n**: in k of n seeds, from the cell's first recorded point to its "
+        "incumbent the validation loss fell while the test loss rose: the tuner bought its validation gain with "
+        "test loss (see *Overfitting the validation split*).",
         f"- **Targets**: the regret is within {t1} / {t2} of the *oracle gap* F(init) − F\\* (init = the space's "
         "starting λ). Time-to-target is tuner seconds (measurements excluded), cost-to-target is cost units "
         "(inner gradient evaluations + HVPs + n_params per reference inner solve). *n.r.* = not reached.",
@@ -78,6 +101,9 @@ def write_summary(out: Path, run: Path, tables: dict, figures: dict[str, list[Pa
         "## Results",
         "",
         tables["results"].markdown(),
+        "## Overfitting the validation split",
+        "",
+        *_overfit_lines(cells),
         "## Average rank",
         "",
         tables["ranks"].markdown(),

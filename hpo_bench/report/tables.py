@@ -101,7 +101,7 @@ _TEX_SPECIAL = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "
                 "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}"}
 _TEX_UNICODE = {"±": "$\\pm$", "→": "$\\to$", "—": "---", "≥": "$\\geq$", "≤": "$\\leq$", "λ": "$\\lambda$",
                 "×": "$\\times$", "·": "$\\cdot$", "✓": "yes", "✗": "no", "†": "$^\\dagger$",
-               "∞": "$\\infty$", "∈": "$\\in$", "−": "$-$"}
+               "∞": "$\\infty$", "∈": "$\\in$", "−": "$-$", "↑": "$\\uparrow$", "–": "--"}
 
 
 def tex_escape(text: str) -> str:
@@ -174,6 +174,10 @@ def group_summary(cells: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
             m, s, lo, hi = _mean_std_ci(g[col].to_numpy(dtype=float))
             r.update({f"{key}_mean": m, f"{key}_std": s, f"{key}_ci_low": lo, f"{key}_ci_high": hi})
         r["regret_median"] = float(np.nanmedian(g["final_regret"])) if g["final_regret"].notna().any() else math.nan
+        # validation-test gap: the incumbent's test minus validation loss (both at its own w), see metrics
+        m, s, lo, hi = _mean_std_ci((g["final_test_loss"] - g["final_val_loss"]).to_numpy(dtype=float))
+        r.update({"val_test_gap_mean": m, "val_test_gap_std": s})
+        r["overfit_seeds"] = int(g["overfit"].astype(bool).sum()) if "overfit" in g else 0
         for frac in TARGETS:
             k = target_key(frac)
             for what in ("time", "cost"):
@@ -194,11 +198,24 @@ def group_summary(cells: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _gap(r: Any) -> str:
+    """The validation-test gap (mean ± std), flagged ``test↑ k/n`` when k seeds overfit."""
+    text = _pm(r.val_test_gap_mean, r.val_test_gap_std)
+    return f"{text} (test↑ {r.overfit_seeds}/{r.seeds})" if r.overfit_seeds else text
+
+
+#: The note under every table with a validation-test gap column.
+GAP_NOTE = ("val–test gap: the final incumbent's test loss minus its validation loss, both at the tuner's own w "
+            "(mean ± std over seeds); test↑ k/n: k of n seeds where, from the cell's first recorded point to its "
+            "incumbent, the validation loss fell while the test loss rose (the tuner fitted the validation split "
+            "at the test split's expense)")
+
+
 def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataFrame) -> Table:
     p = {(r.task, r.tuner): r for r in wilcoxon.itertuples()} if not wilcoxon.empty else {}
     cols = [("task", "task"), ("tuner", "tuner"), ("seeds", "seeds ok"), ("val", "val loss"),
             ("val_ci", "val 95% CI"), ("test", "test loss"), ("test_ci", "test 95% CI"),
-            ("regret", "regret")]
+            ("regret", "regret"), ("gap", "val–test gap")]
     for frac in TARGETS:
         cols.append((f"t_{target_key(frac)}", f"t→{target_label(frac)} (s)"))
     for frac in TARGETS:
@@ -211,7 +228,7 @@ def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataF
                              "seeds": f"{r.seeds_ok}/{r.seeds}",
                              "val": _pm(r.val_mean, r.val_std), "val_ci": _ci(r.val_ci_low, r.val_ci_high),
                              "test": _pm(r.test_mean, r.test_std), "test_ci": _ci(r.test_ci_low, r.test_ci_high),
-                             "regret": _pm(r.regret_mean, r.regret_std),
+                             "regret": _pm(r.regret_mean, r.regret_std), "gap": _gap(r),
                              "hg": fmt(r.hypergrad_rel_error_median, 2), "tuner_s": fmt(r.tuner_s_mean, 3),
                              "wall_s": fmt(r.wall_s_mean, 3)}
         for frac in TARGETS:
@@ -231,7 +248,8 @@ def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataF
              "the oracle gap; n.r. = not reached; (k/n) = seeds that reached it",
              "tuner (s): the tuner's own clock at the end of the budget (measurements paused), mean over seeds; "
              "wall (s): the cell's wall clock (task build + tuner + measurements + harness), mean over seeds",
-             "p vs best: Wilcoxon signed-rank test of the final regret against the task's best tuner, paired by seed"]
+             "p vs best: Wilcoxon signed-rank test of the final regret against the task's best tuner, paired by seed",
+             GAP_NOTE]
     return Table("results", "Final validation and test loss, regret, time- and cost-to-target per task and tuner "
                  "(best mean regret in bold).", cols, rows, raw,
                  align={"task": "l", "tuner": "l", "p": "l"}, notes=notes)
@@ -240,23 +258,24 @@ def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataF
 def headline_table(summary: pd.DataFrame, cells: pd.DataFrame) -> Table:
     k = target_key(TARGETS[0])
     cols = [("task", "task"), ("tuner", "tuner"), ("regret", "regret"), ("median", "regret (median)"),
-            ("test", "test loss"), ("t", f"t→{target_label(TARGETS[0])} (s)"), ("tuner_s", "tuner (s)"),
+            ("test", "test loss"), ("gap", "val–test gap"), ("t", f"t→{target_label(TARGETS[0])} (s)"),
+            ("tuner_s", "tuner (s)"),
             ("wall_s", "wall (s)"), ("rank", "rank")]
     rows = []
     for r in summary.itertuples():
         g = cells[(cells["task"] == r.task) & (cells["tuner_label"] == r.tuner)]
         d = {"_group": r.task, "task": r.task, "tuner": r.tuner, "regret": _pm(r.regret_mean, r.regret_std),
              "median": fmt(r.regret_median, 3),
-             "test": _pm(r.test_mean, r.test_std), "t": _reach(g[f"time_to_{k}"].to_numpy(dtype=float)),
+             "test": _pm(r.test_mean, r.test_std), "gap": _gap(r), "t": _reach(g[f"time_to_{k}"].to_numpy(dtype=float)),
              "tuner_s": fmt(r.tuner_s_mean, 3), "wall_s": fmt(r.wall_s_mean, 3), "rank": fmt(r.rank, 3)}
         if r.best:
             d["_bold"] = {"tuner", "regret"}
         rows.append(d)
     raw = summary[["task", "tuner", "regret_mean", "regret_std", "regret_median", "test_mean", "test_std",
-                   f"time_to_{k}_median", "tuner_s_mean", "wall_s_mean", "rank"]]
+                   "val_test_gap_mean", "val_test_gap_std", "overfit_seeds", f"time_to_{k}_median", "tuner_s_mean", "wall_s_mean", "rank"]]
     return Table("headline", "Headline: final regret (mean ± std over seeds, and median), test loss, time to 1% of "
                  "the oracle gap; best mean regret in bold, ranks by mean regret.", cols, rows, raw,
-                 align={"task": "l", "tuner": "l"})
+                 align={"task": "l", "tuner": "l"}, notes=[GAP_NOTE])
 
 
 def rank_table(summary: pd.DataFrame) -> Table:
