@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import math
+
 import pytest
 import torch
 from torch.autograd import grad
@@ -88,6 +91,53 @@ def test_diagnosis_numbers():
     pw = d["per_weight"]
     assert pw["notebook_loss_shape"] == [2] and "scalar outputs" in pw["notebook_backward_error"]
     assert pw["cosine"] < 0.999 and pw["rel_error"] > 1
+
+
+@pytest.fixture(scope="module")
+def diag():
+    return diagnose()
+
+
+def test_diagnosis_per_weight_direction_is_right_and_magnitude_wrong(diag):
+    """Issue 12 item 6: at λ = (3, 3) the notebook's formula is ~9.6° off the exact hypergradient."""
+    pw = diag["per_weight"]
+    assert pw["cosine"] == pytest.approx(0.9859, abs=1e-4)  # printed as 0.9859 (README)
+    assert pw["angle_deg"] == pytest.approx(math.degrees(math.acos(pw["cosine"])), rel=1e-12)
+    assert 9.5 < pw["angle_deg"] < 9.7 and pw["norm_ratio"] > 5  # the direction is right, the magnitude is not
+    norm = lambda v: math.sqrt(sum(x * x for x in v))  # noqa: E731
+    assert pw["norm_ratio"] == pytest.approx(norm(pw["notebook"]) / norm(pw["exact"]), rel=1e-12)
+
+
+def test_diagnosis_shows_the_test_cost_of_the_per_weight_validation_gain(diag):
+    """Issue 12 item 6: per-weight λ fits the 2 validation points, and the test loss pays for it."""
+    d = diag
+    scalar, bounded, raw = d["overfitting"]["rows"]
+    assert scalar["val_loss"] == pytest.approx(3.5656, abs=1e-4) and scalar["test_loss"] == pytest.approx(1.2198,
+                                                                                                        abs=1e-4)
+    assert bounded["val_loss"] == pytest.approx(0.5780, abs=1e-4) and bounded["test_loss"] > 4 * scalar["test_loss"]
+    assert bounded["test_loss"] == pytest.approx(d["per_weight"]["optimum_test_loss"], rel=1e-12)
+    assert bounded["overfit_vs_scalar"] and raw["overfit_vs_scalar"] and not scalar["overfit_vs_scalar"]
+    for r in (scalar, bounded, raw):
+        assert r["val_test_gap"] == pytest.approx(r["test_loss"] - r["val_loss"], rel=1e-12)
+    # raw per-weight λ: w*(λ) interpolates both validation points (val 0) and is the inner minimiser there
+    task = get_task("seed_toy", per_weight=True)
+    lam = torch.tensor(raw["lam"], dtype=torch.float64)
+    w = task.solve(lam)
+    assert raw["inner_minimum"] and float(task.outer_loss(w)) <= 1e-20
+    assert float(task.test_loss(w)) == pytest.approx(raw["test_loss"], rel=1e-9)
+    assert raw["lam"][1] < 0 and raw["test_loss"] > 3 * scalar["test_loss"]
+
+
+def test_notebook_command_prints_validation_and_test_side_by_side(diag):
+    from rich.console import Console
+
+    from hpo_bench.notebook import render
+
+    buf = io.StringIO()
+    render(Console(file=buf, width=300), [], diag)
+    text = buf.getvalue()
+    assert "Overfitting the validation split" in text and "val–test gap" in text and "test loss" in text
+    assert "overfits" in text and "9.6° off" in text and "points the wrong way" not in text
 
 
 def test_exact_method_in_the_notebook_loop_converges_to_the_optimum():
