@@ -342,6 +342,28 @@ def test_validation_test_gap_and_overfitting_flag_in_cells_and_tables():
         assert raw.loc["sc", "overfit_seeds"] == 0
 
 
+def test_val_vs_test_figure_draws_one_arrow_per_cell_solid_where_it_overfits():
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Annotation
+
+    from hpo_bench.report.figures import _val_test_figure, palette_for
+    from hpo_bench.report.metrics import add_derived, cell_metrics
+
+    assert "val_vs_test" in FIGURES
+    df = _records_that_overfit()
+    orc = {(df["task_params"].iloc[0], 0): _FakeOracle()}
+    cells = cell_metrics(add_derived(df, orc), orc)
+    fig = _val_test_figure(cells, ["toy"], ["pw", "sc"], palette_for(["pw", "sc"]), {})
+    ax = fig.axes[0]
+    arrows = {a.xy: a for a in ax.get_children() if isinstance(a, Annotation)}
+    assert set(arrows) == {(0.2, 3.0), (0.5, 0.9)}  # one per cell, ending at its incumbent
+    assert arrows[(0.2, 3.0)].arrow_patch.get_linestyle() == "-"  # pw overfits: solid
+    assert arrows[(0.5, 0.9)].arrow_patch.get_linestyle() == ":"
+    x0, x1 = ax.get_xlim()
+    assert x0 < 0.2 and x1 > 1.0  # the first points (val 1.0) are inside the axes
+    plt.close(fig)
+
+
 def test_results_equal_as_printed_share_rank_and_bold():
     from hpo_bench.report.tables import headline_table, rank_table, results_table
 

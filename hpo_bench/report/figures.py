@@ -39,7 +39,7 @@ RC = {"font.size": 8, "axes.titlesize": 8, "axes.titley": 1.0, "axes.labelsize":
       "ytick.labelsize": 7,
       "legend.fontsize": 7, "lines.linewidth": 1.2, "pdf.fonttype": 42, "ps.fonttype": 42,
       "svg.fonttype": "none", "figure.dpi": 100, "savefig.dpi": 200}
-FIGURES = ("regret_vs_time", "regret_vs_cost", "hypergrad_error", "final_hp")
+FIGURES = ("regret_vs_time", "regret_vs_cost", "hypergrad_error", "final_hp", "val_vs_test")
 N_GRID = 100
 LEGEND_COLS = 5
 
@@ -264,6 +264,46 @@ def _hp_figure(cells: pd.DataFrame, tasks: list[str], labels: list[str], palette
     return fig
 
 
+def _val_test_figure(cells: pd.DataFrame, tasks: list[str], labels: list[str], palette: dict,
+                     families: dict) -> plt.Figure:
+    """Per cell, an arrow from its first recorded point to its final incumbent in the
+    (validation loss, test loss) plane, both at the tuner's own w: an arrow pointing left and
+    up (``overfit`` cells, drawn solid) bought validation loss with test loss."""
+    fig, axes = _panels(len(tasks), len(labels) + 2)
+    shown: list[str] = []
+    cols = ("first_val_loss", "first_test_loss", "final_val_loss", "final_test_loss")
+    for ax, task in zip(axes, tasks):
+        c = cells[cells["task"] == task]
+        c = c[np.isfinite(c[list(cols)].to_numpy(dtype=float)).all(axis=1)] if set(cols) <= set(c.columns) else c[:0]
+        ax.set_title(task)
+        if c.empty:
+            _empty(ax, "no finite validation and test losses")
+            continue
+        for r in c.itertuples():
+            over = bool(r.overfit)
+            ax.annotate("", xy=(r.final_val_loss, r.final_test_loss), xytext=(r.first_val_loss, r.first_test_loss),
+                        arrowprops={"arrowstyle": "->", "color": palette[r.tuner_label], "linewidth": 0.9,
+                                    "linestyle": "-" if over else ":", "alpha": 0.9 if over else 0.5})
+            if r.tuner_label not in shown:
+                shown.append(r.tuner_label)
+        sns.scatterplot(data=c, x="final_val_loss", y="final_test_loss", hue="tuner_label",
+                        hue_order=[lab for lab in labels if lab in set(c["tuner_label"])], palette=palette,
+                        legend=False, ax=ax, s=14, linewidth=0)
+        vals = c[list(cols)].to_numpy(dtype=float)
+        ax.update_datalim(np.concatenate([vals[:, :2], vals[:, 2:]]))  # arrows do not widen the axes
+        ax.autoscale_view()
+        if (vals > 0).all() and vals.max() > 100 * vals.min():
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("validation loss (own w)")
+        ax.set_ylabel("test loss (own w)")
+    _legend(fig, [lab for lab in labels if lab in shown], palette, families,
+            [Line2D([], [], color="0.3", linestyle="-", linewidth=0.9, label="val ↓ test ↑ (overfit)"),
+             Line2D([], [], color="0.3", linestyle=":", linewidth=0.9, label="first point → incumbent, not overfit")],
+            markers=True)
+    return fig
+
+
 def make_figures(rows: pd.DataFrame, cells: pd.DataFrame, out_dir: str | Path, *,
                  on_figure: Callable[[str, float], None] | None = None) -> dict[str, list[Path]]:
     """Write every figure of :data:`FIGURES` as PNG and PDF into ``out_dir``; returns their paths.
@@ -288,6 +328,7 @@ def make_figures(rows: pd.DataFrame, cells: pd.DataFrame, out_dir: str | Path, *
                                                      palette, families),
             "hypergrad_error": lambda: _hypergrad_figure(rows, tasks, labels, palette, families),
             "final_hp": lambda: _hp_figure(cells, tasks, labels, palette, families),
+            "val_vs_test": lambda: _val_test_figure(cells, tasks, labels, palette, families),
         }
         for name in FIGURES:
             t0 = time.perf_counter()

@@ -19,6 +19,8 @@ FIGURE_CAPTIONS = {
     "hypergrad_error": "Hypergradient relative error vs the reference, per outer step (gradient tuners; median "
                        "and interquartile band over seeds).",
     "final_hp": "Final hyperparameters (natural units) of every seed vs the oracle's; the dotted line is equality.",
+    "val_vs_test": "Validation vs test loss (both at the tuner's own w), one arrow per cell from its first recorded "
+                   "point to its final incumbent; solid arrows: the validation loss fell while the test loss rose.",
 }
 
 
@@ -104,6 +106,7 @@ def write_summary(out: Path, run: Path, tables: dict, figures: dict[str, list[Pa
         "## Overfitting the validation split",
         "",
         *_overfit_lines(cells),
+        fig("val_vs_test"),
         "## Average rank",
         "",
         tables["ranks"].markdown(),

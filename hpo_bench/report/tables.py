@@ -272,7 +272,8 @@ def headline_table(summary: pd.DataFrame, cells: pd.DataFrame) -> Table:
             d["_bold"] = {"tuner", "regret"}
         rows.append(d)
     raw = summary[["task", "tuner", "regret_mean", "regret_std", "regret_median", "test_mean", "test_std",
-                   "val_test_gap_mean", "val_test_gap_std", "overfit_seeds", f"time_to_{k}_median", "tuner_s_mean", "wall_s_mean", "rank"]]
+                   "val_test_gap_mean", "val_test_gap_std", "overfit_seeds", f"time_to_{k}_median", "tuner_s_mean",
+                   "wall_s_mean", "rank"]]
     return Table("headline", "Headline: final regret (mean ± std over seeds, and median), test loss, time to 1% of "
                  "the oracle gap; best mean regret in bold, ranks by mean regret.", cols, rows, raw,
                  align={"task": "l", "tuner": "l"}, notes=[GAP_NOTE])
