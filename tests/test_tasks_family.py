@@ -208,42 +208,7 @@ def test_hyper_cleaning_scores_and_records_helper():
 MLP = {"n_train": 40, "n_val": 40, "n_test": 40, "n_classes": 3, "pool": 4, "hidden": [4]}
 
 
-def test_mlp_reference_vs_fd_exact_and_stationary():
-    task = get_task("weight_decay_mlp", **MLP, seed=0)
-    assert task.n_params == 4 * 4 + 4 + 4 * 3 + 3 == task.space.dim
-    assert "non-convex" in task.tags and "reference:implicit-cg" in task.tags
-    gen = torch.Generator().manual_seed(0)
-    base = task.space.init_theta()
-    for theta in (base, task.space.project(base + 0.5 * torch.randn(base.shape[0], generator=gen,
-                                                                      dtype=torch.float64))):
-        w = task.solve(theta)
-        assert float(torch.linalg.vector_norm(task.inner_grad(w, theta))) < 1e-12
-        assert float(torch.linalg.eigvalsh(Linearization(task, w, theta).hessian())[0]) > 0  # a strict minimum
-        ref = task.reference_hypergradient(theta)
-        assert rel(exact(task, w, theta).grad, ref) < 1e-8
-        assert directional_fd_error(task, theta, n_dirs=3) < 1e-6
-
-
-def test_mlp_solve_is_a_pure_function_of_theta():
-    """The branch-following solve does not depend on what was solved before (no hidden warm start)."""
-    gen = torch.Generator().manual_seed(3)
-    a, b = get_task("weight_decay_mlp", **MLP, seed=1), get_task("weight_decay_mlp", **MLP, seed=1)
-    base = a.space.init_theta()
-    t1 = a.space.project(base + 0.4 * torch.randn(base.shape[0], generator=gen, dtype=torch.float64))
-    t2 = a.space.project(base + 0.4 * torch.randn(base.shape[0], generator=gen, dtype=torch.float64))
-    w1a, w2a = a.solve(t1), a.solve(t2)
-    w2b, w1b = b.solve(t2), b.solve(t1)
-    assert torch.equal(w1a, w1b) and torch.equal(w2a, w2b)
-
-
-def test_mlp_float32_and_sizes():
-    task = get_task("weight_decay_mlp", n_train=30, n_val=20, n_test=20, pool=2, hidden=[8, 5], dtype="float32",
-                    seed=0)
-    assert task.n_params == 16 * 8 + 8 + 8 * 5 + 5 + 5 * 10 + 10
-    w = task.init_params()
-    theta = task.space.init_theta(dtype=torch.float32)
-    assert w.dtype == torch.float32 and task.inner_loss(w, theta).dtype == torch.float32
-    assert bool(torch.isfinite(task.inner_grad(w, theta)).all())
+# its own tests (reference vs FD, purity, branch continuity, continuation cost) are in test_mlp.py
 
 
 # ------------------------------------------------------------------ shared
@@ -254,7 +219,7 @@ def test_mlp_float32_and_sizes():
 def test_check_passes_for_exact_methods(name, params):
     """What `hpo-bench check` asserts: reference vs FD <= 1e-6, exact and cg vs reference <= 1e-8."""
     task = get_task(name, **params, seed=0)
-    # the MLP's perturbed points are covered (more cheaply) by test_mlp_reference_vs_fd_exact_and_stationary
+    # the MLP's perturbed points are covered (more cheaply) in test_mlp.py
     rows = check_task(task, methods=["exact", "cg"], n_points=1 if name == "weight_decay_mlp" else 2)
     assert rows and all(r.verdict == "pass" for r in rows), [(r.method, r.rel_error_ref, r.rel_error_fd, r.note)
                                                              for r in rows]
