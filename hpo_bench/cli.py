@@ -505,14 +505,40 @@ def tune_cmd(
 
 
 # ------------------------------------------------------------------- report
+def _count_budget(values: Optional[list[str]], option: str) -> Optional[dict[str, int]]:
+    """``["200", "weight_decay_mlp=20"]`` -> ``{"*": 200, "weight_decay_mlp": 20}`` (``None`` when not given)."""
+    if not values:
+        return None
+    out: dict[str, int] = {}
+    for v in values:
+        task, sep, n = v.rpartition("=")
+        try:
+            count = int(n)
+        except ValueError:
+            count = 0
+        if count < 1 or (sep and not task.strip()):
+            raise BadInput(f"{option} must be N or TASK=N with an integer N >= 1, but got {v!r}")
+        out[task.strip() if sep else "*"] = count
+    return out
+
+
 @app.command("report")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="A run folder written by `hpo-bench run` or `hpo-bench tune`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/report)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Processes for oracle computations not yet "
                                        "cached (default: one per usable CPU)."),
-    oracle_seconds: Optional[float] = typer.Option(None, "--oracle-seconds", help="Time budget of one oracle "
-                                                   "computation (default 60); a cut-short oracle says so."),
+    oracle_evals: Optional[list[str]] = typer.Option(None, "--oracle-evals", help="Count budget of one oracle "
+                                                     "computation: N (every task) or TASK=N (a task name or label; "
+                                                     "repeatable); default 50000, weight_decay_mlp 120. Counts, "
+                                                     "never seconds: F* is the same on every machine."),
+    oracle_polish_evals: Optional[list[str]] = typer.Option(None, "--oracle-polish-evals", help="Evaluations of "
+                                                            "the oracle's polish from each cell's best point: N or "
+                                                            "TASK=N (default 500, weight_decay_mlp 15)."),
+    oracle_seconds: Optional[float] = typer.Option(None, "--oracle-seconds", help="Wall-clock backstop of one "
+                                                   "oracle computation (default 1800), a safety against a runaway, "
+                                                   "not a budget: an oracle it cuts short is marked INCOMPLETE in "
+                                                   "the report and run.log."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines (one per oracle and per figure)."),
     shared_cache: bool = typer.Option(True, "--shared-cache/--no-shared-cache", help="Also read and write oracles "
                                       "in the cache shared by run folders made with the same code "
@@ -529,9 +555,12 @@ def report_cmd(
         raise BadInput(f"--jobs must be >= 1, but got {jobs}")
     if oracle_seconds is not None and not oracle_seconds > 0:
         raise BadInput(f"--oracle-seconds must be > 0, but got {oracle_seconds}")
+    evals = _count_budget(oracle_evals, "--oracle-evals")
+    polish_evals = _count_budget(oracle_polish_evals, "--oracle-polish-evals")
     try:
         shared = shared_oracle_cache() if shared_cache else None
         res = make_report(run_dir, out, jobs=jobs, oracle_seconds=oracle_seconds, shared_cache=shared,
+                          oracle_evals=evals, oracle_polish_evals=polish_evals,
                           progress=None if quiet else (lambda line: console.print(line, highlight=False,
                                                                                   markup=False)))
     except ReportError as exc:
@@ -682,7 +711,12 @@ def sweep_scaling_cmd(
     n_factor: int = typer.Option(5, "--n-factor", help="Training rows n = n_factor * p."),
     param: Optional[list[str]] = typer.Option(None, "--param", help="Other ridge_per_feature parameters key=value."),
     seed: int = typer.Option(0, help="Seed of the data, the oracle's random starts and the tuners."),
-    oracle_seconds: float = typer.Option(600.0, "--oracle-seconds", help="Time budget of one oracle computation."),
+    oracle_evals: Optional[int] = typer.Option(None, "--oracle-evals", help="Count budget (evaluations) of one "
+                                               "oracle computation (default 50000): counts, never seconds, so F* "
+                                               "is the same on every machine."),
+    oracle_seconds: float = typer.Option(1800.0, "--oracle-seconds", help="Wall-clock backstop of one oracle "
+                                         "computation, a safety against a runaway, not a budget: an oracle it "
+                                         "cuts short says INCOMPLETE in its notes."),
     oracle_cache: Optional[Path] = typer.Option(None, "--oracle-cache", help="Oracle cache folder "
                                                 "(default: OUT/oracles)."),
     full_trace: bool = typer.Option(False, "--full-trace", help="scaling_trace.csv gets every recorded row "
@@ -711,6 +745,8 @@ def sweep_scaling_cmd(
         raise BadInput(f"option --n-factor must be an integer >= 1, but got {n_factor}")
     if not oracle_seconds > 0:
         raise BadInput(f"option --oracle-seconds must be > 0, but got {oracle_seconds}")
+    if oracle_evals is not None and oracle_evals < 1:
+        raise BadInput(f"option --oracle-evals must be an integer >= 1, but got {oracle_evals}")
     params = _parse_params(param, "--param")
     try:
         custom = [parse_tuner_spec(s) for s in tuner or []]
@@ -725,7 +761,7 @@ def sweep_scaling_cmd(
         build_task("ridge_per_feature", {"n": n_factor * ps[0], "p": ps[0], **params}, seed=seed)  # bad values now
         table, trace, info = scaling(ps, configs, target=target, seconds=seconds, steps=steps, n_factor=n_factor,
                                      seed=seed, task_params=params, oracle_seconds=oracle_seconds,
-                                     oracle_cache=oracle_cache or out / "oracles",
+                                     oracle_evals=oracle_evals, oracle_cache=oracle_cache or out / "oracles",
                                      trace="all" if full_trace else "incumbents",
                                      progress=lambda s: console.print(f"[dim]{s}[/dim]"))
     except SweepError as exc:

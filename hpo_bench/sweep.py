@@ -589,9 +589,11 @@ SCALING_COLUMNS = (
 )
 
 
-def oracle_options(p: int, max_seconds: float | None) -> dict[str, Any]:
-    """L-BFGS-B starts: 6 up to p = 100, 1 above (the init; the centre of the bounds is the init here)."""
-    return {"starts": 6 if p <= 100 else 1, "max_seconds": max_seconds}
+def oracle_options(p: int, max_seconds: float | None, max_evals: int | None = None) -> dict[str, Any]:
+    """L-BFGS-B starts: 6 up to p = 100, 1 above (the init; the centre of the bounds is the init here);
+    ``max_evals`` the count budget (default :data:`hpo_bench.oracle.MAX_EVALS`), ``max_seconds`` only
+    the wall-clock backstop (an oracle it cuts short says INCOMPLETE in its notes)."""
+    return {"starts": 6 if p <= 100 else 1, "max_evals": max_evals, "max_seconds": max_seconds}
 
 
 def target_trace(rows: list[dict[str, Any]], f_star: float, threshold: float) -> dict[str, Any]:
@@ -615,7 +617,8 @@ def _cost(row: dict[str, Any], n_params: int) -> float:
 
 def scaling(ps: list[int], configs: list[TunerConfig], *, target: float = 1e-3, seconds: float | None = 20.0,
             steps: int | None = None, n_factor: int = 5, seed: int = 0, task_params: dict[str, Any] | None = None,
-            oracle_seconds: float | None = 600.0, oracle_cache: str | Path | None = None, trace: str = "incumbents",
+            oracle_seconds: float | None = 1800.0, oracle_cache: str | Path | None = None, trace: str = "incumbents",
+            oracle_evals: int | None = None,
             warmup: bool = True, progress: Callable[[str], None] | None = None,
             ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Time-to-target of each tuner configuration on ``ridge_per_feature`` for every ``p`` in ``ps``.
@@ -676,7 +679,7 @@ def scaling(ps: list[int], configs: list[TunerConfig], *, target: float = 1e-3, 
         for p in ps:
             params = {"n": n_factor * p, "p": p, **extra}
             task = build_task("ridge_per_feature", params, seed=seed)
-            opts = oracle_options(p, oracle_seconds)
+            opts = oracle_options(p, oracle_seconds, oracle_evals)
             if progress is not None:
                 progress(f"p={p}: oracle (starts={opts['starts']})")
             orc = oracle_for({"name": "ridge_per_feature", **params}, seed, oracle_cache, **opts)

@@ -3,8 +3,9 @@
 Pipeline (every step reads only the records table and what is derived from it)::
 
     records.parquet (or cells/*.parquet)    -> metrics.load_records
-    oracle per task instance (cached in RUN_DIR/oracle/, never tuner time), lowered to the
-        run's best reference-solve value where a tuner beat it (best-known optimum)
+    oracle per task instance (count budgets, cached in RUN_DIR/oracle/, never tuner time),
+        polished from every cell's best point; a record still below it is an oracle failure,
+        reported loudly (oracle table, summary.md, run.log), and then the best-known optimum
     derived rows: regret, incumbent, cost units  -> metrics.add_derived
     per cell: final incumbent, targets reached   -> metrics.cell_metrics
     per task x tuner: mean ± std, 95% CI, medians, ranks; Wilcoxon vs best   -> tables
@@ -102,6 +103,36 @@ def _oracle_rows(cells, oracles) -> list[tuple[str, Any]]:
     return [(label, oracles[key]) for key, label in seen.items()]
 
 
+def _oracle_alarms(oracles, records) -> list[str]:
+    """One line per oracle failure (a tuner's record beat the computed F*) or incomplete oracle."""
+    labels: dict[tuple[str, int], str] = {}
+    for p, s, t in zip(records["task_params"], records["seed"], records["task"]):
+        labels.setdefault((str(p), int(s)), str(t))
+    lines = []
+    for key, o in oracles.items():
+        where = f"{labels.get(key, o.task)} seed {o.seed}"
+        if o.failed:
+            lines.append(f"ORACLE FAILURE on {where}: {o.notes[-1]}; F* is now that record ({o.source})")
+        if not o.complete:
+            lines.append(f"INCOMPLETE ORACLE on {where}: the wall-clock backstop fired, so F* depends on this "
+                         "machine (raise --oracle-seconds or lower --oracle-evals)")
+    return lines
+
+
+def _log_to_run(run: Path, lines: list[str]) -> None:
+    """Append ``lines`` to the run folder's ``run.log`` (best effort: a read-only folder keeps its log)."""
+    if not lines:
+        return
+    from datetime import datetime
+
+    stamp = datetime.now().isoformat(sep=" ", timespec="seconds")
+    try:
+        with open(run / "run.log", "a", encoding="utf-8") as fh:
+            fh.writelines(f"{stamp} report: {line}\n" for line in lines)
+    except OSError:
+        pass
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -111,15 +142,22 @@ def _write_atomic(path: Path, text: str) -> None:
 def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs: int = 1,
                 oracle_seconds: float | None = None,
                 progress: Callable[[str], None] | None = None,
-                shared_cache: str | Path | None = None) -> ReportResult:
+                shared_cache: str | Path | None = None,
+                oracle_evals: int | dict[str, int] | None = None,
+                oracle_polish_evals: int | dict[str, int] | None = None) -> ReportResult:
     """Build the report of ``run_dir`` into ``out_dir`` (default ``run_dir/report``).
 
     Args:
         run_dir: a folder written by ``hpo-bench run`` / ``hpo-bench tune``.
         out_dir: where to write; created if needed.
         jobs: processes for the oracle computations not yet cached.
-        oracle_seconds: time budget of one oracle computation (default
-            :data:`hpo_bench.oracle.MAX_SECONDS`); a result cut short says so in the oracle table.
+        oracle_seconds: the wall-clock *backstop* of one oracle computation (default
+            :data:`hpo_bench.oracle.BACKSTOP_SECONDS`), a safety against a runaway: an oracle it cuts
+            short is marked incomplete, loudly (oracle table, summary.md, ``run.log``).
+        oracle_evals: the oracle's count budget (evaluations per instance): an int, or
+            ``{task name or label: n, "*": default}``; default :func:`hpo_bench.oracle.default_budget`.
+            Counts, never seconds, so ``F*`` is the same on every machine.
+        oracle_polish_evals: evaluations of the polish from each cell's best point (same forms).
         progress: called with one line of text per step as it ends: each oracle (task instance,
             seconds, cached or computed, see :class:`~hpo_bench.report.metrics.OracleProgress`),
             the tables, each figure.
@@ -141,13 +179,15 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
     out = Path(out_dir) if out_dir is not None else run / "report"
     records = load_records(run)
     oracle_dir = run / "oracle"
-    from ..oracle import MAX_SECONDS
-
     say = progress if progress is not None else (lambda line: None)
-    oracles = with_records(oracles_for_records(records, oracle_dir, jobs=jobs,
-                                               max_seconds=MAX_SECONDS if oracle_seconds is None else oracle_seconds,
+    oracles = with_records(oracles_for_records(records, oracle_dir, jobs=jobs, max_evals=oracle_evals,
+                                               polish_evals=oracle_polish_evals, max_seconds=oracle_seconds,
                                                on_oracle=lambda ev: say(ev.line()), shared_dir=shared_cache),
                            records)
+    alarms = _oracle_alarms(oracles, records)
+    for line in alarms:
+        say("WARNING: " + line)
+    _log_to_run(run, alarms)
     t_tables = time.perf_counter()
     rows = add_derived(records, oracles)
     cells = cell_metrics(rows, oracles)
@@ -184,4 +224,10 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
     prov_path = run / "provenance.json"
     prov: dict[str, Any] = json.loads(prov_path.read_text()) if prov_path.is_file() else {}
     summary_path = write_summary(out, run, tables, figs, cells, prov, choices)
+    if alarms:  # loudly: right under the title, not only in the oracle section
+        text = summary_path.read_text().split("\n")
+        at = next((i + 1 for i, t in enumerate(text) if t.startswith("# ")), 0)
+        block = ["", "> **Oracle warnings** (F\\* is not a computed, complete best-known optimum here):"]
+        block += [f"> - {line}" for line in alarms] + [""]
+        _write_atomic(summary_path, "\n".join(text[:at] + block + text[at:]))
     return ReportResult(out, summary_path, written, figs, oracle_dir, n_cells=len(cells), n_rows=len(rows))

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..oracle import MAX_SECONDS, OracleResult, best_known, cached_oracle, oracle_for, store_oracle
+from ..oracle import (OracleResult, best_known, cached_oracle, default_budget, oracle_for, polished_oracle_for,
+                      store_oracle)
 
 __all__ = ["TARGETS", "target_label", "load_records", "objective", "add_incumbent", "overfits", "oracles_for_records",
            "OracleProgress",
@@ -177,15 +178,41 @@ class OracleProgress:
         shared = ", shared cache" if self.where == "shared" else ""
         how = (f"cached (computed in {self.result.seconds:.3g} s before{shared})" if self.cached
                else f"computed in {self.seconds:.3g} s")
-        cut = "; " + "; ".join(self.result.notes) if self.result.notes else ""  # e.g. "max_seconds=15 ran out"
-        return f"oracle {self.done}/{self.total} {self.label} seed {self.seed}: {how}{cut}"
+        r = self.result
+        evals = f", {r.n_evals} evaluations (budget {r.max_evals}" + (f", {r.polished} incumbents polished)"
+                                                                     if r.polished else ")")
+        cut = "; " + "; ".join(r.notes) if r.notes else ""  # e.g. "grid thinned ...", "INCOMPLETE: ..."
+        return f"oracle {self.done}/{self.total} {self.label} seed {self.seed}: {how}{evals}{cut}"
 
 
-def _oracle_job(args: tuple[dict[str, Any], int, str, float | None]) -> tuple[OracleResult, float]:
-    params, seed, cache, max_seconds = args
+def _incumbent_starts(df: pd.DataFrame) -> dict[tuple[str, int], list[tuple[str, list[float]]]]:
+    """Per task instance, every cell's best point (lowest finite ``val_loss_ref``, its ``theta``), in
+    ``cell_id`` order, duplicates dropped: the starts :func:`hpo_bench.oracle.polish_oracle` polishes."""
+    if "val_loss_ref" not in df.columns or "theta" not in df.columns:
+        return {}
+    ref = pd.to_numeric(df["val_loss_ref"], errors="coerce")
+    ok = df[np.isfinite(ref)].assign(_ref=ref[np.isfinite(ref)])
+    out: dict[tuple[str, int], list[tuple[str, list[float]]]] = {}
+    for cell_id, g in sorted(ok.groupby("cell_id", sort=False), key=lambda kv: str(kv[0])):
+        r = g.loc[g["_ref"].idxmin()]
+        theta = [float(v) for v in r["theta"]]
+        starts = out.setdefault(_task_key(r["task_params"], r["seed"]), [])
+        if all(theta != th for _, th in starts):
+            starts.append((f"cell {cell_id}'s incumbent (step {int(r['step'])})", theta))
+    return out
+
+
+def _oracle_job(args: tuple[dict[str, Any], int, str, OracleResult | None, dict[str, Any],
+                            list[tuple[str, list[float]]]]) -> tuple[OracleResult, OracleResult, float]:
+    """``(base, polished, seconds)``: the instance's oracle (``base`` if given, else cached or computed
+    in ``cache``) and its polish from the cells' incumbents (cached in ``cache`` too)."""
+    params, seed, cache, base, budget, starts = args
     t0 = time.perf_counter()
-    res = oracle_for(params, seed, cache, max_seconds=max_seconds)
-    return res, time.perf_counter() - t0
+    if base is None:
+        base = oracle_for(params, seed, cache, max_evals=budget["max_evals"], max_seconds=budget["max_seconds"])
+    res = polished_oracle_for(params, seed, base, starts, cache, polish_evals=budget["polish_evals"],
+                              max_seconds=budget["max_seconds"])
+    return base, res, time.perf_counter() - t0
 
 
 def _expected_cost(df: pd.DataFrame) -> dict[tuple[str, int], float]:
@@ -199,11 +226,30 @@ def _expected_cost(df: pd.DataFrame) -> dict[tuple[str, int], float]:
     return {_task_key(p, s): float(c) for p, s, c in zip(last["task_params"], last["seed"], per_row)}
 
 
+def _budget_for(spec: int | Mapping[str, int] | None, name: str, label: str) -> int | None:
+    """A count from ``spec``: an int for every task, or ``{task name or label: n, "*": default}``."""
+    if spec is None or isinstance(spec, int):
+        return spec
+    for k in (label, name, "*"):
+        if k in spec:
+            return int(spec[k])
+    return None
+
+
 def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 1,
-                        max_seconds: float | None = MAX_SECONDS,
+                        max_evals: int | Mapping[str, int] | None = None,
+                        polish_evals: int | Mapping[str, int] | None = None,
+                        max_seconds: float | None = None, polish: bool = True,
                         on_oracle: Callable[[OracleProgress], None] | None = None,
                         shared_dir: str | Path | None = None) -> dict[tuple[str, int], OracleResult]:
     """The oracle of every task instance (``task_params`` x ``seed``) in ``df``, cached in ``cache_dir``.
+
+    Budgets are counts (:func:`hpo_bench.oracle.compute_oracle`): ``max_evals`` and ``polish_evals``
+    are an int for every instance or a mapping ``{task name or label: n, "*": default}`` (missing:
+    :func:`hpo_bench.oracle.default_budget`); ``max_seconds`` is the wall-clock backstop only.
+    With ``polish``, each oracle is then polished from every cell's best point in ``df``
+    (:func:`hpo_bench.oracle.polish_oracle`, cached in ``cache_dir``), so ``F*`` is never above a
+    point a tuner reached.
 
     Cached oracles are read first: from ``cache_dir``, else from ``shared_dir`` (a cache
     shared by run folders, see :func:`hpo_bench.report.shared_oracle_cache`; a hit is copied
@@ -211,49 +257,59 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
     to both, in ``jobs`` processes when
     ``jobs > 1``, the most expensive first (by the run's measurement time per record, so the
     long ones do not start last). ``on_oracle`` is called once per instance, as each is ready.
-    The results do not depend on ``jobs`` or on the order.
+    The results do not depend on ``jobs``, on the order or on the machine's load.
     """
     keys = sorted({_task_key(p, s) for p, s in zip(df["task_params"], df["seed"])})
     labels: dict[tuple[str, int], str] = {}
     for p, s, t in zip(df["task_params"], df["seed"], df["task"]):
         labels.setdefault(_task_key(p, s), str(t))
+    starts = _incumbent_starts(df) if polish else {}
     out: dict[tuple[str, int], OracleResult] = {}
     total = len(keys)
 
-    def ready(key: tuple[str, int], res: OracleResult, where: str, seconds: float) -> None:
+    def budget(key: tuple[str, int]) -> dict[str, Any]:
+        name = str(json.loads(key[0]).get("name", ""))
+        dflt = default_budget(name)
+        me, pe = _budget_for(max_evals, name, labels[key]), _budget_for(polish_evals, name, labels[key])
+        return {"max_evals": dflt["max_evals"] if me is None else me,
+                "polish_evals": dflt["polish_evals"] if pe is None else pe, "max_seconds": max_seconds}
+
+    def ready(key: tuple[str, int], base: OracleResult, res: OracleResult, where: str, seconds: float) -> None:
         out[key] = res
-        if where == "computed" and shared_dir is not None:
-            _store_quietly(res, shared_dir)
+        if where == "computed" and shared_dir is not None and base.complete:
+            _store_quietly(base, shared_dir)
         if on_oracle is not None:
             on_oracle(OracleProgress(labels[key], key[1], where != "computed", seconds, res, len(out), total, where))
 
-    todo = []
+    todo: list[tuple[str, int]] = []
+    bases: dict[tuple[str, int], tuple[OracleResult | None, str, float]] = {}
     for key in keys:
         t0 = time.perf_counter()
-        hit = cached_oracle(json.loads(key[0]), key[1], cache_dir, max_seconds=max_seconds)
+        b = budget(key)
+        hit = cached_oracle(json.loads(key[0]), key[1], cache_dir, max_evals=b["max_evals"], max_seconds=max_seconds)
         where = "run"
         if hit is None and shared_dir is not None:
-            hit = cached_oracle(json.loads(key[0]), key[1], shared_dir, max_seconds=max_seconds)
+            hit = cached_oracle(json.loads(key[0]), key[1], shared_dir, max_evals=b["max_evals"],
+                                max_seconds=max_seconds)
             where = "shared"
             if hit is not None:
                 store_oracle(hit, cache_dir)
-        if hit is not None:
-            ready(key, hit, where, time.perf_counter() - t0)
-        else:
-            todo.append(key)
+        bases[key] = (hit, where if hit is not None else "computed", time.perf_counter() - t0)
+        todo.append(key)
     cost = _expected_cost(df)
-    todo.sort(key=lambda k: -cost.get(k, 0.0))
-    args = {k: (json.loads(k[0]), k[1], str(cache_dir), max_seconds) for k in todo}
-    if jobs > 1 and len(todo) > 1:
+    todo.sort(key=lambda k: (bases[k][0] is not None, -cost.get(k, 0.0)))
+    args = {k: (json.loads(k[0]), k[1], str(cache_dir), bases[k][0], budget(k), starts.get(k, [])) for k in todo}
+    if jobs > 1 and sum(bases[k][0] is None or bool(starts.get(k)) for k in todo) > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(todo))) as pool:
             futures = {pool.submit(_oracle_job, args[k]): k for k in todo}
             for fut in as_completed(futures):
-                res, seconds = fut.result()
-                ready(futures[fut], res, "computed", seconds)
+                k = futures[fut]
+                base, res, seconds = fut.result()
+                ready(k, base, res, bases[k][1], bases[k][2] + seconds)
     else:
         for k in todo:
-            res, seconds = _oracle_job(args[k])
-            ready(k, res, "computed", seconds)
+            base, res, seconds = _oracle_job(args[k])
+            ready(k, base, res, bases[k][1], bases[k][2] + seconds)
     return {k: out[k] for k in keys}
 
 
@@ -267,8 +323,10 @@ def _store_quietly(res: OracleResult, shared_dir: str | Path) -> None:
 
 def with_records(oracles: dict[tuple[str, int], OracleResult], df: pd.DataFrame) -> dict[tuple[str, int],
                                                                                        OracleResult]:
-    """Best-known optima: each oracle, or the run's best reference-solve value if lower (see
-    :func:`hpo_bench.oracle.best_known`; a cut-short or local oracle is beaten this way)."""
+    """Best-known optima: each oracle, or the run's best reference-solve value if lower beyond rounding.
+
+    That is an *oracle failure* (:func:`hpo_bench.oracle.best_known`): the result's ``source`` names
+    the cell and step, and the report says so loudly (oracle table, summary, ``run.log``)."""
     out = dict(oracles)
     ref = pd.to_numeric(df["val_loss_ref"], errors="coerce")
     ok = df[np.isfinite(ref)].assign(_ref=ref[np.isfinite(ref)])

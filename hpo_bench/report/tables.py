@@ -395,30 +395,56 @@ def settings_table(cells: pd.DataFrame, choices: dict[str, Any] | None, declared
 
 
 def oracle_table(oracles: list[tuple[str, Any]]) -> Table:
-    """``oracles``: ``(task label, OracleResult)`` pairs, in display order."""
-    rows, raw = [], []
+    """``oracles``: ``(task label, OracleResult)`` pairs, in display order.
+
+    The table names, per instance, the source of F* (the oracle, or a tuner's record when one beat
+    it: an *oracle failure*), which start found it, and the evaluations against the count budget;
+    oracle failures and incomplete (backstop) oracles are set in bold and head the notes.
+    """
+    rows, raw, alarms = [], [], []
     for label, o in oracles:
         hp = np.asarray(o.hp, dtype=float)
         if hp.size <= 2:
             hp_text = ", ".join(fmt(float(v), 4) for v in hp)
         else:
             hp_text = f"{hp.size} values in [{fmt(float(hp.min()), 3)}, {fmt(float(hp.max()), 3)}]"
+        failed = bool(getattr(o, "failed", False))
+        complete = bool(getattr(o, "complete", True))
+        source = getattr(o, "source", "oracle")
+        if failed:
+            alarms.append(f"ORACLE FAILURE on {label} seed {o.seed}: {source} is below the computed F*")
+        if not complete:
+            alarms.append(f"INCOMPLETE ORACLE on {label} seed {o.seed}: the wall-clock backstop fired, "
+                          "so this F* depends on the machine")
+        budget = getattr(o, "max_evals", 0)
+        polished = getattr(o, "polished", 0)
         rows.append({"_group": label, "task": label, "seed": str(o.seed), "f": fmt(o.val_loss, 8),
                      "init": fmt(o.init_val_loss, 6),
                      "hp": hp_text,
-                     # each note says what it is (grid thinned, budget ran out, a record beat it)
+                     # each note says what it is (grid thinned, backstop fired, a record beat it)
                      "method": o.method + (" (" + "; ".join(o.notes) + ")" if o.notes else ""),
-                     "evals": str(o.n_evals), "s": fmt(o.seconds, 3)})
+                     "source": (f"{source} (oracle failure)" if failed else source)
+                     + ("" if complete else " (INCOMPLETE)"),
+                     "_bold": ("source",) if failed or not complete else (),
+                     "winner": getattr(o, "winner", ""),
+                     "evals": str(o.n_evals) + (f" / {budget}" if budget else "")
+                     + (f" (+{polished} polished)" if polished else ""), "s": fmt(o.seconds, 3)})
         raw.append({"task": label, "name": o.task, "params": json.dumps(o.params, sort_keys=True), "seed": o.seed,
                     "oracle_val_loss": o.val_loss, "init_val_loss": o.init_val_loss, "gap": o.gap,
-                    "method": o.method, "n_evals": o.n_evals, "seconds": o.seconds, "hp": json.dumps(o.hp),
+                    "method": o.method, "n_evals": o.n_evals, "max_evals": budget, "starts": o.starts,
+                    "polished": polished, "winner": getattr(o, "winner", ""), "source": source,
+                    "complete": complete, "seconds": o.seconds, "hp": json.dumps(o.hp),
                     "key": o.key, "notes": "; ".join(o.notes)})
-    notes = ["≤ 2 hyperparameters: dense grid of the reference solve + bounded L-BFGS-B polish; more: L-BFGS-B with "
-             "the exact hypergradient from several starts; computed after the run, never in tuner time, within a budget "
-             "of CPU seconds (when it ran out or thinned the grid, the method column says so); +records: a tuner's λ "
-             "reached a lower F at the reference solve, which is then the best-known optimum (the method column names "
-             "the cell); seconds: wall time of the computation"]
+    notes = alarms + [
+        "≤ 2 hyperparameters: dense grid of the reference solve + L-BFGS-B polish (grid cells, then the whole box); "
+        "more: L-BFGS-B with the exact hypergradient from min(max(8, 2m), 32) starts for m hyperparameters; then "
+        "L-BFGS-B from every cell's best point (+polish, 'polished'); infeasible points are projected back onto the "
+        "feasible set. Budgets are counts of evaluations (evaluations: spent / budget), never seconds, so F* is "
+        "the same on every machine; computed after the run, never in tuner time; found by: the start that won; "
+        "source: the oracle, or a tuner's record that was below it beyond rounding (an oracle failure, the "
+        "method column then ends in +records); seconds: wall time of the computation"]
     return Table("oracle", "Oracle (best-known optimum) per task instance.",
                  [("task", "task"), ("seed", "seed"), ("f", "F*"), ("init", "F(init)"), ("hp", "λ*"),
-                  ("method", "method"), ("evals", "evaluations"), ("s", "seconds")], rows, pd.DataFrame(raw),
-                 align={"task": "l", "hp": "l", "method": "l"}, notes=notes)
+                  ("source", "F* source"), ("winner", "found by"), ("method", "method"), ("evals", "evaluations"),
+                  ("s", "seconds")], rows, pd.DataFrame(raw),
+                 align={"task": "l", "hp": "l", "method": "l", "source": "l", "winner": "l"}, notes=notes)
