@@ -159,15 +159,17 @@ def test_mlp_no_reference_past_a_fold_is_a_one_line_solve_error():
 
 
 def test_mlp_nearby_solves_continue_from_the_cached_lattice_path():
-    """A tuner-like path (small steps drifting away from the anchor): revisiting it costs at most one
-    continuation step per point (plus halvings where the branch bends), never a re-run from the anchor."""
+    """A tuner-like path (steps of 0.25 in log lam drifting away from the anchor, to 3 lattice steps):
+    revisiting it costs at most one continuation step per point (plus halvings where the branch
+    bends), never a re-run from the anchor. Before the fix each solve re-ran the whole segment from
+    the anchor: ceil(max|theta - theta_0| / 0.5) >= 4 steps per point at the end of this path."""
     task = get_task("weight_decay_mlp", **MLP, seed=0)
     gen = torch.Generator().manual_seed(0)
-    theta = task.space.init_theta()
+    theta0 = theta = task.space.init_theta()
     drift = -torch.rand(theta.shape[0], generator=gen, dtype=torch.float64)
     path, first = [], []
     for _ in range(12):
-        theta = theta + 0.05 * drift + 0.01 * torch.randn(theta.shape[0], generator=gen, dtype=torch.float64)
+        theta = theta + 0.25 * drift + 0.01 * torch.randn(theta.shape[0], generator=gen, dtype=torch.float64)
         before = task.n_corrections
         try:
             task.solve(theta)
@@ -175,13 +177,15 @@ def test_mlp_nearby_solves_continue_from_the_cached_lattice_path():
             continue
         first.append(task.n_corrections - before)
         path.append(theta)
-    assert len(path) >= 9
-    # a fresh point costs at most the lattice levels not yet visited (max |k| <= 3 here), halvings included
-    assert max(first) <= 3 * (2 ** (task.max_halvings + 1) - 1)
+    assert len(path) >= 9 and float((path[-1] - theta0).abs().max()) > 2.5
+    halving_factor = 2 ** (task.max_halvings + 1) - 1  # corrections in one step halved max_halvings times
+    # a fresh point costs at most one step per lattice level not yet visited, plus the last step
+    assert all(c <= (max(abs(v) for v in task.lattice_point(t)) + 1) * halving_factor
+               for c, t in zip(first, path))
     again = []
     for theta in path:  # new points (not memoised) in visited lattice cells
         before = task.n_corrections
         task.solve(theta + 1e-3 * torch.randn(theta.shape[0], generator=gen, dtype=torch.float64))
         again.append(task.n_corrections - before)
-    assert max(again) <= 2 ** (task.max_halvings + 1) - 1
+    assert max(again) <= halving_factor
     assert sum(again) <= 2 * len(path)
