@@ -38,7 +38,7 @@ COLUMNS = (
     "suite", "cell_id", "task", "task_params", "tuner", "tuner_label", "tuner_params", "seed",
     "budget_steps", "budget_seconds", "step", "time_s", "measure_s", "inner_steps", "grad_evals", "hvps", "inner_solves",
     "val_loss", "val_loss_ref", "test_loss", "best_val_loss", "hypergrad_rel_error", "hypergrad_cosine",
-    "hypergrad_norm", "hp", "theta", "status", "message",
+    "hypergrad_norm", "hypergrad_error_bound", "hp", "theta", "status", "message",
     # per-cell columns (the same on every row of a cell), filled by the harness
     "cell_seed", "torch_threads", "wall_s", "peak_rss_mb", "peak_cuda_mb", "worker",
 )
@@ -211,13 +211,19 @@ class Recorder:
 
     # --------------------------------------------------------------- records
     def record(self, *, w: torch.Tensor | None, theta: torch.Tensor, hypergrad: torch.Tensor | None = None,
-               val_loss: float | None = None, status: str = "ok", message: str = "", **extra: Any) -> str:
-        """Append one row (clock paused); returns its status (``diverged`` ends the cell)."""
+               val_loss: float | None = None, status: str = "ok", message: str = "",
+               hypergrad_stats: dict[str, Any] | None = None, **extra: Any) -> str:
+        """Append one row (clock paused); returns its status (``diverged`` ends the cell).
+
+        ``hypergrad_stats``: the method's :attr:`~hpo_bench.hypergrad.Hypergradient.stats`; its
+        ``error_bound`` (a certified relative bound on the hypergradient's error of the linear
+        solve at ``w``, e.g. ``cg``'s) fills ``hypergrad_error_bound`` (NaN where absent).
+        """
         with self.paused():
             return self._record(w=w, theta=theta, hypergrad=hypergrad, val_loss=val_loss, status=status,
-                                message=message, extra=extra)
+                                message=message, extra=extra, hypergrad_stats=hypergrad_stats)
 
-    def _record(self, *, w, theta, hypergrad, val_loss, status, message, extra) -> str:
+    def _record(self, *, w, theta, hypergrad, val_loss, status, message, extra, hypergrad_stats=None) -> str:
         task = self.task
         theta = theta.detach()
         row: dict[str, Any] = dict(self.meta)
@@ -251,6 +257,7 @@ class Recorder:
             val_loss=val_loss, val_loss_ref=val_ref, test_loss=test_loss, best_val_loss=self.best,
             hypergrad_rel_error=rel, hypergrad_cosine=cos,
             hypergrad_norm=float(torch.linalg.vector_norm(hypergrad)) if hypergrad is not None else nan,
+            hypergrad_error_bound=float((hypergrad_stats or {}).get("error_bound", nan)),
             hp=task.space.to_natural(theta).cpu().tolist(), theta=theta.cpu().tolist(),
             status=status, message=message,
         )
@@ -276,7 +283,7 @@ class Recorder:
         row: dict[str, Any] = dict(self.meta)
         row.update(step=len(self.rows), time_s=self.time_s, measure_s=self.measure_s, **self.costs, val_loss=nan,
                    val_loss_ref=nan, test_loss=nan, best_val_loss=self.best, hypergrad_rel_error=nan,
-                   hypergrad_cosine=nan, hypergrad_norm=nan,
+                   hypergrad_cosine=nan, hypergrad_norm=nan, hypergrad_error_bound=nan,
                    hp=[] if theta is None else self.task.space.to_natural(theta).cpu().tolist(),
                    theta=[] if theta is None else theta.cpu().tolist(),
                    status=status, message=message)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -189,6 +190,25 @@ class Linearization:
         Iterative solvers use it to skip per-product overhead; generic tasks have none.
         """
         return None
+
+    def strong_convexity_bound(self) -> float:
+        """A certified lower bound ``mu > 0`` on ``lambda_min(H)``, or NaN where the task has none.
+
+        With ``H >= mu I`` and any ``q``, the residual ``r = H q - v`` bounds the solve error:
+        ``||q - H^{-1} v|| <= ||r|| / mu``; exact methods stop on that bound
+        (:func:`hpo_bench.hypergrad.cg`). Tasks override it where a bound is cheap (from a
+        penalty, a closed form); "certified" means it holds in exact arithmetic up to the stated
+        rounding margin, never that it is an estimate. Generic tasks have none (NaN).
+        """
+        return math.nan
+
+    def cross_norm_bound(self) -> float:
+        """An upper bound on ``||J||_2``, ``J = d^2 inner / dw dtheta`` (shape ``(p, m)``).
+
+        Default: the Frobenius norm of :meth:`cross_jacobian` (``||J||_2 <= ||J||_F``; p batched
+        products). Tasks with structure override it (e.g. a diagonal ``J``: its largest entry).
+        """
+        return float(torch.linalg.matrix_norm(self.cross_jacobian()))
 
     def cross_vjp(self, v: torch.Tensor) -> torch.Tensor:
         """``(d^2 inner / dtheta dw) v``: how ``grad_w inner`` moves with ``theta``, applied to ``v``."""

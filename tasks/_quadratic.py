@@ -16,6 +16,7 @@ times ``lam`` for a log transform). The outer and test losses are mean squared e
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 
 import torch
@@ -24,6 +25,8 @@ from hpo_bench.space import Space
 from hpo_bench.task import Linearization, Task
 
 __all__ = ["QuadraticTask", "QuadraticLinearization"]
+
+_EPS = 2.0 ** -52  # float64 unit roundoff x 2: margins of the certified eigenvalue bounds
 
 
 class QuadraticLinearization(Linearization):
@@ -75,6 +78,31 @@ class QuadraticLinearization(Linearization):
     def diagonal(self) -> torch.Tensor:
         return 2 * self.task.a * self.task.gram_diag + self._d2
 
+    def strong_convexity_bound(self) -> float:
+        """``lambda_min(H)``, certified: ``2a lambda_min(G) + 2b min(d)`` (Weyl), exact in closed form for p = 2.
+
+        ``lambda_min(G)`` comes from :attr:`QuadraticTask.gram_eig_low` (an eigensolve once per
+        task, minus its rounding margin, floored at 0: ``G`` is positive semi-definite). For two
+        weights (``seed_toy``) the smaller root of the 2 x 2 characteristic polynomial is used,
+        less a rounding margin of ``8 eps (|h11| + |h22| + 2|h12|)``. NaN when the bound is not positive (e.g. raw
+        negative ``lam``: the problem may not be convex there, and nothing is certified).
+        """
+        t = self.task
+        if self._w.shape[0] == 2:
+            h = (t.gram.mul(2 * t.a) + torch.diag(self._d2)).tolist()
+            (h11, h12), (_, h22) = h
+            mu = 0.5 * (h11 + h22) - 0.5 * math.hypot(h11 - h22, 2 * h12)
+            mu -= 8 * torch.finfo(self._w.dtype).eps * (abs(h11) + abs(h22) + 2 * abs(h12))
+        else:
+            mu = 2 * t.a * t.gram_eig_low + float(self._d2.min())
+        return mu if mu > 0 else math.nan
+
+    def cross_norm_bound(self) -> float:
+        """``||J||_2`` exactly: ``J = 2b diag(w) dd/dtheta`` is one column (scalar) or diagonal."""
+        t = self.task
+        col = 2 * t.b * self._w * (torch.exp(self._theta) if t.space.blocks[0].transform == "log" else 1.0)
+        return float(torch.linalg.vector_norm(col)) if t.space.dim == 1 else float(col.abs().max())
+
     def cross_vjp(self, v: torch.Tensor) -> torch.Tensor:
         self.n_cross += 1
         return self.task.chain_to_theta(self._theta, 2 * self.task.b * self._w * v)
@@ -124,6 +152,14 @@ class QuadraticTask(Task):
             self.tags = type(self).tags | {"scalar-hyperparameter"}
         p = self.x_train.shape[1]
         self._w0 = torch.zeros(p, dtype=self.dtype, device=self.device) if w0 is None else t(w0).reshape(-1)
+
+    @cached_property
+    def gram_eig_low(self) -> float:
+        """A lower bound on ``lambda_min(G)``: the computed one less ``4 p eps ||G||_F`` (backward-stable
+        eigensolver, Weyl), floored at 0 (``G = X^T X / n`` is positive semi-definite)."""
+        g = self.gram.double().cpu()
+        low = float(torch.linalg.eigvalsh(g)[0]) - 4 * g.shape[0] * _EPS * float(torch.linalg.matrix_norm(g))
+        return max(low, 0.0)
 
     @cached_property
     def val_xtx(self) -> torch.Tensor:

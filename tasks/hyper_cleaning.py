@@ -64,6 +64,17 @@ class HyperCleaningLinearization(Linearization):
         hv = (m * (self._a / x.shape[0])[:, None]).T @ x  # (C, d + 1)
         return hv.reshape(-1) + t.reg * v
 
+    def strong_convexity_bound(self) -> float:
+        """``reg``: the cross-entropy term is positive semi-definite (weights ``a_i > 0``), so ``H >= reg I``."""
+        return float(self.task.reg)
+
+    def cross_norm_bound(self) -> float:
+        """``||J||_F`` from the ``(p, n)`` cross Jacobian (built analytically, one pass over the data)."""
+        n_cross = self.n_cross
+        bound = float(torch.linalg.matrix_norm(self.cross_jacobian()))
+        self.n_cross = n_cross + 1  # one analytic pass, not p products
+        return bound
+
     def cross_vjp(self, v: torch.Tensor) -> torch.Tensor:
         self.n_cross += 1
         t = self.task

@@ -102,6 +102,29 @@ class KernelRidgeLinearization(Linearization):
         da = torch.diagonal(self._k) / t.n_train + self._lam + (self._ke * self._ke).sum(0) / t.s ** 2
         return torch.cat([da, torch.ones_like(self._u)])
 
+    def strong_convexity_bound(self) -> float:
+        """``2 lam / ((1 + lam + beta) + sqrt((1 + lam + beta)^2 - 4 lam))``, ``beta = ||K_E / s||_F^2``.
+
+        With ``B = K_E / s``, ``w = (a, u)``: ``w^T H w = a^T (K/n) a + lam ||a||^2 + ||B a - u||^2
+        >= lam ||a||^2 + ||B a - u||^2`` (``K`` is positive semi-definite). In the singular
+        vectors of ``B`` that form splits into 2 x 2 blocks ``[[lam + sigma^2, -sigma], [-sigma, 1]]``
+        (determinant ``lam``) whose smaller eigenvalue falls as ``sigma`` grows; ``sigma^2 <=
+        ||B||_F^2 = beta`` gives the bound (about ``lam / (1 + beta)`` for small ``lam``; ``beta <= 1``
+        since kernel entries are in ``[0, 1]``). Less a relative rounding margin of ``1e-12``.
+        """
+        lam = float(self._lam)
+        beta = float((self._ke * self._ke).sum()) / self.task.s ** 2
+        c = 1.0 + lam + beta
+        mu = 2.0 * lam / (c + math.sqrt(max(c * c - 4.0 * lam, 0.0)))
+        return mu * (1.0 - 1e-12) if mu > 0 else math.nan
+
+    def cross_norm_bound(self) -> float:
+        """``||J||_F`` of the analytic cross Jacobian (one column per hyperparameter)."""
+        n_cross = self.n_cross
+        bound = float(torch.linalg.matrix_norm(self.cross_jacobian()))
+        self.n_cross = n_cross + self._theta.shape[0]  # m analytic columns, not p products
+        return bound
+
     def cross_vjp(self, v: torch.Tensor) -> torch.Tensor:
         self.n_cross += 1
         t = self.task

@@ -250,7 +250,9 @@ def test_cg_respects_max_iter_and_reports_it(ridge_pf):
     theta = ridge_pf.space.init_theta()
     w = ridge_pf.solve(theta)
     hg = cg(ridge_pf, w, theta, max_iter=2, tol=1e-14)
-    assert hg.stats["iterations"] == 2 and not hg.stats["converged"] and hg.stats["hvp"] == 2
+    # 2 CG products + 1 for the true residual that the certified error bound is computed from
+    assert hg.stats["iterations"] == 2 and not hg.stats["converged"] and hg.stats["hvp"] == 3
+    assert hg.stats["cg_status"] == "max_iter" and hg.stats["error_bound"] > 1e-10
 
 
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(lr=-1.0), dict(steps=5, truncate=6)])
@@ -311,4 +313,7 @@ def test_cg_counts_products_with_the_dense_hessian(ridge_pf):
     w = ridge_pf.solve(theta)
     hg = cg(ridge_pf, w, theta)
     assert ridge_pf.linearize(w, theta).dense() is not None
-    assert hg.stats["hvp"] == hg.stats["iterations"] >= 1  # x0 = 0: one product per iteration
+    # x0 = 0: one product per iteration, plus per round the true residual of the certified bound (one) and,
+    # for each restart from q, the restart's own initial residual (one)
+    k = hg.stats["rounds"]
+    assert hg.stats["hvp"] == hg.stats["iterations"] + k + (k - 1) and hg.stats["iterations"] >= 1

@@ -34,20 +34,48 @@ def _start(task: Task, w: torch.Tensor, theta: torch.Tensor):
     return w, theta, task.linearize(w, theta), task.outer_grad(w).detach()
 
 
-def _finish(task: Task, w: torch.Tensor, lin: Linearization, q: torch.Tensor, stats: dict) -> Hypergradient:
-    grad = -lin.cross_vjp(q)
+def _finish(task: Task, w: torch.Tensor, lin: Linearization, q: torch.Tensor, stats: dict,
+            grad: torch.Tensor | None = None) -> Hypergradient:
+    grad = -lin.cross_vjp(q) if grad is None else grad
     stats = {"hvp": lin.n_hvp, "grad_evals": 1, "outer_grad_evals": 1, **stats}
     return Hypergradient(grad=grad.detach(), w=w.detach(), stats=stats)
 
 
+def _error_bound(lin: Linearization, v: torch.Tensor, q: torch.Tensor, mu: float, jn: float, hq: torch.Tensor
+                 ) -> tuple[torch.Tensor, float, float]:
+    """``(g, bound, ||r||)``: ``g = -J^T q`` and the certified relative bound of its error (see :func:`cg`).
+
+    ``bound = E / (||g|| - E)`` with ``E = ||J||_2 ||v - H q|| / mu + 16 eps ||J||_2 ||q||`` (the second
+    term: the rounding of the product ``J^T q`` itself); ``inf`` when ``E >= ||g||``.
+    """
+    rnorm = float(torch.linalg.vector_norm(v - hq))
+    grad = -lin.cross_vjp(q)
+    gnorm = float(torch.linalg.vector_norm(grad))
+    eps = torch.finfo(q.dtype).eps
+    err = jn * rnorm / mu + 16 * eps * jn * float(torch.linalg.vector_norm(q))
+    bound = 0.0 if err == 0.0 else (err / (gnorm - err) if gnorm > err else math.inf)
+    return grad, bound, rnorm
+
+
 @hypergradient_method("exact", kind="implicit", exact=True, knob=None,
                       summary="dense Hessian solve (Cholesky); p HVPs")
-def exact(task: Task, w: torch.Tensor, theta: torch.Tensor) -> Hypergradient:
+def exact(task: Task, w: torch.Tensor, theta: torch.Tensor, *, tol: float = 1e-10) -> Hypergradient:
+    """Dense solve; where the task certifies ``H >= mu I`` its error bound is reported as :func:`cg`'s is.
+
+    ``converged`` is whether that bound is at most ``tol`` (a direct solve at ``cond(H) eps`` may
+    not be); where nothing is certified, ``error_bound`` is NaN and ``exactness = "uncertified"``.
+    """
     w, theta, lin, v = _start(task, w, theta)
     h = lin.hessian()
     chol, info = torch.linalg.cholesky_ex(h)
     q = torch.cholesky_solve(v.unsqueeze(1), chol).squeeze(1) if int(info) == 0 else torch.linalg.solve(h, v)
-    return _finish(task, w, lin, q, {"iterations": 0, "converged": True})
+    mu = lin.strong_convexity_bound()
+    if not (math.isfinite(mu) and mu > 0):
+        return _finish(task, w, lin, q, {"iterations": 0, "converged": True, "exactness": "uncertified",
+                                         "error_bound": math.nan})
+    grad, bound, _ = _error_bound(lin, v, q, mu, lin.cross_norm_bound(), torch.mv(h, q))
+    return _finish(task, w, lin, q, {"iterations": 0, "converged": bound <= tol, "exactness": "certified",
+                                     "error_bound": bound, "mu": mu}, grad=grad)
 
 
 _NUMPY_MAX_N = 256
@@ -226,27 +254,84 @@ def _jacobi(lin: Linearization, precond: str, task: Task) -> torch.Tensor | None
 
 
 @hypergradient_method("cg", kind="implicit", exact=True, knob="max_iter",
-                      summary="conjugate gradients on H q = grad outer (Jacobi-preconditioned where cheap); stops at tol",
+                      summary="conjugate gradients on H q = grad outer (Jacobi-preconditioned where cheap); stops on a "
+                              "certified bound of its hypergradient error (tol, relative)",
                       options=CG_OPTIONS, requires_if={("precond", "jacobi"): frozenset({"hessian-diagonal"})})
 def cg(task: Task, w: torch.Tensor, theta: torch.Tensor, *, tol: float = 1e-10, max_iter: int | None = None,
        x0: torch.Tensor | None = None, precond: str = "auto") -> Hypergradient:
-    """CG to relative residual ``tol`` (default 1e-10) or ``max_iter`` (default ``2 p + 10``).
+    """CG on ``H q = v`` until a certified bound of the hypergradient error is at most ``tol`` (relative).
+
+    Where the task certifies ``H >= mu I`` (:meth:`Linearization.strong_convexity_bound`), the
+    true residual ``r = v - H q`` (recomputed, not CG's recursive one) bounds the solve error,
+    ``||q - q*|| <= ||r|| / mu``, so the hypergradient ``g = -J^T q`` has ``||g - g*|| <= E =
+    ||J||_2 ||r|| / mu`` (``||J||_2`` bounded by :meth:`Linearization.cross_norm_bound`) and the
+    relative error ``||g - g*|| / ||g*|| <= E / (||g|| - E)``: ``stats["error_bound"]``. CG first runs
+    to relative residual ``tol``; while the bound exceeds ``tol`` it restarts from ``q`` with the
+    residual target the bound needs, until the bound is met (``converged = True``), ``max_iter``
+    iterations in all are spent (default ``2 p + 10``), or a round fails to halve the residual (the
+    rounding floor: ``cg_status = "stalled"``); then ``converged = False`` and the bound says how
+    far it got. The bound holds for the linear solve at the given ``w`` (the error of an unfinished
+    inner solve is not in it), in exact arithmetic on the computed residual.
+
+    Where the task certifies no ``mu`` (e.g. a neural network) the old rule stays (relative
+    residual ``tol``), ``error_bound`` is NaN and ``stats["exactness"] = "uncertified"``: the
+    result is not presented as exact there.
 
     ``precond``: ``"auto"`` (default) preconditions with the Hessian diagonal when the
     task's linearization has it for free (e.g. ridge: ``2a diag(G) + 2b d``), ``"jacobi"``
     insists on it (an error where the task has none), ``"none"`` is textbook CG.
-    The answer and the stopping rule (true residual) are the same either way.
+    Preconditioning changes the path, never the answer or the stopping rule.
     """
     w, theta, lin, v = _start(task, w, theta)
     max_iter = 2 * v.shape[0] + 10 if max_iter is None else int(max_iter)
     minv = _jacobi(lin, precond, task)
     dense = lin.dense()
-    q, info = conjugate_gradient(lin.hvp, v, tol=tol, max_iter=max_iter, x0=x0, precond=minv, matrix=dense)
-    n_mv = info.pop("hvp_cg", 0)
-    if dense is not None:
-        lin.n_hvp += n_mv  # the products with the explicit H are HVPs all the same
-    info["precond"] = "jacobi" if minv is not None else "none"
-    return _finish(task, w, lin, q, info)
+    mu = lin.strong_convexity_bound()
+    certified = math.isfinite(mu) and mu > 0
+
+    def solve(rtol: float, budget: int, start):
+        q_, info_ = conjugate_gradient(lin.hvp, v, tol=rtol, max_iter=budget, x0=start, precond=minv, matrix=dense)
+        if dense is not None:
+            lin.n_hvp += info_["hvp_cg"]  # the products with the explicit H are HVPs all the same
+        return q_, info_
+
+    q, info = solve(tol, max_iter, x0)
+    iters = info["iterations"]
+    extra: dict = {"precond": "jacobi" if minv is not None else "none"}
+    if not certified:
+        info.pop("hvp_cg", None)
+        return _finish(task, w, lin, q, {**info, **extra, "exactness": "uncertified", "error_bound": math.nan})
+    jn = lin.cross_norm_bound()
+    vnorm = float(torch.linalg.vector_norm(v))
+    status = info["cg_status"]
+    prev = math.inf
+    rounds = 1
+    while True:
+        hq = torch.mv(dense, q) if dense is not None else lin.hvp(q)
+        if dense is not None:
+            lin.n_hvp += 1
+        grad, bound, rnorm = _error_bound(lin, v, q, mu, jn, hq)
+        gnorm = float(torch.linalg.vector_norm(grad))
+        if bound <= tol:
+            status = "converged"
+            break
+        if iters >= max_iter or status == "negative_curvature":
+            status = "max_iter" if status != "negative_curvature" else status
+            break
+        if not rnorm < 0.5 * prev or (rounds > 1 and info["iterations"] == 0):  # no progress: the rounding floor
+            status = "stalled"
+            break
+        prev = rnorm
+        # the residual that makes the bound tol, halved for the next round's rounding
+        target = 0.5 * tol * mu * gnorm / ((1.0 + tol) * jn * vnorm) if jn > 0 and vnorm > 0 else 0.0
+        q, info = solve(max(target, 1e-300), max_iter - iters, q)
+        iters += info["iterations"]
+        status = info["cg_status"]
+        rounds += 1
+    stats = {"iterations": iters, "residual": rnorm / vnorm if vnorm > 0 else 0.0, "converged": status == "converged",
+             "cg_status": status, **extra, "exactness": "certified", "error_bound": bound, "mu": mu,
+             "cross_norm_bound": jn, "rounds": rounds}
+    return _finish(task, w, lin, q, stats, grad=grad)
 
 
 def power_step(lin: Linearization, n: int, *, iters: int = 30, seed: int = 0) -> float:
