@@ -11,8 +11,21 @@ For a task instance and a few hyperparameter points, compares
   methods run at the reference solution ``w*``; unrolled ones from ``task.init_params()``
   with their default number of steps, so their error includes the unfinished inner solve.
 
-A method that claims exactness (``info.exact``) fails beyond ``exact_tol``; the reference
-fails beyond ``fd_tol``. Approximate methods are reported, never failed.
+A method that claims exactness (``info.exact``) fails beyond ``exact_tol``, or when its error
+exceeds the error bound it reports (``stats["error_bound"]``); where it certifies nothing
+(``stats["exactness"] == "uncertified"``, e.g. ``cg`` on a task with no certified
+``lambda_min(H)`` bound) its verdict is ``"uncertified"``, not a pass; where it reports
+``converged = False`` (its bound above its tolerance: float64 cannot do better at that point) it
+is ``"unconverged"``, shown with its bound, not a pass and not a failure. The reference fails beyond
+``fd_tol``; a point where the reference is undefined (the task's solve raises
+``FloatingPointError``, e.g. a non-convex inner problem) is one ``"no-ref"`` row, counted, not
+failed. Approximate methods are reported, never failed.
+
+Points (:func:`box_points`): the initial point, the two extreme corners, every corner when
+there are at most three hyperparameters (else seeded random corners), then seeded uniform
+points of the box in transformed coordinates; so ``check`` looks where it is hard, not only
+near ``init``. Forward-mode unrolling costs ``m`` HVPs per step: above ``forward_max_dim``
+hyperparameters it is skipped (a ``"skipped"`` row says so) unless named explicitly.
 """
 
 from __future__ import annotations
@@ -28,8 +41,14 @@ from .records import cosine, rel_error
 from .registry import METHODS, TASKS
 from .task import Task
 
-__all__ = ["CheckRow", "check_task", "fd_directions", "build_check_task", "check_points", "finite_difference", "sign_agreement",
-           "reference_note"]
+__all__ = ["CheckRow", "check_task", "fd_directions", "build_check_task", "check_points", "box_points",
+           "finite_difference", "sign_agreement", "reference_note", "worst_rows", "FORWARD_MAX_DIM"]
+
+#: Slack of the bound comparison: the reference is itself computed in float64 (a few eps, relative).
+_REF_SLACK = 64 * 2.0 ** -52
+
+#: Above this many hyperparameters ``check`` skips forward-mode unrolling (m HVPs per step) unless asked for.
+FORWARD_MAX_DIM = 16
 
 
 @dataclass
@@ -46,8 +65,9 @@ class CheckRow:
     sign_agree: float
     hvp: int
     time_ms: float
-    verdict: str  # "pass", "FAIL", "approx"
+    verdict: str  # "pass", "FAIL", "approx", "uncertified", "unconverged", "no-ref", "skipped"
     note: str = ""
+    error_bound: float = math.nan  # the method's own certified relative error bound (NaN: none)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +82,59 @@ def check_points(task: Task, n_points: int = 3, seed: int = 0) -> list[torch.Ten
         step = torch.randn(base.shape[0], generator=gen, dtype=task.dtype).to(task.device)
         pts.append(task.space.project(base + step))
     return pts
+
+
+def box_points(task: Task, n_points: int = 8, seed: int = 0) -> list[torch.Tensor]:
+    """``n_points`` points across the whole box (transformed coordinates), deterministic for a seed.
+
+    In order: the initial point, the upper corner, the lower corner, then the other corners
+    (all of them when ``dim <= 3``, else seeded random ones, at most ``n_points // 2``), then
+    seeded uniform points (log-uniform for log blocks). Duplicates (e.g. of a one-dimensional box's
+    corners) are dropped, so fewer points may come back on a tiny box only when corners repeat.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = task.space.theta_bounds(dtype=task.dtype)
+    m = lo.shape[0]
+    cands = [task.space.init_theta(dtype=task.dtype), hi.clone(), lo.clone()]
+    if m <= 3:
+        for bits in range(1, 2 ** m - 1):
+            mask = torch.tensor([(bits >> j) & 1 == 1 for j in range(m)])
+            cands.append(torch.where(mask, hi, lo))
+    else:
+        for _ in range(max(n_points // 2 - 3, 0)):
+            mask = torch.rand(m, generator=gen) < 0.5
+            cands.append(torch.where(mask, hi, lo))
+    pts: list[torch.Tensor] = []
+    for c in cands:
+        if len(pts) >= n_points:
+            break
+        if not any(bool(torch.equal(c, q)) for q in pts):
+            pts.append(c)
+    while len(pts) < n_points:
+        pts.append(lo + (hi - lo) * torch.rand(m, generator=gen, dtype=task.dtype))
+    return [p.to(task.device) for p in pts]
+
+
+def worst_rows(rows: list[CheckRow]) -> list[CheckRow]:
+    """One row per (task, method): a ``FAIL`` row first if any, else the largest error vs the reference.
+
+    ``no-ref`` rows (points where the reference is undefined) are kept apart: the ``reference``
+    row shown is the worst finite-difference agreement among points that have one.
+    """
+    order = {"FAIL": 0}
+    best: dict[tuple[str, str], CheckRow] = {}
+
+    def key(r: CheckRow) -> tuple:
+        err = r.rel_error_fd if r.method == "reference" else r.rel_error_ref
+        return (order.get(r.verdict, 1), -(err if math.isfinite(err) else -1.0))
+
+    for r in rows:
+        if r.verdict == "no-ref":
+            continue
+        k = (r.task, r.method)
+        if k not in best or key(r) < key(best[k]):
+            best[k] = r
+    return list(best.values())
 
 
 def finite_difference(task: Task, theta: torch.Tensor, directions: torch.Tensor, h: float = 1e-5) -> torch.Tensor:
@@ -101,8 +174,13 @@ def reference_note(task: Task) -> str:
 
 def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 3, seed: int = 0,
                exact_tol: float = 1e-8, fd_tol: float = 1e-6, fd_full_max: int = 32, fd_h: float = 1e-5,
-               method_opts: dict[str, dict] | None = None) -> list[CheckRow]:
+               method_opts: dict[str, dict] | None = None, box: bool = True,
+               forward_max_dim: int = FORWARD_MAX_DIM) -> list[CheckRow]:
     """Rows for every (point, method) plus one ``reference`` row per point.
+
+    ``box``: points across the whole box (:func:`box_points`, the default) or only near the
+    initial point (:func:`check_points`). ``forward_max_dim``: forward mode is skipped above it
+    unless ``methods`` names it.
 
     A task may declare looser tolerances with a reason (``check_tolerances = {"fd": ...,
     "exact": ..., "reason": "..."}``, the same attribute the conformance kit reads); they
@@ -120,7 +198,8 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
     rows: list[CheckRow] = []
     m = task.space.dim
     gen = torch.Generator().manual_seed(seed + 1)
-    for k, theta in enumerate(check_points(task, n_points, seed)):
+    points = box_points(task, n_points, seed) if box else check_points(task, n_points, seed)
+    for k, theta in enumerate(points):
         hp = [float(v) for v in task.space.to_natural(theta).cpu()]
         dirs = fd_directions(task, fd_full_max, 8, gen)
         full = m <= fd_full_max
@@ -130,19 +209,37 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
             ref = task.reference_hypergradient(theta)
             t_ref = (time.perf_counter() - t0) * 1e3
             w_star = task.solve(theta)
-        except FloatingPointError as exc:  # e.g. a non-convex task's solve fails here: a FAIL row, not a crash
+        except FloatingPointError as exc:  # e.g. a non-convex inner problem: counted, not a crash
             rows.append(CheckRow(task.name, k, hp, "reference", "reference", True, math.nan, math.nan, math.nan,
-                                 math.nan, 0, math.nan, "FAIL", f"reference unavailable: {exc}"))
+                                 math.nan, 0, math.nan, "no-ref", f"reference unavailable: {exc}"))
             continue
         ref_fd = rel_error(dirs @ ref, fd)
+        fd_note = ""
+        ok = ref_fd <= fd_tol
+        if not ok:  # FD's own error: |fd(h) - fd(2h)| (truncation grows 4x, rounding halves), only where needed
+            noise = float(torch.linalg.vector_norm(fd - finite_difference(task, theta, dirs, 2 * fd_h)))
+            # plus the a-priori rounding floor of a central difference of F (F to 64 eps relative): the two
+            # step sizes can round alike when F is flat
+            noise += math.sqrt(dirs.shape[0]) * 64 * torch.finfo(theta.dtype).eps * abs(float(task.response(theta))) / fd_h
+            scale = float(torch.linalg.vector_norm(fd))
+            allowed = fd_tol + 2 * noise / scale if scale > 0 else math.inf
+            ok = ref_fd <= allowed
+            fd_note = f"; FD noise-limited here: (|fd(h) - fd(2h)| + rounding) / |fd| = {noise / scale if scale > 0 else math.inf:.1e}"
         rows.append(CheckRow(
             task=task.name, point=k, hp=hp, method="reference", kind="reference", exact=True,
             rel_error_ref=0.0, rel_error_fd=ref_fd, cosine=cosine(dirs @ ref, fd),
             sign_agree=sign_agreement(dirs @ ref, fd), hvp=0, time_ms=t_ref,
-            verdict="pass" if ref_fd <= fd_tol else "FAIL",
-            note=reference_note(task) + ("" if full else f"; FD on {dirs.shape[0]} random directions") + tol_note))
+            verdict="pass" if ok else "FAIL",
+            note=reference_note(task) + ("" if full else f"; FD on {dirs.shape[0]} random directions") + fd_note
+            + tol_note))
         w0 = task.init_params()
         for name, fn in fns.items():
+            if name == "forward" and methods is None and m > forward_max_dim:
+                rows.append(CheckRow(task.name, k, hp, name, fn.info.kind, fn.info.exact, math.nan, math.nan,
+                                     math.nan, math.nan, 0, math.nan, "skipped",
+                                     f"forward mode costs m = {m} HVPs per step: skipped above m > "
+                                     f"{forward_max_dim} (name it with --method forward to run it)"))
+                continue
             opts = dict(method_opts.get(name, {}))
             t0 = time.perf_counter()
             try:
@@ -154,23 +251,36 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
             dt = (time.perf_counter() - t0) * 1e3
             g = hg.grad
             err = rel_error(g, ref)
-            verdict = ("pass" if err <= exact_tol else "FAIL") if fn.info.exact else "approx"
-            note = ""
+            bound = float(hg.stats.get("error_bound", math.nan))
+            notes = []
             if fn.info.kind == "unrolled":
-                note = f"T={hg.stats.get('iterations')} steps from w0"
+                notes.append(f"T={hg.stats.get('iterations')} steps from w0")
             elif "converged" in hg.stats and not hg.stats["converged"]:
-                note = f"not converged ({hg.stats.get('cg_status', '')})"
+                notes.append(f"not converged ({hg.stats.get('cg_status', '')})")
+            if not fn.info.exact:
+                verdict = "approx"
+            elif hg.stats.get("exactness") == "uncertified":
+                verdict = "uncertified"
+                notes.append("no certified bound on lambda_min(H) here: not presented as exact")
+            elif math.isfinite(bound) and err > bound + _REF_SLACK:
+                verdict = "FAIL"
+                notes.append(f"error {err:.2e} exceeds the method's own bound {bound:.2e}")
+            elif not hg.stats.get("converged", True):
+                verdict = "unconverged"  # it says so itself, and its bound says how far: not a pass
+                notes.append(f"its bound {bound:.2e} > tol: exactness not reached in float64 here")
+            else:
+                verdict = "pass" if err <= exact_tol else "FAIL"
             rows.append(CheckRow(
                 task=task.name, point=k, hp=hp, method=name, kind=fn.info.kind, exact=fn.info.exact,
                 rel_error_ref=err, rel_error_fd=rel_error(dirs @ g, fd), cosine=cosine(g, ref),
                 sign_agree=sign_agreement(g, ref), hvp=int(hg.stats.get("hvp", 0)), time_ms=dt,
-                verdict=verdict, note=note))
+                verdict=verdict, note="; ".join(notes), error_bound=bound))
     return rows
 
 
 def build_check_task(name: str, params: dict[str, Any] | None = None, *, dtype: str = "float64",
-                     device: str = "cpu", seed: int = 0) -> Task:
-    """The task's small ``check_params`` instance, updated with ``params``.
+                     device: str = "cpu", seed: int = 0, quick: bool = True) -> Task:
+    """The task's small ``check_params`` instance (``quick``) or its default-size one, updated with ``params``.
 
     Raises:
         TaskParamError: a parameter the task does not take (the message lists those it does), or
@@ -193,5 +303,5 @@ def build_check_task(name: str, params: dict[str, Any] | None = None, *, dtype: 
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TaskParamError(f"option --device must be a device this machine has, but got {device!r} (torch sees "
                              "no CUDA here); use --device cpu")
-    kw = {**getattr(cls, "check_params", {}), **(params or {})}
+    kw = {**(getattr(cls, "check_params", {}) if quick else {}), **(params or {})}
     return cls(**kw, seed=seed, dtype=dtype, device=device)

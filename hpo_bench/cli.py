@@ -178,15 +178,17 @@ def check_cmd(
     task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="Task(s) to check (default: all)."),
     method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Method(s) (default: all)."),
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help="Task parameter key=value (TOML)."),
-    points: int = typer.Option(3, help="Hyperparameter points per task."),
+    points: int = typer.Option(6, help="Hyperparameter points per task: init, corners, then seeded uniform ones."),
+    quick: bool = typer.Option(False, "--quick", help="Check the small check_params instances, not the default size."),
+    all_points: bool = typer.Option(False, "--all-points", help="Print every point, not the worst per task x method."),
     seed: int = typer.Option(0, help="Seed of the task data and the points."),
     exact_tol: float = typer.Option(1e-8, help="Max rel. error of exact methods vs the reference."),
     fd_tol: float = typer.Option(1e-6, help="Max rel. error of the reference vs finite differences."),
     device: str = typer.Option("cpu", help="Torch device."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Gradient check: every method vs the reference vs central finite differences."""
-    from .check import build_check_task, check_task
+    """Gradient check: every method vs the reference vs central finite differences, across the box."""
+    from .check import build_check_task, check_task, worst_rows
 
     if points < 1:
         raise BadInput(f"--points must be >= 1, but got {points}")
@@ -197,26 +199,45 @@ def check_cmd(
         METHODS.get(m)
     params = _parse_params(param, "--param")
     rows = []
+    small = []
     for n in names:
-        t = build_check_task(n, params, device=device, seed=seed)
+        # a non-convex task's default-size solve is a continuation (minutes per point): unless named, the small one
+        q = quick or (not task and "non-convex" in TASKS.get(n).tags)
+        if q and not quick:
+            small.append(n)
+        t = build_check_task(n, params, device=device, seed=seed, quick=q)
         rows.extend(check_task(t, methods=method, n_points=points, seed=seed, exact_tol=exact_tol, fd_tol=fd_tol))
     failed = [r for r in rows if r.verdict == "FAIL"]
+    worst = worst_rows(rows)
+    counts = {v: sum(r.verdict == v for r in rows) for v in ("uncertified", "unconverged", "no-ref", "skipped")}
     if as_json:
-        print(json.dumps({"rows": [r.as_dict() for r in rows], "failed": len(failed)}, indent=2))
+        print(json.dumps({"rows": [r.as_dict() for r in rows], "worst": [r.as_dict() for r in worst],
+                          "failed": len(failed), "small_instance": small,
+                          **{k.replace("-", "_"): c for k, c in counts.items()}}, indent=2))
     else:
-        table = Table(title="Hypergradient check (float64): rel. error vs reference and vs finite differences",
-                      title_justify="left")
-        for c in ("task", "pt", "λ (first)", "method", "kind", "err vs ref", "err vs FD", "cosine", "sign",
+        n_pts = len({(r.task, r.point) for r in rows})
+        what = "every point" if all_points else f"worst of {n_pts} points per task x method"
+        table = Table(title=f"Hypergradient check (float64, {'check_params' if quick else 'default-size'} "
+                            f"instances, {what}): rel. error vs reference (and the method's own bound) and vs "
+                            "finite differences", title_justify="left")
+        for c in ("task", "pt", "λ", "method", "kind", "err vs ref", "bound", "err vs FD", "cosine", "sign",
                   "HVPs", "ms", "verdict", "note"):
-            table.add_column(c, justify="right" if c in ("err vs ref", "err vs FD", "HVPs", "ms") else "left")
-        for r in rows:
+            table.add_column(c, justify="right" if c in ("err vs ref", "bound", "err vs FD", "HVPs", "ms") else "left")
+        for r in (rows if all_points else worst):
             style = "red" if r.verdict == "FAIL" else ("green" if r.verdict == "pass" else None)
-            table.add_row(r.task, str(r.point), f"{r.hp[0]:.4g}" + (" …" if len(r.hp) > 1 else ""), r.method,
-                          r.kind, _fmt(r.rel_error_ref), _fmt(r.rel_error_fd), f"{r.cosine:.4f}",
-                          f"{r.sign_agree:.2f}", str(r.hvp), f"{r.time_ms:.2f}", r.verdict, r.note, style=style)
+            hp = ", ".join(f"{v:.4g}" for v in r.hp[:3]) + (" …" if len(r.hp) > 3 else "")
+            table.add_row(r.task, str(r.point), hp, r.method, r.kind, _fmt(r.rel_error_ref), _fmt(r.error_bound),
+                          _fmt(r.rel_error_fd), f"{r.cosine:.4f}", f"{r.sign_agree:.2f}", str(r.hvp),
+                          f"{r.time_ms:.2f}", r.verdict, r.note, style=style)
         console.print(table)
-        console.print(f"{len(rows)} rows, {len(failed)} failed (exact methods: rel. error <= {exact_tol:g}; "
-                      f"reference vs FD <= {fd_tol:g}; approximate methods are reported, not failed)")
+        if small:
+            console.print(f"checked at their small check_params instance (non-convex: a default-size solve takes "
+                          f"minutes per point; name it with --task to check its default size): {', '.join(small)}")
+        console.print(f"{len(rows)} rows, {len(failed)} failed (exact methods: rel. error <= {exact_tol:g} and <= "
+                      f"their own bound; reference vs FD <= {fd_tol:g} beyond FD's own noise; approximate methods "
+                      f"are reported, not failed); {counts['unconverged']} unconverged (an exact method's bound above "
+                      f"its tolerance), {counts['uncertified']} uncertified (no certified bound), "
+                      f"{counts['no-ref']} points without a reference, {counts['skipped']} skipped")
     if failed:
         raise typer.Exit(1)
 

@@ -221,8 +221,12 @@ def test_check_passes_for_exact_methods(name, params):
     task = get_task(name, **params, seed=0)
     # the MLP's perturbed points are covered (more cheaply) in test_mlp.py
     rows = check_task(task, methods=["exact", "cg"], n_points=1 if name == "weight_decay_mlp" else 2)
-    assert rows and all(r.verdict == "pass" for r in rows), [(r.method, r.rel_error_ref, r.rel_error_fd, r.note)
-                                                             for r in rows]
+    # points now span the box (init, then the upper corner): where float64 cannot certify 1e-10 (a flat corner)
+    # an exact method says "unconverged" with its bound; the MLP certifies no lambda_min(H): "uncertified"
+    allowed = {"pass", "uncertified"} if name == "weight_decay_mlp" else {"pass", "unconverged"}
+    assert rows and all(r.verdict in allowed if r.exact and r.method != "reference" else r.verdict == "pass"
+                        for r in rows), [(r.method, r.rel_error_ref, r.rel_error_fd, r.verdict, r.note) for r in rows]
+    assert all(r.rel_error_ref <= 1e-8 for r in rows)
     # the notebook's H^-1 ~ I formula is reported, not failed, and is far off on every family task
     approx = check_task(task, methods=["identity"], n_points=1)
     assert approx[1].verdict == "approx" and approx[1].rel_error_ref > 1e-2
