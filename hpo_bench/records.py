@@ -106,6 +106,15 @@ class Budget:
             raise ValueError("a budget needs `steps`, `seconds` or both")
 
 
+_NAN = float("nan")  # one object: rows compare equal (dict equality tries identity first) when both lack a bound
+
+
+def _bound_of(stats: dict[str, Any] | None) -> float:
+    """``stats["error_bound"]`` as a float, :data:`_NAN` where the method gives none (or gives NaN)."""
+    b = float((stats or {}).get("error_bound", _NAN))
+    return b if math.isfinite(b) or math.isinf(b) else _NAN
+
+
 def rel_error(est: torch.Tensor, ref: torch.Tensor) -> float:
     """``||est - ref|| / ||ref||`` (``||est||`` when ``ref = 0``)."""
     den = float(torch.linalg.vector_norm(ref))
@@ -257,7 +266,7 @@ class Recorder:
             val_loss=val_loss, val_loss_ref=val_ref, test_loss=test_loss, best_val_loss=self.best,
             hypergrad_rel_error=rel, hypergrad_cosine=cos,
             hypergrad_norm=float(torch.linalg.vector_norm(hypergrad)) if hypergrad is not None else nan,
-            hypergrad_error_bound=float((hypergrad_stats or {}).get("error_bound", nan)),
+            hypergrad_error_bound=_bound_of(hypergrad_stats),
             hp=task.space.to_natural(theta).cpu().tolist(), theta=theta.cpu().tolist(),
             status=status, message=message,
         )
@@ -283,7 +292,7 @@ class Recorder:
         row: dict[str, Any] = dict(self.meta)
         row.update(step=len(self.rows), time_s=self.time_s, measure_s=self.measure_s, **self.costs, val_loss=nan,
                    val_loss_ref=nan, test_loss=nan, best_val_loss=self.best, hypergrad_rel_error=nan,
-                   hypergrad_cosine=nan, hypergrad_norm=nan, hypergrad_error_bound=nan,
+                   hypergrad_cosine=nan, hypergrad_norm=nan, hypergrad_error_bound=_NAN,
                    hp=[] if theta is None else self.task.space.to_natural(theta).cpu().tolist(),
                    theta=[] if theta is None else theta.cpu().tolist(),
                    status=status, message=message)
