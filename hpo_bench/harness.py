@@ -135,7 +135,8 @@ def _terminal_row(meta: dict[str, Any], before: list[dict[str, Any]], status: st
                inner_steps=last.get("inner_steps", 0), grad_evals=last.get("grad_evals", 0),
                hvps=last.get("hvps", 0), inner_solves=last.get("inner_solves", 0),
                val_loss=_NAN, val_loss_ref=_NAN, test_loss=_NAN, best_val_loss=last.get("best_val_loss", _NAN),
-               hypergrad_rel_error=_NAN, hypergrad_cosine=_NAN, hypergrad_norm=_NAN, hp=[], theta=[],
+               hypergrad_rel_error=_NAN, hypergrad_cosine=_NAN, hypergrad_norm=_NAN,
+               hypergrad_error_bound=_NAN, hp=[], theta=[],
                status=status, message=message)
     return row
 

@@ -30,7 +30,7 @@ def test_list_json(monkeypatch, capsys):
 
 def test_check_passes_and_reports_the_notebooks_formula(monkeypatch, capsys):
     code, out, _ = invoke(monkeypatch, capsys, "check", "--task", "seed_toy", "--task", "ridge_per_feature",
-                          "--points", "2", "--json")
+                          "--points", "2", "--quick", "--json")
     assert code == 0
     rows = json.loads(out)["rows"]
     assert {r["task"] for r in rows} == {"seed_toy", "ridge_per_feature"}
@@ -69,7 +69,7 @@ def test_run_quick_then_show(monkeypatch, capsys, tmp_path):
     exact_rows = grad_rows[grad_rows["tuner_label"] == "exact"]
     assert exact_rows["hypergrad_rel_error"].max() <= 1e-8
     code, out, _ = invoke(monkeypatch, capsys, "show", str(out_dir))
-    assert code == 0 and "val loss" in out
+    assert code == 0 and "incumbent" in out  # the summary shows each cell's incumbent
     assert f"cell time ({df['cell_id'].nunique()} cells)" in out and "harness" in out
     from hpo_bench.summary import final_rows, time_breakdown
 

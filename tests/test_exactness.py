@@ -146,3 +146,20 @@ def test_records_carry_the_methods_error_bound():
     first, second = rec.rows
     assert first["hypergrad_error_bound"] == hg.stats["error_bound"] >= first["hypergrad_rel_error"]
     assert math.isnan(second["hypergrad_error_bound"])
+
+
+@pytest.mark.parametrize("outer", ["adam", "lbfgs"])
+def test_gradient_tuner_records_its_methods_bound(outer):
+    """Both outer loops of the gradient tuner pass the method's stats on, so real runs carry the bound;
+    with an exact inner solve the bound covers the whole error against the reference."""
+    from hpo_bench import TUNERS, get_task
+    from hpo_bench.records import Budget, Recorder
+
+    task = get_task("ridge_per_feature", n=60, p=6, rho=0.6, seed=3)
+    rec = Recorder(task, Budget(steps=3), meta={})
+    rec.start()
+    TUNERS.get("gradient")(method="cg", inner="exact", outer=outer).run(task, rec)
+    assert len(rec.rows) == 3
+    for r in rec.rows:
+        assert math.isfinite(r["hypergrad_error_bound"])
+        assert r["hypergrad_rel_error"] <= r["hypergrad_error_bound"] + 64 * torch.finfo(torch.float64).eps

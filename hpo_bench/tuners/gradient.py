@@ -197,7 +197,7 @@ class GradientTuner(Tuner):
         opt = _outer_optimizer(self.outer, theta, self.outer_lr, self.outer_momentum)
         while not recorder.should_stop():
             hg, state = self._hypergradient(task, state, theta.detach(), recorder)
-            if recorder.record(w=hg.w, theta=theta, hypergrad=hg.grad) != "ok":
+            if recorder.record(w=hg.w, theta=theta, hypergrad=hg.grad, hypergrad_stats=hg.stats) != "ok":
                 return
             opt.zero_grad(set_to_none=True)
             theta.grad = hg.grad.to(theta.dtype)
@@ -224,8 +224,8 @@ class GradientTuner(Tuner):
             hg, box["state"] = self._hypergradient(task, box["state"], theta, recorder)
             with torch.no_grad():
                 f = float(task.outer_loss(hg.w))
-            if recorder.record(w=hg.w, theta=theta, hypergrad=hg.grad, val_loss=f) != "ok" \
-                    or recorder.should_stop():
+            if recorder.record(w=hg.w, theta=theta, hypergrad=hg.grad, val_loss=f,
+                               hypergrad_stats=hg.stats) != "ok" or recorder.should_stop():
                 raise _StopLBFGS
             if f < box["best_f"]:
                 box["best_f"], box["best_x"] = f, x.copy()
