@@ -551,11 +551,11 @@ def report_cmd(
                                        "cached (default: one per usable CPU)."),
     oracle_evals: Optional[list[str]] = typer.Option(None, "--oracle-evals", help="Count budget of one oracle "
                                                      "computation: N (every task) or TASK=N (a task name or label; "
-                                                     "repeatable); default 50000, weight_decay_mlp 120. Counts, "
+                                                     "repeatable); default 50000, weight_decay_mlp 20. Counts, "
                                                      "never seconds: F* is the same on every machine."),
     oracle_polish_evals: Optional[list[str]] = typer.Option(None, "--oracle-polish-evals", help="Evaluations of "
                                                             "the oracle's polish from each cell's best point: N or "
-                                                            "TASK=N (default 500, weight_decay_mlp 15)."),
+                                                            "TASK=N (default 500, weight_decay_mlp 4)."),
     oracle_seconds: Optional[float] = typer.Option(None, "--oracle-seconds", help="Wall-clock backstop of one "
                                                    "oracle computation (default 1800), a safety against a runaway, "
                                                    "not a budget: an oracle it cuts short is marked INCOMPLETE in "

@@ -158,7 +158,7 @@ def test_the_report_polishes_from_every_cells_best_point(tmp_path):
     res = oracles_for_records(df, tmp_path, max_evals=12, on_oracle=events.append)[(params, 3)]
     assert res.polished == 2  # one start per cell: a's step 1 and b's step 0
     assert res.winner.startswith("polished from cell ") and res.val_loss <= f(near)
-    assert "2 incumbents polished" in events[0].line()
+    assert "the polish of 2 incumbents" in events[0].line()
     again = oracles_for_records(df, tmp_path, max_evals=12)[(params, 3)]  # cached in the run folder
     assert again.val_loss == res.val_loss and again.winner == res.winner
     assert list((tmp_path / "polish").glob("*.json"))

@@ -179,7 +179,7 @@ class OracleProgress:
         how = (f"cached (computed in {self.result.seconds:.3g} s before{shared})" if self.cached
                else f"computed in {self.seconds:.3g} s")
         r = self.result
-        evals = f", {r.n_evals} evaluations (budget {r.max_evals}" + (f", {r.polished} incumbents polished)"
+        evals = f", {r.n_evals} evaluations (budget {r.max_evals}" + (f", then the polish of {r.polished} incumbents)"
                                                                      if r.polished else ")")
         cut = "; " + "; ".join(r.notes) if r.notes else ""  # e.g. "grid thinned ...", "INCOMPLETE: ..."
         return f"oracle {self.done}/{self.total} {self.label} seed {self.seed}: {how}{evals}{cut}"
