@@ -148,7 +148,10 @@ def test_retry_failed_reruns_timed_out_cells(monkeypatch, capsys, tmp_path):
     code, stdout, err = invoke(monkeypatch, capsys, "run", path, "--out", out, "--timeout", "0.001", "-q")
     assert code == 3 and "8 cells not ok" in stdout  # failed cells: exit 3, one line that says how to recover
     assert "8 of 8 cells did not finish (8 timeout)" in one_error_line(err) and "--resume --retry-failed" in err
-    assert set(pd.read_parquet(out / "records.parquet")["status"]) == {"timeout"}
+    # every cell ends timed out (a cell may record a row or two first: the in-process alarm re-fires every
+    # 50 ms when its first exception is swallowed, e.g. raised inside a gc callback)
+    first = pd.read_parquet(out / "records.parquet")
+    assert set(first.groupby("cell_id")["status"].last()) == {"timeout"}
     code, stdout, _ = invoke(monkeypatch, capsys, "run", path, "--out", out, "--resume", "-q", "--allow-failures")
     assert code == 0 and "8 cells not ok" in stdout  # a timeout is a finished result, kept by --resume
     code, stdout, _ = invoke(monkeypatch, capsys, "run", path, "--out", out, "--resume", "--retry-failed", "-q")
