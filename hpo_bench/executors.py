@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 __all__ = ["SerialExecutor", "ProcessPool", "DaskRun", "dask_executor", "run_in_child", "ChildExit",
            "usable_cpus", "peak_rss_mb", "oom_kill_count", "reset_peak_rss", "kill_children", "start_fork_server",
-           "process_context", "imported_third_party_modules"]
+           "imported_third_party_modules"]
 
 #: Modules the fork server imports once, so that every child starts with them loaded.
 _PRELOAD = ["__main__", "hpo_bench._worker_init"]
@@ -273,17 +273,6 @@ def _context():
             ctx.set_forkserver_preload(_PRELOAD)  # only effective before the fork server starts
             _CTX = ctx
     return _CTX
-
-
-def process_context() -> multiprocessing.context.BaseContext:
-    """The multiprocessing context for any pool of worker processes (cells, oracles): the fork server.
-
-    Never plain ``fork`` from a process that may have run torch: a forked child inherits an
-    OpenMP thread team without its threads, and its first parallel op waits forever (seen with
-    two or more torch threads). The fork server is a fresh single-threaded process that sets one
-    torch thread before it imports and warms up torch (:mod:`hpo_bench._worker_init`).
-    """
-    return _context()
 
 
 def start_fork_server(preload: Iterable[str] = ()) -> None:
