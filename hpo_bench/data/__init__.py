@@ -1,0 +1,44 @@
+"""``hpo_bench.data``: the one data layer of hpo-bench: a registry of datasets over a checked cache.
+
+Tasks name datasets (``dataset = "ijcnn1"``); they never read files themselves::
+
+    from hpo_bench import data
+
+    data.names(task="binary")                 # registered binary sets
+    data.get("ijcnn1")                        # its entry: URLs, checksums, shape, split rule, licence
+    data.fetch("mnist")                       # download with pooch, verify, parse once (needs internet)
+    data.import_files("mnist", ["~/mnist/"])  # the same from local copies (machines without internet)
+    split = data.canonical_split("ijcnn1-like", seed=0)   # train / validation / test, drawn by the seed
+
+The cache folder is ``$HPO_BENCH_DATA`` (default ``~/.cache/hpo-bench/data``); the command line
+is ``hpo-bench data list | fetch | import | path``. See ``docs/data.md``.
+"""
+
+from __future__ import annotations
+
+from ._errors import (ChecksumError, CorruptDataError, DataError, DatasetMissingError, FetchError,
+                      UnknownDatasetError, UnverifiedSourceError)
+from ._registry import (FORMATS, SPLIT_RULES, DatasetEntry, SourceFile, entries, get, names, register,
+                        unregister)
+from ._store import (DATA_ENV, PARSER_VERSION, Data, Split, canonical_split, clear_memory, data_dir, fetch,
+                     import_files, load, parsed_path, path_of, raw_dir, status)
+
+__all__ = ["ChecksumError", "CorruptDataError", "DataError", "DatasetMissingError", "FetchError",
+           "UnknownDatasetError", "UnverifiedSourceError", "FORMATS", "SPLIT_RULES", "DatasetEntry", "SourceFile",
+           "entries", "get", "names", "register", "unregister", "DATA_ENV", "PARSER_VERSION", "Data", "Split",
+           "canonical_split", "clear_memory", "data_dir", "fetch", "import_files", "load", "parsed_path", "path_of",
+           "raw_dir", "status", "describe"]
+
+
+def describe(name: str) -> dict:
+    """What records and tables should say about dataset ``name``: ``dataset_label`` ("ijcnn1-like (synthetic
+    stand-in)" for stand-ins), ``dataset_kind`` ("download", "bundled" or "synthetic stand-in") and, for
+    downloaded sets in the cache, ``dataset_verified`` and ``dataset_key`` (the source digest)."""
+    entry = get(name)
+    out = {"dataset_label": entry.label(), "dataset_kind": entry.kind}
+    if entry.files:
+        st = status(name)
+        out["dataset_verified"] = st["verified"]
+        path = parsed_path(name)
+        out["dataset_key"] = path.stem if path is not None else None
+    return out
