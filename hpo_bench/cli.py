@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .data.cli import data_app
 from .registry import METHODS, TASKS, TUNERS, RegistryError, UnknownNameError, broken_plugins
 from .space import SpaceError
 from .suite import SuiteError, check_timeout
@@ -598,6 +599,7 @@ sweep_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                         help="Sweeps: the accuracy-cost frontier of hypergradient methods; "
                         "tuner time-to-target as the number of hyperparameters grows (docs/sweeps.md).")
 app.add_typer(sweep_app, name="sweep")
+app.add_typer(data_app, name="data")
 
 
 def _csv_list(text: str | None, what: str) -> list[str] | None:
