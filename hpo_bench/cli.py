@@ -593,6 +593,46 @@ def report_cmd(
     console.print(f"oracle cache: {res.oracle_dir}" + (f" (shared: {shared})" if shared is not None else ""))
 
 
+@app.command("plot")
+def plot_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run folders (merged into one figure)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The figure: FILE.pdf, FILE.png or FILE.svg."),
+    metric: str = typer.Option("regret", "--metric", "-m", help="regret, validation, test_loss, test_accuracy, "
+                               "hypergrad_error, grad_norm_sq, inner_distance, or a numeric record column."),
+    x: str = typer.Option("time", "--x", help="x-axis: time, cost, samples, epochs or step."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", help="Comma-separated task labels (default: all)."),
+    tuners: Optional[str] = typer.Option(None, "--tuners", help="Comma-separated tuner labels (default: all)."),
+    rename: Optional[list[str]] = typer.Option(None, "--rename", help="Display name, old=new (repeatable; tuners "
+                                               "keep their colour and marker)."),
+    order: Optional[str] = typer.Option(None, "--order", help="Comma-separated names that come first (legend, "
+                                        "panels)."),
+    style: str = typer.Option("paper", "--style", help="paper or slides."),
+    width: Optional[str] = typer.Option(None, "--width", help="Inches (3.25, 8cm) or [FRACTION*]TEMPLATE[:column|"
+                                        "text] with TEMPLATE neurips, iclr, icml, aistats or jmlr (default: "
+                                        "5.5in for paper, 10in for slides)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for oracle computations not yet cached."),
+    shared_cache: bool = typer.Option(True, "--shared-cache/--no-shared-cache", help="Also read oracles from the "
+                                      "cache shared by run folders."),
+) -> None:
+    """One figure (median and interquartile band over seeds per tuner, one panel per task) from run folders."""
+    from .report import ReportError, shared_oracle_cache
+    from .report.plot import parse_list, parse_rename, plot, plot_records
+
+    if jobs < 1:
+        raise BadInput(f"--jobs must be >= 1, but got {jobs}")
+    try:
+        names = dict(tasks=parse_list(tasks, "--tasks"), tuners=parse_list(tuners, "--tuners"),
+                     order=parse_list(order, "--order"), rename=parse_rename(rename))
+        df = plot_records(run_dirs, metric=metric, x=x, jobs=jobs,
+                          shared_cache=shared_oracle_cache() if shared_cache else None)
+        plot(df, metric=metric, x=x, style=style, width=width, out=out, **names)
+    except ReportError as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise _io_failure(exc, "cannot write the figure") from None
+    console.print(f"figure: {out}")
+
+
 
 # ---------------------------------------------------------------------- sweep
 sweep_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
