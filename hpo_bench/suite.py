@@ -58,6 +58,7 @@ from typing import Any
 
 import torch
 
+from .data import DatasetMissingError
 from .records import Budget
 from .registry import TASKS, TUNERS, UnknownNameError
 from .space import SpaceError
@@ -457,6 +458,8 @@ def _validate_params(suite: Suite, ck: _Checker) -> None:
         # bad values (`n = -5`, a wrong type) are caught now, not as `error` cells after hours of work.
         try:
             built[e.label] = cls(**e.params, seed=suite.seeds[0], dtype=suite.dtype, device="cpu")
+        except DatasetMissingError as exc:  # one line: the dataset, the fetch command and the import command
+            raise SuiteError(f"suite file {ck.path!r}: key `task[{i}].params.dataset`: {exc}") from None
         except (TaskParamError, SpaceError, TypeError, ValueError) as exc:
             raise SuiteError(f"suite file {ck.path!r}: key `task[{i}].params`: {exc}") from None
         except MemoryError:

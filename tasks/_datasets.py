@@ -1,37 +1,106 @@
-"""scikit-learn's bundled datasets (offline), read once per process.
+"""Datasets for the tasks, through :mod:`hpo_bench.data` (tasks never read files themselves).
 
-``load_diabetes`` and friends parse compressed CSV files on every call (~10 ms for diabetes):
-a cost every cell of a suite would pay again while building its task. The arrays are kept
-read-only here, so no task can change what another one gets (tasks index or permute them,
-which copies). The fork server of ``hpo-bench run`` reads them once, before any cell forks
-(:func:`preload`).
+:func:`bundled` gives scikit-learn's bundled sets (every ``load_*`` of the registry), read once
+per process and read-only, so no task can change what another one gets (tasks index or permute
+them, which copies). The fork server of ``hpo-bench run`` reads them once, before any cell forks
+(:func:`preload`). :func:`task_split` gives any registered dataset's canonical split, densified,
+for the tasks that take ``dataset = "<registered name>"``.
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
+import scipy.sparse as sp
 
-__all__ = ["bundled", "preload", "BUNDLED"]
+from hpo_bench import data
+from hpo_bench.task import TaskParamError, require
 
-BUNDLED = ("diabetes", "breast_cancer", "digits")
+__all__ = ["bundled", "preload", "BUNDLED", "task_split", "dataset_names", "dataset_rule", "DENSE_LIMIT_BYTES"]
+
+BUNDLED = tuple(e.name for e in data.entries() if e.format == "sklearn")
+
+#: The most memory (bytes, float64) a task's densified design matrices may take: larger sparse
+#: sets need sparse-matrix support in the task, and are refused up front rather than swapping.
+DENSE_LIMIT_BYTES = 2 * 1024 ** 3
 
 
-@functools.lru_cache(maxsize=None)
 def bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` of a bundled scikit-learn dataset, read-only."""
+    """``(x, y)`` of a bundled scikit-learn dataset, read-only (one parse per process)."""
     if name not in BUNDLED:
         raise ValueError(f"unknown bundled dataset {name!r}; known: {', '.join(BUNDLED)}")
-    from sklearn import datasets
-
-    x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
-    x.setflags(write=False)
-    y.setflags(write=False)
-    return x, y
+    d = data.load(name)
+    return d.x, d.y
 
 
 def preload() -> None:
     """Read every bundled dataset now (the fork server calls this once)."""
     for name in BUNDLED:
         bundled(name)
+
+
+def dataset_names(task_kind: str, *, extra: tuple[str, ...] = ()) -> list[str]:
+    """``extra`` plus the registered names of one kind (``"regression"``, ``"binary"``, ``"multiclass"``) with
+    a one-column target."""
+    return [*extra, *(e.name for e in data.entries(task=task_kind) if e.n_targets == 1)]
+
+
+def dataset_rule(classic: tuple[str, ...], kind: str) -> tuple[list[str], str]:
+    """``(accepted names, rule text)`` for a task's ``dataset``: ``classic`` first, then every registered
+    ``kind`` set with a one-column target (the rule names them and the command that lists them)."""
+    others = [n for n in dataset_names(kind) if n not in classic]
+    fits = [*classic, *others]
+    rule = (f"one of {list(classic)} or another registered {kind} set ({', '.join(others)}; "
+            f"`hpo-bench data list --task {kind}`)")
+    return fits, rule
+
+
+def task_split(*, task: str, dataset: str, fits: list[str], seed: int, max_train: int | None = None,
+               rule: str = "") -> data.Split:
+    """The canonical split of registered ``dataset`` drawn by ``seed``, each ``X`` a dense float64 array.
+
+    ``fits``: the names this task accepts (a :class:`TaskParamError` with ``rule`` otherwise);
+    ``max_train``: keep the first ``max_train`` rows of the (seed-permuted) training split.
+    Sets whose densified matrices would exceed :data:`DENSE_LIMIT_BYTES` are refused before
+    anything is loaded; a set not in the cache raises :class:`hpo_bench.data.DatasetMissingError`.
+    """
+    require(dataset in fits, task, "dataset", rule or f"one of {fits}", dataset)
+    require(max_train is None or (isinstance(max_train, int) and not isinstance(max_train, bool) and max_train >= 1),
+            task, "max_train", "an integer >= 1 or omitted (the whole training split)", max_train)
+    entry = data.get(dataset)
+    if entry.split == "official-test-val20" and entry.n_test:
+        n_va = entry.n // 5
+        n_tr, n_te = entry.n - n_va, entry.n_test
+    else:
+        total = entry.n + entry.n_test
+        n_tr, n_va = total // 2, total // 4
+        n_te = total - n_tr - n_va
+    if max_train is not None:
+        n_tr = min(n_tr, max_train)
+    p = entry.p
+    need = (n_tr + n_va + n_te) * p * 8
+    if entry.sparse and need > DENSE_LIMIT_BYTES:
+        raise TaskParamError(
+            f"task {task!r}: parameter `dataset` must fit in memory once densified (<= {DENSE_LIMIT_BYTES / 2**30:.0f} "
+            f"GiB as float64), but {dataset!r} is sparse {entry.shape[0]} x {p} and densified needs "
+            f"{need / 2**30:.1f} GiB: this task holds X dense; choose a dense set ({', '.join(_dense(fits))})")
+    split = data.canonical_split(dataset, seed)
+    x_tr, y_tr = split.x_train, split.y_train
+    if max_train is not None:
+        x_tr, y_tr = x_tr[:max_train], y_tr[:max_train]
+
+    def dense(x):
+        return x.toarray() if sp.issparse(x) else np.asarray(x, dtype=np.float64)
+
+    return data.Split(dense(x_tr), np.asarray(y_tr), dense(split.x_val), np.asarray(split.y_val),
+                      dense(split.x_test), np.asarray(split.y_test))
+
+
+def _dense(names: list[str]) -> list[str]:
+    out = []
+    for n in names:
+        try:
+            if not data.get(n).sparse:
+                out.append(n)
+        except data.UnknownDatasetError:
+            out.append(n)
+    return out

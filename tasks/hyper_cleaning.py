@@ -1,6 +1,8 @@
 """Data hyper-cleaning (``hyper_cleaning``; Franceschi et al., ICML 2017, Sec. 5.1).
 
-Softmax regression on scikit-learn's digits where a fraction ``corruption`` of the training
+Softmax regression on scikit-learn's digits (``dataset = "digits"``, the default) or on MNIST /
+Fashion-MNIST (``"mnist"``, ``"fashion_mnist"``, or their synthetic stand-ins ``"mnist-like"``,
+``"fashion_mnist-like"``; :mod:`hpo_bench.data`) where a fraction ``corruption`` of the training
 labels is replaced by a uniformly drawn *wrong* class. Every training example ``i`` has
 a weight ``sigmoid(theta_i)`` (one hyperparameter per example, ``transform = "none"``,
 ``theta`` in ``[theta_low, theta_high]``, start 0 = weight 1/2)::
@@ -36,6 +38,8 @@ from hpo_bench.registry import register_task
 from hpo_bench.solvers import SolveCache, newton_or_raise
 from hpo_bench.space import Block, Space
 from hpo_bench.task import Linearization, Task, require
+
+from hpo_bench import data as _data
 
 from ._digits import load_digits_split
 
@@ -103,6 +107,39 @@ class HyperCleaningLinearization(Linearization):
         return self.task.hessian_at(self._w, self._theta)
 
 
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "mnist-like", "fashion_mnist-like")
+
+
+def load_image_split(*, task: str, dataset: str, n_classes: int, pool: int, n_train: int, n_val: int,
+                     n_test: int | None, seed: int) -> tuple[np.ndarray, ...]:
+    """``(x_tr, y_tr, x_va, y_va, x_te, y_te)`` of a 28 x 28 image set: pixels / 255 in [0, 1], ``pool x pool``
+    blocks averaged, classes ``0 .. n_classes - 1`` kept; the first ``n_train`` / ``n_val`` / ``n_test`` images
+    of the canonical split's (seed-permuted) train / validation / test parts (``n_test`` omitted: all)."""
+    require(isinstance(n_classes, int) and 2 <= n_classes <= 10, task, "n_classes", "an integer in [2, 10]",
+            n_classes)
+    require(pool in (1, 2, 4, 7, 14, 28), task, "pool", "one of [1, 2, 4, 7, 14, 28] (it must divide 28)", pool)
+    for key, val in (("n_train", n_train), ("n_val", n_val)):
+        require(isinstance(val, int) and val >= 1, task, key, "an integer >= 1", val)
+    require(n_test is None or (isinstance(n_test, int) and n_test >= 1), task, "n_test",
+            "an integer >= 1 or omitted (all test images)", n_test)
+    split = _data.canonical_split(dataset, seed)
+    out = []
+    for (x, y), want, key in (((split.x_train, split.y_train), n_train, "n_train"),
+                              ((split.x_val, split.y_val), n_val, "n_val"),
+                              ((split.x_test, split.y_test), n_test, "n_test")):
+        keep = np.flatnonzero(np.asarray(y) < n_classes)
+        have = len(keep)
+        require(want is None or want <= have, task, key, f"<= {have} (the {key[2:]} images of classes "
+                f"0..{n_classes - 1} in {dataset}'s canonical split)", want)
+        keep = keep[:want] if want is not None else keep
+        xs = np.asarray(x[keep], dtype=np.float64) / 255.0
+        if pool > 1:
+            s = 28 // pool
+            xs = xs.reshape(-1, s, pool, s, pool).mean(axis=(2, 4)).reshape(len(xs), -1)
+        out += [xs, np.asarray(y[keep], dtype=np.int64)]
+    return tuple(out)
+
+
 @register_task
 class HyperCleaning(Task):
     """Data hyper-cleaning on digits: one weight sigmoid(theta_i) per (possibly mislabelled) training example."""
@@ -111,8 +148,8 @@ class HyperCleaning(Task):
     tags = frozenset({"convex", "per-example", "reference:implicit-dense", "many-hyperparameters"})
     check_params = {"n_train": 30, "n_val": 40, "n_test": 40, "n_classes": 3, "pool": 4, "corruption": 0.3}
 
-    def __init__(self, *, n_train: int = 300, n_val: int = 300, n_test: int | None = 300, n_classes: int = 10,
-                 pool: int = 2, corruption: float = 0.3, reg: float = 1e-3, theta0: float = 0.0,
+    def __init__(self, *, dataset: str = "digits", n_train: int = 300, n_val: int = 300, n_test: int | None = 300,
+                 n_classes: int = 10, pool: int = 2, corruption: float = 0.3, reg: float = 1e-3, theta0: float = 0.0,
                  theta_low: float = -6.0, theta_high: float = 6.0, seed: int = 0, dtype="float64",
                  device: str = "cpu") -> None:
         super().__init__(seed=seed, dtype=dtype, device=device)
@@ -122,8 +159,14 @@ class HyperCleaning(Task):
         require(theta_low < theta_high, nm, "theta_low < theta_high", "true", (theta_low, theta_high))
         require(theta_low <= theta0 <= theta_high, nm, "theta0",
                 f"within [theta_low, theta_high] = [{theta_low}, {theta_high}]", theta0)
-        x_tr, y_tr, x_va, y_va, x_te, y_te = load_digits_split(task=nm, n_classes=n_classes, pool=pool,
-                                                               n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+        require(dataset in IMAGE_DATASETS, nm, "dataset", f"one of {list(IMAGE_DATASETS)}", dataset)
+        if dataset == "digits":
+            x_tr, y_tr, x_va, y_va, x_te, y_te = load_digits_split(
+                task=nm, n_classes=n_classes, pool=pool, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+        else:
+            x_tr, y_tr, x_va, y_va, x_te, y_te = load_image_split(
+                task=nm, dataset=dataset, n_classes=n_classes, pool=pool, n_train=n_train, n_val=n_val,
+                n_test=n_test, seed=seed)
         rng = np.random.default_rng(seed + 7919)
         n_bad = int(round(corruption * n_train))
         bad = np.sort(rng.choice(n_train, size=n_bad, replace=False))
@@ -151,6 +194,13 @@ class HyperCleaning(Task):
         self.params = {"n_train": n_train, "n_val": n_val, "n_test": n_test, "n_classes": n_classes, "pool": pool,
                        "corruption": corruption, "reg": reg, "theta0": theta0, "theta_low": theta_low,
                        "theta_high": theta_high}
+        if dataset != "digits":  # digits' params stay as they were (records and oracle caches keep matching)
+            self.params = {"dataset": dataset, **self.params}
+
+    def describe(self) -> dict:
+        """The base description plus what tables must say about the dataset (``dataset_label``: "...
+        (synthetic stand-in)" for stand-ins; :func:`hpo_bench.data.describe`)."""
+        return {**super().describe(), **_data.describe(self.params.get("dataset", "digits"))}
 
     # -------------------------------------------------------------- structure
     def as_matrix(self, w: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,11 @@ Hessian, ``dF/dtheta_j = -lam_j beta*_j q_j`` with ``H q = grad outer(w*)``.
 Data: ``"breast_cancer"`` (scikit-learn's bundled set, 569 x 30, offline), shuffled by the
 seed, split 50/25/25 and standardised with training statistics; or ``"synthetic"``: ``n``
 training rows of ``p`` standard normal features, ``n_informative`` of them with weights
-drawn from ``N(0, signal^2)``, labels drawn from the logistic model.
+drawn from ``N(0, signal^2)``, labels drawn from the logistic model; or any other registered
+binary set of :mod:`hpo_bench.data` (``"ijcnn1"``, ``"covtype.binary"``, the stand-in
+``"ijcnn1-like"``, ...): its canonical split drawn by the seed, the first ``max_train`` rows of
+the training split if given, standardised like breast_cancer; the larger class label is ``+1``.
+Sparse sets too large to hold densified are refused up front.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from hpo_bench.solvers import SolveCache, newton_or_raise
 from hpo_bench.space import Block, Space
 from hpo_bench.task import Linearization, Task, require
 
-from ._datasets import bundled
+from hpo_bench import data as _data
+
+from ._datasets import dataset_rule, task_split
 
 __all__ = ["LogisticL2", "LogisticLinearization"]
 
@@ -129,21 +135,27 @@ class LogisticL2(Task):
 
     def __init__(self, *, dataset: str = "breast_cancer", n: int = 200, p: int = 10, n_informative: int | None = None,
                  signal: float = 2.0, n_val: int | None = None, n_test: int | None = None, per_feature: bool = True,
-                 lam0: float = 0.01, lam_low: float = 1e-6, lam_high: float = 1e4, seed: int = 0, dtype="float64",
-                 device: str = "cpu") -> None:
+                 max_train: int | None = None, lam0: float = 0.01, lam_low: float = 1e-6, lam_high: float = 1e4,
+                 seed: int = 0, dtype="float64", device: str = "cpu") -> None:
         super().__init__(seed=seed, dtype=dtype, device=device)
         nm = self.name
-        require(dataset in DATASETS, nm, "dataset", f"one of {list(DATASETS)}", dataset)
+        fits, rule = dataset_rule(DATASETS, "binary")
+        require(dataset in fits, nm, "dataset", rule, dataset)
         require(isinstance(per_feature, bool), nm, "per_feature", "true or false", per_feature)
         require(lam_low <= lam0 <= lam_high, nm, "lam0", f"within [lam_low, lam_high] = [{lam_low}, {lam_high}]",
                 lam0)
         rng = np.random.default_rng(seed)
-        if dataset == "breast_cancer":
-            x, y = bundled("breast_cancer")
-            perm = rng.permutation(len(y))
-            x, y = x[perm], y[perm]
-            a, b = len(y) // 2, len(y) // 2 + len(y) // 4
+        if dataset != "synthetic":  # the canonical split (breast_cancer: all rows permuted by the seed, 50/25/25)
+            parts = task_split(task=nm, dataset=dataset, fits=fits, seed=seed, max_train=max_train, rule=rule)
+            x = np.vstack([parts.x_train, parts.x_val, parts.x_test])
+            y = np.concatenate([parts.y_train, parts.y_val, parts.y_test])
+            a, b = len(parts.y_train), len(parts.y_train) + len(parts.y_val)
+            classes = np.unique(y)
+            require(len(classes) == 2, nm, "dataset", "a set with exactly two labels", f"{dataset} with labels "
+                    f"{classes[:5].tolist()}")
+            y = (y == classes[1]).astype(np.int64)
         else:
+            require(max_train is None, nm, "max_train", "omitted with dataset = 'synthetic' (use `n`)", max_train)
             for key, val in (("n", n), ("p", p)):
                 require(isinstance(val, int) and val >= 1, nm, key, "an integer >= 1", val)
             k = max(p // 2, 1) if n_informative is None else n_informative
@@ -180,6 +192,16 @@ class LogisticL2(Task):
         if dataset == "synthetic":
             self.params.update({"n": n, "p": p, "n_informative": n_informative, "signal": signal, "n_val": n_val,
                                 "n_test": n_test})
+        elif max_train is not None:
+            self.params["max_train"] = max_train
+
+    def describe(self) -> dict:
+        """The base description plus, for a registered dataset, what tables must say about it
+        (``dataset_label``: "... (synthetic stand-in)" for stand-ins; :func:`hpo_bench.data.describe`)."""
+        out = super().describe()
+        if self.params["dataset"] != "synthetic":
+            out.update(_data.describe(self.params["dataset"]))
+        return out
 
     # -------------------------------------------------------------- structure
     def penalty_vector(self, theta: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,9 @@ Data (``dataset``):
 * ``"diabetes"``: scikit-learn's bundled diabetes set (442 x 10, offline), shuffled by
   the seed and split 50/25/25; features and target standardised with training
   statistics (no intercept is fitted after centring).
+* any other registered regression set of :mod:`hpo_bench.data` (``"cadata"``, ...): its
+  canonical split drawn by the seed (``max_train`` keeps the first rows of the training
+  split), standardised like diabetes (constant features are left unscaled).
 """
 
 from __future__ import annotations
@@ -23,30 +26,32 @@ from hpo_bench.registry import register_task
 from hpo_bench.space import Block, Space
 from hpo_bench.task import require as _require
 
-from ._datasets import bundled
+from hpo_bench import data as _data
+
+from ._datasets import dataset_rule, task_split
 from ._quadratic import QuadraticTask
 
 __all__ = ["Ridge", "RidgePerFeature", "make_regression_data"]
 
-DATASETS = ("synthetic", "diabetes")
+DATASETS = ("synthetic", "diabetes")  # and every other registered regression set (dataset_rule)
 
 
 def make_regression_data(*, task: str, dataset: str, n: int, p: int, noise: float, rho: float,
                          scale_spread: float, n_informative: int | None, n_val: int | None,
-                         n_test: int | None, seed: int):
+                         n_test: int | None, seed: int, max_train: int | None = None):
     """Return ``(x_tr, y_tr, x_va, y_va, x_te, y_te)`` as float64 numpy arrays."""
-    _require(dataset in DATASETS, task, "dataset", f"one of {list(DATASETS)}", dataset)
     rng = np.random.default_rng(seed)
-    if dataset == "diabetes":
-        x, y = bundled("diabetes")
-        perm = rng.permutation(len(y))
-        x, y = x[perm], y[perm]
-        n_tr, n_va = len(y) // 2, len(y) // 4
-        tr, va, te = slice(0, n_tr), slice(n_tr, n_tr + n_va), slice(n_tr + n_va, None)
-        mu, sd = x[tr].mean(0), x[tr].std(0)
-        x = (x - mu) / sd
-        y = (y - y[tr].mean()) / y[tr].std()
-        return x[tr], y[tr], x[va], y[va], x[te], y[te]
+    if dataset != "synthetic":
+        # the canonical split: all rows permuted by the seed, 50/25/25 for diabetes (as before the registry)
+        fits, rule = dataset_rule(DATASETS, "regression")
+        x_tr, y_tr, x_va, y_va, x_te, y_te = task_split(task=task, dataset=dataset, fits=fits, seed=seed,
+                                                        max_train=max_train, rule=rule)
+        mu, sd = x_tr.mean(0), x_tr.std(0)
+        sd = np.where(sd > 0, sd, 1.0)
+        ym, ys = y_tr.mean(), y_tr.std()
+        return tuple(a for xs, ys_ in ((x_tr, y_tr), (x_va, y_va), (x_te, y_te))
+                     for a in ((xs - mu) / sd, (ys_ - ym) / ys))
+    _require(max_train is None, task, "max_train", "omitted with dataset = 'synthetic' (use `n`)", max_train)
 
     for key, val in (("n", n), ("p", p)):
         _require(isinstance(val, int) and val >= 1, task, key, "an integer >= 1", val)
@@ -81,13 +86,13 @@ class _RidgeBase(QuadraticTask):
 
     def __init__(self, *, dataset: str = "synthetic", n: int = 200, p: int = 20, noise: float = 1.0,
                  rho: float = 0.5, scale_spread: float = 10.0, n_informative: int | None = None,
-                 n_val: int | None = None, n_test: int | None = None, lam0: float = 1.0,
-                 lam_low: float = 1e-6, lam_high: float = 1e6, seed: int = 0, dtype="float64",
+                 n_val: int | None = None, n_test: int | None = None, max_train: int | None = None,
+                 lam0: float = 1.0, lam_low: float = 1e-6, lam_high: float = 1e6, seed: int = 0, dtype="float64",
                  device: str = "cpu") -> None:
         super().__init__(seed=seed, dtype=dtype, device=device)
         data = make_regression_data(task=self.name, dataset=dataset, n=n, p=p, noise=noise, rho=rho,
                                     scale_spread=scale_spread, n_informative=n_informative,
-                                    n_val=n_val, n_test=n_test, seed=seed)
+                                    n_val=n_val, n_test=n_test, seed=seed, max_train=max_train)
         p_eff = data[0].shape[1]
         space = Space((Block("lam", kind="per_feature" if self.per_feature else "scalar",
                              size=p_eff if self.per_feature else 1, low=lam_low, high=lam_high,
@@ -97,6 +102,16 @@ class _RidgeBase(QuadraticTask):
         if dataset == "synthetic":
             self.params.update({"n": n, "p": p, "noise": noise, "rho": rho, "scale_spread": scale_spread,
                                 "n_informative": n_informative, "n_val": n_val, "n_test": n_test})
+        elif max_train is not None:
+            self.params["max_train"] = max_train
+
+    def describe(self) -> dict:
+        """The base description plus, for a registered dataset, what tables must say about it
+        (``dataset_label``: "... (synthetic stand-in)" for stand-ins; :func:`hpo_bench.data.describe`)."""
+        out = super().describe()
+        if self.params["dataset"] != "synthetic":
+            out.update(_data.describe(self.params["dataset"]))
+        return out
 
 
 @register_task

@@ -15,6 +15,7 @@ def pytest_configure(config):
     root = tempfile.mkdtemp(prefix="hpo-bench-test-cache-")
     config._hpo_bench_cache_root = root
     os.environ["HPO_BENCH_CACHE_DIR"] = os.path.join(root, "cache")
+    os.environ["HPO_BENCH_DATA"] = os.path.join(root, "data")  # the dataset cache (hpo_bench.data) too
 
 
 def pytest_unconfigure(config):

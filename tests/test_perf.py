@@ -65,8 +65,10 @@ def test_bundled_datasets_are_read_once_and_read_only():
     assert bundled("diabetes")[0] is x  # cached: cells built in one process share one parse
     with pytest.raises(ValueError, match="read-only"):
         x[0, 0] = 1.0
-    with pytest.raises(ValueError, match="unknown bundled dataset 'iris'; known: diabetes, breast_cancer, digits"):
-        bundled("iris")
+    with pytest.raises(ValueError, match="unknown bundled dataset 'nope'; known: diabetes, breast_cancer, digits, "
+                                         "wine, iris, linnerud"):
+        bundled("nope")
+    assert bundled("iris")[0].shape == (150, 4)  # every bundled scikit-learn set is registered (no closed list)
     a = get_task("ridge_per_feature", dataset="diabetes", seed=1)
     b = get_task("ridge_per_feature", dataset="diabetes", seed=1)
     assert np.array_equal(a.x_train.numpy(), b.x_train.numpy()) and not np.shares_memory(a.x_train.numpy(), x)

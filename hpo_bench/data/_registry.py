@@ -79,6 +79,7 @@ class DatasetEntry:
         target: the label column (``format = "parquet"``).
         zero_based: libsvm feature indices start at 0 (LIBSVM's own files are 1-based).
         positive_fraction: share of the positive class (binary stand-ins draw labels to match it).
+        n_targets: columns of ``y`` (1: a vector; more for multi-output regression such as linnerud).
     """
 
     name: str
@@ -102,6 +103,7 @@ class DatasetEntry:
     target: str | None = None
     zero_based: bool = False
     positive_fraction: float | None = None
+    n_targets: int = 1
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -288,6 +290,7 @@ _UCI = "CC BY 4.0 (UCI Machine Learning Repository); shipped with scikit-learn (
 _BUILTIN += [
     DatasetEntry(name=nm, title=title, format="sklearn", task=task, n=n, p=p, n_classes=k, sparse=False,
                  density=dens, split="permute-50-25-25", loader=f"load_{nm}", licence=lic,
+                 n_targets=3 if nm == "linnerud" else 1,
                  citation=f"{cite}; {_SKLEARN_CITE}", homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html")
     for nm, title, task, n, p, k, dens, lic, cite in [
         ("diabetes", "diabetes progression after one year, 10 baseline variables", "regression", 442, 10, 0, 1.0,
@@ -313,7 +316,7 @@ _BUILTIN += [
 
 _STAND_INS = [("ijcnn1", "ijcnn1-like"), ("covtype.binary", "covtype-like"), ("real-sim", "real-sim-like"),
               ("rcv1.binary", "rcv1-like"), ("news20.binary", "news20-like"), ("mnist", "mnist-like"),
-              ("fashion_mnist", "fashion_mnist-like")]
+              ("fashion_mnist", "fashion_mnist-like"), ("cadata", "cadata-like")]
 
 for _e in _BUILTIN:
     register(_e)

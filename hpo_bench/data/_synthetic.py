@@ -5,11 +5,11 @@ data, and every table that names one must say "synthetic stand-in" (:meth:`Datas
 The data depend only on the stand-in's name, :data:`VERSION` and ``scale`` (never on a task's
 seed: the seed only draws the split), so two machines generate the same arrays.
 
-* Binary sets (``ijcnn1-like`` ...): ``X`` with the real set's density, non-zeros at uniformly
+* Binary and regression sets (``ijcnn1-like``, ``cadata-like`` ...): ``X`` with the real set's density, non-zeros at uniformly
   drawn positions (at least one per row); Gaussian values for the dense sets, positive values
   with rows of unit norm for the text sets (as their tf-idf originals). Labels ``{-1, +1}`` from a
   linear model ``x . beta + noise`` on a sparse ``beta``, thresholded so that the positive share
-  matches the real set's.
+  matches the real set's (regression: ``y = x . beta + noise`` itself).
 * Image sets (``mnist-like`` ...): ten smooth class prototypes on a 28 x 28 grid; each image is
   its class's prototype at a random intensity, shifted by up to two pixels, plus noise, as uint8.
 
@@ -68,6 +68,8 @@ def _sparse_binary(entry: DatasetEntry, rows: int, p: int, rng: np.random.Genera
     beta[rng.choice(p, size=k, replace=False)] = rng.standard_normal(k)
     score = x @ beta
     score = score + 0.3 * (score.std() or 1.0) * rng.standard_normal(rows)
+    if entry.task == "regression":
+        return (x if entry.sparse else x.toarray()), score
     frac = entry.positive_fraction if entry.positive_fraction is not None else 0.5
     y = np.where(score >= np.quantile(score, 1.0 - frac), 1.0, -1.0)
     return (x if entry.sparse else x.toarray()), y
