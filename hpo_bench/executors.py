@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 __all__ = ["SerialExecutor", "ProcessPool", "DaskRun", "dask_executor", "run_in_child", "ChildExit",
            "usable_cpus", "peak_rss_mb", "oom_kill_count", "reset_peak_rss", "kill_children", "start_fork_server",
-           "imported_third_party_modules"]
+           "process_context", "imported_third_party_modules"]
 
 #: Modules the fork server imports once, so that every child starts with them loaded.
 _PRELOAD = ["__main__", "hpo_bench._worker_init"]
@@ -275,6 +275,17 @@ def _context():
     return _CTX
 
 
+def process_context() -> multiprocessing.context.BaseContext:
+    """The multiprocessing context for any pool of worker processes (cells, oracles): the fork server.
+
+    Never plain ``fork`` from a process that may have run torch: a forked child inherits an
+    OpenMP thread team without its threads, and its first parallel op waits forever (seen with
+    two or more torch threads). The fork server is a fresh single-threaded process that sets one
+    torch thread before it imports and warms up torch (:mod:`hpo_bench._worker_init`).
+    """
+    return _context()
+
+
 def start_fork_server(preload: Iterable[str] = ()) -> None:
     """Start this process's fork server now (seconds: it imports torch), unless it runs already.
 
@@ -287,12 +298,20 @@ def start_fork_server(preload: Iterable[str] = ()) -> None:
         if _STARTED:
             return
         _STARTED = True
-        # read by hpo_bench._worker_init in the fork server, which inherits this environment
-        os.environ[PRELOAD_ENV] = ",".join(preload)
     _context()
     from multiprocessing import forkserver
 
-    forkserver.ensure_running()
+    # read by hpo_bench._worker_init in the fork server, which inherits this environment; set only
+    # while the server starts, so that later subprocesses (a user's, a test's) do not inherit the list
+    before = os.environ.get(PRELOAD_ENV)
+    os.environ[PRELOAD_ENV] = ",".join(preload)
+    try:
+        forkserver.ensure_running()
+    finally:
+        if before is None:
+            os.environ.pop(PRELOAD_ENV, None)
+        else:
+            os.environ[PRELOAD_ENV] = before
 
 
 #: Top-level packages never imported into the fork server: they start threads or event loops, or

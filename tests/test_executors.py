@@ -143,3 +143,19 @@ def test_fork_server_preloads_what_the_driver_imported_for_the_suite(tmp_path):
     assert {"torch", "numpy", "sklearn", "sklearn.datasets"} <= set(names)
     assert not any(n.split(".")[0] in ("distributed", "dask", "tornado", "pytest", "_pytest") for n in names)
     assert not any(part.startswith("_") for n in names for part in n.split("."))
+
+
+def test_the_fork_servers_preload_list_does_not_leak_into_later_subprocesses():
+    """The preload list reaches the fork server through its environment only while it starts: a later
+    subprocess (a user's, or a test's ``hpo-bench run``) must not inherit hundreds of module names
+    and import them all in its own fork server."""
+    import subprocess
+    import sys
+
+    from hpo_bench.executors import PRELOAD_ENV, start_fork_server
+
+    start_fork_server(["json"])  # a no-op when this process's server already runs; both must leave no trace
+    assert PRELOAD_ENV not in os.environ
+    out = subprocess.run([sys.executable, "-c", f"import os; print(os.environ.get({PRELOAD_ENV!r}))"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "None"

@@ -302,3 +302,32 @@ def test_a_wall_clock_backstop_ends_a_runaway_oracle_and_marks_it_incomplete(rid
     res = compute_oracle(_WaitsEachCall(ridge_pf, 0.02), max_seconds=0.5)  # 0.5 s wall: ~25 evaluations
     assert not res.complete and any(n.startswith("INCOMPLETE: the wall-clock backstop") for n in res.notes), res.notes
     assert math.isfinite(res.val_loss) and res.val_loss <= res.init_val_loss
+
+
+_PARENT_WITH_A_THREAD_TEAM = r'''
+import json, sys
+import pandas as pd
+import torch
+torch.set_num_threads(2)
+x = torch.randn(1500, 1500, dtype=torch.float64)
+(x @ x).sum()  # this process now holds an OpenMP thread team, as a test run or a CLI process may
+from hpo_bench.report.metrics import oracles_for_records
+df = pd.DataFrame([{"cell_id": f"c{s}", "task": "r", "task_params": json.dumps({"name": "ridge", "n": 30, "p": 4}),
+                    "seed": s, "step": 0, "measure_s": 0.01} for s in (0, 1)])
+res = oracles_for_records(df, sys.argv[1], jobs=2, max_seconds=None)
+print(len(res))
+'''
+
+
+def test_parallel_oracles_do_not_hang_after_the_parent_ran_torch_on_two_threads(tmp_path):
+    """Oracle worker processes are never plainly forked from a process with an OpenMP thread team
+    (a forked child inherits the team without its threads and hangs at its first parallel op)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    proc = subprocess.run([sys.executable, "-c", _PARENT_WITH_A_THREAD_TEAM, str(tmp_path / "cache")], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "2"

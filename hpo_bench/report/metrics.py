@@ -300,7 +300,9 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
     todo.sort(key=lambda k: (bases[k][0] is not None, -cost.get(k, 0.0)))
     args = {k: (json.loads(k[0]), k[1], str(cache_dir), bases[k][0], budget(k), starts.get(k, [])) for k in todo}
     if jobs > 1 and sum(bases[k][0] is None or bool(starts.get(k)) for k in todo) > 1:
-        with ProcessPoolExecutor(max_workers=min(jobs, len(todo))) as pool:
+        from ..executors import process_context  # never plain fork: see process_context
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=process_context()) as pool:
             futures = {pool.submit(_oracle_job, args[k]): k for k in todo}
             for fut in as_completed(futures):
                 k = futures[fut]
