@@ -187,6 +187,32 @@ def test_regret_incumbent_and_targets_on_hand_made_records():
     assert math.isnan(cells.loc["b", "cost_to_0_1pct"]) and cells.loc["b", "final_regret"] == pytest.approx(1.5)
 
 
+def test_rows_without_a_reference_are_counted_per_cell_and_listed_in_the_summary():
+    """Issue 12 item 7: points where the task has no reference (an MLP fold) are counted and shown."""
+    from hpo_bench.report.summary_doc import _no_reference_lines
+
+    params = json.dumps({"name": "ridge", "n": 40, "p": 5})
+
+    class FakeOracle:
+        val_loss, gap, n_params, hp, transforms = 1.0, 100.0, 5, [2.0], ["log"]
+
+    orc = {(params, 0): FakeOracle()}
+    nan = float("nan")
+    rows = [
+        {"cell_id": "a", "step": 0, "time_s": 0.1, "inner_solves": 1, "val_loss": 3.0, "val_loss_ref": 3.0,
+         "message": ""},
+        {"cell_id": "a", "step": 1, "time_s": 0.2, "inner_solves": 2, "val_loss": 2.0, "val_loss_ref": nan,
+         "message": "reference unavailable: weight_decay_mlp: no reference: the branch folds"},
+        {"cell_id": "b", "step": 0, "time_s": 0.1, "inner_solves": 1, "val_loss": 3.0, "val_loss_ref": 3.0,
+         "message": ""},
+    ]
+    cells = cell_metrics(add_derived(_records([{**r, "task_params": params, "seed": 0} for r in rows]), orc), orc)
+    assert cells.set_index("cell_id")["no_ref_rows"].to_dict() == {"a": 1, "b": 0}
+    text = "\n".join(_no_reference_lines(cells))
+    assert "1 of 3 recorded rows, in 1 cells" in text and "| ridge | random | 0 | 1 | 2 |" in text
+    assert "Every recorded row has a reference" in "\n".join(_no_reference_lines(cells[cells["cell_id"] == "b"]))
+
+
 def test_count_budget_keeps_the_best_point_seen_and_says_so(ridge_pf, ridge):
     """The budget is a count of evaluations (issue 12, item 3): a small one stops the optimiser runs
     and thins the grid, deterministically, and the notes say so."""

@@ -375,7 +375,9 @@ def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult])
 
     ``first_val_loss`` / ``first_test_loss``: the cell's first recorded point;
     ``final_val_test_gap``: the incumbent's test minus validation loss (both at its own w);
-    ``overfit``: :func:`overfits` from the first point to the final incumbent.
+    ``overfit``: :func:`overfits` from the first point to the final incumbent;
+    ``no_ref_rows``: rows recorded at a λ where the task has no reference (message
+    ``"reference unavailable: ..."``; their F(λ) and hypergradient errors are NaN).
 
     ``tuner_s`` is the tuner's clock at the cell's end (what time-to-target counts);
     ``wall_s`` the cell's wall clock (``tuner_s`` + measurements + harness; NaN for runs
@@ -393,11 +395,14 @@ def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult])
         first_val, first_test = _losses(df.loc[fi] if fi >= 0 else None)
         final_val, final_test = _losses(irow)
         err = pd.to_numeric(g["hypergrad_rel_error"], errors="coerce") if "hypergrad_rel_error" in g else None
+        msg = g["message"].astype(str) if "message" in g else pd.Series("", index=g.index)
         row: dict[str, Any] = {
             "cell_id": cell_id, "task": first["task"], "task_params": first["task_params"],
             "tuner": first["tuner"], "tuner_label": first["tuner_label"],
             "tuner_params": first.get("tuner_params", "{}"), "seed": int(first["seed"]),
             "status": str(last["status"]), "rows": len(g),
+            # rows at a λ where the task has no reference (e.g. a fold of the MLP's branch): NaN F(λ)
+            "no_ref_rows": int(msg.str.startswith("reference unavailable").sum()),
             "final_val_loss": float(irow["val_loss"]) if has_inc else math.nan,
             "final_objective": float(irow["objective"]) if has_inc else math.nan,
             "final_test_loss": float(irow["test_loss"]) if has_inc else math.nan,

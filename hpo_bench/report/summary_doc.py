@@ -44,6 +44,21 @@ def _overfit_lines(cells: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
+def _no_reference_lines(cells: pd.DataFrame) -> list[str]:
+    """The cells with rows at a λ where the task has no reference (their F(λ) is NaN, not a regret of 0)."""
+    if "no_ref_rows" not in cells or not (cells["no_ref_rows"] > 0).any():
+        return ["Every recorded row has a reference (F(λ) and, for gradient tuners, the hypergradient error).", ""]
+    hit = cells[cells["no_ref_rows"] > 0]
+    lines = [f"{int(hit['no_ref_rows'].sum())} of {int(cells['rows'].sum())} recorded rows, in {len(hit)} cells, are "
+             "at a λ where the task has no reference (for `weight_decay_mlp`: the branch of minima folds on the "
+             "last step of its path; see docs/validity.md). Their F(λ), regret and hypergradient error are "
+             "missing (NaN), not zero.", "",
+             "| task | tuner | seed | rows without a reference | rows |", "|:---|:---|---:|---:|---:|"]
+    for r in hit.itertuples():
+        lines.append(f"| {r.task} | {r.tuner_label} | {r.seed} | {r.no_ref_rows} | {r.rows} |")
+    return [*lines, ""]
+
+
 def write_summary(out: Path, run: Path, tables: dict, figures: dict[str, list[Path]], cells: pd.DataFrame,
                   prov: dict[str, Any], choices: dict[str, Any] | None) -> Path:
     def fig(name: str) -> str:
@@ -107,6 +122,9 @@ def write_summary(out: Path, run: Path, tables: dict, figures: dict[str, list[Pa
         "",
         *_overfit_lines(cells),
         fig("val_vs_test"),
+        "## Rows without a reference",
+        "",
+        *_no_reference_lines(cells),
         "## Average rank",
         "",
         tables["ranks"].markdown(),
