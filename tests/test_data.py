@@ -352,3 +352,30 @@ def test_cli_data_list_path_and_bad_names(cache, monkeypatch, capsys, registered
     assert code == 0 and "NOT verified" in out
     code, _, err = invoke(monkeypatch, capsys, "data", "fetch", "ijcnn1")
     assert code == 2 and "--no-verify" in one_error_line(err)
+
+
+def test_the_20_newsgroups_archive_is_vectorised_on_the_training_vocabulary(cache, registered, tmp_path):
+    import io
+    import tarfile
+
+    docs = {"20news-bydate-train/alt.atheism/1": "god god reason", "20news-bydate-train/alt.atheism/2": "reason",
+            "20news-bydate-train/comp.graphics/3": "pixel pixel pixel reason",
+            "20news-bydate-test/alt.atheism/4": "god unseen", "20news-bydate-test/comp.graphics/5": "pixel"}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in docs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    (tmp_path / "20news-bydate.tar.gz").write_bytes(buf.getvalue())
+    registered(DatasetEntry(name="tiny-20news", title="t", format="20news", task="multiclass", n=3, n_test=2, p=3,
+                            n_classes=2, sparse=True, density=None, split="official-test-val20",
+                            files=(SourceFile("20news-bydate.tar.gz", "http://127.0.0.1:9/x", sha(buf.getvalue()),
+                                              role="archive"),)))
+    d = data.import_files("tiny-20news", [tmp_path / "20news-bydate.tar.gz"])
+    # vocabulary (sorted): god, pixel, reason; "unseen" is only in the test documents, so it is no feature
+    x = d.x.toarray()
+    np.testing.assert_allclose(x, [[2 / np.sqrt(5), 0, 1 / np.sqrt(5)], [0, 0, 1], [0, 3 / np.sqrt(10),
+                                                                                    1 / np.sqrt(10)]], rtol=1e-15)
+    np.testing.assert_allclose(d.x_test.toarray(), [[1, 0, 0], [0, 1, 0]], rtol=1e-15)
+    assert list(d.y) == [0, 0, 1] and list(d.y_test) == [0, 1]
