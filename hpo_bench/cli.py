@@ -565,8 +565,13 @@ def report_cmd(
     shared_cache: bool = typer.Option(True, "--shared-cache/--no-shared-cache", help="Also read and write oracles "
                                       "in the cache shared by run folders made with the same code "
                                       "($HPO_BENCH_CACHE_DIR, default ~/.cache/hpo-bench; 'off' disables)."),
+    label_prefix: str = typer.Option("tab:", "--label-prefix", help="Prefix of the LaTeX tables' \\label "
+                                     "(two reports in one paper need two prefixes)."),
+    table_env: Optional[str] = typer.Option(None, "--table-env", help="table or table* for every LaTeX table "
+                                            "(default: table* for all but the ranks)."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Also write report.html (interactive, offline)."),
 ) -> None:
-    """Tables (markdown, LaTeX, CSV), figures (PNG, PDF) and summary.md from a run folder."""
+    """Tables (markdown, LaTeX, CSV), figures (PNG, PDF), summary.md and report.html from a run folder."""
     from .report import ReportError, make_report, shared_oracle_cache
 
     if jobs is None:
@@ -579,10 +584,15 @@ def report_cmd(
         raise BadInput(f"--oracle-seconds must be > 0, but got {oracle_seconds}")
     evals = _count_budget(oracle_evals, "--oracle-evals")
     polish_evals = _count_budget(oracle_polish_evals, "--oracle-polish-evals")
+    if table_env is not None and table_env not in ("table", "table*"):
+        raise BadInput(f"--table-env must be table or table*, but got {table_env!r}")
+    if not re.fullmatch(r"[A-Za-z0-9:._-]*", label_prefix):
+        raise BadInput(f"--label-prefix must hold only letters, digits and : . _ -, but got {label_prefix!r}")
     try:
         shared = shared_oracle_cache() if shared_cache else None
         res = make_report(run_dir, out, jobs=jobs, oracle_seconds=oracle_seconds, shared_cache=shared,
-                          oracle_evals=evals, oracle_polish_evals=polish_evals,
+                          oracle_evals=evals, oracle_polish_evals=polish_evals, html=html,
+                          label_prefix=label_prefix, table_env=table_env,
                           progress=None if quiet else (lambda line: console.print(line, highlight=False,
                                                                                   markup=False)))
     except ReportError as exc:
@@ -590,6 +600,8 @@ def report_cmd(
     console.print(f"report of {res.n_cells} cells ({res.n_rows} records): {res.summary_path}")
     console.print(f"tables: {res.summary_path.parent / 'tables'} ({', '.join(res.tables)}; .md .tex .csv)")
     console.print(f"figures: {res.summary_path.parent / 'figures'} ({', '.join(res.figures)}; .png .pdf)")
+    if res.html_path is not None:
+        console.print(f"interactive: {res.html_path}")
     console.print(f"oracle cache: {res.oracle_dir}" + (f" (shared: {shared})" if shared is not None else ""))
 
 

@@ -12,7 +12,8 @@ Pipeline (every step reads only the records table and what is derived from it)::
     figures (PNG + PDF)                          -> figures
     OUT/summary.md embedding all of them
 
-Output folder (default ``RUN_DIR/report``): ``summary.md``, ``tables/<name>.{md,tex,csv}``
+Output folder (default ``RUN_DIR/report``): ``summary.md``, ``report.html`` (interactive, offline),
+``tables/<name>.{md,tex,csv}``
 (``headline``, ``results``, ``ranks``, ``wilcoxon``, ``settings``, ``oracle``; plus
 ``cells.csv``), ``figures/<name>.{png,pdf}``.
 """
@@ -40,6 +41,7 @@ class ReportResult:
     tables: dict[str, list[Path]] = field(default_factory=dict)
     figures: dict[str, list[Path]] = field(default_factory=dict)
     oracle_dir: Path | None = None
+    html_path: Path | None = None
     n_cells: int = 0
     n_rows: int = 0
 
@@ -144,7 +146,8 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
                 progress: Callable[[str], None] | None = None,
                 shared_cache: str | Path | None = None,
                 oracle_evals: int | dict[str, int] | None = None,
-                oracle_polish_evals: int | dict[str, int] | None = None) -> ReportResult:
+                oracle_polish_evals: int | dict[str, int] | None = None, html: bool = True,
+                label_prefix: str = "tab:", table_env: str | None = None) -> ReportResult:
     """Build the report of ``run_dir`` into ``out_dir`` (default ``run_dir/report``).
 
     Args:
@@ -164,6 +167,10 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
         shared_cache: an oracle cache shared by run folders, read when the run folder's has no
             entry and written with every oracle computed (the CLI passes
             :func:`shared_oracle_cache`); ``None``: the run folder's cache only.
+        html: also write ``report.html`` beside ``summary.md`` (:mod:`hpo_bench.report.html`).
+        label_prefix: the LaTeX tables' ``\\label`` prefix (``tab:`` gives ``tab:results``); two
+            reports in one paper need two prefixes.
+        table_env: ``"table"`` or ``"table*"`` for every LaTeX table (default: each table's own).
 
     Raises:
         ReportError: ``run_dir`` is not a readable run folder.
@@ -184,6 +191,12 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
                                                polish_evals=oracle_polish_evals, max_seconds=oracle_seconds,
                                                on_oracle=lambda ev: say(ev.line()), shared_dir=shared_cache),
                            records)
+    from .plot import save_report_oracles
+
+    try:  # for `hpo-bench plot`: the F* this report uses (a read-only run folder only loses the shortcut)
+        save_report_oracles(oracle_dir, oracles, records)
+    except OSError:
+        pass
     alarms = _oracle_alarms(oracles, records)
     for line in alarms:
         say("WARNING: " + line)
@@ -207,7 +220,8 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
     written: dict[str, list[Path]] = {}
     for name, table in tables.items():
         paths = []
-        for ext, text in (("md", table.markdown()), ("tex", table.latex()), ("csv", table.csv())):
+        tex = table.latex(label_prefix=label_prefix, env=table_env)
+        for ext, text in (("md", table.markdown()), ("tex", tex), ("csv", table.csv())):
             p = tdir / f"{name}.{ext}"
             _write_atomic(p, text)
             paths.append(p)
@@ -230,4 +244,13 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
         block = ["", "> **Oracle warnings** (F\\* is not a computed, complete best-known optimum here):"]
         block += [f"> - {line}" for line in alarms] + [""]
         _write_atomic(summary_path, "\n".join(text[:at] + block + text[at:]))
-    return ReportResult(out, summary_path, written, figs, oracle_dir, n_cells=len(cells), n_rows=len(rows))
+    html_path = None
+    if html:
+        from .html import write_html
+
+        t_html = time.perf_counter()
+        html_path = write_html(out / "report.html", rows, tables,
+                               title=f"hpo-bench report: suite {prov.get('suite', run.name)}")
+        say(f"report.html: written in {time.perf_counter() - t_html:.3g} s")
+    return ReportResult(out, summary_path, written, figs, oracle_dir, html_path, n_cells=len(cells),
+                        n_rows=len(rows))

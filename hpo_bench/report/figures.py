@@ -1,12 +1,16 @@
-"""Report figures (seaborn on matplotlib's Agg backend), PNG and PDF, paper-sized.
+"""Report figures (matplotlib's Agg backend, seaborn for the scatter), PNG and PDF, paper-sized.
 
 Every figure reads only the records table (plus the derived columns of
-:mod:`hpo_bench.report.metrics`): one panel per task, one colour per tuner label (the same
-in every figure), solid lines for gradient-based tuners and dashed for black-box ones.
-Curves are medians over seeds with an interquartile band (25th-75th percentile) of step
-functions resampled on a common log-spaced axis; a point is drawn only where
-every seed of the tuner has a record (a median over a fixed set of monotone curves).
-Regrets below ``1e-12 |F*|`` (float64 resolution) are drawn at that floor, since a log axis cannot show zero.
+:mod:`hpo_bench.report.metrics`): one panel per task. Each tuner label has one colour, marker
+and dash pattern (:mod:`hpo_bench.report.style`: by method family, stable across figures and
+subsets of tuners, readable in greyscale). ``regret_vs_time``, ``regret_vs_cost`` and
+``hypergrad_error`` are exactly what :func:`hpo_bench.report.plot.plot` draws (``hpo-bench plot
+RUN --metric regret --x time --width 7`` redraws the first): medians over seeds with an
+interquartile band of step functions on a common axis, a point only where every seed has a record,
+and a y-range that fits the curves (target lines are drawn only inside it). Regrets below
+``1e-12 |F*|`` (float64 resolution) are drawn at that floor, since a log axis cannot show zero.
+``final_hp`` is the distribution of each tuner's distance from the oracle's λ*; ``val_vs_test``
+one arrow per cell in the (validation, test) loss plane.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from ..registry import TUNERS  # noqa: E402
 from .metrics import TARGETS, target_label  # noqa: E402
+from .plot import PlotError, plot, tuner_looks  # noqa: E402
 
 __all__ = ["palette_for", "FIGURES", "make_figures", "save_figure", "RC"]
 
@@ -221,47 +226,72 @@ def _hypergrad_figure(rows: pd.DataFrame, tasks: list[str], labels: list[str], p
     return fig
 
 
-def _hp_figure(cells: pd.DataFrame, tasks: list[str], labels: list[str], palette: dict,
-               families: dict) -> plt.Figure:
-    fig, axes = _panels(len(tasks), len(labels) + 1)
+def _hp_distance(final: float, oracle: float, transform: str) -> float:
+    """How far a final hyperparameter is from the oracle's: ``|log10(final / oracle)|`` (decades) for a
+    log-transformed one, ``|final - oracle|`` otherwise (NaN where undefined)."""
+    if transform == "log":
+        return abs(math.log10(final / oracle)) if final > 0 and oracle > 0 else math.nan
+    return abs(final - oracle)
+
+
+def _hp_figure(cells: pd.DataFrame, tasks: list[str], labels: list[str], looks: dict) -> plt.Figure:
+    """Per task, the empirical CDF over every hyperparameter and seed of each tuner's distance from
+    the oracle's λ* (:func:`_hp_distance`): a curve up and to the left is closer. Unlike a scatter of
+    final vs oracle values, hyperparameters stuck at a bound do not pile up on one point, and
+    tuners differ by colour, marker and dash."""
+    fig, axes = _panels(len(tasks), len(labels))
     shown: list[str] = []
     for ax, task in zip(axes, tasks):
         c = cells[cells["task"] == task]
-        pts = []
+        ax.set_title(task)
+        dist: dict[str, list[float]] = {}
         log = True
         for r in c.itertuples():
             if len(r.final_hp) != len(r.oracle_hp) or not r.final_hp:
                 continue
-            log = log and all(t == "log" for t in r.transforms)
-            for fh, oh in zip(r.final_hp, r.oracle_hp):
-                pts.append({"tuner_label": r.tuner_label, "oracle": oh, "final": fh})
-        ax.set_title(task)
-        if not pts:
+            tr = list(r.transforms) if len(r.transforms) == len(r.final_hp) else ["none"] * len(r.final_hp)
+            log = log and all(t == "log" for t in tr)
+            dist.setdefault(r.tuner_label, []).extend(_hp_distance(f, o, t) for f, o, t in zip(r.final_hp,
+                                                                                                r.oracle_hp, tr))
+        vals = np.array([v for d in dist.values() for v in d], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        if not vals.size:
             _empty(ax, "no final hyperparameters")
             continue
-        d = pd.DataFrame(pts)
-        hue_order = [lab for lab in labels if lab in set(d["tuner_label"])]
-        shown += [lab for lab in hue_order if lab not in shown]
-        many = len(d) > 200
-        sns.scatterplot(data=d, x="oracle", y="final", hue="tuner_label", hue_order=hue_order, palette=palette,
-                        legend=False, ax=ax, s=6 if many else 14, alpha=0.45 if many else 0.8, linewidth=0)
-        vals = np.concatenate([d["oracle"].to_numpy(dtype=float), d["final"].to_numpy(dtype=float)])
-        vals = vals[np.isfinite(vals)]
-        if log and (vals > 0).all():
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            lo, hi = float(vals.min()) / 2, float(vals.max()) * 2
-        else:
-            span = float(vals.max() - vals.min()) or 1.0
-            lo, hi = float(vals.min()) - 0.05 * span, float(vals.max()) + 0.05 * span
-        ax.plot([lo, hi], [lo, hi], color="0.5", linewidth=0.8, linestyle=":")
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_xlabel("oracle λ*")
-        ax.set_ylabel("final λ")
-    _legend(fig, [lab for lab in labels if lab in shown], palette, families,
-            [Line2D([], [], color="0.5", linestyle=":", linewidth=0.8, label="final = oracle")], markers=True)
+        pos = vals[vals > 0]
+        floor = float(pos.min()) / 3 if pos.size else 1e-6
+        for i, lab in enumerate(lab for lab in labels if lab in dist):
+            d = np.sort(np.maximum(np.asarray(dist[lab], dtype=float)[np.isfinite(dist[lab])], floor))
+            if not d.size:
+                continue
+            lk = looks[lab]
+            y = np.arange(1, d.size + 1) / d.size
+            line, = ax.step(np.concatenate([[floor], d]), np.concatenate([[0.0], y]), where="post", color=lk.color,
+                            marker=lk.marker, markevery=(i % 4, max(d.size // 5, 1)), markeredgewidth=0)
+            if lk.dashes:
+                line.set_dashes(lk.dashes)
+            shown.append(lab)
+        ax.set_xscale("log")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("|log10 λ / λ*| (decades)" if log else "|λ − λ*|")
+        ax.set_ylabel("fraction of hyperparameters")
+    _legend_looks(fig, [lab for lab in labels if lab in shown], looks)
     return fig
+
+
+def _legend_looks(fig: plt.Figure, labels: list[str], looks: dict, extra: list | None = None) -> None:
+    """A legend of lines with each tuner's colour, marker and dash (survives greyscale)."""
+    handles = []
+    for lab in labels:
+        lk = looks[lab]
+        h = Line2D([], [], color=lk.color, marker=lk.marker, markeredgewidth=0, label=lab)
+        if lk.dashes:
+            h.set_dashes(lk.dashes)
+        handles.append(h)
+    handles += extra or []
+    if handles:
+        fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), LEGEND_COLS),
+                   frameon=False, handlelength=3.0)
 
 
 def _val_test_figure(cells: pd.DataFrame, tasks: list[str], labels: list[str], palette: dict,
@@ -314,20 +344,29 @@ def make_figures(rows: pd.DataFrame, cells: pd.DataFrame, out_dir: str | Path, *
     out.mkdir(parents=True, exist_ok=True)
     tasks = list(pd.unique(cells["task"]))
     labels = list(pd.unique(cells["tuner_label"]))
-    palette = palette_for(labels)
+    looks = tuner_looks(rows, labels)
+    palette = {lab: lk.color for lab, lk in looks.items()}  # stable: a function of the label alone
     families = {lab: _family(name) for lab, name in zip(cells["tuner_label"], cells["tuner"])}
     rows = rows.assign(family=rows["tuner_label"].map(families).fillna("gradient"),
                        regret_plot=np.maximum(rows["incumbent_regret"],
                                               1e-12 * np.maximum(rows["oracle_val_loss"].abs(), 1e-300)))
     paths: dict[str, list[Path]] = {}
     with sns.axes_style("whitegrid"), plt.rc_context(RC):
+        def one(metric: str, x: str, fallback: Callable[[], plt.Figure]) -> plt.Figure:
+            """The figure `hpo-bench plot RUN --metric M --x X --width 7` draws (the same curves and looks)."""
+            try:
+                return plot(rows, metric=metric, x=x, tasks=tasks, tuners=labels, width=WIDTH_IN)
+            except PlotError:  # nothing to draw (e.g. only black-box tuners): the figure says so per panel
+                return fallback()
+
         builders = {
-            "regret_vs_time": lambda: _regret_figure(rows, cells, "time_s", "tuner time (s)", tasks, labels,
-                                                     palette, families),
-            "regret_vs_cost": lambda: _regret_figure(rows, cells, "cost_units", "cost units", tasks, labels,
-                                                     palette, families),
-            "hypergrad_error": lambda: _hypergrad_figure(rows, tasks, labels, palette, families),
-            "final_hp": lambda: _hp_figure(cells, tasks, labels, palette, families),
+            "regret_vs_time": lambda: one("regret", "time", lambda: _regret_figure(
+                rows, cells, "time_s", "tuner time (s)", tasks, labels, palette, families)),
+            "regret_vs_cost": lambda: one("regret", "cost", lambda: _regret_figure(
+                rows, cells, "cost_units", "cost units", tasks, labels, palette, families)),
+            "hypergrad_error": lambda: one("hypergrad_error", "step", lambda: _hypergrad_figure(
+                rows, tasks, labels, palette, families)),
+            "final_hp": lambda: _hp_figure(cells, tasks, labels, looks),
             "val_vs_test": lambda: _val_test_figure(cells, tasks, labels, palette, families),
         }
         for name in FIGURES:

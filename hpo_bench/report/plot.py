@@ -44,7 +44,7 @@ import pandas as pd
 from .metrics import TARGETS, ReportError, add_incumbent, target_label
 from .style import Look, StyleError, look_for, parse_width, rc_for, STYLES
 
-__all__ = ["plot", "plot_records", "curves", "PlotError", "METRICS", "XAXES", "Metric", "resolve_metric",
+__all__ = ["plot", "plot_records", "save_report_oracles", "load_report_oracles", "REPORT_ORACLES", "curves", "PlotError", "METRICS", "XAXES", "Metric", "resolve_metric",
            "resolve_x", "tuner_looks", "FORMATS", "method_of"]
 
 #: Output formats of :func:`plot` (by the suffix of ``out``).
@@ -180,16 +180,71 @@ def _merge_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, list[tupl
     if len(parts) == 1:
         return parts[0][1], parts
     seen: set[str] = set()
+    frames = []
     for run, df in parts:  # the same cell in two runs (a suite run twice) stays two cells
-        ids = set(df["cell_id"].astype(str))
-        if ids & seen:
-            df["cell_id"] = run.name + "/" + df["cell_id"].astype(str)
+        if set(df["cell_id"].astype(str)) & seen:
+            df = df.assign(cell_id=run.name + "/" + df["cell_id"].astype(str))
         seen |= set(df["cell_id"].astype(str))
-    df = pd.concat([d for _, d in parts], ignore_index=True)
+        frames.append(df)
+    df = pd.concat(frames, ignore_index=True)
     for col in ("task", "tuner_label"):  # the order of first appearance across the runs
         order = {v: i for i, v in enumerate(pd.unique(df[col]))}
         df[f"{col}_order"] = df[col].map(order)
     return df.sort_values(["cell_id", "step"], kind="stable").reset_index(drop=True), parts
+
+
+#: Where a report leaves the oracles it used, inside the run folder's ``oracle/`` (see :func:`save_report_oracles`).
+REPORT_ORACLES = "report/used.json"
+
+
+def _fingerprint(df: pd.DataFrame) -> str:
+    """A hash of which cells a records table holds and how many rows each (not of clocks)."""
+    import hashlib
+
+    g = df.groupby("cell_id", sort=True)["step"].agg(["size", "max"])
+    text = ";".join(f"{c}:{n}:{m}" for c, (n, m) in zip(g.index.astype(str), g.to_numpy().tolist()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_report_oracles(oracle_dir: str | Path, oracles: Mapping[tuple[str, int], Any], records: pd.DataFrame) -> Path:
+    """Write the best-known optima a report used (after the polish and any record that beat them) to
+    ``oracle_dir/report/used.json``, keyed to the records they were made for.
+
+    :func:`plot_records` reads them back, so ``hpo-bench plot`` draws the report's ``F*`` without
+    building a task; a run folder copied with ``records.parquet`` and this file is enough to redraw it.
+    """
+    import dataclasses
+    import json
+
+    out = {"records": _fingerprint(records),
+           "oracles": [{"task_params": k[0], "seed": int(k[1]), **dataclasses.asdict(o)} for k, o in oracles.items()]}
+    p = Path(oracle_dir) / REPORT_ORACLES
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(out, indent=1, allow_nan=True))
+    tmp.replace(p)
+    return p
+
+
+def load_report_oracles(oracle_dir: str | Path, records: pd.DataFrame) -> dict[tuple[str, int], Any] | None:
+    """The oracles :func:`save_report_oracles` wrote for exactly these records, else ``None``
+    (missing, unreadable, or made for other records: a resumed or changed run)."""
+    import json
+
+    from ..oracle import OracleResult
+
+    p = Path(oracle_dir) / REPORT_ORACLES
+    try:
+        info = json.loads(p.read_text())
+        if info.get("records") != _fingerprint(records):
+            return None
+        fields = set(OracleResult.__dataclass_fields__)
+        got = {(str(o["task_params"]), int(o["seed"])): OracleResult(**{k: v for k, v in o.items() if k in fields})
+               for o in info["oracles"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    need = {(str(p_), int(s_)) for p_, s_ in zip(records["task_params"], records["seed"])}
+    return got if need <= set(got) else None
 
 
 def plot_records(run_dirs: str | Path | Sequence[str | Path], *, metric: str = "regret", x: str = "time",
@@ -199,9 +254,10 @@ def plot_records(run_dirs: str | Path | Sequence[str | Path], *, metric: str = "
 
     Runs are concatenated (a cell id present in two runs is prefixed by its run folder's name);
     tasks and tuners keep their order of first appearance. The oracle (for ``regret``, and
-    for ``cost`` when cells ran reference inner solves) is read from each run's ``oracle/``
-    cache, then from ``shared_cache``; only missing entries are computed (``jobs`` processes),
-    exactly as ``hpo-bench report`` does, so both draw the same ``F*``.
+    for ``cost`` when cells ran reference inner solves) is the one the run's last report used
+    (``oracle/report/used.json``, when it was made for these records); otherwise it is read
+    from each run's ``oracle/`` cache, then from ``shared_cache``, and only missing entries are
+    computed (``jobs`` processes, default budgets), exactly as ``hpo-bench report`` does.
 
     Raises:
         ReportError: a folder is not a readable run folder.
@@ -223,9 +279,11 @@ def plot_records(run_dirs: str | Path | Sequence[str | Path], *, metric: str = "
         say = progress if progress is not None else (lambda line: None)
         oracles: dict = {}
         for run, part in parts:
-            got = oracles_for_records(part, run / "oracle", jobs=jobs, shared_dir=shared_cache,
-                                      on_oracle=lambda ev: say(ev.line()))
-            oracles.update(with_records(got, part))
+            got = load_report_oracles(run / "oracle", part)  # the report's F*, as it used them
+            if got is None:
+                got = with_records(oracles_for_records(part, run / "oracle", jobs=jobs, shared_dir=shared_cache,
+                                                       on_oracle=lambda ev: say(ev.line())), part)
+            oracles.update(got)
         df = add_derived(df, oracles)
     else:
         df = add_incumbent(df)
@@ -294,16 +352,18 @@ def curves(df: pd.DataFrame, *, metric: str = "regret", x: str = "time", tasks: 
     """
     m = resolve_metric(metric, df)
     xcol, _, log = resolve_x(x, df)
-    d = df
+    mask = np.ones(len(df), dtype=bool)
     if tasks is not None:
-        d = d[d["task"].isin(list(tasks))]
+        mask &= df["task"].isin(list(tasks)).to_numpy()
     if tuners is not None:
-        d = d[d["tuner_label"].isin(list(tuners))]
-    # whole cells are kept or dropped, so incumbents are recomputed on the selection (positions stay valid)
-    d = d.sort_values(["cell_id", "step"], kind="stable").reset_index(drop=True)
-    if m.incumbent:
-        d = add_incumbent(d)
-    d = d.assign(_y=_values(d, m), _x=pd.to_numeric(d[xcol], errors="coerce"))
+        mask &= df["tuner_label"].isin(list(tuners)).to_numpy()
+    if not m.incumbent or ("incumbent_row" in df.columns and isinstance(df.index, pd.RangeIndex)
+                           and df.index.start == 0 and df.index.step == 1):
+        d = df[mask].assign(_y=_values(df, m)[mask])  # incumbent_row holds positions in df: valid as they are
+    else:  # whole cells are kept or dropped, so incumbents are recomputed on the selection
+        d = add_incumbent(df[mask].sort_values(["cell_id", "step"], kind="stable").reset_index(drop=True))
+        d = d.assign(_y=_values(d, m))
+    d = d.assign(_x=pd.to_numeric(d[xcol], errors="coerce"))
     out = []
     for task, dt in d.groupby("task", sort=False):
         grid = _grid(dt["_x"].to_numpy(dtype=float), log, n_grid)

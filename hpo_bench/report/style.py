@@ -20,10 +20,12 @@ family             labels (first word of the label)                  colours, da
 ``other``          anything else                                      a mixed dark palette
 =================  ===============================================  ========================
 
-Within a family, a known method word takes a fixed slot of the palette; other labels are placed
-by a hash of the label (SHA-1, not Python's salted ``hash``), as is every label's marker. Every
-family also has its own dash pattern, so a figure survives greyscale printing: the dash pattern
-gives the family, the marker the tuner. :func:`set_look` pins a label's look by hand.
+Within a family, a method's own name (``cg``, ``tpe``) takes a fixed colour and marker, distinct
+from every other method of the family; a variant (``cg-gd100``, ``tpe-mv``) keeps its method's hue,
+lighter or darker, with another marker, both chosen by a hash of the label (SHA-1, not Python's
+salted ``hash``); a label that names no method gets a hashed colour and marker of its family. Every family also has its own dash pattern, so a figure survives
+greyscale printing: the dash gives the family, the marker the tuner. Hashed looks can coincide for
+two labels of one family; :func:`set_look` pins a label's look by hand.
 
 Widths (:func:`parse_width`) are inches or a fraction of a named paper template's
 ``\\linewidth`` (:data:`TEMPLATES`).
@@ -130,13 +132,30 @@ def look_for(label: str, tuner: str | None = None, method: str | None = None) ->
     fam = family_of(label, tuner, method)
     palette, dashes, words = FAMILIES[fam]
     w = _word(label)
-    if w is not None and w in words and label.strip().lower() == w:
-        slot = words.index(w) % len(palette)
-    elif w is not None and w in words:  # a variant of a known method: its hue range, a hashed offset
-        slot = (words.index(w) + 1 + _digest(label, "c") % (len(palette) - 1)) % len(palette)
+    nc, nm = len(palette), len(MARKERS)
+    if w is not None and w in words and label.strip().lower() == w:  # a method's own name: fixed slots
+        i = words.index(w)
+        colour, marker = i % nc, i % nm
+    elif w is not None and w in words:  # a variant ("cg-gd100"): its method's hue, lighter or darker, another marker
+        i = words.index(w)
+        marker = (i + 1 + _digest(label, "m") % (nm - 1)) % nm
+        return Look(_shade(palette[i % nc], _digest(label, "c")), MARKERS[marker], dashes, fam)
     else:
-        slot = _digest(label, "c") % len(palette)
-    return Look(palette[slot], MARKERS[_digest(label, "m") % len(MARKERS)], dashes, fam)
+        colour, marker = _digest(label, "c") % nc, _digest(label, "m") % nm
+    return Look(palette[colour], MARKERS[marker], dashes, fam)
+
+
+def _shade(hex_colour: str, h: int) -> str:
+    """The same hue with its lightness moved by 0.16 or 0.26 (up or down, by ``h``), kept in [0.18, 0.8]."""
+    import colorsys
+
+    r, g, b = (int(hex_colour[k:k + 2], 16) / 255 for k in (1, 3, 5))
+    hue, light, sat = colorsys.rgb_to_hls(r, g, b)
+    step = (0.16, 0.26)[(h >> 1) & 1]
+    up = light + step <= 0.8 and (h & 1 or light - step < 0.18)
+    light = min(max(light + step if up else light - step, 0.18), 0.8)
+    r, g, b = colorsys.hls_to_rgb(hue, light, sat)
+    return "#" + "".join(f"{round(v * 255):02X}" for v in (r, g, b))
 
 
 def looks_for(labels: list[str], tuners: dict[str, str] | None = None,
