@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 __all__ = ["Budget", "Recorder", "COLUMNS", "VOLATILE_COLUMNS", "STATUSES", "StopRun", "rel_error", "cosine",
-           "KEY_COLUMNS", "RecordsFileError", "read_records_file"]
+           "KEY_COLUMNS", "RecordsFileError", "read_records_file", "STOCHASTIC_COLUMNS"]
 
 STATUSES = ("ok", "diverged", "timeout", "error", "oom")
 
@@ -42,6 +42,14 @@ COLUMNS = (
     # per-cell columns (the same on every row of a cell), filled by the harness
     "cell_seed", "torch_threads", "wall_s", "peak_rss_mb", "peak_cuda_mb", "worker",
 )
+
+#: Columns of the rows stochastic tuners record (``hpo_bench.stochastic``; absent, hence NaN in a mixed
+#: table, for other tuners): ``samples`` (examples touched by every oracle call so far, both levels),
+#: ``epochs`` (``samples / (n_train + n_val)``), ``inner_rel_distance`` ``||w - w*|| / ||w*||``,
+#: ``v_rel_error`` (the solver's ``v`` vs ``H^{-1} grad outer`` at ``w*``; NaN for solvers without one)
+#: and ``grad_norm_sq`` ``||dF/dtheta||^2`` of the reference hypergradient. The solver's outer direction is
+#: the row's ``hypergrad``: ``hypergrad_rel_error`` and ``hypergrad_cosine`` compare it with the reference.
+STOCHASTIC_COLUMNS = ("samples", "epochs", "inner_rel_distance", "v_rel_error", "grad_norm_sq")
 
 #: Columns that may differ between two runs of the same suite and seed (clocks, memory,
 #: where the cell ran); every other column is reproducible on CPU.
@@ -221,8 +229,12 @@ class Recorder:
     # --------------------------------------------------------------- records
     def record(self, *, w: torch.Tensor | None, theta: torch.Tensor, hypergrad: torch.Tensor | None = None,
                val_loss: float | None = None, status: str = "ok", message: str = "",
-               hypergrad_stats: dict[str, Any] | None = None, **extra: Any) -> str:
+               hypergrad_stats: dict[str, Any] | None = None, samples: int | None = None,
+               epochs: float | None = None, v: torch.Tensor | None = None, **extra: Any) -> str:
         """Append one row (clock paused); returns its status (``diverged`` ends the cell).
+
+        ``samples`` (stochastic tuners): the row gets :data:`STOCHASTIC_COLUMNS` (``v``: the solver's
+        estimate of ``H^{-1} grad outer``, ``None`` where it keeps none).
 
         ``hypergrad_stats``: the method's :attr:`~hpo_bench.hypergrad.Hypergradient.stats`; its
         ``error_bound`` (a certified relative bound on the hypergradient's error of the linear
@@ -230,9 +242,26 @@ class Recorder:
         """
         with self.paused():
             return self._record(w=w, theta=theta, hypergrad=hypergrad, val_loss=val_loss, status=status,
-                                message=message, extra=extra, hypergrad_stats=hypergrad_stats)
+                                message=message, extra=extra, hypergrad_stats=hypergrad_stats,
+                                stochastic=None if samples is None else (samples, epochs, v))
 
-    def _record(self, *, w, theta, hypergrad, val_loss, status, message, extra, hypergrad_stats=None) -> str:
+    def _stochastic(self, w, theta, ref, samples, epochs, v) -> dict[str, Any]:
+        """:data:`STOCHASTIC_COLUMNS` at ``theta`` (NaN where the reference is off or unavailable)."""
+        nan = float("nan")
+        out = {"samples": int(samples), "epochs": nan if epochs is None else float(epochs),
+               "inner_rel_distance": nan, "v_rel_error": nan, "grad_norm_sq": nan}
+        if not self.reference or ref is None or w is None or not bool(torch.isfinite(w).all()):
+            return out
+        task = self.task
+        out["grad_norm_sq"] = float(ref @ ref)
+        w_star = task.solve(theta)
+        out["inner_rel_distance"] = rel_error(w.detach(), w_star)
+        if v is not None:
+            out["v_rel_error"] = rel_error(v.detach(), task.reference_adjoint(theta))
+        return out
+
+    def _record(self, *, w, theta, hypergrad, val_loss, status, message, extra, hypergrad_stats=None,
+                stochastic=None) -> str:
         task = self.task
         theta = theta.detach()
         row: dict[str, Any] = dict(self.meta)
@@ -243,14 +272,27 @@ class Recorder:
             if val_loss is None:
                 val_loss = float(task.outer_loss(w)) if finite_w else nan
             test_loss = float(task.test_loss(w)) if finite_w else nan
+            task_metrics = {k: float(v) for k, v in task.extra_metrics(w, theta).items()} if finite_w else {}
+        clash = sorted(set(task_metrics) & set(COLUMNS))
+        if clash:
+            raise ValueError(f"{type(task).__name__}.extra_metrics names must not be record columns, but got {clash}")
+        row.update(task_metrics)
         val_ref = rel = cos = nan
+        ref = None
         if self.reference and bool(torch.isfinite(theta).all()):
             try:
                 val_ref = float(task.response(theta))
-                if hypergrad is not None:
+                if hypergrad is not None or stochastic is not None:
                     ref = task.reference_hypergradient(theta)
+                if hypergrad is not None:
                     rel, cos = rel_error(hypergrad, ref), cosine(hypergrad, ref)
             except FloatingPointError as exc:  # e.g. raw λ made the inner problem non-convex
+                message = message or f"reference unavailable: {exc}"
+                ref = None
+        if stochastic is not None:
+            try:
+                row.update(self._stochastic(w, theta, ref, *stochastic))
+            except FloatingPointError as exc:
                 message = message or f"reference unavailable: {exc}"
         if status == "ok":
             if not finite_w or not math.isfinite(val_loss) or (

@@ -296,6 +296,16 @@ class Task(ABC):
     def test_loss(self, w: torch.Tensor) -> torch.Tensor:
         """Held-out test loss (never seen by tuners)."""
 
+    def extra_metrics(self, w: torch.Tensor, theta: torch.Tensor) -> dict[str, float]:
+        """Task-specific measurements of a recorded point, e.g. ``{"test_accuracy": 0.93}``.
+
+        The recorder calls it with the clock paused, at every row with a finite ``w``, and stores
+        each entry as a column of that name (NaN on rows without it); ``hpo-bench plot --metric
+        NAME`` and the report read them. Names must not be record columns (:data:`hpo_bench.records.COLUMNS`).
+        Default: none.
+        """
+        return {}
+
     @abstractmethod
     def solve(self, theta: torch.Tensor) -> torch.Tensor:
         """Reference inner solution ``w*(theta)`` (closed form, or converged to ~1e-12)."""
@@ -334,6 +344,84 @@ class Task(ABC):
             return loss.detach(), g
 
         return f
+
+    # ------------------------------------------------- minibatch oracles (tag "minibatch")
+    # Stochastic bilevel solvers (hpo_bench.stochastic) sample both levels. A task tagged "minibatch"
+    # implements ``n_val`` and ``outer_loss_batch`` beside ``n_train`` and ``inner_loss_batch``; every
+    # derivative below then has an autograd default, and tasks with closed forms override them (above
+    # all the fused ``inner_oracle_batch``: at batch 64, per-operation overhead, not flops, is the cost).
+    # ``idx`` is a 1-D long tensor of example indices (repeats allowed); every batch quantity averages
+    # over it, so its expectation under uniform sampling is the full-batch quantity.
+    @property
+    def n_val(self) -> int:
+        """Number of validation examples (tasks tagged ``"minibatch"``)."""
+        raise NotImplementedError(f"task {self.name!r} has no per-example validation losses")
+
+    def outer_loss_batch(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Validation loss averaged over the validation examples ``idx``; over all of them it is :meth:`outer_loss`."""
+        raise NotImplementedError(f"task {self.name!r} has no per-example validation losses")
+
+    def _batch_grads(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor, create_graph: bool = False):
+        w_ = w.detach().requires_grad_(True)
+        th_ = theta.detach().requires_grad_(True)
+        loss = self.inner_loss_batch(w_, th_, idx)
+        (g,) = torch.autograd.grad(loss, w_, create_graph=create_graph)
+        return w_, th_, g
+
+    def inner_grad_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``grad_w`` of :meth:`inner_loss_batch` (no graph kept)."""
+        with torch.enable_grad():
+            return self._batch_grads(w, theta, idx)[2]
+
+    def outer_grad_batch(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``grad_w`` of :meth:`outer_loss_batch` (no graph kept)."""
+        with torch.enable_grad():
+            w_ = w.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.outer_loss_batch(w_, idx), w_)
+        return g
+
+    def inner_theta_grad_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``grad_theta`` of :meth:`inner_loss_batch` (first-order solvers, e.g. F2SA)."""
+        with torch.enable_grad():
+            th_ = theta.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.inner_loss_batch(w.detach(), th_, idx), th_, allow_unused=True)
+        return torch.zeros_like(theta) if g is None else g
+
+    def inner_hvp_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor,
+                        v: torch.Tensor) -> torch.Tensor:
+        """``H_B v`` with ``H_B = d^2 inner_B / dw^2`` at ``(w, theta)``."""
+        return self.inner_oracle_batch(w, theta, idx, v)[1]
+
+    def inner_cross_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor,
+                          v: torch.Tensor) -> torch.Tensor:
+        """``J_B v = (d^2 inner_B / dtheta dw) v`` at ``(w, theta)`` (shape of ``theta``)."""
+        return self.inner_oracle_batch(w, theta, idx, v)[2]
+
+    def inner_oracle_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor,
+                           v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fused oracle ``(grad_w inner_B, H_B v, J_B v)`` at one batch, in one call.
+
+        Default: one autograd graph of ``grad_w inner_B`` and one backward pass of ``<grad, v>`` to
+        ``(w, theta)``. Tasks with closed forms override it (tag ``"fused-oracle"``).
+        """
+        with torch.enable_grad():
+            w_, th_, g = self._batch_grads(w, theta, idx, create_graph=True)
+            hv, cv = torch.autograd.grad(g, (w_, th_), v.detach(), allow_unused=True)
+        hv = torch.zeros_like(w) if hv is None else hv
+        return g.detach(), hv, torch.zeros_like(theta) if cv is None else cv
+
+    def reference_adjoint(self, theta: torch.Tensor) -> torch.Tensor:
+        """``H^{-1} grad_w outer`` at ``w*(theta)``: the vector ``v`` stochastic solvers estimate.
+
+        Default: the dense Hessian at :meth:`solve`, Cholesky (LU where it is not positive definite).
+        """
+        w = self.solve(theta).detach()
+        h = self.linearize(w, theta.detach()).hessian()
+        g = self.outer_grad(w)
+        chol, info = torch.linalg.cholesky_ex(h)
+        if int(info) == 0:
+            return torch.cholesky_solve(g.unsqueeze(1), chol).squeeze(1)
+        return torch.linalg.solve(h, g)
 
     def linearize(self, w: torch.Tensor, theta: torch.Tensor) -> Linearization:
         """Second-order oracle at ``(w, theta)``; override to exploit structure."""

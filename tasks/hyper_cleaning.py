@@ -317,6 +317,17 @@ class HyperCleaning(Task):
         return {"n_corrupted": n_bad, "n_flagged": n_flag, "true_positives": tp, "precision": prec,
                 "recall": rec, "f1": f1}
 
+    def extra_metrics(self, w: torch.Tensor, theta: torch.Tensor) -> dict[str, float]:
+        """``test_accuracy`` of ``w``; ``clean_precision`` and ``clean_recall`` of the recovered clean set
+        (the examples whose weight ``sigmoid(theta_i)`` is at least 1/2): the fraction of it whose labels
+        are clean (NaN when it is empty), and the fraction of clean examples it keeps."""
+        kept = torch.sigmoid(theta.detach()).to(self.device) >= 0.5
+        clean = ~self.corrupted
+        both, n_kept, n_clean = int((kept & clean).sum()), int(kept.sum()), int(clean.sum())
+        return {"test_accuracy": self.accuracy(w, "test"),
+                "clean_precision": both / n_kept if n_kept else math.nan,
+                "clean_recall": both / n_clean if n_clean else math.nan}
+
     def accuracy(self, w: torch.Tensor, split: str = "test") -> float:
         """Classification accuracy of ``w`` on ``"train_clean"``, ``"val"`` or ``"test"``."""
         x, y = {"train_clean": (self.x_train, self.y_train_clean), "val": (self.x_val, self.y_val),

@@ -268,6 +268,10 @@ class LogisticL2(Task):
     def test_loss(self, w: torch.Tensor) -> torch.Tensor:
         return self._data_loss(w, self.x1_test, self.y_test)
 
+    def extra_metrics(self, w: torch.Tensor, theta: torch.Tensor) -> dict[str, float]:
+        """``test_accuracy``: the fraction of test examples with ``sign(x1 . w) = y`` (labels in {-1, +1})."""
+        return {"test_accuracy": float(((self.x1_test @ w) * self.y_test > 0).double().mean())}
+
     def inner_grad(self, w: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         x1, y = self.x1_train, self.y_train
         s = torch.sigmoid(-y * (x1 @ w))

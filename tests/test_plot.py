@@ -204,3 +204,53 @@ def test_runs_merge_and_a_repeated_cell_stays_two_cells(run_dir, tmp_path):
     agg1, agg2 = curves(one, metric="validation", x="step"), curves(two, metric="validation", x="step")
     assert (agg2["seeds"] == 2 * agg1["seeds"]).all()
     assert np.allclose(agg1["median"], agg2["median"])  # the same cells twice: the same medians
+
+
+# ------------------------------------------------------------------ task extra metrics
+def test_task_extra_metrics_are_recorded_with_the_clock_paused_and_plottable():
+    import torch
+
+    from hpo_bench import Budget, Recorder, get_task
+    from hpo_bench.records import COLUMNS
+
+    logi = get_task("logistic_l2", dataset="synthetic", n=40, p=5, seed=0)
+    clean = get_task("hyper_cleaning", n_train=60, n_val=60, n_test=60, seed=0)
+    for task in (logi, clean):
+        rec = Recorder(task, Budget(steps=3), meta={"cell_id": "c", "task": task.name, "tuner": "gradient",
+                                                    "tuner_label": "cg", "tuner_params": "{}", "seed": 0})
+        rec.start()
+        theta = task.space.init_theta()
+        if task is clean:  # down-weight the first ten examples: a known kept set
+            theta[:10] = -3.0
+        w = task.solve(theta)
+        rec.record(w=w, theta=theta)
+        row = rec.rows[-1]
+        assert not set(task.extra_metrics(w, theta)) & set(COLUMNS)
+        if task is logi:
+            pred = torch.sign(task.x1_test @ w)
+            assert row["test_accuracy"] == pytest.approx(float((pred == task.y_test).double().mean()), abs=1e-15)
+        else:
+            probs = (task.x_test @ task.as_matrix(w).T).argmax(1)
+            assert row["test_accuracy"] == pytest.approx(float((probs == task.y_test).double().mean()), abs=1e-15)
+            kept = np.ones(60, dtype=bool)
+            kept[:10] = False
+            ok = ~task.corrupted.cpu().numpy()
+            assert row["clean_precision"] == pytest.approx((kept & ok).sum() / kept.sum())
+            assert row["clean_recall"] == pytest.approx((kept & ok).sum() / ok.sum())
+            df = pd.DataFrame(rec.rows).assign(val_loss_ref=lambda d: d["val_loss"], task_order=0,
+                                               tuner_label_order=0)
+            agg = curves(df, metric="clean_recall", x="step")  # any recorded task metric is a metric
+            assert agg["median"].iloc[0] == pytest.approx(row["clean_recall"])
+            assert curves(df, metric="test_accuracy", x="step")["median"].iloc[0] == row["test_accuracy"]
+
+
+def test_a_task_metric_named_like_a_record_column_is_refused():
+    from hpo_bench import Budget, Recorder, get_task
+
+    task = get_task("logistic_l2", dataset="synthetic", n=40, p=5, seed=0)
+    task.extra_metrics = lambda w, theta: {"val_loss": 0.0}
+    rec = Recorder(task, Budget(steps=2))
+    rec.start()
+    theta = task.space.init_theta()
+    with pytest.raises(ValueError, match=r"must not be record columns, but got \['val_loss'\]"):
+        rec.record(w=task.solve(theta), theta=theta)
