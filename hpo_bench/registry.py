@@ -153,7 +153,7 @@ def register_method(fn=None, *, name: str | None = None):
 _DISCOVERED = False
 #: package -> the kind of names its modules register
 _PACKAGES = {"hpo_bench.hypergrad": "hypergradient method", "hpo_bench.tuners": "tuner", "hpo_bench.tasks": "task",
-             "hpo_bench.baselines": "tuner"}
+             "hpo_bench.baselines": "tuner", "hpo_bench.stochastic": "tuner"}
 _ENTRY_GROUPS = {"hpo_bench.tasks": TASKS, "hpo_bench.tuners": TUNERS, "hpo_bench.methods": METHODS}
 _BROKEN: list[BrokenPlugin] = []
 

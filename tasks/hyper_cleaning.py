@@ -145,7 +145,8 @@ class HyperCleaning(Task):
     """Data hyper-cleaning on digits: one weight sigmoid(theta_i) per (possibly mislabelled) training example."""
 
     name = "hyper_cleaning"
-    tags = frozenset({"convex", "per-example", "reference:implicit-dense", "many-hyperparameters"})
+    tags = frozenset({"convex", "per-example", "reference:implicit-dense", "many-hyperparameters", "minibatch",
+                      "fused-oracle"})
     check_params = {"n_train": 30, "n_val": 40, "n_test": 40, "n_classes": 3, "pool": 4, "corruption": 0.3}
 
     def __init__(self, *, dataset: str = "digits", n_train: int = 300, n_val: int = 300, n_test: int | None = 300,
@@ -257,6 +258,50 @@ class HyperCleaning(Task):
 
     def outer_loss(self, w: torch.Tensor) -> torch.Tensor:
         return self._ce(w, self.x_val, self.y_val).mean()
+
+    # ------------------------------------------------ minibatch oracles (closed forms; tag "fused-oracle")
+    @property
+    def n_val(self) -> int:
+        return self.x_val.shape[0]
+
+    def outer_loss_batch(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return self._ce(w, self.x_val[idx], self.y_val[idx]).mean()
+
+    def _batch_terms(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor):
+        x = self.x_train[idx]
+        p = torch.softmax(x @ self.as_matrix(w).T, dim=1)
+        return x, p, p - self._onehot[idx], torch.sigmoid(theta.detach()[idx])
+
+    def inner_grad_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        x, _, r, a = self._batch_terms(w, theta, idx)
+        return ((r * (a / x.shape[0])[:, None]).T @ x).reshape(-1) + self.reg * w
+
+    def outer_grad_batch(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        x = self.x_val[idx]
+        p = torch.softmax(x @ self.as_matrix(w).T, dim=1)
+        onehot = torch.nn.functional.one_hot(self.y_val[idx], self.n_classes).to(self.dtype)
+        return ((p - onehot) / x.shape[0]).T.matmul(x).reshape(-1)
+
+    def inner_theta_grad_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``sigmoid'(theta_i) CE_i / b`` at the batch's examples (summed over repeats), 0 elsewhere."""
+        ce = self._ce(w, self.x_train[idx], self.y_train[idx])
+        a = torch.sigmoid(theta.detach()[idx])
+        return torch.zeros_like(theta).index_add_(0, idx, a * (1 - a) * ce / idx.shape[0])
+
+    def inner_oracle_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor,
+                           v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(grad, H_B v, J_B v)`` in closed form (module docstring's Hessian and cross derivative, on the batch)."""
+        x, p, r, a = self._batch_terms(w, theta, idx)
+        b = x.shape[0]
+        s = x @ self.as_matrix(v).T                        # (b, C): V x_i
+        m = p * s - p * (p * s).sum(1, keepdim=True)       # (diag(p) - p p^T) V x_i
+        coef = torch.cat((r, m), 1) * (a / b)[:, None]     # both products from one pass over x
+        gh = coef.T @ x                                    # (2C, d + 1)
+        c = self.n_classes
+        grad = gh[:c].reshape(-1) + self.reg * w
+        hv = gh[c:].reshape(-1) + self.reg * v
+        jv = torch.zeros_like(theta).index_add_(0, idx, (r * s).sum(1) * a * (1 - a) / b)
+        return grad, hv, jv
 
     def test_loss(self, w: torch.Tensor) -> torch.Tensor:
         return self._ce(w, self.x_test, self.y_test).mean()

@@ -130,7 +130,7 @@ class LogisticL2(Task):
     """L2 logistic regression, one penalty per feature (log-transformed); Newton reference."""
 
     name = "logistic_l2"
-    tags = frozenset({"convex", "per-example", "reference:implicit-dense"})
+    tags = frozenset({"convex", "per-example", "reference:implicit-dense", "minibatch", "fused-oracle"})
     check_params = {"dataset": "synthetic", "n": 60, "p": 5}
 
     def __init__(self, *, dataset: str = "breast_cancer", n: int = 200, p: int = 10, n_informative: int | None = None,
@@ -264,6 +264,51 @@ class LogisticL2(Task):
 
     def outer_loss(self, w: torch.Tensor) -> torch.Tensor:
         return self._data_loss(w, self.x1_val, self.y_val)
+
+    # ------------------------------------------------ minibatch oracles (closed forms; tag "fused-oracle")
+    @property
+    def n_val(self) -> int:
+        return self.x1_val.shape[0]
+
+    def outer_loss_batch(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return self._data_loss(w, self.x1_val[idx], self.y_val[idx])
+
+    def inner_grad_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        x1, y = self.x1_train[idx], self.y_train[idx]
+        return torch.addcmul(-x1.T @ (y * torch.sigmoid(-y * (x1 @ w))) / x1.shape[0],
+                             self.penalty_vector(theta.detach()), w)
+
+    def outer_grad_batch(self, w: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        x1, y = self.x1_val[idx], self.y_val[idx]
+        return -x1.T @ (y * torch.sigmoid(-y * (x1 @ w))) / x1.shape[0]
+
+    def inner_theta_grad_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The penalty's ``d/dtheta`` (the data term does not depend on theta): the same at every batch."""
+        return self.chain_to_theta(theta.detach(), 0.5 * w[:-1] * w[:-1])
+
+    def inner_hvp_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor,
+                        v: torch.Tensor) -> torch.Tensor:
+        x1 = self.x1_train[idx]
+        pr = torch.sigmoid(x1 @ w)
+        return torch.addcmul(x1.T @ (pr * (1 - pr) * (x1 @ v)) / x1.shape[0], self.penalty_vector(theta.detach()), v)
+
+    def inner_cross_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor,
+                          v: torch.Tensor) -> torch.Tensor:
+        return self.chain_to_theta(theta.detach(), (w * v)[:-1])
+
+    def inner_oracle_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor,
+                           v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(grad, H_B v, J v)`` from one pass over the batch rows: ``X_B [w, v]`` in one product."""
+        theta = theta.detach()
+        x1, y = self.x1_train[idx], self.y_train[idx]
+        b = x1.shape[0]
+        xwv = x1 @ torch.stack((w, v), 1)
+        pr = torch.sigmoid(xwv[:, 0])
+        coef = torch.stack((-y * torch.sigmoid(-y * xwv[:, 0]), pr * (1 - pr) * xwv[:, 1]), 1)
+        gh = x1.T @ coef / b
+        pen = self.penalty_vector(theta)
+        return torch.addcmul(gh[:, 0], pen, w), torch.addcmul(gh[:, 1], pen, v), \
+            self.chain_to_theta(theta, (w * v)[:-1])
 
     def test_loss(self, w: torch.Tensor) -> torch.Tensor:
         return self._data_loss(w, self.x1_test, self.y_test)
