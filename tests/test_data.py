@@ -379,3 +379,14 @@ def test_the_20_newsgroups_archive_is_vectorised_on_the_training_vocabulary(cach
                                                                                     1 / np.sqrt(10)]], rtol=1e-15)
     np.testing.assert_allclose(d.x_test.toarray(), [[1, 0, 0], [0, 1, 0]], rtol=1e-15)
     assert list(d.y) == [0, 0, 1] and list(d.y_test) == [0, 1]
+
+
+def test_first_available_prefers_cached_real_data_and_falls_back_on_the_stand_in(cache, registered, tmp_path):
+    registered(libsvm_entry())
+    assert not data.available("tiny-libsvm") and data.available("ijcnn1-like") and data.available("digits")
+    assert data.first_available(["tiny-libsvm", "ijcnn1-like"]) == "ijcnn1-like"
+    with pytest.raises(data.DatasetMissingError, match="hpo-bench data fetch tiny-libsvm"):
+        data.first_available(["tiny-libsvm", "ijcnn1"])
+    (tmp_path / "tiny.svm").write_bytes(LIBSVM)
+    data.import_files("tiny-libsvm", [tmp_path / "tiny.svm"], verify=False)
+    assert data.first_available(["tiny-libsvm", "ijcnn1-like"]) == "tiny-libsvm"

@@ -48,7 +48,7 @@ from ._errors import (ChecksumError, CorruptDataError, DataError, DatasetMissing
 from ._registry import DatasetEntry, get
 
 __all__ = ["DATA_ENV", "PARSER_VERSION", "Data", "Split", "data_dir", "raw_dir", "load", "fetch", "import_files",
-           "canonical_split", "status", "path_of", "parsed_path", "clear_memory"]
+           "canonical_split", "status", "path_of", "parsed_path", "clear_memory", "available", "first_available"]
 
 DATA_ENV = "HPO_BENCH_DATA"
 #: Part of every parsed file's key: bumped when a parser's output changes.
@@ -510,6 +510,27 @@ def import_files(name: str, paths: Iterable[str | os.PathLike], *, verify: bool 
         _record(name, f.name, folder / f.name, verified=verify, source=f"import:{found[f.name].resolve()}")
     _build_parsed(entry, _read_manifest(name))
     return load(name)
+
+
+def available(name: str) -> bool:
+    """Whether :func:`load` of ``name`` needs no download (bundled, synthetic, or its sources recorded in the cache)."""
+    entry = get(name)
+    if not entry.files:
+        return True
+    path = parsed_path(name)
+    return path is not None and (path.exists() or all((raw_dir(name) / f.name).exists() for f in entry.files))
+
+
+def first_available(names: Iterable[str]) -> str:
+    """The first of ``names`` that :func:`available` finds (for suites that prefer real data where it is cached
+    and fall back on a stand-in); :class:`DatasetMissingError` for the first name if none is."""
+    names = list(names)
+    if not names:
+        raise DataError("`names` must hold at least one dataset name, but got none")
+    for n in names:
+        if available(n):
+            return n
+    raise DatasetMissingError(names[0], str(data_dir()))
 
 
 def status(name: str) -> dict[str, Any]:
