@@ -73,7 +73,7 @@ def hyper_full(task, w, theta, steps, lr, inclusive=True):
 def build(name, task, **kw):
     params = {"batch_size": 8, "outer_batch_size": 6, "step_size": 0.2, "outer_ratio": 10.0}
     if name in ("stocbio", "bsa", "ttsa", "mrbo", "vrbo"):
-        params.update(neumann_steps=4, neumann_lr=0.5)
+        params.update(neumann_steps=2, neumann_lr=0.5)
     if name == "f2sa":
         params.update(penalty=10.0)
     params.update(kw)
@@ -169,7 +169,10 @@ def deterministic(name, solver, task, iters):
                                                                                        dtype=task.dtype)
     proj = lambda x: torch.minimum(torch.maximum(x, lo), hi)  # noqa: E731
     trunc = generator(11, "truncation")
-    y, lam = w.clone(), getattr(solver, "penalty", None)
+    if name in ("soba", "saba", "srba", "amigo"):
+        v = task.outer_grad(w)  # v0 = grad g(w0)
+    lam = getattr(solver, "penalty", None)
+    y = w - rho / lam * task.outer_grad(w) if name == "f2sa" else None
     out = []
     for _ in range(iters):
         if name in ("soba", "saba", "srba"):

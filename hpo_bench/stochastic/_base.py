@@ -2,7 +2,7 @@
 
 Lifecycle of one cell (:meth:`StochasticTuner.run`)::
 
-    w <- task.init_params();  theta <- space.init_theta();  v <- 0
+    w <- task.init_params();  theta <- space.init_theta();  v <- 0 (or grad_w g_B'(w), v_from_outer_grad)
     init_state()                                   # the solver's buffers and memories
     for k = 0, 1, 2, ...:
         compute()                                  # the directions at the current state (and inner loops)
@@ -79,6 +79,8 @@ class StochasticTuner(Tuner):
     tune_grid: ClassVar[dict[str, list[float]]] = {"step_size": [0.01, 0.03, 0.1, 0.3],
                                                     "outer_ratio": [1.0, 10.0, 100.0]}
     has_v: ClassVar[bool] = True
+    #: start ``v`` at ``grad_w g_B'(w0)`` instead of 0 (solvers whose direction is ``-J v`` with ``v`` a state)
+    v_from_outer_grad: ClassVar[bool] = False
     paper: ClassVar[str] = ""
     xfail_checks = {c: _KIT_REASON for c in ("check_tuner_budget", "check_tuner_bounds", "check_tuner_records",
                                              "check_tuner_stop_request", "check_tuner_diverging")}
@@ -219,6 +221,8 @@ class StochasticTuner(Tuner):
         self.v = torch.zeros_like(self.w)
         self.d_theta = torch.zeros_like(self.theta)
         self.samples = self.n_grad = self.n_hvp = self.n_inner = 0
+        if self.v_from_outer_grad:  # v0 = grad_w g_B'(w0) (H ~ I): the first direction -J v0 is not 0
+            self.v.copy_(self.grad_outer(self.w, self.outer_sampler.draw()))
         self.iteration = 0
         self.init_state()
 

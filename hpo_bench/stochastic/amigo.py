@@ -28,6 +28,7 @@ class AmIGO(StochasticTuner):
 
     name = "amigo"
     paper = "Arbel & Mairal 2022, Algorithm 1"
+    v_from_outer_grad = True
     options = {**BASE_OPTIONS, "inner_steps": Option(int, low=1), "v_steps": Option(int, low=1),
                "v_lr": Option(float, low=0, low_open=True, optional=True)}
     defaults: dict[str, Any] = {"inner_steps": 10, "v_steps": 10, "v_lr": None, "eval_every": 8}

@@ -11,7 +11,8 @@ variables: ``z`` tracks ``w*(theta)`` and ``y`` the minimiser of ``g / lam + f``
     lam   <- min(lam + penalty_growth, penalty_max)
 
 Since ``y - z ~ -H^{-1} grad g / lam``, ``D_theta ~ -J H^{-1} grad g`` with a bias ``O(1 / lam)``; the
-recorded ``w`` is ``z`` and the recorded ``v`` is ``lam (z - y)``.
+recorded ``w`` is ``z`` and the recorded ``v`` is ``lam (z - y)``. ``y`` starts one step of its own update
+ahead of ``z`` (``y_0 = z_0 - rho grad g_B'(z_0) / lam``).
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class F2SA(StochasticTuner):
             self._fail_rule("penalty", f"<= penalty_max = {self.penalty_max}", self.penalty)
 
     def init_state(self) -> None:
-        self.y = self.w.clone()
-        self.lam = self.penalty
+        self.lam = self.penalty  # y0 = z0 - rho grad g_B'(z0) / lam: one step of y's update, so D_theta(0) != 0
+        self.y = self.w - (self.inner_lr / self.lam) * self.grad_outer(self.w, self.outer_sampler.draw())
         self.d_y = torch.empty_like(self.w)
 
     def state_tensors(self) -> list[torch.Tensor]:

@@ -29,6 +29,7 @@ class SABA(StochasticTuner):
 
     name = "saba"
     paper = "Dagréou et al. 2022, Algorithm 2"
+    v_from_outer_grad = True
 
     def init_state(self) -> None:
         p, q = self.w.shape[0], self.theta.shape[0]

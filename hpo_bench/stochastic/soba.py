@@ -28,6 +28,7 @@ class SOBA(StochasticTuner):
 
     name = "soba"
     paper = "Dagréou et al. 2022, Algorithm 1"
+    v_from_outer_grad = True
 
     def init_state(self) -> None:
         self.d_v = torch.empty_like(self.w)

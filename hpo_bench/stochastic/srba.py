@@ -34,6 +34,7 @@ class SRBA(StochasticTuner):
 
     name = "srba"
     paper = "Dagréou et al. 2024, Algorithm 1"
+    v_from_outer_grad = True
     options = {**BASE_OPTIONS, "period": Option(int, low=1, optional=True)}
     defaults: dict[str, Any] = {"period": None}
 
