@@ -335,6 +335,8 @@ def test_cli_data_list_path_and_bad_names(cache, monkeypatch, capsys, registered
     assert code == 0 and {"ijcnn1", "mnist", "news20", "digits", "ijcnn1-like"} <= set(rows)
     assert rows["ijcnn1"]["cached"] == "no" and rows["digits"]["cached"] == "bundled"
     assert rows["ijcnn1"]["shape"] == [141691, 22] and rows["mnist"]["size"] == 11594722
+    assert [f["name"] for f in rows["ijcnn1"]["files"]] == ["ijcnn1.bz2", "ijcnn1.t.bz2"]  # what `import` matches
+    assert rows["mnist"]["files"][0]["checksum"] == "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873"
     code, out, _ = invoke(monkeypatch, capsys, "data", "list")
     assert code == 0 and "real-sim-like" in out and "synthetic stand-in" in out
     code, out, _ = invoke(monkeypatch, capsys, "data", "path", "mnist")

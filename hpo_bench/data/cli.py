@@ -18,7 +18,7 @@ from rich.table import Table
 from . import _registry, _store
 from ._errors import DataError
 
-data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, context_settings={"max_content_width": 120},
                        help="Datasets: list the registry and what is cached, fetch (pooch, checksums), import local "
                        "copies for machines without internet, print where a dataset lives (docs/data.md).")
 _console = Console(width=None if sys.stdout.isatty() else 180)
@@ -51,6 +51,10 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readabl
                               f"{task!r}"))
     rows = [_store.status(e.name) for e in _registry.entries(task=task)]
     if as_json:
+        for r, e in zip(rows, _registry.entries(task=task)):
+            r.update(title=e.title, format=e.format, split=e.split, licence=e.licence, citation=e.citation,
+                     files=[{"name": f.name, "url": f.url, "checksum": f.checksum, "size": f.size, "role": f.role}
+                            for f in e.files])
         print(json.dumps({"data_dir": str(_store.data_dir()), "datasets": rows}, indent=1))
         return
     tab = Table(title=f"Datasets (cache: {_store.data_dir()})")
