@@ -128,7 +128,13 @@ def read_20news(path: str | os.PathLike, *, what: str = "") -> tuple[sp.csr_matr
     with tempfile.TemporaryDirectory(prefix="hpo-bench-20news-") as tmp:
         try:
             with tarfile.open(str(path), "r:gz") as tar:
-                tar.extractall(tmp, filter="data")
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse links and paths outside tmp
+                    tar.extractall(tmp, filter="data")
+                else:
+                    for m in tar.getmembers():
+                        if not (m.isfile() or m.isdir()) or m.name.startswith(("/", "..")) or "/../" in m.name:
+                            raise CorruptDataError(f"{label}: unexpected archive member {m.name!r}")
+                    tar.extractall(tmp)  # noqa: S202 - members checked above
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise CorruptDataError(f"{label}: not a readable 20news-bydate archive ({exc})") from None
         try:
