@@ -163,10 +163,14 @@ def test_cli_plot_bad_format_and_bad_folder(run_dir, tmp_path, monkeypatch, caps
 def test_regret_uses_the_reports_oracles_without_computing_any(run_dir, tmp_path, monkeypatch):
     import hpo_bench.oracle as oracle
 
+    from hpo_bench.report.plot import export_for_redraw
+
     copy = tmp_path / "copy"  # only what a committed result keeps: records + the report's oracles
-    (copy / "oracle" / "report").mkdir(parents=True)
-    shutil.copy(run_dir / "records.parquet", copy / "records.parquet")
-    shutil.copy(run_dir / "oracle" / "report" / "used.json", copy / "oracle" / "report" / "used.json")
+    files = export_for_redraw(run_dir, copy)
+    assert sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file()) == \
+        ["oracle/report/used.json", "records.parquet"] == sorted(p.relative_to(copy).as_posix() for p in files)
+    assert list(pd.read_parquet(copy / "records.parquet").columns) == list(pd.read_parquet(
+        run_dir / "records.parquet").columns)
 
     def no(*a, **k):
         raise AssertionError("an oracle was computed")
@@ -254,3 +258,15 @@ def test_a_task_metric_named_like_a_record_column_is_refused():
     theta = task.space.init_theta()
     with pytest.raises(ValueError, match=r"must not be record columns, but got \['val_loss'\]"):
         rec.record(w=task.solve(theta), theta=theta)
+
+
+def test_plot_of_an_exported_run_redraws_the_report_figure_byte_for_byte(run_dir, tmp_path, monkeypatch, capsys):
+    from hpo_bench.report.plot import export_for_redraw
+
+    export_for_redraw(run_dir, tmp_path / "committed")
+    for x, name in (("time", "regret_vs_time"), ("cost", "regret_vs_cost")):
+        out = tmp_path / f"{name}.pdf"
+        rc, _, err = _cli(monkeypatch, capsys, "plot", tmp_path / "committed", "--metric", "regret", "--x", x,
+                          "--width", "7", "--out", out)
+        assert rc == 0, err
+        assert out.read_bytes() == (run_dir / "report" / "figures" / f"{name}.pdf").read_bytes()

@@ -44,7 +44,7 @@ import pandas as pd
 from .metrics import TARGETS, ReportError, add_incumbent, target_label
 from .style import Look, StyleError, look_for, parse_width, rc_for, STYLES
 
-__all__ = ["plot", "plot_records", "save_report_oracles", "load_report_oracles", "REPORT_ORACLES", "curves", "PlotError", "METRICS", "XAXES", "Metric", "resolve_metric",
+__all__ = ["plot", "plot_records", "export_for_redraw", "save_report_oracles", "load_report_oracles", "REPORT_ORACLES", "curves", "PlotError", "METRICS", "XAXES", "Metric", "resolve_metric",
            "resolve_x", "tuner_looks", "FORMATS", "method_of"]
 
 #: Output formats of :func:`plot` (by the suffix of ``out``).
@@ -247,6 +247,34 @@ def load_report_oracles(oracle_dir: str | Path, records: pd.DataFrame) -> dict[t
     return got if need <= set(got) else None
 
 
+def export_for_redraw(run_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Copy what redraws a reported run into ``dest``: its records (every column, zstd-compressed
+    parquet) and the oracles its report used (``oracle/report/used.json``); returns the files.
+
+    ``hpo-bench plot DEST ...`` then draws every metric, ``regret`` included, without building a task.
+
+    Raises:
+        ReportError: ``run_dir`` is not a run folder, or it was not reported since its records last changed.
+    """
+    from .metrics import load_records
+
+    from ..records import read_records_file
+
+    run, out = Path(run_dir), Path(dest)
+    loaded = load_records(run)  # checks the folder; the copy keeps the file's own row order (the suite's order)
+    df = read_records_file(run / "records.parquet", required=()) if (run / "records.parquet").is_file() \
+        else loaded.drop(columns=["task_order", "tuner_label_order"])
+    if load_report_oracles(run / "oracle", loaded) is None:
+        raise ReportError(f"{str(run)!r} has no oracle/{REPORT_ORACLES} for its current records: run "
+                          f"`hpo-bench report {run}` first")
+    (out / "oracle" / "report").mkdir(parents=True, exist_ok=True)
+    records = out / "records.parquet"
+    df.to_parquet(records, index=False, compression="zstd", compression_level=19)
+    used = out / "oracle" / REPORT_ORACLES
+    used.write_bytes((run / "oracle" / REPORT_ORACLES).read_bytes())
+    return [records, used]
+
+
 def plot_records(run_dirs: str | Path | Sequence[str | Path], *, metric: str = "regret", x: str = "time",
                  jobs: int = 1, shared_cache: str | Path | None = None,
                  progress: Callable[[str], None] | None = None) -> pd.DataFrame:
@@ -363,21 +391,32 @@ def curves(df: pd.DataFrame, *, metric: str = "regret", x: str = "time", tasks: 
     else:  # whole cells are kept or dropped, so incumbents are recomputed on the selection
         d = add_incumbent(df[mask].sort_values(["cell_id", "step"], kind="stable").reset_index(drop=True))
         d = d.assign(_y=_values(d, m))
-    d = d.assign(_x=pd.to_numeric(d[xcol], errors="coerce"))
+    # integer codes and one sort by (cell, x): grouping the records table itself (arrow strings, every
+    # column copied per group) dominated the report's time
+    t_code, t_names = pd.factorize(d["task"].to_numpy(dtype=object))
+    l_code, l_names = pd.factorize(d["tuner_label"].to_numpy(dtype=object))
+    c_code, _ = pd.factorize(d["cell_id"].to_numpy(dtype=object))
+    x_all = pd.to_numeric(d[xcol], errors="coerce").to_numpy(dtype=float)
+    y_all = d["_y"].to_numpy(dtype=float)
+    order = np.lexsort((x_all, c_code))  # stable: rows of equal x keep their step order
+    cc, xs_sorted, ys_sorted = c_code[order], x_all[order], y_all[order]
+    bounds = np.flatnonzero(np.r_[True, cc[1:] != cc[:-1], True]) if len(cc) else np.array([0])
+    span = {int(cc[a]): (a, b) for a, b in zip(bounds[:-1], bounds[1:])}
     out = []
-    for task, dt in d.groupby("task", sort=False):
-        grid = _grid(dt["_x"].to_numpy(dtype=float), log, n_grid)
+    for ti, task in enumerate(t_names):
+        in_task = t_code == ti
+        grid = _grid(x_all[in_task], log, n_grid)
         if grid is None:
             continue
-        for lab, dl in dt.groupby("tuner_label", sort=False):
+        for li in pd.unique(l_code[in_task]):
             per_cell = []
-            for _, g in dl.groupby("cell_id", sort=False):
-                xs, ys = g["_x"].to_numpy(dtype=float), g["_y"].to_numpy(dtype=float)
+            for ci in pd.unique(c_code[in_task & (l_code == li)]):
+                a, b = span[int(ci)]
+                xs, ys = xs_sorted[a:b], ys_sorted[a:b]
                 ok = np.isfinite(xs) & np.isfinite(ys)
                 if not ok.any():
                     continue
-                order = np.argsort(xs[ok], kind="stable")
-                xs, ys = xs[ok][order], ys[ok][order]
+                xs, ys = xs[ok], ys[ok]
                 if m.monotone:
                     ys = np.minimum.accumulate(ys)
                 idx = np.searchsorted(xs, grid, side="right") - 1
@@ -389,11 +428,14 @@ def curves(df: pd.DataFrame, *, metric: str = "regret", x: str = "time", tasks: 
             if not full.any():
                 continue
             sub = mat[:, full]
-            out.append(pd.DataFrame({"task": task, "tuner_label": lab, "x": grid[full],
-                                     "median": np.median(sub, axis=0), "q1": np.quantile(sub, 0.25, axis=0),
-                                     "q3": np.quantile(sub, 0.75, axis=0), "seeds": sub.shape[0]}))
+            q1, med, q3 = np.quantile(sub, [0.25, 0.5, 0.75], axis=0)
+            k = int(full.sum())
+            out.append(([task] * k, [l_names[li]] * k, grid[full], med, q1, q3, np.full(k, sub.shape[0])))
     cols = ["task", "tuner_label", "x", "median", "q1", "q3", "seeds"]
-    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)
+    if not out:
+        return pd.DataFrame(columns=cols)
+    return pd.DataFrame({c: np.concatenate([np.asarray(o[i], dtype=object if i < 2 else None) for o in out])
+                         for i, c in enumerate(cols)})
 
 
 # --------------------------------------------------------------------------- selection
@@ -536,7 +578,8 @@ def plot(records_df: pd.DataFrame, *, metric: str = "regret", x: str = "time", t
         rename: display names, ``{label: name}``, for tuners and tasks; a tuner's look stays
             that of its label.
         order: names (labels or display names) that come first in the legend and the panel order.
-        style: ``"paper"`` or ``"slides"`` (:data:`hpo_bench.report.style.STYLES`).
+        style: ``"paper"`` or ``"slides"`` (:data:`hpo_bench.report.style.STYLES`), applied over
+            matplotlib's defaults (the caller's rc settings do not change the figure).
         width: inches or a template width (:func:`hpo_bench.report.style.parse_width`).
         out: ``.pdf``, ``.png`` or ``.svg`` path (no creation date in PDF/SVG: reruns give the same
             bytes); ``None``: only return the figure.
@@ -569,7 +612,10 @@ def plot(records_df: pd.DataFrame, *, metric: str = "regret", x: str = "time", t
     agg = curves(records_df, metric=metric, x=x, tasks=sel_tasks, tuners=sel_tuners)
     looks = tuner_looks(records_df, sel_tuners)
     spec = STYLES[style]
-    with plt.rc_context(rc):
+    with plt.rc_context():
+        # matplotlib's defaults + the style, whatever the caller's rc: the same figure from any caller
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update(rc)
         cols = 4 if inches >= 5 else 2
         fig, axes = _layout(len(sel_tasks), inches, spec["aspect"], len(sel_tuners) + (2 if m.oracle else 0), cols,
                             rc["font.size"])
