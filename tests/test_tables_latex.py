@@ -126,3 +126,32 @@ def test_environment_label_prefix_columns_and_size():
     for bad in ({"columns": ["nope"]}, {"env": "figure"}, {"size": "huge"}):
         with pytest.raises(ValueError, match="must be"):
             t.latex(**bad)
+
+
+def test_task_metrics_reach_the_tables_at_the_final_incumbent(tmp_path_factory):
+    import numpy as np
+
+    from hpo_bench.report.metrics import add_derived, cell_metrics, load_records
+    from hpo_bench.report.plot import load_report_oracles
+    from hpo_bench.report.tables import group_summary, headline_table, results_table, wilcoxon_table
+
+    run = reported_run(tmp_path_factory)
+    records = load_records(run)
+    oracles = load_report_oracles(run / "oracle", records)
+    # a task metric: 0.5 + step/100 + seed/10, so the final incumbent's step decides it
+    records["test_accuracy"] = 0.5 + records["step"] / 100 + records["seed"] / 10
+    rows = add_derived(records, oracles)
+    cells = cell_metrics(rows, oracles)
+    summary = group_summary(cells, rows)
+    assert summary.attrs["task_metrics"] == ["test_accuracy"]
+    for r in summary.itertuples():
+        ids = cells[(cells["task"] == r.task) & (cells["tuner_label"] == r.tuner)]["cell_id"]
+        finals = [float(rows.loc[int(rows[rows["cell_id"] == c]["incumbent_row"].iloc[-1]), "test_accuracy"])
+                  for c in ids]
+        assert r.test_accuracy_mean == pytest.approx(np.mean(finals))
+        assert r.test_accuracy_std == pytest.approx(np.std(finals, ddof=1))
+    res = results_table(summary, cells, wilcoxon_table(summary, cells))
+    head = headline_table(summary, cells)
+    assert ("m_test_accuracy", "test accuracy") in res.columns and "test accuracy" in res.markdown()
+    assert "{test accuracy}" in head.latex()  # in the headline's default LaTeX columns too
+    assert "test_accuracy_mean" in head.csv().splitlines()[0]

@@ -252,5 +252,10 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
         html_path = write_html(out / "report.html", rows, tables,
                                title=f"hpo-bench report: suite {prov.get('suite', run.name)}")
         say(f"report.html: written in {time.perf_counter() - t_html:.3g} s")
+        text = summary_path.read_text().split("\n")
+        at = next((i + 1 for i, t in enumerate(text) if t.startswith("# ")), 0)
+        _write_atomic(summary_path, "\n".join(text[:at] + ["", "Interactive version (pick task, tuners, metric and "
+                                                           "x-axis; sortable tables; works offline): "
+                                                           "[report.html](report.html)"] + text[at:]))
     return ReportResult(out, summary_path, written, figs, oracle_dir, html_path, n_cells=len(cells),
                         n_rows=len(rows))

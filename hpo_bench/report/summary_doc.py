@@ -18,7 +18,9 @@ FIGURE_CAPTIONS = {
                       "solve).",
     "hypergrad_error": "Hypergradient relative error vs the reference, per outer step (gradient tuners; median "
                        "and interquartile band over seeds).",
-    "final_hp": "Final hyperparameters (natural units) of every seed vs the oracle's; the dotted line is equality.",
+    "final_hp": "Distance of every final hyperparameter (all seeds) from the oracle's λ*: the fraction of "
+                "hyperparameters within each distance, |log10 λ/λ*| in decades for log-scaled ones (further up "
+                "and left is closer).",
     "val_vs_test": "Validation vs test loss (both at the tuner's own w), one arrow per cell from its first recorded "
                    "point to its final incumbent; solid arrows: the validation loss fell while the test loss rose.",
 }

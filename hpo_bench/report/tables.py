@@ -304,8 +304,45 @@ def _reach(x: np.ndarray, unit: str = "") -> str:
 
 
 # ------------------------------------------------------------------ summaries
+#: Columns the report derives from the records (never a task's own metric).
+_DERIVED = {"objective", "incumbent_objective", "incumbent_row", "first_row", "oracle_val_loss", "oracle_gap",
+            "n_params", "regret", "val_loss_gap_own_w", "incumbent_regret", "cost_units", "task_order",
+            "tuner_label_order", "family", "regret_plot"}
+
+
+def task_metric_columns(rows: pd.DataFrame) -> list[str]:
+    """The numeric columns of ``rows`` that tasks recorded (:meth:`hpo_bench.task.Task.extra_metrics`):
+    neither record columns nor stochastic-tuner columns nor derived by the report."""
+    from ..records import COLUMNS
+
+    try:
+        from ..records import STOCHASTIC_COLUMNS
+    except ImportError:  # an older records module
+        STOCHASTIC_COLUMNS = ()
+    known = set(COLUMNS) | set(STOCHASTIC_COLUMNS) | _DERIVED
+    return [c for c in rows.columns if c not in known and pd.api.types.is_numeric_dtype(rows[c])
+            and not pd.api.types.is_bool_dtype(rows[c]) and rows[c].notna().any()]
+
+
+def _final_task_metrics(cells: pd.DataFrame, rows: pd.DataFrame) -> dict[str, dict[Any, float]]:
+    """Per task metric, per cell id: its value at the cell's final incumbent (NaN where none)."""
+    cols = task_metric_columns(rows)
+    if not cols or "incumbent_row" not in rows:
+        return {}
+    last = rows.groupby("cell_id", sort=False)["incumbent_row"].last()
+    out: dict[str, dict[Any, float]] = {}
+    for c in cols:
+        vals = pd.to_numeric(rows[c], errors="coerce").to_numpy(dtype=float)
+        out[c] = {cid: float(vals[i]) if i >= 0 else math.nan for cid, i in last.items()}
+    return out
+
+
 def group_summary(cells: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per task x tuner label: aggregates over seeds (raw numbers)."""
+    """One row per task x tuner label: aggregates over seeds (raw numbers).
+
+    Task metrics (e.g. ``test_accuracy``) at each cell's final incumbent give ``<name>_mean`` and
+    ``<name>_std`` (over seeds), where the records hold them."""
+    finals = _final_task_metrics(cells, rows)
     med_err = rows.groupby(["task", "tuner_label"], sort=False)["hypergrad_rel_error"].median() \
         if "hypergrad_rel_error" in rows else pd.Series(dtype=float)
     out = []
@@ -327,11 +364,15 @@ def group_summary(cells: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
                 r[f"{what}_to_{k}_median"] = _median_with_unreached(x)
                 r[f"reached_{k}"] = int(np.isfinite(x).sum())
         r["hypergrad_rel_error_median"] = float(med_err.get((task, tuner), math.nan))
+        for name, per_cell in finals.items():
+            m, sd, _, _ = _mean_std_ci(np.array([per_cell.get(c, math.nan) for c in g["cell_id"]], dtype=float))
+            r[f"{name}_mean"], r[f"{name}_std"] = m, sd
         r["tuner_s_mean"] = float(g["tuner_s"].mean())
         r["wall_s_mean"] = float(g["wall_s"].mean()) if "wall_s" in g else math.nan
         r["cost_units_mean"] = float(g["cost_units"].mean())
         out.append(r)
     df = pd.DataFrame(out)
+    df.attrs["task_metrics"] = list(finals)
     # rank the mean regret as printed (fmt's 4 significant digits): equal-looking results tie,
     # share the average rank and are all marked best
     printed = df["regret_mean"].map(as_printed)
@@ -353,11 +394,27 @@ GAP_NOTE = ("val–test gap: the final incumbent's test loss minus its validatio
             "at the test split's expense)")
 
 
+def _metric_columns(summary: pd.DataFrame) -> list[tuple[str, str]]:
+    """Table columns of the task metrics in ``summary`` (``test_accuracy`` -> ``test accuracy``)."""
+    return [(f"m_{m}", m.replace("_", " ")) for m in summary.attrs.get("task_metrics", [])]
+
+
+def _metric_cells(r: Any) -> dict[str, str]:
+    """Display cells (mean ± std over seeds) of the task metrics of one summary row."""
+    d = r._asdict()
+    return {f"m_{k[:-5]}": _pm(d[k], d.get(k[:-5] + "_std", math.nan)) for k in d
+            if k.endswith("_mean") and k[:-5] + "_std" in d and k[:-5] not in _SUMMARY_KEYS}
+
+
+_SUMMARY_KEYS = {"val", "test", "regret", "val_test_gap", "tuner_s", "wall_s", "cost_units"}
+
+
 def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataFrame) -> Table:
     p = {(r.task, r.tuner): r for r in wilcoxon.itertuples()} if not wilcoxon.empty else {}
     cols = [("task", "task"), ("tuner", "tuner"), ("seeds", "seeds ok"), ("val", "val loss"),
-            ("val_ci", "val 95% CI"), ("test", "test loss"), ("test_ci", "test 95% CI"),
-            ("regret", "regret"), ("gap", "val–test gap")]
+            ("val_ci", "val 95% CI"), ("test", "test loss"), ("test_ci", "test 95% CI")]
+    cols += _metric_columns(summary)
+    cols += [("regret", "regret"), ("gap", "val–test gap")]
     for frac in TARGETS:
         cols.append((f"t_{target_key(frac)}", f"t→{target_label(frac)} (s)"))
     for frac in TARGETS:
@@ -377,6 +434,7 @@ def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataF
             k = target_key(frac)
             d[f"t_{k}"] = _reach(g[f"time_to_{k}"].to_numpy(dtype=float))
             d[f"c_{k}"] = _reach(g[f"cost_to_{k}"].to_numpy(dtype=float))
+        d.update(_metric_cells(r))
         w = p.get((r.task, r.tuner))
         d["p"] = "best" if r.best else ("—" if w is None else w.display)
         if r.best:
@@ -401,26 +459,30 @@ def results_table(summary: pd.DataFrame, cells: pd.DataFrame, wilcoxon: pd.DataF
 def headline_table(summary: pd.DataFrame, cells: pd.DataFrame) -> Table:
     k = target_key(TARGETS[0])
     cols = [("task", "task"), ("tuner", "tuner"), ("regret", "regret"), ("median", "regret (median)"),
-            ("test", "test loss"), ("gap", "val–test gap"), ("t", f"t→{target_label(TARGETS[0])} (s)"),
-            ("tuner_s", "tuner (s)"),
-            ("wall_s", "wall (s)"), ("rank", "rank")]
+            ("test", "test loss"), *_metric_columns(summary), ("gap", "val–test gap"),
+            ("t", f"t→{target_label(TARGETS[0])} (s)"), ("tuner_s", "tuner (s)"), ("wall_s", "wall (s)"),
+            ("rank", "rank")]
     rows = []
     for r in summary.itertuples():
         g = cells[(cells["task"] == r.task) & (cells["tuner_label"] == r.tuner)]
         d = {"_group": r.task, "task": r.task, "tuner": r.tuner, "regret": _pm(r.regret_mean, r.regret_std),
              "median": fmt(r.regret_median, 3),
              "test": _pm(r.test_mean, r.test_std), "gap": _gap(r), "t": _reach(g[f"time_to_{k}"].to_numpy(dtype=float)),
-             "tuner_s": fmt(r.tuner_s_mean, 3), "wall_s": fmt(r.wall_s_mean, 3), "rank": fmt(r.rank, 3)}
+             "tuner_s": fmt(r.tuner_s_mean, 3), "wall_s": fmt(r.wall_s_mean, 3), "rank": fmt(r.rank, 3),
+             **_metric_cells(r)}
         if r.best:
             d["_bold"] = {"tuner", "regret"}
         rows.append(d)
     raw = summary[["task", "tuner", "regret_mean", "regret_std", "regret_median", "test_mean", "test_std",
                    "val_test_gap_mean", "val_test_gap_std", "overfit_seeds", f"time_to_{k}_median", "tuner_s_mean",
-                   "wall_s_mean", "rank"]]
+                   "wall_s_mean", "rank"] + [f"{m}_{s}" for m in summary.attrs.get("task_metrics", [])
+                                             for s in ("mean", "std")]]
     return Table("headline", "Headline: final regret (mean ± std over seeds, and median), test loss, time to 1% of "
                  "the oracle gap; best mean regret in bold, ranks by mean regret.", cols, rows, raw,
                  align={"task": "l", "tuner": "l"}, notes=[GAP_NOTE],
-                 latex_columns=["task", "tuner", "regret", "test", "t", "rank"])
+                 latex_columns=["task", "tuner", "regret", "test"]
+                 + (["m_test_accuracy"] if "test_accuracy" in summary.attrs.get("task_metrics", []) else [])
+                 + ["t", "rank"])
 
 
 def rank_table(summary: pd.DataFrame) -> Table:
