@@ -21,6 +21,14 @@ is ``"unconverged"``, shown with its bound, not a pass and not a failure. The re
 ``FloatingPointError``, e.g. a non-convex inner problem) is one ``"no-ref"`` row, counted, not
 failed. Approximate methods are reported, never failed.
 
+Non-smooth tasks (tag ``"non-smooth"``, e.g. the lasso): ``F`` has kinks where the support of
+``w*`` changes. There the finite differences are taken by :func:`support_aware_difference`: a
+direction whose step ``theta +- h u`` changes the support is retried with ``h / 10`` and ``h / 100``,
+and if the support still changes it is dropped and reported (the note names the directions): a
+difference is never averaged across a kink. Methods a task cannot run are ``"skipped"`` with the
+reason: a method needing a tag the task lacks (the non-smooth methods need ``"prox"``), or a
+smooth-only method (one not declaring ``"prox"``) on a ``"non-smooth"`` task.
+
 Points (:func:`box_points`): the initial point, the two extreme corners, every corner when
 there are at most three hyperparameters (else seeded random corners), then seeded uniform
 points of the box in transformed coordinates; so ``check`` looks where it is hard, not only
@@ -42,7 +50,8 @@ from .registry import METHODS, TASKS
 from .task import Task
 
 __all__ = ["CheckRow", "check_task", "fd_directions", "build_check_task", "check_points", "box_points",
-           "finite_difference", "sign_agreement", "reference_note", "worst_rows", "FORWARD_MAX_DIM"]
+           "finite_difference", "support_aware_difference", "sign_agreement", "reference_note", "worst_rows",
+           "FORWARD_MAX_DIM"]
 
 #: Slack of the bound comparison: the reference is itself computed in float64 (a few eps, relative).
 _REF_SLACK = 64 * 2.0 ** -52
@@ -147,6 +156,56 @@ def finite_difference(task: Task, theta: torch.Tensor, directions: torch.Tensor,
     return torch.tensor(out, dtype=theta.dtype, device=theta.device)
 
 
+def support_aware_difference(task: Task, theta: torch.Tensor, directions: torch.Tensor, h: float = 1e-5,
+                             shrink: tuple[float, ...] = (1.0, 0.1, 0.01)) -> tuple[torch.Tensor, list[int]]:
+    """Central differences of ``F`` that never straddle a support change of ``w*`` (non-smooth tasks).
+
+    Along each direction ``u``, the supports of ``solve(theta + h u)`` and ``solve(theta - h u)`` are
+    compared with that of ``solve(theta)`` (``task.support(w)``); the first step of ``h * shrink``
+    with the same support on both sides gives the difference. A direction where every step changes
+    the support (a kink within ``h / 100`` of ``theta``) gets NaN, and its index is returned.
+
+    Returns:
+        ``(fd, kinks)``: one difference per row of ``directions`` (NaN at a kink) and the kink rows.
+    """
+    s0 = task.support(task.solve(theta))
+    out, kinks = [], []
+    for k, u in enumerate(directions):
+        val = math.nan
+        for f in shrink:
+            step = h * f
+            wp, wm = task.solve(theta + step * u), task.solve(theta - step * u)
+            if task.support(wp) == s0 and task.support(wm) == s0:
+                val = (float(task.outer_loss(wp)) - float(task.outer_loss(wm))) / (2 * step)
+                break
+        if math.isnan(val):
+            kinks.append(k)
+        out.append(val)
+    return torch.tensor(out, dtype=theta.dtype, device=theta.device), kinks
+
+
+def _margin_note(task: Task, theta: torch.Tensor) -> str:
+    """For composite tasks: how far the support is from changing (``<= 0``: degenerate, one-sided)."""
+    margin = getattr(task, "support_margin", None)
+    if margin is None:
+        return ""
+    val = margin(theta)
+    return f"; support margin {val:.1e}" + (" (DEGENERATE: one-sided derivative)" if val <= 0 else "")
+
+
+def _applicable(task: Task, fn, opts: dict) -> str | None:
+    """Why method ``fn`` cannot run on ``task`` (a missing required tag; smooth-only on a non-smooth task), else None."""
+    from .hypergrad._nonsmooth import handles_nonsmooth
+
+    missing = sorted(set(fn.info.required_tags(opts)) - set(task.tags))
+    if missing:
+        return f"needs task tag {missing[0]!r}, which task {task.name!r} does not have"
+    if "non-smooth" in task.tags and not handles_nonsmooth(fn, opts):
+        return ("assumes a smooth inner objective (it does not declare 'prox'); this task is non-smooth: see "
+                "implicit_support, implicit_forward, prox_forward, prox_reverse")
+    return None
+
+
 def fd_directions(task: Task, full_max: int, n_random: int, gen: torch.Generator) -> torch.Tensor:
     """Rows to difference along: every coordinate when ``dim <= full_max``, else ``n_random`` seeded unit vectors."""
     m = task.space.dim
@@ -165,6 +224,8 @@ def sign_agreement(est: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-6) -> 
 
 def reference_note(task: Task) -> str:
     """How the task's reference is computed, from its declared tags."""
+    if "prox" in task.tags and "closed-form" in task.tags:
+        return "closed form on the support"
     if "closed-form" in task.tags:
         return "closed form"
     if "reference:implicit-cg" in task.tags:
@@ -203,8 +264,18 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
         hp = [float(v) for v in task.space.to_natural(theta).cpu()]
         dirs = fd_directions(task, fd_full_max, 8, gen)
         full = m <= fd_full_max
+        nonsmooth = "non-smooth" in task.tags
+        kink_note = ""
         try:
-            fd = finite_difference(task, theta, dirs, fd_h)
+            if nonsmooth:
+                fd, kinks = support_aware_difference(task, theta, dirs, fd_h)
+                if kinks:
+                    keep = [i for i in range(dirs.shape[0]) if i not in kinks]
+                    kink_note = (f"; the support of w* changes within the FD step along direction(s) {kinks}: a kink, "
+                                 "not differenced" + ("" if keep else " (no direction left: FD not compared)"))
+                    dirs, fd = dirs[keep], fd[keep]
+            else:
+                fd = finite_difference(task, theta, dirs, fd_h)
             t0 = time.perf_counter()
             ref = task.reference_hypergradient(theta)
             t_ref = (time.perf_counter() - t0) * 1e3
@@ -213,11 +284,14 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
             rows.append(CheckRow(task.name, k, hp, "reference", "reference", True, math.nan, math.nan, math.nan,
                                  math.nan, 0, math.nan, "no-ref", f"reference unavailable: {exc}"))
             continue
-        ref_fd = rel_error(dirs @ ref, fd)
+        no_fd = dirs.shape[0] == 0
+        ref_fd = rel_error(dirs @ ref, fd) if not no_fd else math.nan
         fd_note = ""
         ok = ref_fd <= fd_tol
-        if not ok:  # FD's own error: |fd(h) - fd(2h)| (truncation grows 4x, rounding halves), only where needed
-            noise = float(torch.linalg.vector_norm(fd - finite_difference(task, theta, dirs, 2 * fd_h)))
+        if not ok and not no_fd:  # FD's own error: |fd(h) - fd(2h)| (truncation grows 4x, rounding halves), only where needed
+            fd2 = support_aware_difference(task, theta, dirs, 2 * fd_h, (1.0,))[0] if nonsmooth else \
+                finite_difference(task, theta, dirs, 2 * fd_h)
+            noise = float(torch.linalg.vector_norm(fd - fd2))
             # plus the a-priori rounding floor of a central difference of F (F to 64 eps relative): the two
             # step sizes can round alike when F is flat
             noise += math.sqrt(dirs.shape[0]) * 64 * torch.finfo(theta.dtype).eps * abs(float(task.response(theta))) / fd_h
@@ -227,18 +301,23 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
             fd_note = f"; FD noise-limited here: (|fd(h) - fd(2h)| + rounding) / |fd| = {noise / scale if scale > 0 else math.inf:.1e}"
         rows.append(CheckRow(
             task=task.name, point=k, hp=hp, method="reference", kind="reference", exact=True,
-            rel_error_ref=0.0, rel_error_fd=ref_fd, cosine=cosine(dirs @ ref, fd),
-            sign_agree=sign_agreement(dirs @ ref, fd), hvp=0, time_ms=t_ref,
-            verdict="pass" if ok else "FAIL",
+            rel_error_ref=0.0, rel_error_fd=ref_fd, cosine=cosine(dirs @ ref, fd) if not no_fd else math.nan,
+            sign_agree=sign_agreement(dirs @ ref, fd) if not no_fd else math.nan, hvp=0, time_ms=t_ref,
+            verdict="skipped" if no_fd else ("pass" if ok else "FAIL"),
             note=reference_note(task) + ("" if full else f"; FD on {dirs.shape[0]} random directions") + fd_note
-            + tol_note))
+            + kink_note + _margin_note(task, theta) + tol_note))
         w0 = task.init_params()
         for name, fn in fns.items():
-            if name == "forward" and methods is None and m > forward_max_dim:
+            why = _applicable(task, fn, dict(method_opts.get(name, {})))
+            if why is not None:
+                rows.append(CheckRow(task.name, k, hp, name, fn.info.kind, fn.info.exact, math.nan, math.nan,
+                                     math.nan, math.nan, 0, math.nan, "skipped", why))
+                continue
+            if name in ("forward", "prox_forward") and methods is None and m > forward_max_dim:
                 rows.append(CheckRow(task.name, k, hp, name, fn.info.kind, fn.info.exact, math.nan, math.nan,
                                      math.nan, math.nan, 0, math.nan, "skipped",
                                      f"forward mode costs m = {m} HVPs per step: skipped above m > "
-                                     f"{forward_max_dim} (name it with --method forward to run it)"))
+                                     f"{forward_max_dim} (name it with --method {name} to run it)"))
                 continue
             opts = dict(method_opts.get(name, {}))
             t0 = time.perf_counter()
@@ -265,6 +344,10 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
             elif math.isfinite(bound) and err > bound + _REF_SLACK:
                 verdict = "FAIL"
                 notes.append(f"error {err:.2e} exceeds the method's own bound {bound:.2e}")
+            elif hg.stats.get("support_margin", math.inf) <= 0:
+                verdict = "pass" if err <= exact_tol else "FAIL"
+                notes.append(f"degenerate support here (margin {hg.stats['support_margin']:.1e}: an inactive "
+                             "|grad_j f| = alpha_j): the derivative of w's branch, one-sided")
             elif not hg.stats.get("converged", True):
                 verdict = "unconverged"  # it says so itself, and its bound says how far: not a pass
                 notes.append(f"its bound {bound:.2e} > tol: exactness not reached in float64 here")
@@ -272,7 +355,8 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
                 verdict = "pass" if err <= exact_tol else "FAIL"
             rows.append(CheckRow(
                 task=task.name, point=k, hp=hp, method=name, kind=fn.info.kind, exact=fn.info.exact,
-                rel_error_ref=err, rel_error_fd=rel_error(dirs @ g, fd), cosine=cosine(g, ref),
+                rel_error_ref=err, rel_error_fd=rel_error(dirs @ g, fd) if not no_fd else math.nan,
+                cosine=cosine(g, ref),
                 sign_agree=sign_agreement(g, ref), hvp=int(hg.stats.get("hvp", 0)), time_ms=dt,
                 verdict=verdict, note="; ".join(notes), error_bound=bound))
     return rows

@@ -1,4 +1,5 @@
-"""Inner solvers of the gradient tuner: ``gd``, ``adam``, ``adam_per_example``, ``exact``.
+"""Inner solvers of the gradient tuner: ``gd``, ``adam``, ``adam_per_example``, ``exact``, and for
+non-smooth (composite, tag ``"prox"``) tasks ``ista``, ``fista`` and ``cd`` (see :func:`run_prox_inner`).
 
 Each solver advances an :class:`InnerState` (parameters plus optimiser moments, kept
 across outer steps for a warm start) for a given ``theta`` and reports how many inner
@@ -17,9 +18,11 @@ import torch
 
 from .task import Task
 
-__all__ = ["InnerState", "INNER_SOLVERS", "run_inner", "adam_step", "SCALAR_MAX_P"]
+__all__ = ["InnerState", "INNER_SOLVERS", "PROX_SOLVERS", "run_inner", "run_prox_inner", "adam_step", "SCALAR_MAX_P"]
 
-INNER_SOLVERS = ("gd", "adam", "adam_per_example", "exact")
+INNER_SOLVERS = ("gd", "adam", "adam_per_example", "exact", "ista", "fista", "cd")
+#: inner solvers for composite ``f + sum alpha_j |w_j|`` tasks (tag ``"prox"``): they need the task's prox
+PROX_SOLVERS = ("ista", "fista", "cd")
 
 
 @dataclass
@@ -70,6 +73,8 @@ def run_inner(task: Task, theta: torch.Tensor, state: InnerState, *, solver: str
         for _ in range(steps):
             adam_step(state, task.inner_grad(state.w, theta), lr)
         return steps
+    if solver in PROX_SOLVERS:
+        return run_prox_inner(task, theta, state, solver=solver, steps=steps, lr=lr)
     if solver == "adam_per_example":
         n = task.n_train
         if _adam_per_example_scalar(task, theta, state, epochs=steps, lr=lr):
@@ -83,6 +88,37 @@ def run_inner(task: Task, theta: torch.Tensor, state: InnerState, *, solver: str
                 adam_step(state, g, lr)
         return steps * n
     raise ValueError(f"unknown inner solver {solver!r}; known inner solvers: {', '.join(INNER_SOLVERS)}")
+
+
+def run_prox_inner(task: Task, theta: torch.Tensor, state: InnerState, *, solver: str, steps: int,
+                   lr: float | None) -> int:
+    """Proximal inner solvers on a composite task (``inner = f + sum alpha_j |w_j|``, tag ``"prox"``).
+
+    * ``ista``: ``w <- prox_{eta g}(w - eta grad f(w))``, ``eta = lr`` or ``1 / task.lipschitz(theta)``;
+    * ``fista``: the same step at Nesterov's extrapolated point (Beck & Teboulle 2009), momentum restarted
+      at every call (theta has moved since the last one);
+    * ``cd``: ``steps`` sweeps of cyclic coordinate descent (:meth:`CompositeTask.cd_epochs`), no step size.
+
+    Every iterate has exact zeros off its support. Returns the gradient evaluations used (``steps``
+    full gradients; a CD sweep counts as one).
+    """
+    if solver == "cd":
+        state.w = task.cd_epochs(state.w, theta, steps)
+        return steps
+    eta = float(lr) if lr is not None else 1.0 / task.lipschitz(theta)
+    w = state.w
+    if solver == "ista":
+        for _ in range(steps):
+            w = task.prox(w - eta * task.smooth_grad(w, theta), eta, theta)
+    else:
+        y, t = w, 1.0
+        for _ in range(steps):
+            w_next = task.prox(y - eta * task.smooth_grad(y, theta), eta, theta)
+            t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
+            y = w_next + ((t - 1.0) / t_next) * (w_next - w)
+            w, t = w_next, t_next
+    state.w = w
+    return steps
 
 
 #: per-example Adam runs on Python scalars up to this many parameters (see _adam_per_example_scalar)

@@ -441,7 +441,9 @@ def _parse_tune(raw: dict, tuners: list[Entry], seeds: list[int], ck: _Checker) 
 
 def _validate_params(suite: Suite, ck: _Checker) -> None:
     """Check every task's keywords and build every task (once) and tuner, before any cell runs; then
-    refuse every cell whose task lacks a tag its tuner requires (:meth:`Tuner.required_tags`)."""
+    refuse every cell whose task lacks a tag its tuner requires (:meth:`Tuner.required_tags`) or has a
+    tag its tuner refuses (``refused_tags(params) -> {tag: reason}``, e.g. the gradient tuner's
+    smooth-only solvers and methods on a ``"non-smooth"`` task)."""
     built: dict[str, Any] = {}
     for i, e in enumerate(suite.tasks):
         cls = TASKS.get(e.name)
@@ -494,3 +496,10 @@ def _validate_params(suite: Suite, ck: _Checker) -> None:
                         f"{missing[0]!r}, which task {t.label!r} ({t.name}) does not have (its tags: "
                         f"{', '.join(sorted(built[t.label].tags))}); leave the task out with the tuner's "
                         "`tasks = [...]` or choose other params")
+                refused = getattr(cls, "refused_tags", None)  # tags a tuner cannot run on (e.g. "non-smooth")
+                for tag, why in (refused({**u.params, **combo}) if refused is not None else {}).items():
+                    if tag in built[t.label].tags:
+                        raise SuiteError(
+                            f"suite file {ck.path!r}: key `tuner[{j}]`: tuner {u.label!r} ({u.name}{how}) cannot run "
+                            f"task {t.label!r} ({t.name}), which is tagged {tag!r}: {why}; leave the task out with "
+                            "the tuner's `tasks = [...]` or choose other params")

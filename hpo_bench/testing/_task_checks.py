@@ -4,6 +4,15 @@ Each ``check_task_*(obj)`` builds the task from ``obj`` (a Task subclass with it
 ``check_params``, ``(cls, params)``, or a factory; see :func:`task_factory`), tests one rule
 of the task contract (:mod:`hpo_bench.task`) and raises :class:`ConformanceError` naming
 the task, the check and the broken rule. They never modify the task's class.
+
+Non-smooth tasks (tag ``"non-smooth"``, the composite contract of
+:class:`hpo_bench.tasks._sparse_linear.CompositeTask`) have no ``grad_w inner = 0`` and no
+Hessian of ``inner``; the smooth rules take their non-smooth form there. ``check_task_inner_stationary``
+checks the prox fixed point (:func:`check_task_prox_fixed_point`), ``check_task_linearization`` the
+linearisation on the support (:func:`check_task_support_linearization`), ``check_task_exact_methods``
+runs the exact methods that declare ``"prox"`` (smooth-only ones are refused on such tasks), and
+``check_task_reference_fd`` never differences across a support change
+(:func:`hpo_bench.check.support_aware_difference`).
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ import math
 
 import torch
 
-from ..check import fd_directions, finite_difference
+from ..check import fd_directions, finite_difference, support_aware_difference
 from ..records import rel_error
 from ..registry import METHODS
 from ..task import Linearization, Task
@@ -23,7 +32,7 @@ __all__ = [
     "check_task_declaration", "check_task_deterministic", "check_task_finite_losses", "check_task_space",
     "check_task_reference_fd", "check_task_inner_stationary", "check_task_linearization",
     "check_task_exact_methods", "check_task_per_example", "check_task_float32", "check_task_capabilities",
-    "task_points", "TASK_CHECKS",
+    "check_task_prox_fixed_point", "check_task_support_linearization", "task_points", "TASK_CHECKS",
 ]
 
 
@@ -166,7 +175,14 @@ def check_task_reference_fd(obj, *, n_points: int = 2, n_directions: int = 4, h:
     for k, th in enumerate(task_points(task, n_points, scale=scale)):
         dirs = fd_directions(task, n_directions, n_directions, gen)
         ref = task.reference_hypergradient(th)
-        fd = finite_difference(task, th, dirs, h)
+        if "non-smooth" in task.tags:  # never difference across a support change (a kink of F)
+            fd, kinks = support_aware_difference(task, th, dirs, h)
+            keep = [i for i in range(dirs.shape[0]) if i not in kinks]
+            if not keep:
+                continue
+            dirs, fd = dirs[keep], fd[keep]
+        else:
+            fd = finite_difference(task, th, dirs, h)
         err = rel_error(dirs @ ref, fd)
         if not err <= tol:
             fail(what, check, f"at point {k} the reference disagrees with finite differences: rel. error "
@@ -174,8 +190,15 @@ def check_task_reference_fd(obj, *, n_points: int = 2, n_directions: int = 4, h:
 
 
 def check_task_inner_stationary(obj, *, n_points: int = 2) -> None:
-    """``solve(theta)`` is stationary: ``||grad_w inner|| <= tol * max(1, ||grad_w inner(w0)||)``."""
+    """``solve(theta)`` is stationary: ``||grad_w inner|| <= tol * max(1, ||grad_w inner(w0)||)``.
+
+    On a ``"non-smooth"`` task ``grad_w inner`` does not exist at the solution's zeros: the rule is the
+    prox fixed point instead (:func:`check_task_prox_fixed_point`).
+    """
     task = _build(obj)
+    if "non-smooth" in task.tags:
+        check_task_prox_fixed_point(obj, n_points=n_points)
+        return
     what, check = f"task {label_of(obj)!r}", "check_task_inner_stationary"
     tol = tolerance(task, "stationary")
     w0 = task.init_params()
@@ -192,8 +215,14 @@ def check_task_linearization(obj, *, n_points: int = 2, dense_max: int = 400) ->
     Gradient, HVPs (single and batched), cross-derivative products and the cross-Jacobian on
     seeded random vectors, and the dense Hessian when ``n_params <= dense_max``, at the
     reference solution and at ``init_params()``.
+
+    On a ``"non-smooth"`` task the Hessian of ``inner`` is not defined on the support's boundary: the
+    linearisation on the support is checked instead (:func:`check_task_support_linearization`).
     """
     task = _build(obj)
+    if "non-smooth" in task.tags:
+        check_task_support_linearization(obj, n_points=n_points)
+        return
     what, check = f"task {label_of(obj)!r}", "check_task_linearization"
     tol = tolerance(task, "structure")
     gen = torch.Generator().manual_seed(2)
@@ -223,11 +252,19 @@ def check_task_linearization(obj, *, n_points: int = 2, dense_max: int = 400) ->
 
 
 def check_task_exact_methods(obj, *, n_points: int = 2) -> None:
-    """Every registered hypergradient method declared exact matches the reference at ``solve(theta)``."""
+    """Every registered hypergradient method declared exact matches the reference at ``solve(theta)``.
+
+    Only the methods the task can run: those whose declared tags it has, and on a ``"non-smooth"``
+    task only those declaring ``"prox"`` (the smooth-only ones are refused there by suite validation).
+    """
+    from ..hypergrad._nonsmooth import handles_nonsmooth
+
     task = _build(obj)
     what, check = f"task {label_of(obj)!r}", "check_task_exact_methods"
     tol = tolerance(task, "exact")
-    exact = [(n, f) for n, f in METHODS.items() if f.info.exact and f.info.kind == "implicit"]
+    nonsmooth = "non-smooth" in task.tags
+    exact = [(n, f) for n, f in METHODS.items() if f.info.exact and f.info.kind == "implicit"
+             and f.info.required_tags({}) <= set(task.tags) and (handles_nonsmooth(f) or not nonsmooth)]
     for k, th in enumerate(task_points(task, n_points)):
         ref = task.reference_hypergradient(th)
         w = task.solve(th)
@@ -235,6 +272,86 @@ def check_task_exact_methods(obj, *, n_points: int = 2) -> None:
             err = rel_error(fn(task, w, th).grad, ref)
             if not err <= tol:
                 fail(what, check, f"point {k}: exact method {name!r} vs reference rel. error {err:.2e} > {tol:g}")
+
+
+def check_task_prox_fixed_point(obj, *, n_points: int = 2) -> None:
+    """Non-smooth tasks: ``solve(theta)`` is a fixed point of the proximal-gradient map.
+
+    ``||w - prox(w - eta grad f(w))|| / eta <= tol * max(1, same at w0)`` with ``eta = 1 / lipschitz``
+    (``stationary`` tolerance), and the same for a step ``eta / 3`` (a fixed point for one step is one
+    for all); the duality gap is ``<= 1e-12``. A wrong prox agrees with the reference solver at neither.
+    """
+    task = _build(obj)
+    what, check = f"task {label_of(obj)!r}", "check_task_prox_fixed_point"
+    tol = tolerance(task, "stationary")
+    w0 = task.init_params()
+    for k, th in enumerate(task_points(task, n_points)):
+        w = task.solve(th)
+        eta = 1.0 / task.lipschitz(th)
+        scale = max(1.0, task.prox_residual(w0, th))
+        for step in (eta, eta / 3):
+            res = task.prox_residual(w, th, step)
+            if not res <= tol * scale:
+                fail(what, check, f"at point {k} the reference solution is not a prox fixed point: "
+                     f"||w - prox(w - eta grad f)|| / eta = {res:.2e} > {tol:g} x {scale:.3g} (eta = {step:.3g})")
+        gap = task.duality_gap(w, th)
+        if not gap <= 1e-12:
+            fail(what, check, f"at point {k} the reference solution's duality gap is {gap:.2e} > 1e-12")
+
+
+def check_task_support_linearization(obj, *, n_points: int = 2) -> None:
+    """Non-smooth tasks: the linearisation on the support agrees with autograd of the face problem.
+
+    On the support ``S`` with signs ``s`` of ``w = solve(theta)``, ``phi(u, theta) = f(w + P_S u, theta)
+    + sum_S alpha_j(theta) s_j (w_j + u_j)`` is smooth; at ``u = 0`` its gradient is the restricted
+    optimality condition (zero up to the ``stationary`` tolerance), and its Hessian ``H_SS`` and cross
+    derivative ``B`` must match :meth:`linearize_support`'s ``hvp``, ``hessian``, ``cross_vjp`` and
+    ``cross_jacobian`` on seeded vectors (``structure`` tolerance). The support must be exactly the
+    non-zero entries of ``w``.
+    """
+    task = _build(obj)
+    what, check = f"task {label_of(obj)!r}", "check_task_support_linearization"
+    tol, stol = tolerance(task, "structure"), tolerance(task, "stationary")
+    gen = torch.Generator().manual_seed(2)
+    for k, th in enumerate(task_points(task, n_points)):
+        th = th.detach()
+        w = task.solve(th)
+        lin = task.linearize_support(w, th)
+        sup = lin.support
+        if lin.size == 0:
+            continue
+        if not torch.equal(sup, torch.nonzero(w != 0).reshape(-1)):
+            fail(what, check, f"point {k}: the support is not the non-zero entries of w")
+        signs = torch.sign(w[sup])
+
+        def phi(u, t):
+            wu = w.index_put((sup,), w[sup] + u)
+            alpha, _ = task.penalties(t)
+            return task.smooth_loss(wu, t) + torch.sum(alpha[sup] * signs * (w[sup] + u))
+
+        u0 = torch.zeros(lin.size, dtype=task.dtype, device=task.device)
+        v = torch.randn(lin.size, generator=gen, dtype=task.dtype).to(task.device)
+        with torch.enable_grad():
+            u_ = u0.clone().requires_grad_(True)
+            t_ = th.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(phi(u_, t_), u_, create_graph=True)
+            gnorm = float(g.detach().abs().max())
+            (hv,) = torch.autograd.grad(g, u_, v, retain_graph=True)
+            (cv,) = torch.autograd.grad(g, t_, v, retain_graph=True)
+            eye = torch.eye(lin.size, dtype=task.dtype, device=task.device)
+            (hrows,) = torch.autograd.grad(g, u_, eye, retain_graph=True, is_grads_batched=True)
+            (brows,) = torch.autograd.grad(g, t_, eye, retain_graph=True, is_grads_batched=True)
+        scale = max(1.0, float(task.smooth_grad(task.init_params(), th).abs().max()))
+        if not gnorm <= stol * scale:
+            fail(what, check, f"point {k}: the face problem's gradient at the solution is {gnorm:.2e}, not 0 "
+                 f"(> {stol:g} x {scale:.3g}): the optimality condition on the support fails")
+        for name, a, b in (("hvp", lin.hvp(v), hv), ("cross_vjp", lin.cross_vjp(v), cv),
+                           ("hessian", lin.hessian().reshape(-1), hrows.reshape(-1)),
+                           ("cross_jacobian", lin.cross_jacobian().reshape(-1), brows.reshape(-1))):
+            err = rel_error(a, b)
+            if float(torch.linalg.vector_norm(b)) > 0 and not err <= tol:
+                fail(what, check, f"point {k}: {name} on the support differs from autograd by rel. {err:.2e} "
+                     f"> {tol:g}")
 
 
 def check_task_per_example(obj) -> None:

@@ -53,8 +53,12 @@ GRADIENT_OPTIONS = {
     "outer": Option(str, choices=OUTER_OPTIMIZERS), "outer_lr": Option(float, low=0, low_open=True),
     "outer_momentum": Option(float, low=0, high=1, high_open=True),
 }
-#: Task tags each inner solver needs: per-example Adam draws single training examples.
-INNER_REQUIRES = {"adam_per_example": frozenset({"per-example"})}
+#: Task tags each inner solver needs: per-example Adam draws single training examples; the proximal
+#: solvers need a composite task's prox (tag ``"prox"``).
+INNER_REQUIRES = {"adam_per_example": frozenset({"per-example"}), "ista": frozenset({"prox"}),
+                  "fista": frozenset({"prox"}), "cd": frozenset({"prox"})}
+#: Inner solvers that assume a smooth inner objective (gradient steps on it): refused on ``"non-smooth"`` tasks.
+SMOOTH_ONLY_INNER = ("gd", "adam", "adam_per_example")
 
 
 #: L-BFGS-B's settings: scipy's defaults (memory 10) except its stopping tests, which only decide when
@@ -73,6 +77,30 @@ def _gradient_requirements(inner: Any, method: Any, method_opts: Any) -> frozens
         if method in METHODS:
             need |= METHODS.get(method).info.required_tags(method_opts)
     return frozenset(need)
+
+
+def _smooth_only_parts(inner: Any, method: Any, method_opts: Any) -> list[str]:
+    """The parts of a gradient tuner that assume a smooth inner objective: a gradient-step inner solver
+    (:data:`SMOOTH_ONLY_INNER`) or a method that does not declare the composite structure (tag ``"prox"``)."""
+    parts = []
+    if isinstance(inner, str) and inner in SMOOTH_ONLY_INNER:
+        parts.append(f"inner = {inner!r}")
+    if isinstance(method, str) and isinstance(method_opts, Mapping):
+        from ..hypergrad._nonsmooth import handles_nonsmooth
+        from ..registry import METHODS
+
+        if method in METHODS and not handles_nonsmooth(METHODS.get(method), method_opts):
+            parts.append(f"method = {method!r}")
+    return parts
+
+
+def _refusals(inner: Any, method: Any, method_opts: Any) -> dict[str, str]:
+    parts = _smooth_only_parts(inner, method, method_opts)
+    if not parts:
+        return {}
+    return {"non-smooth": f"{' and '.join(parts)} assume{'s' if len(parts) == 1 else ''} a smooth inner objective; "
+            "a non-smooth task needs inner = 'ista', 'fista', 'cd' or 'exact' and a method declaring 'prox' "
+            "(implicit_support, implicit_forward, prox_forward, prox_reverse)"}
 
 
 class _StopLBFGS(Exception):
@@ -94,7 +122,10 @@ class GradientTuner(Tuner):
     Args:
         method: a registered hypergradient method (``hpo-bench list``).
         method_opts: options of that method (e.g. ``{tol = 1e-8}`` for ``cg``).
-        inner: ``gd``, ``adam``, ``adam_per_example`` or ``exact``; unrolled methods need ``gd``.
+        inner: ``gd``, ``adam``, ``adam_per_example`` or ``exact``; unrolled methods need ``gd``. On
+            composite tasks (tag ``"prox"``): ``ista``, ``fista`` or ``cd`` (``inner_steps`` CD sweeps);
+            the unrolled ``prox_forward`` / ``prox_reverse`` differentiate through ``ista`` (both) or ``cd``
+            (forward). Smooth-only solvers and methods are refused on ``"non-smooth"`` tasks.
         inner_steps: T, gradient steps (epochs for ``adam_per_example``) per outer step.
         inner_lr: inner step size; ``None`` for ``gd`` means ``1/L`` by power iteration at
             every outer step (its HVPs are counted).
@@ -125,7 +156,17 @@ class GradientTuner(Tuner):
                            "chooses its steps by line search)", outer_lr)
             if outer_momentum != 0:
                 self._fail("outer_momentum", "0 with outer='lbfgs' (L-BFGS-B has no momentum)", outer_momentum)
-        if self.method.info.kind == "unrolled":
+        prox_unrolled = self.method.info.kind == "unrolled" and "prox" in self.method.info.required_tags(
+            self.method_opts)
+        if prox_unrolled:
+            from ..hypergrad._nonsmooth import UNROLLED_SOLVERS
+            from ..inner import PROX_SOLVERS
+
+            allowed = UNROLLED_SOLVERS.get(method, PROX_SOLVERS)
+            if inner not in allowed:
+                self._fail("inner", f"one of {list(allowed)} for the unrolled method {method!r} (it differentiates "
+                           "through those iterations)", inner)
+        elif self.method.info.kind == "unrolled":
             if inner != "gd":
                 self._fail("inner", f"'gd' for the unrolled method {method!r} (it differentiates through "
                            "gradient-descent steps)", inner)
@@ -155,6 +196,12 @@ class GradientTuner(Tuner):
         return _gradient_requirements(params.get("inner", "gd"), params.get("method", "cg"),
                                       params.get("method_opts") or {})
 
+    @classmethod
+    def refused_tags(cls, params: Mapping[str, Any]) -> dict[str, str]:
+        """Task tags this tuner cannot run on, each with the reason: ``"non-smooth"`` when the inner solver
+        or the method assumes a smooth inner objective (suite validation refuses the pair in one line)."""
+        return _refusals(params.get("inner", "gd"), params.get("method", "cg"), params.get("method_opts") or {})
+
     # ------------------------------------------------------------------ steps
     def _lr(self, task, w: torch.Tensor, theta: torch.Tensor, recorder) -> float | None:
         if self.inner_lr is not None or self.inner not in ("gd",):
@@ -170,7 +217,8 @@ class GradientTuner(Tuner):
             state = InnerState.fresh(w_start)
         lr = self._lr(task, w_start, theta, recorder)
         if self.method.info.kind == "unrolled":
-            hg = self.method(task, w_start, theta, steps=self.inner_steps, lr=lr, **self.method_opts)
+            extra = {"solver": self.inner} if self.inner in ("ista", "fista", "cd") else {}
+            hg = self.method(task, w_start, theta, steps=self.inner_steps, lr=lr, **extra, **self.method_opts)
             state.w = hg.w
             recorder.add_cost(inner_steps=self.inner_steps)
         else:

@@ -1,0 +1,779 @@
+"""Shared maths of the non-smooth (l1-penalised) tasks: the composite contract, prox, solvers, gaps.
+
+Every non-smooth task here is *composite*::
+
+    inner(w, theta) = f(w, theta) + sum_j alpha_j(theta) |w_j|,
+    f(w, theta)     = data(w) + l2(theta) / 2 ||w||^2
+
+with a smooth convex data term (least squares ``1/(2n) ||X w - y||^2`` or the mean logistic loss),
+``alpha(theta) > 0`` the l1 weights and ``l2(theta) >= 0`` an optional ridge weight (elastic net).
+
+Optimality is not ``grad_w inner = 0`` but a fixed point of the proximal-gradient map::
+
+    w* = prox_{eta g}(w* - eta grad f(w*)),   prox_{eta g}(z)_j = sign(z_j) max(|z_j| - eta alpha_j, 0)
+
+for any step ``eta > 0`` (:meth:`CompositeTask.prox_residual` measures it). On the support
+``S = {j : w*_j != 0}`` with signs ``s = sign(w*_S)`` the solution is smooth in ``theta`` as long as
+the support is *stable* (every ``j`` outside ``S`` has ``|grad_j f| < alpha_j`` strictly), and
+differentiating ``grad_S f(w*) + alpha_S s = 0`` gives the closed-form hypergradient
+(Bertrand et al. 2020, "Implicit differentiation of Lasso-type models")::
+
+    H_SS q = grad_S outer(w*),        H_SS = d^2 f / dw_S^2
+    dF/dtheta = -B^T q,               B = d/dtheta [grad_S f(w*, theta) + alpha_S(theta) s]
+
+(zero on coordinates outside the support). For least squares ``H_SS = G_SS + l2 I`` with
+``G = X^T X / n``; for lasso this is ``w_S = (X_S^T X_S)^{-1} (X_S^T y - n lam s)``.
+
+Reference solver (own code, float64, NumPy): a primal active-set method (:func:`active_set`),
+warm-started along a geometric path of l1 weights from where ``w* = 0`` down to the requested ones
+(:meth:`CompositeTask._homotopy`, 10 steps per decade): with the support and signs fixed, solve the optimality system on the
+support exactly (a linear solve for least squares, Newton for the logistic loss), drop a coordinate
+whose sign flips, add the worst KKT violator, repeat. Should it not finish, cyclic coordinate descent
+(CD) runs and the active set restarts from its iterate. The result has a duality gap at rounding
+level (``<= 1e-12`` is checked; :class:`FloatingPointError` if not).
+Why not skglm/celer: skglm installs here (with numba and llvmlite), but its first call in every
+process pays a numba JIT compilation of seconds, which dominates the small reference solves the
+benchmark and the tests run, and it stops on a duality-gap tolerance, not at rounding level, so
+the polish would still be needed; this module has no compiled dependency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpo_bench.space import Space
+from hpo_bench.task import Task, require
+
+__all__ = ["CompositeTask", "SupportLinearization", "soft_threshold", "make_sparse_data", "lasso_gap",
+           "logistic_gap", "cd_quadratic", "cd_logistic", "REFERENCE_GAP"]
+
+#: the duality gap the reference solve must reach (absolute; the losses are O(1) by construction)
+REFERENCE_GAP = 1e-12
+
+
+def soft_threshold(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``prox`` of ``sum_j t_j |w_j|``: ``sign(z) max(|z| - t, 0)`` (exact zeros below the threshold)."""
+    return torch.sign(z) * torch.clamp(z.abs() - t, min=0.0)
+
+
+def _st(z: float, t: float) -> float:
+    return z - t if z > t else (z + t if z < -t else 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def make_sparse_data(*, task: str, n: int, p: int, n_informative: int, snr: float, rho: float,
+                     n_val: int | None, n_test: int | None, seed: int, classification: bool = False):
+    """Seeded synthetic data with a known sparse truth: ``(x_tr, y_tr, x_va, y_va, x_te, y_te, w_true)``.
+
+    Features are Gaussian with Toeplitz correlation ``rho^|i-j|``; ``n_informative`` true weights
+    (positions drawn from the seed) are ``+-1`` times a uniform magnitude in [1, 2]; the noise has
+    standard deviation ``std(X w_true) / snr`` (``snr = inf``: noiseless). Classification labels
+    are ``sign(X w_true + noise)`` in ``{-1, +1}``. Three splits: train (``n``), validation and test.
+    """
+    for key, val in (("n", n), ("p", p)):
+        require(isinstance(val, int) and val >= 2, task, key, "an integer >= 2", val)
+    require(isinstance(n_informative, int) and 1 <= n_informative <= p, task, "n_informative",
+            f"an integer in [1, p={p}]", n_informative)
+    require(snr > 0, task, "snr", "> 0 (inf: noiseless)", snr)
+    require(0 <= rho < 1, task, "rho", "0 <= rho < 1", rho)
+    n_val = n if n_val is None else n_val
+    n_test = n if n_test is None else n_test
+    require(isinstance(n_val, int) and n_val >= 2, task, "n_val", "an integer >= 2", n_val)
+    require(isinstance(n_test, int) and n_test >= 2, task, "n_test", "an integer >= 2", n_test)
+    rng = np.random.default_rng(seed)
+    idx = np.arange(p)
+    chol = np.linalg.cholesky(rho ** np.abs(idx[:, None] - idx[None, :]))
+    w_true = np.zeros(p)
+    support = np.sort(rng.choice(p, size=n_informative, replace=False))
+    w_true[support] = rng.choice([-1.0, 1.0], size=n_informative) * rng.uniform(1.0, 2.0, size=n_informative)
+    total = n + n_val + n_test
+    x = rng.standard_normal((total, p)) @ chol.T
+    clean = x @ w_true
+    sd = 0.0 if math.isinf(snr) else float(np.std(clean)) / snr
+    y = clean + sd * rng.standard_normal(total)
+    if classification:
+        y = np.where(y >= 0, 1.0, -1.0)
+    tr, va, te = slice(0, n), slice(n, n + n_val), slice(n + n_val, None)
+    return x[tr], y[tr], x[va], y[va], x[te], y[te], w_true
+
+
+# ----------------------------------------------------------------------------------- duality gaps
+def lasso_gap(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: np.ndarray, l2: float) -> float:
+    """Duality gap of ``1/(2n) ||X w - y||^2 + sum alpha_j |w_j| + l2/2 ||w||^2`` at ``w``.
+
+    The ridge term is the lasso of the augmented data ``[X; sqrt(n l2) I], [y; 0]``; the dual point
+    is the rescaled residual ``r / n`` made feasible (``|x~_j^T theta| <= alpha_j``).
+    """
+    n = x.shape[0]
+    r = y - x @ w
+    corr = x.T @ r - n * l2 * w  # x~_j^T r~ of the augmented problem
+    primal = 0.5 * (r @ r) / n + float(alpha @ np.abs(w)) + 0.5 * l2 * (w @ w)
+    scale = max(1.0, float(np.max(np.abs(corr) / (n * alpha))))
+    th_r, th_w = r / (n * scale), -math.sqrt(n * l2) * w / (n * scale)
+    # dual of 1/(2n)||y~ - X~ w||^2 + g: D = 1/(2n)||y||^2 - n/2 ||theta - y~/n||^2
+    dual = 0.5 * (y @ y) / n - 0.5 * n * (((th_r - y / n) ** 2).sum() + (th_w ** 2).sum())
+    return float(primal - dual)
+
+
+def _xlogx(u: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(u)
+    pos = u > 0
+    out[pos] = u[pos] * np.log(u[pos])
+    return out
+
+
+def logistic_gap(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: np.ndarray) -> float:
+    """Duality gap of ``mean log(1 + exp(-y x.w)) + sum alpha_j |w_j|`` at ``w``.
+
+    Dual: ``D(u) = -1/n sum [H(n u_i)]`` with ``H(t) = t log t + (1-t) log(1-t)`` over the feasible
+    set ``|(diag(y) X)^T u|_j <= alpha_j``; ``u = sigma(-y x.w) / n`` rescaled to feasibility.
+    """
+    n = x.shape[0]
+    z = y * (x @ w)
+    primal = float(np.mean(np.logaddexp(0.0, -z))) + float(alpha @ np.abs(w))
+    u = 1.0 / (1.0 + np.exp(z)) / n
+    corr = x.T @ (y * u)
+    u = u / max(1.0, float(np.max(np.abs(corr) / alpha)))
+    t = n * u
+    dual = -float(np.sum(_xlogx(t) + _xlogx(1.0 - t))) / n
+    return primal - dual
+
+
+# ------------------------------------------------------------------------------------------ solvers
+def cd_quadratic(gram: np.ndarray, c: np.ndarray, alpha: np.ndarray, l2: float, w: np.ndarray,
+                 epochs: int) -> np.ndarray:
+    """``epochs`` sweeps of cyclic CD (exact coordinate minimisation) on ``1/2 w^T G w - c^T w + l2/2 ||w||^2
+    + sum alpha_j |w_j|``, from ``w`` (copied). ``G w`` is kept up to date, so a sweep costs ``O(p^2)``."""
+    w = np.array(w, dtype=np.float64)
+    gw = gram @ w
+    diag = np.diag(gram) + l2
+    p = w.shape[0]
+    for _ in range(epochs):
+        for j in range(p):
+            old = w[j]
+            gj = gw[j] + l2 * old - c[j]
+            new = _st(old - gj / diag[j], alpha[j] / diag[j])
+            if new != old:
+                gw += gram[:, j] * (new - old)
+                w[j] = new
+    return w
+
+
+def cd_logistic(x: np.ndarray, y: np.ndarray, alpha: np.ndarray, l2: float, w: np.ndarray,
+                epochs: int, lips: np.ndarray) -> np.ndarray:
+    """``epochs`` sweeps of cyclic proximal coordinate gradient on the l1 logistic loss with coordinate
+    Lipschitz constants ``lips`` (``||x_j||^2 / (4n) + l2``), from ``w`` (copied); ``X w`` is kept."""
+    w = np.array(w, dtype=np.float64)
+    n = x.shape[0]
+    xw = x @ w
+    for _ in range(epochs):
+        for j in range(w.shape[0]):
+            old = w[j]
+            gj = float(x[:, j] @ (-y / (1.0 + np.exp(y * xw)))) / n + l2 * old
+            new = _st(old - gj / lips[j], alpha[j] / lips[j])
+            if new != old:
+                xw += x[:, j] * (new - old)
+                w[j] = new
+    return w
+
+
+class SupportLinearization:
+    """Second-order information of the composite inner problem *on the support* of ``w``.
+
+    Attributes:
+        support: indices ``S`` of the non-zero entries of ``w`` (long tensor, ascending).
+        signs: ``sign(w_S)``.
+        grad: ``grad_w f`` (the smooth part) at ``w``, shape ``(p,)``.
+        n_hvp, n_cross: products computed so far (a dense ``H_SS`` counts ``|S|``).
+
+    The optimality condition restricted to ``S`` is ``grad_S f(w, theta) + alpha_S(theta) s = 0``;
+    :meth:`hvp` is its derivative in ``w_S`` (``H_SS v``), :meth:`cross_vjp` the transpose of its
+    derivative in ``theta`` (``B^T q``), :meth:`cross_jacobian` ``B`` itself (``|S| x m``).
+    """
+
+    def __init__(self, task: CompositeTask, w: torch.Tensor, theta: torch.Tensor) -> None:
+        self.task = task
+        self.w = w.detach()
+        self.theta = theta.detach()
+        self.support = torch.nonzero(self.w != 0).reshape(-1)
+        self.signs = torch.sign(self.w[self.support])
+        self.alpha, self.l2 = task.penalties(self.theta)
+        self.grad = task.smooth_grad(self.w, self.theta)
+        self._h: torch.Tensor | None = None
+        self._ja, self._jl2 = task.penalty_jacobians(self.theta)
+        self.n_hvp = 0
+        self.n_cross = 0
+
+    @property
+    def size(self) -> int:
+        return int(self.support.shape[0])
+
+    def hessian(self) -> torch.Tensor:
+        """Dense ``H_SS`` (``|S| x |S|``)."""
+        if self._h is None:
+            self._h = self.task.support_hessian(self.w, self.theta, self.support)
+            self.n_hvp += self.size
+        return self._h
+
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        """``H_SS v`` for ``v`` of shape ``(|S|,)`` or ``(|S|, k)``."""
+        self.n_hvp += 1 if v.ndim == 1 else v.shape[1]
+        return self.hessian() @ v
+
+    def cross_jacobian(self) -> torch.Tensor:
+        """``B = d/dtheta [grad_S f + alpha_S s]``, shape ``(|S|, m)``: ``s_j d alpha_j / dtheta + w_j d l2 / dtheta``."""
+        s = self.support
+        return self.signs.unsqueeze(1) * self._ja[s] + self.w[s].unsqueeze(1) * self._jl2.unsqueeze(0)
+
+    def cross_vjp(self, q: torch.Tensor) -> torch.Tensor:
+        """``B^T q`` for ``q`` of shape ``(|S|,)``: how the support's optimality condition moves with theta."""
+        self.n_cross += 1
+        s = self.support
+        return self._ja[s].T @ (self.signs * q) + self._jl2 * float(self.w[s] @ q)
+
+    def stationarity(self) -> float:
+        """``||grad_S f + alpha_S s||_inf``: zero at an exact solution with this support."""
+        s = self.support
+        if self.size == 0:
+            return 0.0
+        return float((self.grad[s] + self.alpha[s] * self.signs).abs().max())
+
+    def margin(self) -> float:
+        """Relative distance to a support change: ``min_{j not in S} (alpha_j - |grad_j f|) / alpha_j``.
+
+        Positive: the support is stable (it stays the same in a neighbourhood of theta). Zero or
+        negative (``|grad_j f| = alpha_j`` for some inactive ``j``): a degenerate point where the
+        hypergradient is one-sided only. ``inf`` when every coordinate is active.
+        """
+        off = torch.ones_like(self.w, dtype=torch.bool)
+        off[self.support] = False
+        if not bool(off.any()):
+            return math.inf
+        return float(((self.alpha[off] - self.grad[off].abs()) / self.alpha[off]).min())
+
+
+class CompositeTask(Task):
+    """Base of the l1-penalised tasks: ``inner = data(w) + l2/2 ||w||^2 + sum alpha_j |w_j|``.
+
+    The non-smooth variant of the task contract (:mod:`hpo_bench.task`). Beyond :class:`Task` it
+    guarantees:
+
+    * :meth:`penalties` ``(alpha, l2)`` and their Jacobians in theta (:meth:`penalty_jacobians`);
+    * :meth:`smooth_loss`, :meth:`smooth_grad`, :meth:`smooth_hvp` of ``f`` (the smooth part);
+    * :meth:`prox` (soft-thresholding) and :meth:`prox_residual`, the optimality measure
+      ``||w - prox(w - eta grad f(w))|| / eta`` (zero exactly at a solution);
+    * :meth:`solve`: reference solution with duality gap ``<= 1e-12`` (:meth:`duality_gap`), exact zeros
+      off the support;
+    * :meth:`linearize_support` (:class:`SupportLinearization`) and the closed-form
+      :meth:`reference_hypergradient` on the support; :meth:`support_margin` says how far the support
+      is from changing;
+    * :meth:`lipschitz` (of ``grad f``) and :meth:`coordinate_lipschitz` for ISTA/FISTA/CD steps.
+
+    Tags ``"non-smooth"`` (smooth-only inner solvers and methods are refused) and ``"prox"`` (the
+    structure above: what the ``ista``/``fista``/``cd`` inner solvers and the non-smooth methods need).
+    """
+
+    tags = frozenset({"non-smooth", "prox", "convex", "closed-form"})
+    check_params: dict[str, Any] = {"n": 40, "p": 10, "n_informative": 3, "lam0": 0.1}
+    _CACHE = 16
+
+    # ------------------------------------------------------------------ subclass hooks
+    def penalties(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha, l2)``: l1 weights (shape ``(p,)``, positive) and the ridge weight (0-dim, >= 0)."""
+        raise NotImplementedError
+
+    def data_loss(self, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def data_grad(self, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def data_hvp(self, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``(d^2 data / dw^2) v`` for ``v`` of shape ``(p,)`` or ``(p, k)``."""
+        raise NotImplementedError
+
+    def data_support_hessian(self, w: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def data_lipschitz(self) -> float:
+        raise NotImplementedError
+
+    def data_coordinate_lipschitz(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _reference_solve(self, alpha: np.ndarray, l2: float, w0: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _gap_np(self, w: np.ndarray, alpha: np.ndarray, l2: float) -> float:
+        raise NotImplementedError
+
+    def duality_gap(self, w: torch.Tensor, theta: torch.Tensor) -> float:
+        """The duality gap of the inner problem at ``w`` (float64; zero exactly at the solution)."""
+        alpha, l2 = self.penalties(theta.detach())
+        return self._gap_np(w.detach().double().cpu().numpy(), alpha.double().cpu().numpy(), float(l2))
+
+    def _cd_numpy(self, alpha: np.ndarray, l2: float, w: np.ndarray, epochs: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def cd_epochs(self, w: torch.Tensor, theta: torch.Tensor, epochs: int) -> torch.Tensor:
+        """``epochs`` sweeps of cyclic coordinate descent from ``w`` (the ``cd`` inner solver; float64 NumPy).
+
+        Least squares: exact coordinate minimisation; logistic: a proximal coordinate-gradient step with
+        the coordinate Lipschitz constant. Both keep the iterate's exact zeros.
+        """
+        alpha, l2 = self.penalties(theta.detach())
+        out = self._cd_numpy(alpha.double().cpu().numpy(), float(l2), w.detach().double().cpu().numpy(), epochs)
+        return self.tensor(out)
+
+    # ------------------------------------------------------------------ setup
+    def _setup_data(self, x_tr, y_tr, x_va, y_va, x_te, y_te, w_true, space: Space) -> None:
+        t = self.tensor
+        self.x_train, self.y_train = t(x_tr), t(y_tr)
+        self.x_val, self.y_val = t(x_va), t(y_va)
+        self.x_test, self.y_test = t(x_te), t(y_te)
+        self.w_true = t(w_true)
+        self._np = (np.asarray(x_tr, dtype=np.float64), np.asarray(y_tr, dtype=np.float64))
+        self._space = space
+        self._cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
+        if space.dim == 1:
+            self.tags = type(self).tags | {"scalar-hyperparameter"}
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def space(self) -> Space:
+        return self._space
+
+    @property
+    def n_params(self) -> int:
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    def init_params(self) -> torch.Tensor:
+        return torch.zeros(self.n_params, dtype=self.dtype, device=self.device)
+
+    def penalty_jacobians(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(d alpha / dtheta, d l2 / dtheta)``, shapes ``(p, m)`` and ``(m,)`` (autograd of :meth:`penalties`)."""
+        th = theta.detach()
+        ja, jl2 = torch.autograd.functional.jacobian(lambda t: self.penalties(t), th, vectorize=True)
+        return ja, jl2.reshape(-1)
+
+    def smooth_loss(self, w: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        _, l2 = self.penalties(theta)
+        return self.data_loss(w) + 0.5 * l2 * (w @ w)
+
+    def smooth_grad(self, w: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        _, l2 = self.penalties(theta.detach())
+        return self.data_grad(w) + l2 * w
+
+    def smooth_hvp(self, w: torch.Tensor, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        _, l2 = self.penalties(theta.detach())
+        return self.data_hvp(w, v) + l2 * v
+
+    def support_hessian(self, w: torch.Tensor, theta: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        _, l2 = self.penalties(theta.detach())
+        h = self.data_support_hessian(w, support)
+        return h + l2 * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+
+    def lipschitz(self, theta: torch.Tensor) -> float:
+        """A Lipschitz constant of ``grad f`` (ISTA's step is ``1 / lipschitz``)."""
+        return self.data_lipschitz() + float(self.penalties(theta.detach())[1])
+
+    def coordinate_lipschitz(self, theta: torch.Tensor) -> torch.Tensor:
+        """Per-coordinate Lipschitz constants of ``grad f`` (CD's steps; exact curvature for least squares)."""
+        return self.data_coordinate_lipschitz() + self.penalties(theta.detach())[1]
+
+    def inner_loss(self, w: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        alpha, _ = self.penalties(theta)
+        return self.smooth_loss(w, theta) + torch.sum(alpha * w.abs())
+
+    def prox(self, z: torch.Tensor, step: float, theta: torch.Tensor) -> torch.Tensor:
+        """``prox_{step g}(z)``, ``g = sum alpha_j |w_j|``: soft-thresholding at ``step alpha``."""
+        alpha, _ = self.penalties(theta.detach())
+        return soft_threshold(z, step * alpha)
+
+    def prox_residual(self, w: torch.Tensor, theta: torch.Tensor, step: float | None = None) -> float:
+        """``||w - prox(w - eta grad f(w))||_2 / eta`` (``eta = 1 / lipschitz`` by default): zero at a solution."""
+        eta = 1.0 / self.lipschitz(theta) if step is None else float(step)
+        w = w.detach()
+        nxt = self.prox(w - eta * self.smooth_grad(w, theta), eta, theta)
+        return float(torch.linalg.vector_norm(w - nxt)) / eta
+
+    def support(self, w: torch.Tensor) -> tuple[int, ...]:
+        """The indices of the non-zero entries of ``w`` (a hashable tuple, for comparisons)."""
+        return tuple(torch.nonzero(w.detach() != 0).reshape(-1).tolist())
+
+    def _key(self, theta: torch.Tensor) -> bytes:
+        return theta.detach().double().cpu().numpy().tobytes()
+
+    def solve(self, theta: torch.Tensor) -> torch.Tensor:
+        """Reference ``w*(theta)``: CD then the active-set polish; duality gap ``<= 1e-12`` (checked).
+
+        Raises:
+            FloatingPointError: the gap could not be brought to ``1e-12`` (never seen on these tasks).
+        """
+        key = self._key(theta)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit.clone()
+        w = self.solve_from(theta, None)
+        self._cache[key] = w
+        if len(self._cache) > self._CACHE:
+            self._cache.popitem(last=False)
+        return w.clone()
+
+    def solve_from(self, theta: torch.Tensor, w0: torch.Tensor | None) -> torch.Tensor:
+        """The reference solve warm-started at ``w0`` (uncached; what :meth:`solve_path` chains)."""
+        alpha, l2 = self.penalties(theta.detach())
+        a = alpha.double().cpu().numpy()
+        if w0 is None:
+            w = self._homotopy(a, float(l2))
+        else:
+            w = self._reference_solve(a, float(l2), w0.detach().double().cpu().numpy())
+        gap = self._gap_np(w, a, float(l2))  # in float64, before any cast to the task's dtype
+        out = self.tensor(w)
+        if not gap <= REFERENCE_GAP:
+            raise FloatingPointError(f"{self.name}: reference solve reached duality gap {gap:.2e} > "
+                                     f"{REFERENCE_GAP:g} at {self.space.to_natural(theta.detach()).tolist()}")
+        return out
+
+    def _grad_at_zero(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _homotopy(self, alpha: np.ndarray, l2: float, per_decade: int = 10) -> np.ndarray:
+        """A cold solve along the path ``t alpha``, ``t`` from ``t0`` (where ``w* = 0``) down to 1, warm-started.
+
+        ``t0 = max_j |grad_j f(0)| / alpha_j``; ``per_decade`` geometric steps per decade. Each step
+        starts the active set next to its solution, so it adds a few coordinates at a time, never a
+        singular face (a cold start at a tiny lambda with ``p > n`` would).
+        """
+        p = alpha.shape[0]
+        t0 = float(np.max(np.abs(self._grad_at_zero()) / alpha))
+        w = np.zeros(p)
+        if t0 <= 1.0:
+            return w
+        k = max(1, int(math.ceil(per_decade * math.log10(t0))))
+        for t in np.geomspace(t0, 1.0, k + 1)[1:]:
+            w = self._reference_solve(alpha * float(t), l2, w)
+        return w
+
+    def solve_path(self, thetas: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Reference solutions along ``thetas`` (e.g. a lambda grid from large to small), warm-started."""
+        out, w = [], None
+        for th in thetas:
+            w = self.solve_from(th, w)
+            out.append(w)
+        return out
+
+    def linearize_support(self, w: torch.Tensor, theta: torch.Tensor) -> SupportLinearization:
+        return SupportLinearization(self, w, theta)
+
+    def support_margin(self, theta: torch.Tensor) -> float:
+        """:meth:`SupportLinearization.margin` at the reference solution (``<= 0``: degenerate support)."""
+        return self.linearize_support(self.solve(theta), theta).margin()
+
+    def reference_hypergradient(self, theta: torch.Tensor) -> torch.Tensor:
+        """Closed form on the support: ``-B^T H_SS^{-1} grad_S outer(w*)`` (module docstring).
+
+        Exact wherever the support is stable (:meth:`support_margin` ``> 0``); at a degenerate point it is
+        the derivative of the branch with the reference solution's support (one-sided).
+        """
+        theta = theta.detach()
+        w = self.solve(theta)
+        lin = self.linearize_support(w, theta)
+        if lin.size == 0:
+            return torch.zeros(self.space.dim, dtype=self.dtype, device=self.device)
+        v = self.outer_grad(w)[lin.support]
+        q = torch.linalg.solve(lin.hessian(), v)
+        return -lin.cross_vjp(q)
+
+    def outer_grad(self, w: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            w_ = w.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self.outer_loss(w_), w_)
+        return g
+
+
+def _kkt_violation(grad: np.ndarray, alpha: np.ndarray, on: np.ndarray) -> tuple[int, float]:
+    """The inactive coordinate whose ``|grad_j| - alpha_j`` is largest (relative), and that excess."""
+    excess = np.where(on, -np.inf, (np.abs(grad) - alpha) / alpha)
+    j = int(np.argmax(excess))
+    return j, float(excess[j])
+
+
+#: relative KKT slack of the polish: ``|grad_j| <= alpha_j (1 + _KKT_SLACK)`` off the support (rounding)
+_KKT_SLACK = 1e-12
+
+
+def active_set(target, grad_fn, alpha: np.ndarray, w: np.ndarray, max_iter: int | None = None) -> np.ndarray | None:
+    """Primal active-set method (Osborne, Presnell & Turlach 2000) for ``f(w) + sum alpha_j |w_j|`` from ``w``.
+
+    With the support ``S`` and signs ``s`` fixed the problem is smooth: ``target(S, s, w)`` returns its
+    minimiser on ``S`` (a linear solve for least squares, Newton for the logistic loss). If a sign
+    flips on the way, move along the segment to the first coordinate that hits zero, drop it and
+    repeat (the objective decreases, by convexity); once the signs hold, add the inactive coordinate
+    that violates the KKT condition ``|grad_j f| <= alpha_j`` most (with the sign ``-sign(grad_j)``,
+    which the new minimiser keeps), until none does. Returns ``None`` when it does not finish in
+    ``max_iter`` steps or a face problem is singular (the caller runs more CD and retries).
+    """
+    p = w.shape[0]
+    w = np.array(w, dtype=np.float64)
+    on = w != 0
+    signs = np.sign(w)
+    for _ in range(max_iter or 10 * p + 50):
+        s_idx = np.flatnonzero(on)
+        new = np.zeros(p)
+        if s_idx.size:
+            try:
+                new[s_idx] = target(s_idx, signs[s_idx], w)
+            except np.linalg.LinAlgError:
+                return None
+            if not np.all(np.isfinite(new)):
+                return None
+            flips = s_idx[np.sign(new[s_idx]) != signs[s_idx]]
+            if flips.size:
+                d = new - w
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ts = np.where(d[flips] != 0, -w[flips] / d[flips], 0.0)
+                k = int(np.argmin(ts))
+                w = w + max(float(ts[k]), 0.0) * d
+                w[flips[k]] = 0.0
+                on[flips[k]] = False
+                w[~on] = 0.0
+                continue
+        w = new
+        j, excess = _kkt_violation(grad_fn(w), alpha, on)
+        if excess <= _KKT_SLACK:
+            return w
+        on[j], signs[j] = True, -np.sign(grad_fn(w)[j])
+    return None
+
+
+class LeastSquaresComposite(CompositeTask):
+    """``data(w) = 1/(2n) ||X w - y||^2``; validation and test losses are mean squared errors."""
+
+    data_kind = "least_squares"
+
+    def _setup_data(self, *args, **kw) -> None:
+        super()._setup_data(*args, **kw)
+        x, y = self._np
+        n = x.shape[0]
+        self._gram_np = x.T @ x / n
+        self._c_np = x.T @ y / n
+        self.gram = self.tensor(self._gram_np)
+        self.xty = self.tensor(self._c_np)
+        self._lip = float(np.linalg.eigvalsh(self._gram_np)[-1]) * (1 + 1e-12)
+
+    def lambda_max(self) -> float:
+        """``||X^T y||_inf / n``: the smallest l1 weight with ``w* = 0`` (for ``l2 = 0`` and equal weights)."""
+        return float(np.max(np.abs(self._c_np)))
+
+    def data_loss(self, w):
+        r = self.x_train @ w - self.y_train
+        return 0.5 * (r @ r) / r.shape[0]
+
+    def data_grad(self, w):
+        return self.gram @ w - self.xty
+
+    def data_hvp(self, w, v):
+        return self.gram @ v
+
+    def data_support_hessian(self, w, support):
+        return self.gram[support][:, support]
+
+    def data_lipschitz(self) -> float:
+        return self._lip
+
+    def data_coordinate_lipschitz(self):
+        return torch.diagonal(self.gram).clone()
+
+    def outer_loss(self, w):
+        r = self.x_val @ w - self.y_val
+        return (r @ r) / r.shape[0]
+
+    def test_loss(self, w):
+        r = self.x_test @ w - self.y_test
+        return (r @ r) / r.shape[0]
+
+    def outer_grad(self, w):
+        r = self.x_val @ w.detach() - self.y_val
+        return self.x_val.T @ (r * (2.0 / r.shape[0]))
+
+    def _gap_np(self, w, alpha, l2) -> float:
+        x, y = self._np
+        return lasso_gap(x, y, w, alpha, l2)
+
+    def _cd_numpy(self, alpha, l2, w, epochs):
+        return cd_quadratic(self._gram_np, self._c_np, alpha, l2, w, epochs)
+
+    def _grad_at_zero(self):
+        return -self._c_np
+
+    def _polish(self, alpha: np.ndarray, l2: float, w: np.ndarray) -> np.ndarray | None:
+        g, c = self._gram_np, self._c_np
+
+        def target(s_idx, signs, w_now):
+            h = g[np.ix_(s_idx, s_idx)] + l2 * np.eye(s_idx.size)
+            chol = np.linalg.cholesky(h)  # LinAlgError on a singular face (|S| > rank X): the caller falls back
+            return np.linalg.solve(chol.T, np.linalg.solve(chol, c[s_idx] - alpha[s_idx] * signs))
+
+        return active_set(target, lambda v: g @ v - c + l2 * v, alpha, w)
+
+    def _reference_solve(self, alpha, l2, w0):
+        x, y = self._np
+        w = np.zeros(x.shape[1]) if w0 is None else np.array(w0, dtype=np.float64)
+        polished = self._polish(alpha, l2, w)  # from 0 (or a warm start) the active set grows one coordinate a step
+        if polished is not None and lasso_gap(x, y, polished, alpha, l2) <= REFERENCE_GAP:
+            return polished
+        epochs, done = 20, 0
+        while done < 20_000:  # fallback: CD, then the polish again
+            w = cd_quadratic(self._gram_np, self._c_np, alpha, l2, w, epochs)
+            done += epochs
+            polished = self._polish(alpha, l2, w)
+            if polished is not None and lasso_gap(x, y, polished, alpha, l2) <= REFERENCE_GAP:
+                return polished
+            epochs = min(2 * epochs, 5000)
+        return w
+
+
+class LogisticComposite(CompositeTask):
+    """``data(w) = mean log(1 + exp(-y x.w))``, labels in ``{-1, +1}``; held-out losses are logistic losses."""
+
+    data_kind = "logistic"
+
+    def _setup_data(self, *args, **kw) -> None:
+        super()._setup_data(*args, **kw)
+        x, _ = self._np
+        n = x.shape[0]
+        self._lip = float(np.linalg.norm(x, 2) ** 2) / (4 * n) * (1 + 1e-12)
+        self._coord_lip = (x ** 2).sum(0) / (4 * n)
+
+    def lambda_max(self) -> float:
+        """``||X^T y||_inf / (2n)``: the smallest l1 weight with ``w* = 0`` (no intercept)."""
+        x, y = self._np
+        return float(np.max(np.abs(x.T @ y))) / (2 * x.shape[0])
+
+    @staticmethod
+    def _logistic(x, y, w):
+        return torch.nn.functional.softplus(-y * (x @ w)).mean()
+
+    def data_loss(self, w):
+        return self._logistic(self.x_train, self.y_train, w)
+
+    def data_grad(self, w):
+        z = self.y_train * (self.x_train @ w)
+        return self.x_train.T @ (-self.y_train * torch.sigmoid(-z)) / z.shape[0]
+
+    def _curv(self, w):
+        z = self.y_train * (self.x_train @ w)
+        s = torch.sigmoid(z)
+        return s * (1 - s) / z.shape[0]
+
+    def data_hvp(self, w, v):
+        d = self._curv(w)
+        xv = self.x_train @ v
+        return self.x_train.T @ (d.unsqueeze(1) * xv if v.ndim == 2 else d * xv)
+
+    def data_support_hessian(self, w, support):
+        xs = self.x_train[:, support]
+        return xs.T @ (self._curv(w).unsqueeze(1) * xs)
+
+    def data_lipschitz(self) -> float:
+        return self._lip
+
+    def data_coordinate_lipschitz(self):
+        return self.tensor(self._coord_lip)
+
+    def outer_loss(self, w):
+        return self._logistic(self.x_val, self.y_val, w)
+
+    def test_loss(self, w):
+        return self._logistic(self.x_test, self.y_test, w)
+
+    def _gap_np(self, w, alpha, l2) -> float:
+        if l2 != 0.0:
+            raise NotImplementedError("the logistic duality gap has no l2 term here")
+        x, y = self._np
+        return logistic_gap(x, y, w, alpha)
+
+    def _cd_numpy(self, alpha, l2, w, epochs):
+        x, y = self._np
+        return cd_logistic(x, y, alpha, l2, w, epochs, self._coord_lip + l2)
+
+    def _grad_at_zero(self):
+        x, y = self._np
+        return x.T @ (-0.5 * y) / x.shape[0]
+
+    def _polish(self, alpha: np.ndarray, w: np.ndarray) -> np.ndarray | None:
+        x, y = self._np
+        n = x.shape[0]
+
+        def face_loss(xs, ws, a_s):
+            return float(np.mean(np.logaddexp(0.0, -y * (xs @ ws)))) + float(a_s @ ws)
+
+        def target(s_idx, signs, w_now):
+            """Damped Newton on the face ``sign(w_S) = signs`` (a smooth convex problem)."""
+            xs, a_s = x[:, s_idx], alpha[s_idx] * signs
+            ws = w_now[s_idx].copy()
+            for _ in range(200):
+                z = y * (xs @ ws)
+                sig = 1.0 / (1.0 + np.exp(z))
+                grad = xs.T @ (-y * sig) / n + a_s
+                h = xs.T @ ((sig * (1 - sig))[:, None] * xs) / n
+                step = np.linalg.solve(h, grad)
+                f0, t = face_loss(xs, ws, a_s), 1.0
+                while t > 1e-10 and face_loss(xs, ws - t * step, a_s) > f0 + 1e-16 * abs(f0):
+                    t *= 0.5
+                ws = ws - t * step
+                if np.linalg.norm(t * step) <= 1e-15 * (1.0 + np.linalg.norm(ws)):
+                    break
+            return ws
+
+        return active_set(target, lambda v: x.T @ (-y / (1.0 + np.exp(y * (x @ v)))) / n, alpha, w)
+
+    def _reference_solve(self, alpha, l2, w0):
+        x, y = self._np
+        w = np.zeros(x.shape[1]) if w0 is None else np.array(w0, dtype=np.float64)
+        polished = self._polish(alpha, w)
+        if polished is not None and logistic_gap(x, y, polished, alpha) <= REFERENCE_GAP:
+            return polished
+        epochs, done = 20, 0
+        while done < 20_000:  # fallback: CD, then the polish again
+            w = cd_logistic(x, y, alpha, l2, w, epochs, self._coord_lip + l2)
+            done += epochs
+            polished = self._polish(alpha, w)
+            if polished is not None and logistic_gap(x, y, polished, alpha) <= REFERENCE_GAP:
+                return polished
+            epochs = min(2 * epochs, 5000)
+        return w
+
+
+def l1_block(task: CompositeTask, *, name: str, size: int, lam_max: float, lam0: float, lam_low: float,
+             lam_high: float):
+    """A log-transformed block of l1 weights with bounds and start given as fractions of ``lam_max``."""
+    from hpo_bench.space import Block
+
+    require(0 < lam_low < lam_high, task.name, "lam_low", f"in (0, lam_high={lam_high})", lam_low)
+    require(lam_low <= lam0 <= lam_high, task.name, "lam0", f"within [lam_low={lam_low}, lam_high={lam_high}]",
+            lam0)
+    return Block(name, kind="scalar" if size == 1 else "per_feature", size=size, low=lam_low * lam_max,
+                 high=lam_high * lam_max, transform="log", init=lam0 * lam_max)
+
+
+class SyntheticSparseMixin:
+    """The synthetic-data parameters every non-smooth task shares (stored in ``params``)."""
+
+    def _data(self, *, n, p, n_informative, snr, rho, n_val, n_test, seed, classification=False):
+        data = make_sparse_data(task=self.name, n=n, p=p, n_informative=n_informative, snr=snr, rho=rho,
+                                n_val=n_val, n_test=n_test, seed=seed, classification=classification)
+        self.params = {"n": n, "p": p, "n_informative": n_informative, "snr": snr, "rho": rho, "n_val": n_val,
+                       "n_test": n_test}
+        return data
