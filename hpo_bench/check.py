@@ -201,8 +201,7 @@ def _applicable(task: Task, fn, opts: dict) -> str | None:
     if missing:
         return f"needs task tag {missing[0]!r}, which task {task.name!r} does not have"
     if "non-smooth" in task.tags and not handles_nonsmooth(fn, opts):
-        return ("assumes a smooth inner objective (it does not declare 'prox'); this task is non-smooth: see "
-                "implicit_support, implicit_forward, prox_forward, prox_reverse")
+        return "assumes a smooth inner objective (no 'prox' declared); the task is non-smooth"
     return None
 
 
