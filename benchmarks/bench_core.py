@@ -61,6 +61,8 @@ def test_hypergradient_cost(benchmark, problem, method):
     fn = METHODS.get(method)
     if method == "forward" and p > 200:
         pytest.skip("forward mode: m HVPs per inner step; benchmarked up to p = 200")
+    if not fn.info.required_tags({}) <= task.tags:
+        pytest.skip(f"{method} needs task tags {sorted(fn.info.required_tags({}))} (benchmarks/bench_nonsmooth.py)")
     opts = dict(OPTS.get(method, {}))
     w = w_star if fn.info.kind == "implicit" else task.init_params()
     if fn.info.kind == "unrolled":

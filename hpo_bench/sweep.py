@@ -277,7 +277,9 @@ def frontier(task, *, theta: torch.Tensor | None = None, methods: list[str] | No
     """
     if repeats < 1:
         raise SweepError(f"option --repeats must be an integer >= 1, but got {repeats}")
-    methods = list(methods) if methods else METHODS.names()
+    # by default the methods the task can run: declared tags it has (the non-smooth methods need "prox")
+    methods = list(methods) if methods else [m for m in METHODS.names()
+                                             if METHODS.get(m).info.required_tags({}) <= set(task.tags)]
     for m in methods:
         METHODS.get(m)
     theta = frontier_theta(task) if theta is None else theta.detach().to(device=task.device, dtype=task.dtype)

@@ -32,7 +32,7 @@ def test_registry_declares_every_method():
                                     "forward"}
     for name, fn in METHODS.items():
         assert fn.info.kind in ("implicit", "unrolled")
-    assert [n for n, f in METHODS.items() if f.info.exact] == ["cg", "exact"]
+    assert [n for n, f in METHODS.items() if f.info.exact] == ["cg", "exact", "implicit_support"]
 
 
 @pytest.mark.parametrize("name", CORE)
@@ -136,6 +136,8 @@ def test_methods_are_pure(ridge):
     theta = ridge.space.init_theta().requires_grad_(True)
     w = ridge.solve(theta.detach()).requires_grad_(True)
     for name, fn in METHODS.items():
+        if not fn.info.required_tags({}) <= ridge.tags:
+            continue  # e.g. the non-smooth methods (tag "prox"): tests/test_nonsmooth_methods.py
         fn(ridge, w if fn.info.kind == "implicit" else ridge.init_params(), theta)
         assert theta.grad is None and w.grad is None, name
 
