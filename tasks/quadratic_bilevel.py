@@ -97,9 +97,15 @@ class QuadraticBilevelLinearization(Linearization):
 
 
 def _spectrum_matrix(rng: np.random.Generator, d: int, low: float, high: float) -> np.ndarray:
-    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    s = np.geomspace(low, high, d) if d > 1 else np.array([low])
-    return (q * s) @ q.T
+    q, _ = torch.linalg.qr(torch.from_numpy(rng.standard_normal((d, d))))  # torch's LAPACK: numpy's is slow here
+    s = torch.from_numpy(np.geomspace(low, high, d) if d > 1 else np.array([low]))
+    return ((q * s) @ q.T).numpy()
+
+
+def _outer_products(u: np.ndarray) -> np.ndarray:
+    """``U_i U_i^T`` for every ``i`` (batched BLAS through torch)."""
+    t = torch.from_numpy(u)
+    return torch.matmul(t, t.transpose(1, 2)).numpy()
 
 
 @register_task
@@ -141,10 +147,10 @@ class QuadraticBilevel(Task):
         u2 = u.transpose(1, 0, 2).reshape(d, n * r)
         uo2 = uo.transpose(1, 0, 2).reshape(d, m * r)
         # the per-example terms are centred: A_i = A0 + s_a U_i U_i^T with A0 = A - s_a mean U U^T, etc.
-        a0 = a_mean - s_a * (u2 @ u2.T) / n
+        a0 = a_mean - s_a * _outer_products(u2[None])[0] / n
         b0 = b_mean - s_b * (g.T @ h) / n
         lin0 = lin_in - s_c * e.mean(0)
-        c0 = c_mean - s_a * (uo2 @ uo2.T) / m
+        c0 = c_mean - s_a * _outer_products(uo2[None])[0] / m
         linc0 = lin_out - s_c * eo.mean(0)
         t = self.tensor
         self.d_inner, self.d_outer, self.rank, self.form = d, q, r, form
@@ -157,11 +163,11 @@ class QuadraticBilevel(Task):
         self.outer_const = float(0.5 * lin_out @ np.linalg.solve(c_mean, lin_out))
         self._n, self._m = n, m
         if form == "dense":
-            a_i = a0[None] + s_a * np.einsum("ndr,ner->nde", u, u)
+            a_i = a0[None] + s_a * _outer_products(u)
             b_i = b0[None] + s_b * g[:, :, None] * h[:, None, :]
             lin_i = lin0[None] + s_c * e
             self.inner_pack = t(np.concatenate([a_i.reshape(n, d * d), b_i.reshape(n, q * d), lin_i], axis=1))
-            c_j = c0[None] + s_a * np.einsum("ndr,ner->nde", uo, uo)
+            c_j = c0[None] + s_a * _outer_products(uo)
             self.outer_pack = t(np.concatenate([c_j.reshape(m, d * d), linc0[None] + s_c * eo], axis=1))
             del a_i, b_i, c_j
         else:
