@@ -44,7 +44,7 @@ def quadratic(d: int) -> QuadraticBilevel:
     """d = 100: the dense form (one d x d matrix per example, as benchmark_bilevel stores them); d = 1000: the
     factored form (dense would store n 10^6 numbers). ``n`` is small: an iteration's cost does not depend on it."""
     form = "dense" if d <= 100 else "factored"
-    return QuadraticBilevel(n=1024, m=256, d_inner=d, d_outer=10, mu=0.01, form=form, seed=0)
+    return QuadraticBilevel(n=256, m=128, d_inner=d, d_outer=10, mu=0.01, form=form, seed=0)
 
 
 def soba(task: QuadraticBilevel, batch: int = 64):
@@ -114,7 +114,7 @@ def test_soba_iteration(benchmark, d):
             solver.apply()
             solver.iteration += 1
 
-    benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=0)
     assert bool(torch.isfinite(solver.w).all())
 
 
@@ -131,7 +131,7 @@ def test_soba_iteration_numpy(benchmark, d):
         for idx, jdx in batches:
             ref.step(idx, jdx)
 
-    benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=0)
     assert np.isfinite(ref.w).all()
 
 
@@ -172,7 +172,7 @@ def test_recorder_overhead(benchmark, recorded):
                 solver.apply()
                 solver.iteration += 1
 
-    benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
 
 
 # ------------------------------------------------------------- the docs table
