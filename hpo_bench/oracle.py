@@ -54,6 +54,7 @@ from .registry import TASKS
 
 __all__ = ["OracleResult", "compute_oracle", "polish_oracle", "oracle_for", "polished_oracle_for", "cached_oracle",
            "store_oracle", "oracle_key", "best_known", "default_starts", "default_budget", "ORACLE_VERSION",
+           "SHIPPED_DIR", "shipped_oracle", "verify_oracle",
            "MAX_EVALS", "POLISH_EVALS", "TASK_BUDGETS", "BACKSTOP_SECONDS", "MAX_SECONDS", "RECORD_RTOL"]
 
 #: Bump when the algorithm changes: cached results of other versions are recomputed.
@@ -523,6 +524,50 @@ def store_oracle(res: OracleResult, cache_dir: str | Path) -> Path:
     tmp.write_text(json.dumps(asdict(res), indent=1))
     os.replace(tmp, path)
     return path
+
+
+#: Oracles shipped with the package for the task instances of the named suites (quick, seed, ...):
+#: entries of the same format and key as a cache folder, written by ``scripts/ship_oracles.py``
+#: from a run folder's ``oracle/`` (the command and the run are in ``SHIPPED_DIR/README.md``). They
+#: spare a first report on a new machine the minutes of a cold oracle; each is re-checked against
+#: the current code before use (:func:`verify_oracle`), and a failed check means a fresh computation.
+SHIPPED_DIR = Path(__file__).with_name("oracles")
+
+#: Relative agreement :func:`verify_oracle` asks of F at a shipped oracle's points: far above the
+#: rounding of a reference solve (~1e-13 relative; the MLP's path ~1e-11) and far below the report's
+#: smallest target (0.1% of the oracle gap).
+VERIFY_RTOL = 1e-8
+
+
+def shipped_oracle(task_params: dict[str, Any], seed: int, *, max_evals: int | None = None,
+                   shipped_dir: str | Path | None = None) -> OracleResult | None:
+    """The shipped oracle of ``task_params`` at ``seed`` with the default settings (grid points and
+    starts) and ``max_evals``, or ``None``. Not yet verified: see :func:`verify_oracle`."""
+    return cached_oracle(task_params, seed, SHIPPED_DIR if shipped_dir is None else shipped_dir,
+                         max_evals=max_evals)
+
+
+def verify_oracle(res: OracleResult, task: Any = None) -> str | None:
+    """``None`` when the current code gives ``res``'s two values back, else why not.
+
+    Recomputes F at the space's ``init`` and at ``res.theta`` (two reference solves) and asks each
+    to match ``res.init_val_loss`` / ``res.val_loss`` to :data:`VERIFY_RTOL`. A changed task (data,
+    split, model) or reference solver changes these values, so a stale entry is caught; what a check
+    cannot see is a *better* point that new oracle code would find: the report's polish from the
+    cells' incumbents and :func:`best_known` (an oracle failure, said loudly) cover that.
+    """
+    task = _build(res.task, dict(res.params), res.seed) if task is None else task
+    init = task.space.init_theta(dtype=torch.float64)
+    for what, theta, want in (("F(init)", init, res.init_val_loss),
+                              ("F*", torch.tensor(res.theta, dtype=torch.float64), res.val_loss)):
+        try:
+            with torch.no_grad():
+                got = float(task.response(theta))
+        except FloatingPointError as exc:
+            return f"{what}: no reference now ({exc})"
+        if not (math.isfinite(got) and abs(got - want) <= VERIFY_RTOL * max(abs(want), 1e-12)):
+            return f"{what} is {got!r} with this code, {want!r} when shipped"
+    return None
 
 
 def _build(name: str, params: dict[str, Any], seed: int):

@@ -357,3 +357,57 @@ def test_parallel_oracles_do_not_hang_after_the_parent_ran_torch_on_two_threads(
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "2"
+
+
+# ------------------------------------------------------------------ shipped oracles
+def _tiny_ridge_oracle(tmp_path):
+    from hpo_bench.oracle import oracle_for
+
+    params = {"name": "ridge", "n": 30, "p": 4}
+    return params, oracle_for(params, 0, tmp_path / "computed")
+
+
+def test_a_verified_shipped_oracle_is_used_and_a_stale_one_is_recomputed(tmp_path, monkeypatch):
+    import dataclasses
+
+    import hpo_bench.oracle as oracle_mod
+    from hpo_bench.oracle import store_oracle, verify_oracle
+    from hpo_bench.report.metrics import oracles_for_records
+
+    params, res = _tiny_ridge_oracle(tmp_path)
+    assert verify_oracle(res) is None
+    shipped = tmp_path / "shipped"
+    store_oracle(res, shipped)
+    monkeypatch.setattr(oracle_mod, "SHIPPED_DIR", shipped)
+    df = pd.DataFrame([{"cell_id": "c0", "task": "r", "task_params": json.dumps(params), "seed": 0, "step": 0,
+                        "measure_s": 0.01}])
+    seen = []
+    got = oracles_for_records(df, tmp_path / "run1", polish=False, on_oracle=seen.append)
+    assert [p.where for p in seen] == ["shipped"] and list(got.values())[0].val_loss == res.val_loss
+    assert any((tmp_path / "run1").glob("ridge-seed0-*.json"))  # copied into the run folder's cache
+
+    # a shipped value the current code does not give back (a changed task, say) is never used
+    stale = dataclasses.replace(res, val_loss=res.val_loss * (1 - 1e-6))
+    assert "F*" in verify_oracle(stale)
+    store_oracle(stale, shipped)
+    seen.clear()
+    got = oracles_for_records(df, tmp_path / "run2", polish=False, on_oracle=seen.append)
+    assert [p.where for p in seen] == ["computed"] and list(got.values())[0].val_loss == res.val_loss
+    seen.clear()
+    oracles_for_records(df, tmp_path / "run3", polish=False, on_oracle=seen.append, use_shipped=False)
+    assert [p.where for p in seen] == ["computed"]
+
+
+def test_every_shipped_oracle_is_current_complete_and_matches_this_code():
+    """The package's shipped oracles (hpo_bench/oracles/): current version, keys that match their
+    settings, complete, and F at both of their points recomputed by this code (verify_oracle)."""
+    from hpo_bench.oracle import ORACLE_VERSION, SHIPPED_DIR, OracleResult, oracle_key, verify_oracle
+
+    files = sorted(SHIPPED_DIR.glob("*.json"))
+    assert files, "no shipped oracles: run scripts/ship_oracles.py (see hpo_bench/oracles/README.md)"
+    for path in files:
+        res = OracleResult(**json.loads(path.read_text()))
+        assert res.version == ORACLE_VERSION and res.complete and res.source == "oracle", path.name
+        assert res.key == oracle_key({"name": res.task, **res.params}, res.seed, max_evals=res.max_evals), path.name
+        assert path.name == f"{res.task}-seed{res.seed}-{res.key}.json"
+        assert verify_oracle(res) is None, (path.name, verify_oracle(res))

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from ..oracle import (OracleResult, best_known, cached_oracle, default_budget, oracle_for, polished_oracle_for,
-                      store_oracle)
+                      shipped_oracle, store_oracle, verify_oracle)
 
 __all__ = ["TARGETS", "target_label", "load_records", "objective", "add_incumbent", "overfits", "oracles_for_records",
            "OracleProgress",
@@ -158,7 +158,8 @@ class OracleProgress:
         label: the task's label in the records (the suite's ``label``, else its name).
         seed: the task instance's seed.
         cached: read from a cache (``True``) or computed now.
-        where: ``"run"`` (the run folder's cache), ``"shared"`` (the shared cache) or ``"computed"``.
+        where: ``"run"`` (the run folder's cache), ``"shared"`` (the shared cache), ``"shipped"`` (shipped
+            with the package and verified, :data:`hpo_bench.oracle.SHIPPED_DIR`) or ``"computed"``.
         seconds: what this call spent on it (reading, or building the task and computing).
         result: the oracle.
         done, total: oracles ready so far, and in all.
@@ -176,7 +177,9 @@ class OracleProgress:
     def line(self) -> str:
         """One line for a console: ``oracle 3/14 ridge-synth seed 0: computed in 0.2 s``."""
         shared = ", shared cache" if self.where == "shared" else ""
-        how = (f"cached (computed in {self.result.seconds:.3g} s before{shared})" if self.cached
+        how = (f"shipped oracle, verified and polished in {self.seconds:.3g} s (computed in "
+               f"{self.result.seconds:.3g} s when shipped)" if self.where == "shipped"
+               else f"cached (computed in {self.result.seconds:.3g} s before{shared})" if self.cached
                else f"computed in {self.seconds:.3g} s")
         r = self.result
         evals = f", {r.n_evals} evaluations (budget {r.max_evals}" + (f", then the polish of {r.polished} incumbents)"
@@ -204,15 +207,20 @@ def _incumbent_starts(df: pd.DataFrame) -> dict[tuple[str, int], list[tuple[str,
 
 def _oracle_job(args: tuple[dict[str, Any], int, str, OracleResult | None, dict[str, Any],
                             list[tuple[str, list[float]]]]) -> tuple[OracleResult, OracleResult, float]:
-    """``(base, polished, seconds)``: the instance's oracle (``base`` if given, else cached or computed
-    in ``cache``) and its polish from the cells' incumbents (cached in ``cache`` too)."""
-    params, seed, cache, base, budget, starts = args
+    """``(base, polished, seconds, where)``: the instance's oracle (``base`` if given; else the shipped
+    one where :func:`~hpo_bench.oracle.verify_oracle` passes, ``where = "shipped"``; else cached or
+    computed in ``cache``) and its polish from the cells' incumbents (cached in ``cache`` too)."""
+    params, seed, cache, base, budget, starts, shipped = args
     t0 = time.perf_counter()
+    where = None
+    if base is None and shipped is not None and verify_oracle(shipped) is None:
+        base, where = shipped, "shipped"
+        store_oracle(base, cache)
     if base is None:
         base = oracle_for(params, seed, cache, max_evals=budget["max_evals"], max_seconds=budget["max_seconds"])
     res = polished_oracle_for(params, seed, base, starts, cache, polish_evals=budget["polish_evals"],
                               max_seconds=budget["max_seconds"])
-    return base, res, time.perf_counter() - t0
+    return base, res, time.perf_counter() - t0, where
 
 
 def _expected_cost(df: pd.DataFrame) -> dict[tuple[str, int], float]:
@@ -241,7 +249,8 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
                         polish_evals: int | Mapping[str, int] | None = None,
                         max_seconds: float | None = None, polish: bool = True,
                         on_oracle: Callable[[OracleProgress], None] | None = None,
-                        shared_dir: str | Path | None = None) -> dict[tuple[str, int], OracleResult]:
+                        shared_dir: str | Path | None = None,
+                        use_shipped: bool = True) -> dict[tuple[str, int], OracleResult]:
     """The oracle of every task instance (``task_params`` x ``seed``) in ``df``, cached in ``cache_dir``.
 
     Budgets are counts (:func:`hpo_bench.oracle.compute_oracle`): ``max_evals`` and ``polish_evals``
@@ -253,8 +262,10 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
 
     Cached oracles are read first: from ``cache_dir``, else from ``shared_dir`` (a cache
     shared by run folders, see :func:`hpo_bench.report.shared_oracle_cache`; a hit is copied
-    into ``cache_dir`` so the run folder stays self-contained). The others are computed, written
-    to both, in ``jobs`` processes when
+    into ``cache_dir`` so the run folder stays self-contained), else, with ``use_shipped``, from the
+    oracles shipped with the package (:func:`hpo_bench.oracle.shipped_oracle`) once
+    :func:`hpo_bench.oracle.verify_oracle` has recomputed their two values with this code. The
+    others are computed, written to both, in ``jobs`` processes when
     ``jobs > 1``, the most expensive first (by the run's measurement time per record, so the
     long ones do not start last). ``on_oracle`` is called once per instance, as each is ready.
     The results do not depend on ``jobs``, on the order or on the machine's load.
@@ -298,7 +309,9 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
         todo.append(key)
     cost = _expected_cost(df)
     todo.sort(key=lambda k: (bases[k][0] is not None, -cost.get(k, 0.0)))
-    args = {k: (json.loads(k[0]), k[1], str(cache_dir), bases[k][0], budget(k), starts.get(k, [])) for k in todo}
+    args = {k: (json.loads(k[0]), k[1], str(cache_dir), bases[k][0], budget(k), starts.get(k, []),
+                None if bases[k][0] is not None or not use_shipped
+                else shipped_oracle(json.loads(k[0]), k[1], max_evals=budget(k)["max_evals"])) for k in todo}
     if jobs > 1 and sum(bases[k][0] is None or bool(starts.get(k)) for k in todo) > 1:
         from ..executors import process_context  # never plain fork: see process_context
 
@@ -306,12 +319,12 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
             futures = {pool.submit(_oracle_job, args[k]): k for k in todo}
             for fut in as_completed(futures):
                 k = futures[fut]
-                base, res, seconds = fut.result()
-                ready(k, base, res, bases[k][1], bases[k][2] + seconds)
+                base, res, seconds, where = fut.result()
+                ready(k, base, res, where or bases[k][1], bases[k][2] + seconds)
     else:
         for k in todo:
-            base, res, seconds = _oracle_job(args[k])
-            ready(k, base, res, bases[k][1], bases[k][2] + seconds)
+            base, res, seconds, where = _oracle_job(args[k])
+            ready(k, base, res, where or bases[k][1], bases[k][2] + seconds)
     return {k: out[k] for k in keys}
 
 
