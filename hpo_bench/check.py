@@ -194,7 +194,7 @@ def _margin_note(task: Task, theta: torch.Tensor) -> str:
 
 
 def _applicable(task: Task, fn, opts: dict) -> str | None:
-    """Why method ``fn`` cannot run on ``task`` (a missing required tag; smooth-only on a non-smooth task), else None."""
+    """Why ``fn`` cannot run on ``task`` (a missing required tag; smooth-only on a non-smooth task), else None."""
     from .hypergrad._nonsmooth import handles_nonsmooth
 
     missing = sorted(set(fn.info.required_tags(opts)) - set(task.tags))
@@ -287,7 +287,7 @@ def check_task(task: Task, *, methods: list[str] | None = None, n_points: int = 
         ref_fd = rel_error(dirs @ ref, fd) if not no_fd else math.nan
         fd_note = ""
         ok = ref_fd <= fd_tol
-        if not ok and not no_fd:  # FD's own error: |fd(h) - fd(2h)| (truncation grows 4x, rounding halves), only where needed
+        if not ok and not no_fd:  # FD's own error: |fd(h) - fd(2h)| (truncation grows 4x, rounding halves)
             fd2 = support_aware_difference(task, theta, dirs, 2 * fd_h, (1.0,))[0] if nonsmooth else \
                 finite_difference(task, theta, dirs, 2 * fd_h)
             noise = float(torch.linalg.vector_norm(fd - fd2))

@@ -26,10 +26,10 @@ differentiating ``grad_S f(w*) + alpha_S s = 0`` gives the closed-form hypergrad
 
 Reference solver (own code, float64, NumPy): a primal active-set method (:func:`active_set`),
 warm-started along a geometric path of l1 weights from where ``w* = 0`` down to the requested ones
-(:meth:`CompositeTask._homotopy`, 10 steps per decade): with the support and signs fixed, solve the optimality system on the
-support exactly (a linear solve for least squares, Newton for the logistic loss), drop a coordinate
-whose sign flips, add the worst KKT violator, repeat. Should it not finish, cyclic coordinate descent
-(CD) runs and the active set restarts from its iterate. The result has a duality gap at rounding
+(:meth:`CompositeTask._homotopy`, 10 steps per decade): with the support and signs fixed, solve the
+optimality system on the support exactly (a linear solve for least squares, Newton for the logistic
+loss), drop a coordinate whose sign flips, add the worst KKT violator, repeat. Should it not finish,
+cyclic coordinate descent (CD) runs and the active set restarts from its iterate. The result has a duality gap at rounding
 level (``<= 1e-12`` is checked; :class:`FloatingPointError` if not).
 Why own code and not skglm/celer: ``pip install skglm`` resolves here (it pulls numba and llvmlite)
 but it is not used: its solvers stop on a duality-gap tolerance (so the active-set polish would still
@@ -232,7 +232,7 @@ class SupportLinearization:
         return self.hessian() @ v
 
     def cross_jacobian(self) -> torch.Tensor:
-        """``B = d/dtheta [grad_S f + alpha_S s]``, shape ``(|S|, m)``: ``s_j d alpha_j / dtheta + w_j d l2 / dtheta``."""
+        """``B = d/dtheta [grad_S f + alpha_S s]``, shape ``(|S|, m)``: rows ``s_j dalpha_j + w_j dl2`` (d/dtheta)."""
         s = self.support
         return self.signs.unsqueeze(1) * self._ja[s] + self.w[s].unsqueeze(1) * self._jl2.unsqueeze(0)
 
