@@ -600,10 +600,12 @@ def oracle_for(task_params: dict[str, Any], seed: int, cache_dir: str | Path | N
 
 def polished_oracle_for(task_params: dict[str, Any], seed: int, oracle: OracleResult,
                         starts: Sequence[tuple[str, Sequence[float]]], cache_dir: str | Path | None = None, *,
-                        polish_evals: int | None = None, max_seconds: float | None = None) -> OracleResult:
+                        polish_evals: int | None = None, max_seconds: float | None = None,
+                        task: Any = None) -> OracleResult:
     """:func:`polish_oracle` of ``oracle`` from ``starts``, cached in ``cache_dir`` under a key of the
     oracle's key, the starts (labels and exact theta) and ``polish_evals`` (in ``cache_dir/polish/``:
-    these depend on the run's records, so they never go to a cache shared by run folders)."""
+    these depend on the run's records, so they never go to a cache shared by run folders).
+    ``task``: the instance to evaluate on, if already built (its solver caches are reused)."""
     if not starts:
         return oracle
     name, params = _split(task_params)
@@ -613,7 +615,8 @@ def polished_oracle_for(task_params: dict[str, Any], seed: int, oracle: OracleRe
     hit = _read(path, key, max_seconds)
     if hit is not None:
         return hit
-    res = polish_oracle(_build(name, params, seed), oracle, starts, polish_evals=polish_evals, max_seconds=max_seconds)
+    res = polish_oracle(_build(name, params, seed) if task is None else task, oracle, starts,
+                        polish_evals=polish_evals, max_seconds=max_seconds)
     res.key = key
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

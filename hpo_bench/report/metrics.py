@@ -212,14 +212,18 @@ def _oracle_job(args: tuple[dict[str, Any], int, str, OracleResult | None, dict[
     computed in ``cache``) and its polish from the cells' incumbents (cached in ``cache`` too)."""
     params, seed, cache, base, budget, starts, shipped = args
     t0 = time.perf_counter()
-    where = None
-    if base is None and shipped is not None and verify_oracle(shipped) is None:
-        base, where = shipped, "shipped"
-        store_oracle(base, cache)
+    where = task = None
+    if base is None and shipped is not None:
+        from ..oracle import _build
+
+        task = _build(shipped.task, dict(shipped.params), shipped.seed)  # one build: verify, then polish on it
+        if verify_oracle(shipped, task) is None:
+            base, where = shipped, "shipped"
+            store_oracle(base, cache)
     if base is None:
         base = oracle_for(params, seed, cache, max_evals=budget["max_evals"], max_seconds=budget["max_seconds"])
     res = polished_oracle_for(params, seed, base, starts, cache, polish_evals=budget["polish_evals"],
-                              max_seconds=budget["max_seconds"])
+                              max_seconds=budget["max_seconds"], task=task if where == "shipped" else None)
     return base, res, time.perf_counter() - t0, where
 
 
