@@ -260,10 +260,15 @@ def test_a_task_metric_named_like_a_record_column_is_refused():
         rec.record(w=task.solve(theta), theta=theta)
 
 
-def test_plot_of_an_exported_run_redraws_the_report_figure_byte_for_byte(run_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("compact", [False, True])
+def test_plot_of_an_exported_run_redraws_the_report_figure_byte_for_byte(run_dir, tmp_path, monkeypatch, capsys,
+                                                                          compact):
     from hpo_bench.report.plot import export_for_redraw
 
-    export_for_redraw(run_dir, tmp_path / "committed")
+    export_for_redraw(run_dir, tmp_path / "committed", compact=compact)
+    if compact:  # λ lists only where a figure or the oracle's polish reads them
+        kept = pd.read_parquet(tmp_path / "committed" / "records.parquet")["hp"].map(len) > 0
+        assert 0 < kept.sum() <= 3 * pd.read_parquet(run_dir / "records.parquet")["cell_id"].nunique()
     for x, name in (("time", "regret_vs_time"), ("cost", "regret_vs_cost")):
         out = tmp_path / f"{name}.pdf"
         rc, _, err = _cli(monkeypatch, capsys, "plot", tmp_path / "committed", "--metric", "regret", "--x", x,

@@ -247,11 +247,17 @@ def load_report_oracles(oracle_dir: str | Path, records: pd.DataFrame) -> dict[t
     return got if need <= set(got) else None
 
 
-def export_for_redraw(run_dir: str | Path, dest: str | Path) -> list[Path]:
+def export_for_redraw(run_dir: str | Path, dest: str | Path, *, compact: bool = False) -> list[Path]:
     """Copy what redraws a reported run into ``dest``: its records (every column, zstd-compressed
     parquet) and the oracles its report used (``oracle/report/used.json``); returns the files.
 
     ``hpo-bench plot DEST ...`` then draws every metric, ``regret`` included, without building a task.
+
+    ``compact``: the per-row λ lists (``hp``, ``theta``: one float per hyperparameter and row, most of
+    the bytes when there are hundreds of hyperparameters) are kept only on each cell's first row, its
+    final incumbent (lowest ``val_loss``) and its best point (lowest ``val_loss_ref``), and are empty
+    elsewhere. Every column and row stays, and so does every figure of the report; what is lost is
+    the λ path of the other rows.
 
     Raises:
         ReportError: ``run_dir`` is not a run folder, or it was not reported since its records last changed.
@@ -267,12 +273,31 @@ def export_for_redraw(run_dir: str | Path, dest: str | Path) -> list[Path]:
     if load_report_oracles(run / "oracle", loaded) is None:
         raise ReportError(f"{str(run)!r} has no oracle/{REPORT_ORACLES} for its current records: run "
                           f"`hpo-bench report {run}` first")
+    if compact:
+        df = _thin_lambda_lists(df)
     (out / "oracle" / "report").mkdir(parents=True, exist_ok=True)
     records = out / "records.parquet"
     df.to_parquet(records, index=False, compression="zstd", compression_level=19)
     used = out / "oracle" / REPORT_ORACLES
     used.write_bytes((run / "oracle" / REPORT_ORACLES).read_bytes())
     return [records, used]
+
+
+def _thin_lambda_lists(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``hp``/``theta`` emptied except on each cell's first row, final incumbent and best point."""
+    keep = np.zeros(len(df), dtype=bool)
+    pos = pd.Series(np.arange(len(df)), index=df.index)
+    for _, g in df.groupby("cell_id", sort=False):
+        keep[pos[g.index[0]]] = True
+        for col in ("val_loss", "val_loss_ref"):
+            v = pd.to_numeric(g[col], errors="coerce")
+            if v.notna().any():
+                keep[pos[v.idxmin()]] = True
+    out = df.copy()
+    for col in ("hp", "theta"):
+        if col in out:
+            out[col] = [list(v) if k else [] for v, k in zip(out[col], keep)]
+    return out
 
 
 def plot_records(run_dirs: str | Path | Sequence[str | Path], *, metric: str = "regret", x: str = "time",
