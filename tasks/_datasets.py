@@ -15,9 +15,22 @@ import scipy.sparse as sp
 from hpo_bench import data
 from hpo_bench.task import TaskParamError, require
 
-__all__ = ["bundled", "preload", "BUNDLED", "task_split", "dataset_names", "dataset_rule", "DENSE_LIMIT_BYTES"]
+__all__ = ["bundled", "preload", "BUNDLED", "task_split", "dataset_names", "dataset_rule", "DENSE_LIMIT_BYTES",
+           "DescribesDataset"]
 
 BUNDLED = tuple(e.name for e in data.entries() if e.format == "sklearn")
+
+class DescribesDataset:
+    """Mixin for tasks with ``params["dataset"]`` (``"synthetic"`` or a registered name): their
+    description adds what tables must say about a registered dataset (``dataset_label``: "...
+    (synthetic stand-in)" for stand-ins; :func:`hpo_bench.data.describe`)."""
+
+    def describe(self) -> dict:
+        out = super().describe()
+        if self.params["dataset"] != "synthetic":
+            out.update(data.describe(self.params["dataset"]))
+        return out
+
 
 #: The most memory (bytes, float64) a task's densified design matrices may take: larger sparse
 #: sets need sparse-matrix support in the task, and are refused up front rather than swapping.

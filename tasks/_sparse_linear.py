@@ -816,3 +816,15 @@ class SyntheticSparseMixin:
         self.params = {"n": n, "p": p, "n_informative": n_informative, "snr": snr, "rho": rho, "n_val": n_val,
                        "n_test": n_test}
         return data
+
+    def _setup_l1_least_squares(self, *, size: int, lam0: float, lam_low: float, lam_high: float,
+                                **data_kw: Any) -> None:
+        """Synthetic data, then ``size`` l1 penalties (1: lasso, p: weighted lasso) in fractions of
+        ``lambda_max = max|X^T y| / n`` (the smallest penalty with ``w* = 0``)."""
+        data = self._data(**data_kw)
+        x, y = data[0], data[1]
+        lam_max = float(abs(x.T @ y).max()) / data_kw["n"]
+        space = Space((l1_block(self, name="lam", size=size, lam_max=lam_max, lam0=lam0, lam_low=lam_low,
+                                lam_high=lam_high),))
+        self._setup_data(*data, space=space)
+        self.params.update({"lam0": lam0, "lam_low": lam_low, "lam_high": lam_high})

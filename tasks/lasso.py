@@ -14,9 +14,8 @@ from __future__ import annotations
 import torch
 
 from hpo_bench.registry import register_task
-from hpo_bench.space import Space
 
-from ._sparse_linear import LeastSquaresComposite, SyntheticSparseMixin, l1_block
+from ._sparse_linear import LeastSquaresComposite, SyntheticSparseMixin
 
 __all__ = ["Lasso"]
 
@@ -31,14 +30,9 @@ class Lasso(SyntheticSparseMixin, LeastSquaresComposite):
                  n_val: int | None = None, n_test: int | None = None, lam0: float = 0.01, lam_low: float = 1e-4,
                  lam_high: float = 1.0, seed: int = 0, dtype="float64", device: str = "cpu") -> None:
         super().__init__(seed=seed, dtype=dtype, device=device)
-        data = self._data(n=n, p=p, n_informative=n_informative, snr=snr, rho=rho, n_val=n_val, n_test=n_test,
-                          seed=seed)
-        x, y = data[0], data[1]
-        lam_max = float(abs(x.T @ y).max()) / n
-        space = Space((l1_block(self, name="lam", size=1, lam_max=lam_max, lam0=lam0, lam_low=lam_low,
-                                lam_high=lam_high),))
-        self._setup_data(*data, space=space)
-        self.params.update({"lam0": lam0, "lam_low": lam_low, "lam_high": lam_high})
+        self._setup_l1_least_squares(size=1, lam0=lam0, lam_low=lam_low, lam_high=lam_high, n=n, p=p,
+                                     n_informative=n_informative, snr=snr, rho=rho, n_val=n_val, n_test=n_test,
+                                     seed=seed)
 
     def penalties(self, theta: torch.Tensor):
         lam = self.space.to_natural(theta)

@@ -37,9 +37,7 @@ from hpo_bench.solvers import SolveCache, newton_or_raise
 from hpo_bench.space import Block, Space
 from hpo_bench.task import Linearization, Task, require
 
-from hpo_bench import data as _data
-
-from ._datasets import dataset_rule, task_split
+from ._datasets import DescribesDataset, dataset_rule, task_split
 
 __all__ = ["LogisticL2", "LogisticLinearization"]
 
@@ -126,7 +124,7 @@ class LogisticLinearization(Linearization):
 
 
 @register_task
-class LogisticL2(Task):
+class LogisticL2(DescribesDataset, Task):
     """L2 logistic regression, one penalty per feature (log-transformed); Newton reference."""
 
     name = "logistic_l2"
@@ -194,14 +192,6 @@ class LogisticL2(Task):
                                 "n_test": n_test})
         elif max_train is not None:
             self.params["max_train"] = max_train
-
-    def describe(self) -> dict:
-        """The base description plus, for a registered dataset, what tables must say about it
-        (``dataset_label``: "... (synthetic stand-in)" for stand-ins; :func:`hpo_bench.data.describe`)."""
-        out = super().describe()
-        if self.params["dataset"] != "synthetic":
-            out.update(_data.describe(self.params["dataset"]))
-        return out
 
     # -------------------------------------------------------------- structure
     def penalty_vector(self, theta: torch.Tensor) -> torch.Tensor:

@@ -26,9 +26,7 @@ from hpo_bench.registry import register_task
 from hpo_bench.space import Block, Space
 from hpo_bench.task import require as _require
 
-from hpo_bench import data as _data
-
-from ._datasets import dataset_rule, task_split
+from ._datasets import DescribesDataset, dataset_rule, task_split
 from ._quadratic import QuadraticTask
 
 __all__ = ["Ridge", "RidgePerFeature", "make_regression_data"]
@@ -80,7 +78,7 @@ def make_regression_data(*, task: str, dataset: str, n: int, p: int, noise: floa
     return x[tr], y[tr], x[va], y[va], x[te], y[te]
 
 
-class _RidgeBase(QuadraticTask):
+class _RidgeBase(DescribesDataset, QuadraticTask):
     check_params = {"n": 60, "p": 6, "rho": 0.6}
     per_feature: bool = False
 
@@ -104,14 +102,6 @@ class _RidgeBase(QuadraticTask):
                                 "n_informative": n_informative, "n_val": n_val, "n_test": n_test})
         elif max_train is not None:
             self.params["max_train"] = max_train
-
-    def describe(self) -> dict:
-        """The base description plus, for a registered dataset, what tables must say about it
-        (``dataset_label``: "... (synthetic stand-in)" for stand-ins; :func:`hpo_bench.data.describe`)."""
-        out = super().describe()
-        if self.params["dataset"] != "synthetic":
-            out.update(_data.describe(self.params["dataset"]))
-        return out
 
 
 @register_task

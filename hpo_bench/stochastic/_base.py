@@ -258,3 +258,30 @@ class StochasticTuner(Tuner):
 
     def _fail_rule(self, key: str, rule: str, value: Any) -> None:
         raise TunerParamError(f"tuner {self.name!r}: parameter `{key}` must be {rule}, but got {value!r}")
+
+
+#: Options of the randomly truncated Neumann estimator shared by BSA and TTSA.
+TRUNCATED_NEUMANN_OPTIONS = {"neumann_steps": Option(int, low=1),
+                             "neumann_lr": Option(float, low=0, low_open=True, optional=True),
+                             "decay": Option(bool)}
+
+
+class TruncatedNeumann:
+    """The randomly truncated Neumann hypergradient of BSA and TTSA, for a :class:`StochasticTuner`.
+
+    ``neumann_steps`` Q, ``neumann_lr`` (default: ``step_size``) and ``decay``; each estimate truncates
+    the series after ``q ~ U{0, ..., Q-1}`` terms, drawn from the cell seed's own ``"truncation"``
+    stream (so the truncations do not depend on the batch draws).
+    """
+
+    def _init_truncated_neumann(self) -> None:
+        self.neumann_steps = int(self.params["neumann_steps"])
+        self.neumann_lr = float(self.params["neumann_lr"] or self.step_size)
+        self.decay = bool(self.params["decay"])
+
+    def init_state(self) -> None:
+        self.trunc_rng = generator(self.cell_seed, "truncation")
+
+    def draw_truncation(self) -> int:
+        return int(torch.randint(self.neumann_steps, (1,), generator=self.trunc_rng))
+

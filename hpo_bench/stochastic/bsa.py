@@ -16,39 +16,27 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 from ..options import Option
 from ..registry import register_tuner
-from ._base import BASE_OPTIONS, StochasticTuner
-from ._oracle import generator
+from ._base import BASE_OPTIONS, TRUNCATED_NEUMANN_OPTIONS, StochasticTuner, TruncatedNeumann
 
 __all__ = ["BSA"]
 
 
 @register_tuner
-class BSA(StochasticTuner):
+class BSA(TruncatedNeumann, StochasticTuner):
     """BSA: inner SGD loops and a randomly truncated stochastic Neumann hypergradient (module docstring)."""
 
     name = "bsa"
     paper = "Ghadimi & Wang 2018, Algorithm 3, eq. (3.9)"
-    options = {**BASE_OPTIONS, "inner_steps": Option(int, low=1), "neumann_steps": Option(int, low=1),
-               "neumann_lr": Option(float, low=0, low_open=True, optional=True), "decay": Option(bool)}
+    options = {**BASE_OPTIONS, "inner_steps": Option(int, low=1), **TRUNCATED_NEUMANN_OPTIONS}
     defaults: dict[str, Any] = {"inner_steps": 10, "neumann_steps": 10, "neumann_lr": None, "decay": False,
                                 "eval_every": 8}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.inner_steps = int(self.params["inner_steps"])
-        self.neumann_steps = int(self.params["neumann_steps"])
-        self.neumann_lr = float(self.params["neumann_lr"] or self.step_size)
-        self.decay = bool(self.params["decay"])
-
-    def init_state(self) -> None:
-        self.trunc_rng = generator(self.cell_seed, "truncation")
-
-    def draw_truncation(self) -> int:
-        return int(torch.randint(self.neumann_steps, (1,), generator=self.trunc_rng))
+        self._init_truncated_neumann()
 
     def compute(self) -> None:
         for _ in range(self.inner_steps):

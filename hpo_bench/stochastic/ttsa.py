@@ -17,37 +17,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from ..options import Option
 from ..registry import register_tuner
-from ._base import BASE_OPTIONS, StochasticTuner
-from ._oracle import generator
+from ._base import BASE_OPTIONS, TRUNCATED_NEUMANN_OPTIONS, StochasticTuner, TruncatedNeumann
 
 __all__ = ["TTSA"]
 
 
 @register_tuner
-class TTSA(StochasticTuner):
+class TTSA(TruncatedNeumann, StochasticTuner):
     """TTSA: one inner SGD step and one outer step with a randomly truncated Neumann hypergradient per iteration."""
 
     name = "ttsa"
     paper = "Hong et al. 2023, Algorithm 1"
-    options = {**BASE_OPTIONS, "neumann_steps": Option(int, low=1),
-               "neumann_lr": Option(float, low=0, low_open=True, optional=True), "decay": Option(bool)}
+    options = {**BASE_OPTIONS, **TRUNCATED_NEUMANN_OPTIONS}
     defaults: dict[str, Any] = {"neumann_steps": 10, "neumann_lr": None, "decay": False}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.neumann_steps = int(self.params["neumann_steps"])
-        self.neumann_lr = float(self.params["neumann_lr"] or self.step_size)
-        self.decay = bool(self.params["decay"])
-
-    def init_state(self) -> None:
-        self.trunc_rng = generator(self.cell_seed, "truncation")
-
-    def draw_truncation(self) -> int:
-        return int(torch.randint(self.neumann_steps, (1,), generator=self.trunc_rng))
+        self._init_truncated_neumann()
 
     def estimate(self) -> None:
         self.d_w = self.grad_inner(self.w, self.theta, self.inner_sampler.draw())
