@@ -28,6 +28,7 @@ import math
 import types
 import typing
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -35,7 +36,8 @@ import torch
 from .options import is_type, type_rule
 from .space import Space
 
-__all__ = ["Task", "Linearization", "TaskParamError", "implicit_reference", "require", "resolve_dtype"]
+__all__ = ["Task", "Linearization", "Reference", "TaskParamError", "implicit_reference", "require",
+           "resolve_dtype"]
 
 _DTYPES = {"float64": torch.float64, "float32": torch.float32, "double": torch.float64, "float": torch.float32}
 
@@ -146,6 +148,32 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         raise ValueError(f"`dtype` must be one of {sorted(_DTYPES)}, but got {dtype!r}") from None
 
 
+@dataclass(frozen=True)
+class Reference:
+    """One ground-truth evaluation at ``theta``: what :meth:`Task.reference` returns.
+
+    Attributes:
+        value: ``F(theta) = outer_loss(w*(theta))``.
+        grad: ``dF/dtheta`` (shape of ``theta``).
+        w: the inner solution the reference used (``w*(theta)`` to the solver's accuracy).
+        bound: a computed upper bound on ``||grad - true dF/dtheta||_2`` (in exact arithmetic, with the
+            stated rounding margins); ``math.nan`` where none is computed (a dense factorisation at a
+            tight solve: accurate to rounding, but no bound is derived).
+        route: how it was computed: ``"dense"`` (a factorisation), ``"cg"`` (certified matrix-free
+            conjugate gradients), ``"newton-cg"`` (matrix-free Newton inner solve plus CG), or
+            ``"task"`` (the default: :meth:`Task.solve` plus :meth:`Task.reference_hypergradient`).
+        warm: opaque state a next call may start from (e.g. ``(w, q)``), passed back as
+            ``reference(theta, warm=...)``; ``None`` where unused.
+    """
+
+    value: float
+    grad: torch.Tensor
+    w: torch.Tensor
+    bound: float
+    route: str
+    warm: Any = None
+
+
 class Linearization:
     """Matrix-free second-order information of ``inner_loss`` at one point ``(w, theta)``.
 
@@ -250,6 +278,12 @@ class Task(ABC):
         name: registry name.
         tags: declared capabilities, e.g. ``{"closed-form", "quadratic", "per-example"}``.
         check_params: small parameters used by ``hpo-bench check`` and the test kit.
+
+    Ground truth comes in two forms: :meth:`response` (``F``) and :meth:`reference_hypergradient`
+    (``dF/dtheta``) separately, or both at once from :meth:`reference`, which returns a
+    :class:`Reference` (value, gradient, ``w*``, a computed error bound, the route taken and a
+    warm-start state for the next call). Override :meth:`reference` where value and gradient can
+    share one factorisation or one matrix-free solve.
     """
 
     name: ClassVar[str] = ""
@@ -313,6 +347,21 @@ class Task(ABC):
     def reference_hypergradient(self, theta: torch.Tensor) -> torch.Tensor:
         """Ground-truth ``dF/dtheta``; default: dense implicit differentiation at :meth:`solve`."""
         return implicit_reference(self, theta)
+
+    def reference(self, theta: torch.Tensor, warm: Any = None) -> Reference:
+        """``F(theta)``, ``dF/dtheta`` and ``w*(theta)`` in one call, with an error bound (:class:`Reference`).
+
+        Callers that need both the value and the gradient (the oracle, the recorder) use this:
+        tasks override it so that both share ONE factorisation or ONE matrix-free solve, and so
+        that a solve can start from ``warm`` (the ``warm`` of a previous call's result; any
+        other value, or ``None``, starts cold; a warm start changes the work, never the
+        accuracy promised). Default: one :meth:`solve`, :meth:`outer_loss` at it and
+        :meth:`reference_hypergradient`; ``bound`` NaN, ``route`` ``"task"``, ``warm`` ``None``.
+        """
+        theta = theta.detach()
+        w = self.solve(theta).detach()
+        grad = self.reference_hypergradient(theta).detach()
+        return Reference(value=float(self.outer_loss(w)), grad=grad, w=w, bound=math.nan, route="task")
 
     # -------------------------------------------------------------- optional
     @property

@@ -22,7 +22,7 @@ from functools import cached_property
 import torch
 
 from hpo_bench.space import Space
-from hpo_bench.task import Linearization, Task
+from hpo_bench.task import Linearization, Reference, Task
 
 __all__ = ["QuadraticTask", "QuadraticLinearization"]
 
@@ -232,14 +232,19 @@ class QuadraticTask(Task):
         return torch.cholesky_solve((2 * self.a * self.xty).unsqueeze(1), chol).squeeze(1)
 
     def reference_hypergradient(self, theta: torch.Tensor) -> torch.Tensor:
-        """Closed form: ``-2b w* . H^{-1} grad outer(w*)`` chained onto ``theta``."""
+        """Closed form: ``-2b w* . H^{-1} grad outer(w*)`` chained onto ``theta`` (:meth:`reference`'s gradient)."""
+        return self.reference(theta).grad
+
+    def reference(self, theta: torch.Tensor, warm=None) -> Reference:
+        """``F``, ``dF/dtheta`` and ``w*`` from ONE Cholesky factorisation of ``H`` (route ``"dense"``)."""
         theta = theta.detach()
         chol = self._factor(theta)
         w = torch.cholesky_solve((2 * self.a * self.xty).unsqueeze(1), chol).squeeze(1)
         r = self.x_val @ w - self.y_val
         gout = self.x_val.T @ (r * (2.0 / r.shape[0]))  # scale r, not a copy of X_v^T
         q = torch.cholesky_solve(gout.unsqueeze(1), chol).squeeze(1)
-        return self.chain_to_theta(theta, -2 * self.b * w * q)
+        grad = self.chain_to_theta(theta, -2 * self.b * w * q)
+        return Reference(value=float(r @ r) / r.shape[0], grad=grad, w=w, bound=math.nan, route="dense")
 
     def example_quadratic(self, theta: torch.Tensor) -> dict:
         """Per-example structure: ``loss_i = a (x_i . w - y_i)^2 + sum_j d_j w_j^2`` with ``d = b * penalty``.

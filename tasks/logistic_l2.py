@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from hpo_bench.registry import register_task
 from hpo_bench.solvers import SolveCache, newton_or_raise
 from hpo_bench.space import Block, Space
-from hpo_bench.task import Linearization, Task, require
+from hpo_bench.task import Linearization, Reference, Task, require
 
 from ._datasets import DescribesDataset, dataset_rule, task_split
 
@@ -330,8 +330,13 @@ class LogisticL2(DescribesDataset, Task):
 
     def reference_hypergradient(self, theta: torch.Tensor) -> torch.Tensor:
         """Dense implicit differentiation at the Newton solution: ``-lam . beta* . H^{-1} grad outer``."""
+        return self.reference(theta).grad
+
+    def reference(self, theta: torch.Tensor, warm=None) -> Reference:
+        """``F``, ``dF/dtheta`` and ``w*`` from one Newton solve and one factorisation at it (route ``"dense"``)."""
         theta = theta.detach()
         w = self.solve(theta)
         h = self.hessian_at(w, self.penalty_vector(theta))
         q = torch.linalg.solve(h, self.outer_grad(w))
-        return -self.chain_to_theta(theta, (w * q)[:-1])
+        grad = -self.chain_to_theta(theta, (w * q)[:-1])
+        return Reference(value=float(self.outer_loss(w)), grad=grad, w=w, bound=math.nan, route="dense")

@@ -1,0 +1,67 @@
+"""Task.reference (value, gradient, w*, error bound, route) and the certified matrix-free references.
+
+Every comparison is between two numerical paths with a tolerance from the maths: a backward-stable
+solve of ``H x = b`` is accurate to about ``cond(H) eps`` relative, so two of them agree to twice that,
+with a safety factor for the dimension.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hpo_bench.registry import TASKS
+from hpo_bench.task import Reference, implicit_reference
+
+from _util import theta_points
+
+EPS = torch.finfo(torch.float64).eps
+
+
+def _cond(task, theta) -> float:
+    w = task.solve(theta)
+    h = task.linearize(w, theta).hessian()
+    ev = torch.linalg.eigvalsh(0.5 * (h + h.T))
+    return float(ev[-1] / ev[0])
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, cond: float) -> bool:
+    n = a.numel()
+    tol = 64 * n * cond * EPS * float(torch.linalg.vector_norm(b)) + 1e-300
+    return float(torch.linalg.vector_norm(a - b)) <= tol
+
+
+CASES = [("ridge", {"n": 60, "p": 6, "rho": 0.6}), ("ridge_per_feature", {"n": 60, "p": 6, "rho": 0.6}),
+         ("seed_toy", {}), ("seed_toy", {"per_weight": True, "transform": "log", "lam0": 0.5}),
+         ("logistic_l2", {"dataset": "synthetic", "n": 60, "p": 5}),
+         ("logistic_l2", {"dataset": "synthetic", "n": 60, "p": 5, "per_feature": False}),
+         ("kernel_ridge", {"dataset": "synthetic", "n": 40, "p": 3, "n_val": 20, "n_test": 10})]
+
+
+@pytest.mark.parametrize("name, params", CASES)
+def test_reference_agrees_with_response_and_reference_hypergradient(name, params):
+    """``reference`` (the default, or a task's one-factorisation override) against ``response`` and against
+    dense implicit differentiation by autograd (:func:`implicit_reference`: another path)."""
+    task = TASKS.get(name)(**params)
+    for theta in theta_points(task, 3, seed=1):
+        ref = task.reference(theta)
+        assert isinstance(ref, Reference)
+        assert ref.route in ("dense", "cg", "newton-cg", "task")
+        assert ref.grad.shape == theta.shape and ref.w.shape == (task.n_params,)
+        cond = _cond(task, theta)
+        f = float(task.response(theta))
+        assert abs(ref.value - f) <= 64 * cond * EPS * max(abs(f), 1.0), (ref.value, f)
+        assert _close(ref.w, task.solve(theta), cond)
+        assert _close(ref.grad, task.reference_hypergradient(theta), cond)
+        assert _close(ref.grad, implicit_reference(task, theta), cond), (ref.grad, implicit_reference(task, theta))
+        if not math.isnan(ref.bound):
+            assert ref.bound >= 0
+
+
+def test_default_reference_is_solve_plus_reference_hypergradient():
+    """A task without an override gets route "task", no bound and no warm state."""
+    task = TASKS.get("kernel_ridge")(dataset="synthetic", n=40, p=3, n_val=20, n_test=10)
+    ref = task.reference(task.space.init_theta(dtype=task.dtype))
+    assert ref.route == "task" and math.isnan(ref.bound) and ref.warm is None
