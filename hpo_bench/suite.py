@@ -217,6 +217,25 @@ class Suite:
     timeout: float | None = None
     tune: TuneSpec | None = None  # the declared tune step, if any
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>", *, validate: bool = True) -> Suite:
+        """A suite from a dict with the suite file's schema (what ``tomllib`` reads from a suite file), validated
+        like a file: every problem raises :class:`SuiteError` with the same message, naming ``source`` as the
+        file, the key, the rule and the value. ``name`` defaults to ``source``'s stem (its letters, digits and
+        ``_.+=-``), ``path`` is ``source`` and ``sha256`` hashes ``d`` as canonical JSON (sorted keys). ``d`` is
+        copied, so changing it later changes nothing."""
+        import copy
+
+        ck = _Checker(source)
+        if not isinstance(d, dict):
+            raise SuiteError(f"suite file {source!r}: must be a table (a dict of the suite file's keys), but got "
+                             f"{type(d).__name__}")
+        raw = copy.deepcopy(d)
+        text = json.dumps(raw, sort_keys=True, default=str, separators=(",", ":"))
+        stem = re.sub(r"[^A-Za-z0-9_.+=-]", "", Path(source).stem) or "suite"
+        return _suite_from_raw(raw, ck, default_name=stem, path=source,
+                               sha256=hashlib.sha256(text.encode()).hexdigest(), validate=validate)
+
     def cells(self) -> list[Cell]:
         return [Cell(self.name, t, u, s, u.budget or self.budget, self.dtype, self.device, self.reference,
                      suite_seed=self.seed, timeout=u.timeout if u.timeout is not None else self.timeout)
@@ -299,8 +318,15 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
         raw = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SuiteError(f"suite file {shown!r}: not valid TOML: {exc}") from None
+    return _suite_from_raw(raw, ck, default_name=path.stem, path=str(path), sha256=hashlib.sha256(data).hexdigest(),
+                           validate=validate)
+
+
+def _suite_from_raw(raw: dict[str, Any], ck: _Checker, *, default_name: str, path: str, sha256: str,
+                    validate: bool) -> Suite:
+    """The checks and the build behind :func:`load_suite` and :meth:`Suite.from_dict`."""
     ck.keys(raw, TOP_KEYS, "")
-    name = raw.get("name", path.stem)
+    name = raw.get("name", default_name)
     if not isinstance(name, str) or not _LABEL.match(name):
         ck.fail("name", "a string of letters, digits and _.+=-", name)
     desc = raw.get("description", "")
@@ -386,9 +412,9 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
         entries[kind] = out
 
     tune = _parse_tune(raw, entries["tuner"], list(seeds), ck)
-    suite = Suite(name=name, path=str(path), description=desc, seeds=list(seeds), tasks=entries["task"],
+    suite = Suite(name=name, path=path, description=desc, seeds=list(seeds), tasks=entries["task"],
                   tuners=entries["tuner"], budget=budget, dtype=dtype, device=device, reference=reference,
-                  sha256=hashlib.sha256(data).hexdigest(), raw=raw, seed=suite_seed, timeout=timeout,
+                  sha256=sha256, raw=raw, seed=suite_seed, timeout=timeout,
                   tune=tune)
     if validate:
         _validate_params(suite, ck)
