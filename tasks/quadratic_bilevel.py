@@ -8,20 +8,31 @@ Both levels are averages of random quadratics in ``(z, x)`` (``z = w``: the inne
 
 The means are drawn first: ``A = mean A_i`` has its eigenvalues log-spaced on ``[mu, L]`` (both
 ends included), ``C = mean C_j`` on ``[mu_outer, L]``, ``B = mean B_i`` has spectral norm
-``cross_norm``, ``a`` and ``c`` are standard normal. Each example deviates from the mean by a
-centred random term scaled by ``noise``::
+``cross_norm``. The linear terms are ``a = -A z0`` and ``c = -C zo`` with ``z0, zo ~ N(0, I / d_inner)``:
+the inner solution at ``x = 0`` is ``z0`` and the outer loss is smallest at ``z = zo``, both of norm
+about 1 whatever ``mu``. Each example deviates from the mean by a centred random term scaled by
+``noise`` (every random factor has norm about 1, so ``noise`` is the relative size of a deviation)::
 
     A_i = A + noise L (U_i U_i^T - mean_k U_k U_k^T),   U_i: d_inner x rank, entries N(0, 1/d_inner)
     B_i = B + noise cross_norm (g_i h_i^T - mean_k g_k h_k^T),   a_i = a + noise (e_i - mean_k e_k)
 
-(and alike for ``C_j``, ``c_j``), so the means are exactly ``A``, ``B``, ``a``, ``C``, ``c`` and every
-quantity of the problem has a closed form:
+(``g_i``, ``h_i``, ``e_i`` Gaussian of norm about 1; alike for ``C_j``, ``c_j``), so the means are exactly
+``A``, ``B``, ``a``, ``C``, ``c`` and every quantity of the problem has a closed form:
 
     z*(x) = -A^{-1} (B^T x + a),   F(x) = outer(z*(x)),   dF/dx = -B A^{-1} (C z*(x) + c)
 
 and the minimiser ``x*`` of ``F`` (:meth:`QuadraticBilevel.optimum`) solves a ``d_outer`` square system.
 Per-example Hessians may be indefinite when ``noise L rank / d_inner`` exceeds ``mu``; the mean is
 always in ``[mu, L]``.
+
+Scaling. The value function's Hessian is ``M^T C M`` with ``M = A^{-1} B^T``; for ``B`` in general
+position ``||M x||^2 ~ cross_norm^2 mean_i(1 / lambda_i^2) ||x||^2 ~ cross_norm^2 / (2 mu^2 ln(L / mu))``,
+so ``cross_norm`` defaults to ``10 mu``. At ``mu = 0.01`` that is benchmark_bilevel's ``L_cross = 0.1``;
+at every ``mu`` it keeps the curvature of ``F`` of order ``L`` (``[0.42, 6.8]`` at the issue's sizes and
+``mu = 0.01``, ``[0.076, 4.0]`` at ``mu = 1e-4``) and ``||dF(0)||^2`` of order 1, so the targets
+``||dF||^2 <= 1e-2 ... 1e-6`` mean the same at both ``mu``; the inner problem keeps its condition number
+``L / mu``. A fixed ``cross_norm`` makes ``F``'s curvature grow as ``(cross_norm / mu)^2`` (up to ``7e2`` at
+``cross_norm = 1, mu = 0.01``), so the outer step must shrink with it.
 
 Forms (``form``): ``"dense"`` stores one ``d_inner x d_inner`` matrix per example (and the
 ``d_outer x d_inner`` cross matrices), as benchmark_bilevel does: ``n d_inner^2`` numbers, about
@@ -117,7 +128,7 @@ class QuadraticBilevel(Task):
     check_params = {"n": 64, "m": 32, "d_inner": 6, "d_outer": 3, "mu": 0.1}
 
     def __init__(self, *, n: int = 32768, m: int = 1024, d_inner: int = 100, d_outer: int = 10, mu: float = 0.01,
-                 L: float = 1.0, mu_outer: float = 0.1, cross_norm: float = 1.0, noise: float = 0.5,
+                 L: float = 1.0, mu_outer: float = 0.1, cross_norm: float | None = None, noise: float = 0.5,
                  rank: int = 4, form: str = "factored", x_bound: float | None = None, seed: int = 0,
                  dtype="float64", device: str = "cpu") -> None:
         super().__init__(seed=seed, dtype=dtype, device=device)
@@ -126,7 +137,8 @@ class QuadraticBilevel(Task):
             require(isinstance(val, int) and val >= 1, nm, key, "an integer >= 1", val)
         require(0 < mu <= L, nm, "mu", f"in (0, L={L}]", mu)
         require(0 < mu_outer <= L, nm, "mu_outer", f"in (0, L={L}]", mu_outer)
-        require(cross_norm > 0, nm, "cross_norm", "> 0", cross_norm)
+        require(cross_norm is None or cross_norm > 0, nm, "cross_norm", "> 0 or omitted (10 mu)", cross_norm)
+        cross_norm = 10.0 * mu if cross_norm is None else cross_norm
         require(noise >= 0, nm, "noise", ">= 0", noise)
         require(form in FORMS, nm, "form", f"one of {list(FORMS)}", form)
         require(x_bound is None or x_bound > 0, nm, "x_bound", "> 0 or omitted", x_bound)
@@ -136,14 +148,16 @@ class QuadraticBilevel(Task):
         c_mean = _spectrum_matrix(rng, d, mu_outer, L)
         b_mean = rng.standard_normal((q, d))
         b_mean *= cross_norm / np.linalg.norm(b_mean, 2)
-        lin_in, lin_out = rng.standard_normal(d), rng.standard_normal(d)
+        # a = -A z0 and c = -C zo: the inner solution at x = 0 and the outer's minimiser in z are z0, zo ~ N(0, I/d)
+        z0, zo = rng.standard_normal(d) / math.sqrt(d), rng.standard_normal(d) / math.sqrt(d)
+        lin_in, lin_out = -a_mean @ z0, -c_mean @ zo
         s_a, s_b, s_c = noise * L, noise * cross_norm, noise
         u = rng.standard_normal((n, d, r)) / math.sqrt(d)
         g = rng.standard_normal((n, q)) / math.sqrt(q)
         h = rng.standard_normal((n, d)) / math.sqrt(d)
-        e = rng.standard_normal((n, d))
+        e = rng.standard_normal((n, d)) / math.sqrt(d)
         uo = rng.standard_normal((m, d, r)) / math.sqrt(d)
-        eo = rng.standard_normal((m, d))
+        eo = rng.standard_normal((m, d)) / math.sqrt(d)
         u2 = u.transpose(1, 0, 2).reshape(d, n * r)
         uo2 = uo.transpose(1, 0, 2).reshape(d, m * r)
         # the per-example terms are centred: A_i = A0 + s_a U_i U_i^T with A0 = A - s_a mean U U^T, etc.
