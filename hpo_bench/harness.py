@@ -201,7 +201,8 @@ def _seed_everything(seed: int) -> None:
 
 
 def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = None,
-             extra_meta: dict[str, Any] | None = None, alarm: float | None = None) -> list[dict[str, Any]]:
+             extra_meta: dict[str, Any] | None = None, alarm: float | None = None,
+             on_patch: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run one cell; always returns rows (the last has the cell's final status).
 
     Args:
@@ -210,6 +211,9 @@ def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = No
         extra_meta: constant columns added to every row (e.g. ``torch_threads``, ``worker``).
         alarm: stop the cell with status ``timeout`` after this many wall-clock seconds
             (``SIGALRM``; only in the main thread).
+        on_patch: called with ``(row index, columns)`` when the recorder fills in columns of a row
+            already passed to ``on_row`` (compact rows: the last row's ``hp`` and ``theta``,
+            :meth:`hpo_bench.records.Recorder.finish`).
     """
     meta = _meta(cell)
     meta.update(extra_meta or {})
@@ -224,6 +228,7 @@ def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = No
             _seed_everything(cell.cell_seed)
             recorder.start()
             tuner.run(task, recorder, seed=cell.cell_seed)
+        _finish_rows(recorder, on_patch)
         if not fired:
             return recorder.rows
         status, message = "timeout", fired[0]  # the alarm's exception was swallowed, yet the cell ran over time
@@ -240,8 +245,15 @@ def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = No
         if on_row is not None:
             on_row(row)
         return [row]
+    _finish_rows(recorder, on_patch)
     recorder.fail(status, message)
     return recorder.rows
+
+
+def _finish_rows(recorder: Recorder, on_patch: Callable[[int, dict[str, Any]], None] | None) -> None:
+    patch = recorder.finish()
+    if patch is not None and on_patch is not None:
+        on_patch(*patch)
 
 
 @dataclass
@@ -302,7 +314,7 @@ def warm_up() -> None:
             torch.linalg.solve(a, a[0])
 
 
-def _execute(cell: Cell, threads: int, *, on_row=None, alarm: float | None = None) -> CellResult:
+def _execute(cell: Cell, threads: int, *, on_row=None, alarm: float | None = None, on_patch=None) -> CellResult:
     """Run a cell in this process with ``threads`` torch threads, measuring wall time and peak memory."""
     warm_up()
     t0 = time.perf_counter()
@@ -314,7 +326,8 @@ def _execute(cell: Cell, threads: int, *, on_row=None, alarm: float | None = Non
     if cuda is not None:
         torch.cuda.reset_peak_memory_stats(cuda)
     try:
-        rows = run_cell(cell, on_row=on_row, extra_meta={"torch_threads": threads, "worker": worker}, alarm=alarm)
+        rows = run_cell(cell, on_row=on_row, extra_meta={"torch_threads": threads, "worker": worker}, alarm=alarm,
+                        on_patch=on_patch)
     finally:
         torch.set_num_threads(previous)
     info = {"torch_threads": threads, "wall_s": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb(),
@@ -339,7 +352,8 @@ def _cell_child(send: Callable[[Any], None], cell: Cell, threads: int) -> None:
         os.dup2(captured.fileno(), 1)
         os.dup2(captured.fileno(), 2)
         try:
-            result = _execute(cell, threads, on_row=lambda row: send(("row", row)))
+            result = _execute(cell, threads, on_row=lambda row: send(("row", row)),
+                              on_patch=lambda i, cols: send(("patch", (i, cols))))
             summary = {**result.info, "status": result.status}
         except BaseException as exc:  # noqa: BLE001 - reported to the driver, then this process ends
             summary = {"crash": _describe(exc)}
@@ -403,6 +417,9 @@ class CellJob:
 
         def on_message(msg: tuple[str, Any]) -> None:
             kind, payload = msg
+            if kind == "patch":  # columns the recorder filled in on a row it had already streamed
+                rows[payload[0]].update(payload[1])
+                return
             {"row": rows.append, "end": end.update, "crash": crash.update}[kind](payload)
 
         ex = run_in_child(_cell_child, (self.cell, threads), timeout=self.timeout, on_message=on_message)

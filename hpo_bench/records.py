@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 __all__ = ["Budget", "Recorder", "COLUMNS", "VOLATILE_COLUMNS", "STATUSES", "StopRun", "rel_error", "cosine",
-           "KEY_COLUMNS", "RecordsFileError", "read_records_file", "STOCHASTIC_COLUMNS"]
+           "KEY_COLUMNS", "RecordsFileError", "read_records_file", "STOCHASTIC_COLUMNS", "COMPACT_MIN_HYPER",
+           "VECTOR_EVERY", "vector_of"]
 
 STATUSES = ("ok", "diverged", "timeout", "error", "oom")
 
@@ -55,6 +56,18 @@ STOCHASTIC_COLUMNS = ("samples", "epochs", "inner_rel_distance", "v_rel_error", 
 #: where the cell ran); every other column is reproducible on CPU.
 VOLATILE_COLUMNS = ("time_s", "measure_s", "wall_s", "peak_rss_mb", "peak_cuda_mb", "worker", "torch_threads")
 
+
+#: Compact rows: a task with more than this many hyperparameters stores the vectors ``hp`` and ``theta``
+#: (one float each per hyperparameter and row, ~81 bytes per hyperparameter per row as Python lists,
+#: 2.4 GB for 10^4 hyperparameters x 3000 rows) only on the rows :data:`VECTOR_EVERY` names; other rows
+#: get null (``None``) there. At or below it every row has them.
+COMPACT_MIN_HYPER = 100
+#: With compact rows, the rows that keep ``hp`` and ``theta``: the first row; every row where the incumbent
+#: improves (a ``val_loss`` below every earlier one, what the report's incumbent is) or where
+#: ``val_loss_ref`` falls below every earlier one (the points the report's oracle polishes from); every
+#: ``VECTOR_EVERY``-th step (``step % VECTOR_EVERY == 0``); a row that is not ``ok``; and the cell's last
+#: row (known when the budget is reached, else filled in when the cell ends: :meth:`Recorder.finish`).
+VECTOR_EVERY = 50
 
 #: Columns without which a parquet file is not a records table (``show`` and ``report`` need them).
 KEY_COLUMNS = ("cell_id", "task", "tuner", "tuner_label", "seed", "step", "status")
@@ -123,6 +136,14 @@ def _bound_of(stats: dict[str, Any] | None) -> float:
     return b if math.isfinite(b) or math.isinf(b) else _NAN
 
 
+def vector_of(value: Any) -> list[float]:
+    """A record's ``hp`` or ``theta`` as a list of floats: ``[]`` where the row has none (null on a compact
+    row, :data:`COMPACT_MIN_HYPER`; an empty list on a terminal row without a point)."""
+    if value is None or isinstance(value, float):  # None, or NaN where pandas filled a missing list
+        return []
+    return [float(v) for v in value]
+
+
 def rel_error(est: torch.Tensor, ref: torch.Tensor) -> float:
     """``||est - ref|| / ||ref||`` (``||est||`` when ``ref = 0``)."""
     den = float(torch.linalg.vector_norm(ref))
@@ -148,6 +169,10 @@ class Recorder:
         diverge_factor: validation loss this many times above the first one is a divergence.
         on_row: called with every row as soon as it is appended (the harness streams rows
             out of a worker process with it, so a cell killed on timeout keeps its rows).
+
+    Compact rows: with more than :data:`COMPACT_MIN_HYPER` hyperparameters, ``hp`` and ``theta`` are
+    stored only on the rows :data:`VECTOR_EVERY` describes (null elsewhere); :meth:`finish` fills in
+    the last recorded row when the cell ends.
     """
 
     def __init__(self, task, budget: Budget, *, meta: dict[str, Any] | None = None, reference: bool = True,
@@ -169,6 +194,9 @@ class Recorder:
         self._measure = 0.0  # seconds spent with the clock paused (measurements)
         self._pause_t0: float | None = None
         self._first_val: float | None = None
+        self.compact = int(task.space.dim) > COMPACT_MIN_HYPER
+        self._best_ref = math.inf
+        self._pending: tuple[int, torch.Tensor] | None = None  # (row index, theta) of a row stored without vectors
 
     # ----------------------------------------------------------------- clock
     def start(self) -> None:
@@ -302,16 +330,24 @@ class Recorder:
                 status, message = "diverged", f"validation loss {val_loss:.3g} blew up (first {self._first_val:.3g})"
         if self._first_val is None and math.isfinite(val_loss):
             self._first_val = val_loss
+        improved = math.isfinite(val_loss) and val_loss < self.best
+        ref_improved = math.isfinite(val_ref) and val_ref < self._best_ref
         if math.isfinite(val_loss):
             self.best = min(self.best, val_loss)
+        if ref_improved:
+            self._best_ref = val_ref
+        keep = (not self.compact or not self.rows or status != "ok" or improved or ref_improved
+                or len(self.rows) % VECTOR_EVERY == 0 or self._last_by_budget())
         row.update(
             val_loss=val_loss, val_loss_ref=val_ref, test_loss=test_loss, best_val_loss=self.best,
             hypergrad_rel_error=rel, hypergrad_cosine=cos,
             hypergrad_norm=float(torch.linalg.vector_norm(hypergrad)) if hypergrad is not None else nan,
             hypergrad_error_bound=_bound_of(hypergrad_stats),
-            hp=task.space.to_natural(theta).cpu().tolist(), theta=theta.cpu().tolist(),
+            hp=task.space.to_natural(theta).cpu().tolist() if keep else None,
+            theta=theta.cpu().tolist() if keep else None,
             status=status, message=message,
         )
+        self._pending = None if keep else (len(self.rows), theta.clone())
         if extra:
             row["extra"] = json.dumps(extra, sort_keys=True, default=str)
         row["measure_s"] = self.measure_s  # this row's measurements included
@@ -320,6 +356,28 @@ class Recorder:
             self.status = status
             self.stop_reason = status
         return status
+
+    def _last_by_budget(self) -> bool:
+        """Whether the row being recorded is the cell's last: the step budget is reached with it, the
+        tuner seconds are spent (the clock is paused: ``time_s`` is final), or a stop was requested."""
+        b = self.budget
+        return (self._stop_requested or (b.steps is not None and len(self.rows) + 1 >= b.steps)
+                or (b.seconds is not None and self.time_s >= b.seconds))
+
+    def finish(self) -> tuple[int, dict[str, Any]] | None:
+        """At the cell's end: store ``hp`` and ``theta`` on the last recorded row if compact rows left
+        them null (a tuner that stopped on its own, before its budget).
+
+        Returns ``(row index, {"hp": ..., "theta": ...})`` when it filled a row (the harness sends it
+        to the driver, which holds the streamed copy of the row), else ``None``.
+        """
+        if self._pending is None:
+            return None
+        idx, theta = self._pending
+        self._pending = None
+        patch = {"hp": self.task.space.to_natural(theta).cpu().tolist(), "theta": theta.cpu().tolist()}
+        self.rows[idx].update(patch)
+        return idx, patch
 
     def _append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)

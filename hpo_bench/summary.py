@@ -60,8 +60,10 @@ def incumbent_rows(df: pd.DataFrame) -> pd.DataFrame:
         last[col] = np.where(has_first, vals, np.nan)
     last["overfit"] = [overfits(*v) for v in zip(last["first_val_loss"], last["first_test_loss"],
                                                   last["inc_val_loss"], last["inc_test_loss"])]
+    from .records import vector_of  # torch: imported where needed, like the report's readers
+
     hps = rows["hp"].to_numpy()
-    last["inc_hp"] = [list(hps[i]) if ok else [] for i, ok in zip(safe, has)]
+    last["inc_hp"] = [vector_of(hps[i]) if ok else [] for i, ok in zip(safe, has)]
     return last
 
 

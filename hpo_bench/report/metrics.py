@@ -45,6 +45,7 @@ import pandas as pd
 
 from ..oracle import (OracleResult, best_known, cached_oracle, default_budget, oracle_for, polished_oracle_for,
                       shipped_oracle, store_oracle, verify_oracle)
+from ..records import vector_of
 
 __all__ = ["TARGETS", "target_label", "load_records", "objective", "add_incumbent", "overfits", "oracles_for_records",
            "OracleProgress",
@@ -198,9 +199,9 @@ def _incumbent_starts(df: pd.DataFrame) -> dict[tuple[str, int], list[tuple[str,
     out: dict[tuple[str, int], list[tuple[str, list[float]]]] = {}
     for cell_id, g in sorted(ok.groupby("cell_id", sort=False), key=lambda kv: str(kv[0])):
         r = g.loc[g["_ref"].idxmin()]
-        theta = [float(v) for v in r["theta"]]
+        theta = vector_of(r["theta"])  # compact rows keep theta on every new best val_loss_ref
         starts = out.setdefault(_task_key(r["task_params"], r["seed"]), [])
-        if all(theta != th for _, th in starts):
+        if theta and all(theta != th for _, th in starts):
             starts.append((f"cell {cell_id}'s incumbent (step {int(r['step'])})", theta))
     return out
 
@@ -353,8 +354,8 @@ def with_records(oracles: dict[tuple[str, int], OracleResult], df: pd.DataFrame)
         key = _task_key(params, seed)
         if key in out:
             r = g.loc[g["_ref"].idxmin()]
-            out[key] = best_known(out[key], float(r["_ref"]), [float(v) for v in r["theta"]],
-                                  [float(v) for v in r["hp"]], what=f"cell {r['cell_id']} (step {int(r['step'])})")
+            out[key] = best_known(out[key], float(r["_ref"]), vector_of(r["theta"]), vector_of(r["hp"]),
+                                  what=f"cell {r['cell_id']} (step {int(r['step'])})")
     return out
 
 
@@ -428,7 +429,7 @@ def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult])
             # test minus validation loss of the incumbent, both at the tuner's own w (module docstring)
             "final_val_test_gap": final_test - final_val,
             "overfit": overfits(first_val, first_test, final_val, final_test),
-            "final_hp": [float(v) for v in irow["hp"]] if has_inc else [],
+            "final_hp": vector_of(irow["hp"]) if has_inc else [],
             "oracle_val_loss": orc.val_loss, "oracle_gap": orc.gap, "oracle_hp": list(orc.hp),
             "transforms": list(orc.transforms),
             # tuner_s: the tuner's own clock (measurements paused); wall_s: the cell's wall clock

@@ -285,6 +285,8 @@ def export_for_redraw(run_dir: str | Path, dest: str | Path, *, compact: bool = 
 
 def _thin_lambda_lists(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with ``hp``/``theta`` emptied except on each cell's first row, final incumbent and best point."""
+    from ..records import vector_of  # torch: not at module level
+
     keep = np.zeros(len(df), dtype=bool)
     pos = pd.Series(np.arange(len(df)), index=df.index)
     for _, g in df.groupby("cell_id", sort=False):
@@ -296,7 +298,7 @@ def _thin_lambda_lists(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for col in ("hp", "theta"):
         if col in out:
-            out[col] = [list(v) if k else [] for v, k in zip(out[col], keep)]
+            out[col] = [vector_of(v) if k else [] for v, k in zip(out[col], keep)]
     return out
 
 

@@ -1,0 +1,140 @@
+"""The harness at scale (issue 14): compact rows, one reference per oracle evaluation and per record,
+tasks built once, and dense methods refused on large tasks at suite validation."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hpo_bench import records
+from hpo_bench.harness import CellJob, records_frame, run_cell
+from hpo_bench.records import Budget, vector_of
+from hpo_bench.suite import Cell, Entry
+
+#: More hyperparameters than records.COMPACT_MIN_HYPER (100): compact rows apply.
+BIG = {"n": 130, "p": 110, "rho": 0.3}
+GRADIENT = {"method": "cg", "inner": "exact", "outer": "adam", "outer_lr": 0.3}
+
+
+def _cell(tuner: str, params: dict, steps: int, task: dict | None = None, seed: int = 0) -> Cell:
+    return Cell("scale", Entry("ridge_per_feature", "rpf", dict(BIG if task is None else task)),
+                Entry(tuner, tuner, params), seed, Budget(steps=steps))
+
+
+def _expected_keep(rows: list[dict], every: int) -> list[bool]:
+    """The documented rule (records.VECTOR_EVERY), recomputed from the rows' own values."""
+    keep, best, best_ref = [], math.inf, math.inf
+    for i, r in enumerate(rows):
+        v, ref = r["val_loss"], r["val_loss_ref"]
+        k = (i == 0 or i == len(rows) - 1 or r["status"] != "ok" or (math.isfinite(v) and v < best)
+             or (math.isfinite(ref) and ref < best_ref) or r["step"] % every == 0)
+        best = min(best, v) if math.isfinite(v) else best
+        best_ref = min(best_ref, ref) if math.isfinite(ref) else best_ref
+        keep.append(k)
+    return keep
+
+
+# ----------------------------------------------------------------------------- compact rows
+def test_compact_rows_keep_vectors_on_first_last_incumbent_and_every_kth_row(monkeypatch):
+    monkeypatch.setattr(records, "VECTOR_EVERY", 5)
+    rows = run_cell(_cell("random", {}, 17))
+    assert [r["status"] for r in rows] == ["ok"] * 17
+    keep = _expected_keep(rows, 5)
+    assert not all(keep), "the test needs rows that drop their vectors"
+    for r, k in zip(rows, keep):
+        if k:
+            assert len(r["hp"]) == len(r["theta"]) == BIG["p"], r["step"]
+            np.testing.assert_allclose(np.log(r["hp"]), r["theta"], rtol=1e-12)
+        else:
+            assert r["hp"] is None and r["theta"] is None, r["step"]
+
+
+def test_small_tasks_keep_every_vector():
+    rows = run_cell(_cell("random", {}, 6, task={"n": 40, "p": 8}))
+    assert all(len(r["hp"]) == 8 and len(r["theta"]) == 8 for r in rows)
+
+
+class _StopsEarly:
+    """Records a row at the init, ``n - 1`` rows at the largest penalties (worse here), then returns
+    before the budget."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def run(self, task, recorder, *, seed: int = 0) -> None:
+        init = task.space.init_theta(dtype=task.dtype)
+        _, high = task.space.theta_bounds(dtype=task.dtype)
+        for i in range(self.n):
+            th = init if i == 0 else high
+            recorder.record(w=task.solve(th), theta=th)
+
+
+def test_a_tuner_that_stops_early_gets_its_last_row_filled_in_and_streamed(monkeypatch):
+    from hpo_bench.registry import TUNERS
+
+    monkeypatch.setattr(records, "VECTOR_EVERY", 100)
+    monkeypatch.setattr(TUNERS, "get", lambda name: (lambda **kw: _StopsEarly(4)))
+    streamed, patches = [], []
+    rows = run_cell(_cell("stops_early", {}, 50), on_row=lambda r: streamed.append(copy.deepcopy(r)),
+                    on_patch=lambda i, cols: patches.append((i, cols)))
+    assert len(rows) == 4 and [r["theta"] is None for r in streamed] == [False, True, True, True]
+    assert [i for i, _ in patches] == [3]
+    for i, cols in patches:  # what CellJob does with a "patch" message
+        streamed[i].update(cols)
+    assert len(rows[-1]["theta"]) == BIG["p"] and streamed == rows
+
+
+def test_an_isolated_cell_applies_the_recorder_patch():
+    # grid search stops after its grid; pick a grid size whose last point is no new best, so the
+    # last row is kept only by the patch that crosses the process boundary
+    points = next(k for k in range(3, 12) if _needs_patch(k))
+    result = CellJob(_cell("grid", {"points": points}, 50), timeout=120.0, isolate=True)()
+    assert result.status == "ok" and len(result.rows) == points
+    assert len(result.rows[-1]["theta"]) == BIG["p"]
+    assert any(r["theta"] is None for r in result.rows)
+
+
+def _needs_patch(k: int) -> bool:
+    patches = []
+    run_cell(_cell("grid", {"points": k}, 50), on_patch=lambda i, cols: patches.append(i))
+    return bool(patches)
+
+
+def test_readers_cope_with_null_vectors(tmp_path, monkeypatch):
+    from hpo_bench.oracle import OracleResult
+    from hpo_bench.records import read_records_file
+    from hpo_bench.report.metrics import add_derived, cell_metrics, with_records
+    from hpo_bench.report.plot import _thin_lambda_lists
+    from hpo_bench.summary import incumbent_rows, summary_frame
+
+    monkeypatch.setattr(records, "VECTOR_EVERY", 6)
+    rows = run_cell(_cell("random", {}, 9)) + run_cell(_cell("gradient", GRADIENT, 9))
+    for r in rows:
+        r["cell_id"] = f"{r['tuner']}-cell"
+    path = tmp_path / "records.parquet"
+    records_frame(rows).to_parquet(path, index=False)
+    df = read_records_file(path)
+    assert df["theta"].isna().any() and not df["theta"].isna().all()
+    df = df.sort_values(["cell_id", "step"], kind="stable").reset_index(drop=True)
+    key = (str(df["task_params"].iloc[0]), 0)
+    best = df.loc[pd.to_numeric(df["val_loss_ref"]).idxmin()]
+    orc = OracleResult(task="ridge_per_feature", params=BIG, seed=0, val_loss=float(best["val_loss_ref"]) - 1e-3,
+                       theta=vector_of(best["theta"]), hp=vector_of(best["hp"]), init_val_loss=2.0,
+                       method="test", n_params=BIG["p"], n_hyper=BIG["p"], transforms=["log"] * BIG["p"],
+                       grid_points=0, starts=0, n_evals=0, seconds=0.0)
+    oracles = with_records({key: orc}, df)
+    cells = cell_metrics(add_derived(df, oracles), oracles)
+    assert all(len(hp) == BIG["p"] for hp in cells["final_hp"])
+    assert all(len(hp) == BIG["p"] for hp in incumbent_rows(df)["inc_hp"])
+    assert len(summary_frame(df)) == 2
+    thin = _thin_lambda_lists(df)
+    assert all(isinstance(v, list) for v in thin["theta"])
+    from hpo_bench.report import metrics
+
+    starts = metrics._incumbent_starts(df)
+    assert [len(th) for _, th in starts[key]] == [BIG["p"], BIG["p"]]
