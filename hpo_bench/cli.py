@@ -25,10 +25,6 @@ from rich.table import Table
 
 from .data.cli import data_app
 from .registry import METHODS, TASKS, TUNERS, RegistryError, UnknownNameError, broken_plugins
-from .space import SpaceError
-from .suite import SuiteError, check_timeout
-from .task import TaskParamError
-from .tuner import TunerParamError
 
 # Help is rendered by click's plain formatter (rich_markup_mode=None): typer's rich formatter parses every help
 # text as console markup (it ate "[dist]" in "pip install 'hpo-bench[dist]'") and prints a `<bool>` type beside
@@ -38,7 +34,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   rich_markup_mode=None, context_settings=HELP_SETTINGS,
                   help="Hyperparameter-optimization benchmarks with ground-truth hypergradients.")
 console = Console(width=None if sys.stdout.isatty() else 180)
-BAD_INPUT = (UnknownNameError, SuiteError, SpaceError, TaskParamError, TunerParamError, RegistryError)
+#: Exceptions that are bad input (one line, exit 2), as ``(module, class name)``. They are looked up only in modules
+#: already imported when one is raised (an exception of a module never imported cannot have been raised), so the
+#: commands that need no task (``plot``, ``--help``) do not import torch through ``space``, ``task`` or ``suite``.
+BAD_INPUT_NAMES = (("hpo_bench.registry", "UnknownNameError"), ("hpo_bench.suite", "SuiteError"),
+                   ("hpo_bench.space", "SpaceError"), ("hpo_bench.task", "TaskParamError"),
+                   ("hpo_bench.tuner", "TunerParamError"), ("hpo_bench.registry", "RegistryError"))
+
+
+def _bad_input_types() -> tuple[type, ...]:
+    """The classes of :data:`BAD_INPUT_NAMES` whose modules are imported."""
+    return tuple(getattr(sys.modules[mod], name) for mod, name in BAD_INPUT_NAMES if mod in sys.modules)
 
 
 class BadInput(Exception):
@@ -278,6 +284,8 @@ def _run_options(workers: str | None, dask: str | None, threads: int | None, tim
     if threads is not None and threads < 1:
         raise BadInput(f"option --threads must be an integer >= 1, but got {threads}")
     if timeout is not None:
+        from .suite import check_timeout
+
         try:  # the suite's `timeout` rule (hpo_bench.suite.check_timeout): one rule, one limit
             check_timeout(timeout, "option --timeout")
         except ValueError as exc:
@@ -776,16 +784,17 @@ def sweep_scaling_cmd(
     tuners: Optional[str] = typer.Option(None, "--tuners", help="Comma-separated default configurations "
                                          "(gradient-cg, [gradient-cg-lbfgs,] gradient-exact, gradient-cg-gd, tpe, "
                                          "random); default: all of them unless --tuner/--tuners-file is given."),
-    tuner: Optional[list[str]] = typer.Option(None, "--tuner", help="Extra configuration LABEL=NAME[:KEY=VALUE,...] "
-                                              "(TOML values; repeatable)."),
-    tuners_file: Optional[Path] = typer.Option(None, "--tuners-file", help="TOML file of [[tuner]] tables "
-                                               "(label, name, params)."),
+    tuner: Optional[list[str]] = typer.Option(None, "--tuner", help="Extra configuration: one TOML inline table "
+                                              "with the keys of a suite [[tuner]] table, e.g. '{label = \"cg50\", "
+                                              "name = \"gradient\", params = {method = \"cg\"}}' (repeatable)."),
+    tuners_file: Optional[Path] = typer.Option(None, "--tuners-file", help="TOML file of [[tuner]] tables in the "
+                                               "suite file format (name, label, params, budget, timeout)."),
     target: float = typer.Option(1e-3, "--target", help="Fraction of the oracle gap F(init) - F* to reach."),
-    seconds: float = typer.Option(20.0, "--seconds", help="Tuner-seconds budget per tuner and p."),
+    seconds: float = typer.Option(20.0, "--seconds", help="Tuner-seconds budget per cell (every cell runs it)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Outer steps / evaluations budget (default: none)."),
     n_factor: int = typer.Option(5, "--n-factor", help="Training rows n = n_factor * p."),
     param: Optional[list[str]] = typer.Option(None, "--param", help="Other ridge_per_feature parameters key=value."),
-    seed: int = typer.Option(0, help="Seed of the data, the oracle's random starts and the tuners."),
+    seed: str = typer.Option("0", "--seed", help="Repetition seed(s) of the suite, comma-separated (data, oracle)."),
     oracle_evals: Optional[int] = typer.Option(None, "--oracle-evals", help="Count budget (evaluations) of one "
                                                "oracle computation (default 50000): counts, never seconds, so F* "
                                                "is the same on every machine."),
@@ -794,73 +803,104 @@ def sweep_scaling_cmd(
                                          "cuts short says INCOMPLETE in its notes."),
     oracle_cache: Optional[Path] = typer.Option(None, "--oracle-cache", help="Oracle cache folder "
                                                 "(default: OUT/oracles)."),
-    full_trace: bool = typer.Option(False, "--full-trace", help="scaling_trace.csv gets every recorded row "
-                                    "(default: the rows that set a new incumbent, and each run's last row)."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Cells at a time, each in its own process (default 1: "
+                                "cells on a shared machine would slow each other's clocks)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per cell (default 1)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="Hard wall-clock seconds per cell (default "
+                                            "10 x --seconds + 60)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT/run: keep finished cells, run the "
+                                "rest (refuses if the suite or the code changed; see --force)."),
+    force: bool = typer.Option(False, "--force", help="With --resume: resume although the suite or the code "
+                               "changed (unchanged cells are kept)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: run cells that ended with "
+                                      "error, timeout or oom again."),
+    allow_failures: bool = typer.Option(False, "--allow-failures", help="Exit 0 even if cells ended with error, "
+                                        "timeout or oom (default: exit 3, after writing the outputs)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     out: Path = typer.Option(Path("results/sweep/scaling"), "--out", "-o", help="Output folder."),
 ) -> None:
-    """Time-to-target vs number of hyperparameters on ridge_per_feature, per tuner configuration."""
-    from .sweep import (load_tuner_file, parse_tuner_spec, scaling, scaling_figure, select_tuners,
-                        sweep_provenance, write_records)
+    """Time-to-target vs number of hyperparameters on ridge_per_feature, per tuner configuration: writes the
+    sweep as a suite (OUT/suite.toml), runs it with the harness into OUT/run, fits the exponent in p."""
+    from .progress import make_reporter
+    from .sweep import load_tuner_file, parse_tuner_option, scaling, scaling_figure, select_tuners, write_records
 
     SweepError = _sweep_errors()
-    from .sweep import check_out_folder
-
-    try:
-        check_out_folder(out)
-    except SweepError as exc:
-        raise BadInput(str(exc)) from None
     ps = _int_list(p, "--p")
+    try:
+        seeds = [int(s) for s in seed.split(",")]
+    except ValueError:
+        raise BadInput(f"option --seed must be a comma-separated list of integers >= 0, but got {seed!r}") from None
     if not (0 < target < 1):
         raise BadInput(f"option --target must be a fraction of the oracle gap in (0, 1), but got {target}")
     if not (0 < seconds < math.inf):
         raise BadInput(f"option --seconds must be > 0, but got {seconds}")
-    if steps is not None and steps < 1:
-        raise BadInput(f"option --steps must be an integer >= 1, but got {steps}")
-    if n_factor < 1:
-        raise BadInput(f"option --n-factor must be an integer >= 1, but got {n_factor}")
+    for opt, val in (("--steps", steps), ("--n-factor", n_factor), ("--oracle-evals", oracle_evals),
+                     ("--workers", workers), ("--threads", threads)):
+        if val is not None and val < 1:
+            raise BadInput(f"option {opt} must be an integer >= 1, but got {val}")
     if not oracle_seconds > 0:
         raise BadInput(f"option --oracle-seconds must be > 0, but got {oracle_seconds}")
-    if oracle_evals is not None and oracle_evals < 1:
-        raise BadInput(f"option --oracle-evals must be an integer >= 1, but got {oracle_evals}")
+    if timeout is not None:
+        try:
+            check_timeout(timeout, "option --timeout")
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    if (force or retry_failed) and not resume:
+        raise BadInput("options --force and --retry-failed continue a run: they need --resume")
     params = _parse_params(param, "--param")
     try:
-        custom = [parse_tuner_spec(s) for s in tuner or []]
-        if tuners_file is not None:
-            custom += load_tuner_file(tuners_file)
-        configs = select_tuners(_csv_list(tuners, "--tuners"), custom)
         for k in ("n", "p", "seed", "dtype", "device"):
             if k in params:
                 raise SweepError(f"option --param: `{k}` is set by the sweep (n = n_factor * p), not by --param")
-        from .sweep import build_task
-
-        build_task("ridge_per_feature", {"n": n_factor * ps[0], "p": ps[0], **params}, seed=seed)  # bad values now
-        table, trace, info = scaling(ps, configs, target=target, seconds=seconds, steps=steps, n_factor=n_factor,
-                                     seed=seed, task_params=params, oracle_seconds=oracle_seconds,
-                                     oracle_evals=oracle_evals, oracle_cache=oracle_cache or out / "oracles",
-                                     trace="all" if full_trace else "incumbents",
-                                     progress=lambda s: console.print(f"[dim]{s}[/dim]"))
+        custom = [parse_tuner_option(s, task_params=params) for s in tuner or []]
+        if tuners_file is not None:
+            custom += load_tuner_file(tuners_file, task_params=params)
+        configs = select_tuners(_csv_list(tuners, "--tuners"), custom)
+        res = scaling(ps, configs, out, target=target, seconds=seconds, steps=steps, n_factor=n_factor, seeds=seeds,
+                      task_params=params, oracle_seconds=oracle_seconds, oracle_evals=oracle_evals,
+                      oracle_cache=oracle_cache, workers=workers, threads=threads, timeout=timeout, resume=resume,
+                      force=force, retry_failed=retry_failed, argv=sys.argv,
+                      reporter=make_reporter(console, quiet=quiet),
+                      progress=None if quiet else (lambda s: console.print(f"[dim]{s}[/dim]")))
     except SweepError as exc:
         raise BadInput(str(exc)) from None
-    meta = {"kind": "scaling", **info, "provenance": sweep_provenance(sys.argv)}
-    files = write_records(out, "scaling", table, meta)
-    trace_path = out / "scaling_trace.csv"
-    trace.to_csv(trace_path, index=False, float_format="%.6g")
-    files += scaling_figure(table, out, title=f"ridge_per_feature, n = {n_factor} p, target {target:g} of the "
-                            f"oracle gap, budget {seconds:g} tuner s" + (f" / {steps} steps" if steps else ""))
-    tab = Table(title=f"Scaling: time to {target:g} of the oracle gap (ridge_per_feature, n = {n_factor} p)",
-                title_justify="left")
-    for c in ("p", "tuner", "reached", "time s", "evals", "cost", "gap left", "tuner s", "wall s", "stop"):
+    except KeyboardInterrupt:
+        print(f"hpo-bench: stopped; finished cells are in {str(out / 'run' / 'cells')!r}: run the same command "
+              "with --resume to continue", file=sys.stderr)
+        raise typer.Exit(130) from None
+    table, fits, info = res.table, res.fits, res.info
+    files = write_records(out, "scaling", table, {"kind": "scaling", **info})
+    fits_path = out / "scaling_fits.csv"
+    fits.to_csv(fits_path, index=False, float_format="%.6g")
+    budget = f"budget {seconds:g} tuner s" + (f" / {steps} steps" if steps else "")
+    files += scaling_figure(table, out, fits=fits, title=f"ridge_per_feature, n = {n_factor} p, target {target:g} "
+                            f"of the oracle gap, {budget}")
+    tab = Table(title=f"Scaling: time to {target:g} of the oracle gap (ridge_per_feature, n = {n_factor} p, "
+                f"{budget})", title_justify="left")
+    for c in ("p", "seed", "tuner", "reached", "time s", "evals", "cost", "gap left", "tuner s", "wall s", "stop"):
         tab.add_column(c, justify="left" if c in ("tuner", "reached", "stop") else "right")
     for r in table.itertuples():
-        tab.add_row(str(r.p), r.label, "yes" if r.reached else "no",
+        tab.add_row(str(r.p), str(r.seed), r.label, "yes" if r.reached else "no",
                     f"{r.time_to_target_s:.3g}" if r.reached else "-",
                     str(int(r.evals_to_target)) if r.reached else str(r.evals),
                     f"{r.cost_to_target:.3g}" if r.reached else f"{r.cost:.3g}", f"{r.final_gap_frac:.2e}",
-                    f"{r.tuner_seconds:.3g}", f"{r.wall_s:.3g}", r.stop_reason or r.status)
+                    f"{r.tuner_seconds:.3g}", f"{r.wall_s:.3g}", r.stop_reason)
     console.print(tab)
+    ft = Table(title="Exponent of time (cost) to target in p: least squares on log-log over the cells that reached "
+               "it", title_justify="left")
+    for c in ("tuner", "time exponent", "cost exponent", "fit p range", "points", "misses at p", "stops from p"):
+        ft.add_column(c, justify="left" if c == "tuner" else "right")
+    for f in fits.itertuples():
+        ft.add_row(f.label, "-" if math.isnan(f.exponent_time) else f"{f.exponent_time:.2f}",
+                   "-" if math.isnan(f.exponent_cost) else f"{f.exponent_cost:.2f}",
+                   "-" if not f.fit_points else f"{int(f.fit_p_min)}-{int(f.fit_p_max)}", str(f.fit_points),
+                   f.missed_ps or "-", "-" if math.isnan(f.stops_from_p) else str(int(f.stops_from_p)))
+    console.print(ft)
     for n in info["notes"]:
         console.print(f"note: {n}")
-    console.print(f"records: {files[0]}, {files[1]}, {trace_path}; figure: {files[2]}, {files[3]}")
+    console.print(f"suite: {res.suite_path}; run: {res.run.out_dir}; records: {files[0]}, {files[1]}, {fits_path}; "
+                  f"figure: {files[2]}, {files[3]}")
+    _exit_for_failures(res.run, allow_failures)
 
 
 def main() -> None:
@@ -868,9 +908,6 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except BadInput as exc:
-        print(f"hpo-bench: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except BAD_INPUT as exc:
         print(f"hpo-bench: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except IOFailure as exc:
@@ -882,6 +919,9 @@ def main() -> None:
         print("hpo-bench: aborted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
+        if isinstance(exc, _bad_input_types()):
+            print(f"hpo-bench: error: {exc}", file=sys.stderr)
+            sys.exit(2)
         # click's usage errors (typer may vendor click, so match by shape, not by class)
         if type(exc).__name__ == "NoArgsIsHelpError":  # the message is the help (empty if rich printed it)
             if exc.format_message():

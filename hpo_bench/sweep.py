@@ -20,16 +20,21 @@ Two pure functions return pandas DataFrames (usable from Python; ``hpo-bench swe
   ``task.init_params()`` and at ``w*``; the Neumann and fixed-point methods get the same step as
   ``alpha``, so no method spends HVPs on its own step-size estimate and ``hvp`` is the knob's cost.
 
-* :func:`scaling` -- ``ridge_per_feature`` with ``p`` hyperparameters (one per feature) and
-  ``n = n_factor * p`` training rows; per ``p`` the oracle (:func:`hpo_bench.oracle.oracle_for`,
-  cached) and then every tuner configuration until its incumbent is within ``target`` of the
-  oracle gap (:func:`hpo_bench.target.time_to_target`, TargetRecorder's rule) or its budget runs out.
+* :func:`scaling` -- a suite generator: ``ridge_per_feature`` with ``p`` hyperparameters (one per feature)
+  and ``n = n_factor * p`` training rows, one ``[[task]]`` per ``p`` and the tuner configurations as
+  ``[[tuner]]`` tables (:func:`scaling_suite`), written to ``OUT/suite.toml`` and run by the harness
+  (:func:`hpo_bench.harness.run_suite`, into ``OUT/run``: the cells, statuses, timeouts, resume and records
+  of ``hpo-bench run``). Per ``p`` the oracle (:func:`hpo_bench.oracle.oracle_for`, cached); the time to
+  ``target`` of the oracle gap is read from each cell's records by TargetRecorder's rule, and
+  :func:`fit_exponents` fits its exponent in ``p``. Tuner configurations are suite ``[[tuner]]`` tables,
+  validated by :meth:`hpo_bench.suite.Suite.from_dict`.
 
 Bad input raises :class:`SweepError` (the CLI prints it as one line, exit 2).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -48,14 +53,15 @@ import torch
 
 from ._threads import one_thread
 from .records import Budget, cosine, rel_error
-from .registry import METHODS, TASKS, TUNERS, UnknownNameError
+from .registry import METHODS, TASKS
 
 __all__ = [
     "SweepError", "DENSE_L_MAX", "FORWARD_MAX_HYPER", "FORWARD_MAX_HVP", "one_two_five", "default_grids",
     "peak_memory", "min_time", "largest_eigenvalue", "build_task", "frontier_theta", "frontier",
-    "FRONTIER_COLUMNS", "TunerConfig", "DEFAULT_TUNERS", "default_tuner_configs", "parse_tuner_spec",
-    "load_tuner_file", "select_tuners", "scaling", "SCALING_COLUMNS", "oracle_options", "target_trace",
-    "sweep_provenance", "write_records", "frontier_figure", "scaling_figure",
+    "FRONTIER_COLUMNS", "TunerConfig", "DEFAULT_TUNERS", "TUNER_TABLE_KEYS", "default_tuner_configs",
+    "tuner_configs", "parse_tuner_option", "load_tuner_file", "select_tuners", "SCALING_TASK", "suite_toml",
+    "scaling_suite", "scaling", "ScalingResult", "SCALING_COLUMNS", "FIT_COLUMNS", "oracle_options", "target_trace",
+    "scaling_table", "fit_exponents", "sweep_provenance", "write_records", "frontier_figure", "scaling_figure",
 ]
 
 #: Up to this many inner parameters ``L`` comes from a dense ``eigvalsh``; above, from power iteration.
@@ -397,14 +403,18 @@ def frontier(task, *, theta: torch.Tensor | None = None, methods: list[str] | No
 # --------------------------------------------------------------------------- scaling: tuner configurations
 @dataclass
 class TunerConfig:
-    """One tuner configuration of the scaling sweep: a label, a registered tuner and its parameters."""
+    """One tuner configuration of the scaling sweep: a suite ``[[tuner]]`` table (a label, a registered tuner,
+    its parameters and, in ``extra``, an optional ``budget`` / ``timeout`` of its own)."""
 
     label: str
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
-    def build(self):
-        return TUNERS.get(self.name)(**self.params)
+    def table(self) -> dict[str, Any]:
+        """The ``[[tuner]]`` table of the generated suite."""
+        return {"name": self.name, "label": self.label, "params": json.loads(json.dumps(self.params)),
+                **json.loads(json.dumps(self.extra))}
 
 
 #: Default configurations. The gradient tuner with CG or exact hypergradients at the exact inner solve
@@ -423,6 +433,11 @@ DEFAULT_TUNERS: tuple[TunerConfig, ...] = (
 #: Added to the defaults when the gradient tuner offers ``outer = "lbfgs"``.
 LBFGS_CONFIG = TunerConfig("gradient-cg-lbfgs", "gradient", {"method": "cg", "inner": "exact", "outer": "lbfgs"})
 
+#: The keys of a suite ``[[tuner]]`` table that a sweep configuration may have (``tasks`` and ``tune`` are the
+#: sweep's business: every configuration runs at every p, and the sweep has no tune step).
+TUNER_TABLE_KEYS = ("name", "label", "params", "budget", "timeout")
+TUNER_EXAMPLE = '{label = "cg50", name = "gradient", params = {method = "cg"}}'
+
 
 def default_tuner_configs() -> list[TunerConfig]:
     """:data:`DEFAULT_TUNERS`, plus ``gradient-cg-lbfgs`` when the gradient tuner offers ``outer = "lbfgs"``."""
@@ -434,127 +449,66 @@ def default_tuner_configs() -> list[TunerConfig]:
     return out
 
 
-_LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")
+def _probe_suite(tables: list[dict[str, Any]], task_params: dict[str, Any] | None) -> dict[str, Any]:
+    """A one-task suite (a tiny instance of the sweep's task) around ``tables``: suite validation then checks
+    the tuners exactly as it checks a suite file's (names, labels, keywords and values, duplicates, the tags
+    a tuner needs or refuses)."""
+    return {"seeds": [0], "budget": {"steps": 1},
+            "task": [{"name": SCALING_TASK, "label": "probe", "params": {"n": 10, "p": 2, **(task_params or {})}}],
+            "tuner": tables}
 
 
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split on ``sep`` outside brackets, braces and quotes."""
-    parts, depth, quote, cur = [], 0, "", []
-    for ch in text:
-        if quote:
-            cur.append(ch)
-            if ch == quote:
-                quote = ""
-            continue
-        if ch in "\"'":
-            quote = ch
-        elif ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        if ch == sep and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(ch)
-    parts.append("".join(cur))
-    return parts
+def tuner_configs(tables: Any, what: str, *, task_params: dict[str, Any] | None = None) -> list[TunerConfig]:
+    """Suite ``[[tuner]]`` tables as configurations, validated by :meth:`hpo_bench.suite.Suite.from_dict` (the
+    suite file's checks; messages start with ``what``, e.g. ``option --tuners-file 'f.toml'``)."""
+    from .suite import Suite, SuiteError
 
-
-def _toml_value(text: str) -> Any:
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise SweepError(f"{what}: needs at least one [[tuner]] table (name, label, params), but got {tables!r}")
+    for i, t in enumerate(tables):
+        extra = sorted(set(t) - set(TUNER_TABLE_KEYS))
+        if extra:
+            raise SweepError(f"{what}: key `tuner[{i}].{extra[0]}` must be one of the keys a sweep takes "
+                             f"({', '.join(TUNER_TABLE_KEYS)}): every configuration runs at every p, and the sweep "
+                             "has no tune step")
+    source = "<sweep tuners>"
     try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text  # a bare word is a string
+        suite = Suite.from_dict(_probe_suite(tables, task_params), source=source)
+    except SuiteError as exc:
+        msg = str(exc).removeprefix(f"suite file {source!r}: ")
+        raise SweepError(f"{what}: {msg}") from None
+    return [TunerConfig(e.label, e.name, dict(e.params), {k: t[k] for k in ("budget", "timeout") if k in t})
+            for e, t in zip(suite.tuners, tables)]
 
 
-def _tuner_keywords(cls) -> set[str]:
-    """Named keyword parameters of ``cls.__init__`` and of every tuner class above it (not the generic
-    :class:`~hpo_bench.tuner.Tuner` base, whose ``**params`` only stores): some baselines pass ``**kwargs``
-    up to it, so a misspelt key would otherwise be accepted silently."""
-    import inspect
-
-    from .tuner import Tuner
-
-    out: set[str] = set()
-    for klass in cls.__mro__:
-        if klass in (Tuner, object) or "__init__" not in vars(klass):
-            continue
-        for prm in inspect.signature(klass.__init__).parameters.values():
-            if prm.name != "self" and prm.kind in (prm.KEYWORD_ONLY, prm.POSITIONAL_OR_KEYWORD):
-                out.add(prm.name)
-    return out
-
-
-def _validate_config(cfg: TunerConfig, where: str) -> TunerConfig:
-    from .tuner import TunerParamError
-
-    if not isinstance(cfg.label, str) or not _LABEL.match(cfg.label):
-        raise SweepError(f"{where}: a label must be a non-empty [A-Za-z0-9_.+-] string, but got {cfg.label!r}")
-    if not isinstance(cfg.params, dict):
-        raise SweepError(f"{where}: params must be a table, but got {cfg.params!r}")
-    cls = TUNERS.get(cfg.name)  # unknown names list the known tuners
-    known = _tuner_keywords(cls)
-    unknown = sorted(set(cfg.params) - known)
-    if unknown:
-        raise SweepError(f"{where}: parameters of tuner {cfg.name!r} are {', '.join(sorted(known)) or '(none)'}, "
-                         f"but got {', '.join(unknown)}")
+def parse_tuner_option(text: str, *, task_params: dict[str, Any] | None = None) -> TunerConfig:
+    """One ``--tuner`` value: a TOML inline table with the keys of a suite ``[[tuner]]`` table, e.g.
+    ``{label = "cg50", name = "gradient", params = {method = "cg"}}`` (read by ``tomllib``)."""
+    what = f"option --tuner {text!r}"
     try:
-        cls(**cfg.params)
-    except TypeError as exc:
-        raise SweepError(f"{where}: parameters of tuner {cfg.name!r} ({exc})") from None
-    except (TunerParamError, UnknownNameError, ValueError) as exc:
-        raise SweepError(f"{where}: {exc}") from None
-    return cfg
+        doc = tomllib.loads(f"tuner = {text}")
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepError(f"{what} must be a TOML inline table like '{TUNER_EXAMPLE}' ({exc})") from None
+    if set(doc) != {"tuner"} or not isinstance(doc["tuner"], dict):
+        raise SweepError(f"{what} must be one TOML inline table like '{TUNER_EXAMPLE}'")
+    return tuner_configs([doc["tuner"]], what, task_params=task_params)[0]
 
 
-def parse_tuner_spec(spec: str) -> TunerConfig:
-    """``LABEL=NAME[:KEY=VALUE[,KEY=VALUE...]]`` (values are TOML: ``method_opts={tol=1e-8}``)."""
-    where = f"option --tuner {spec!r}"
-    if "=" not in spec:
-        raise SweepError(f"{where} must look like LABEL=NAME[:KEY=VALUE,...], e.g. "
-                         "'cg50=gradient:method=\"cg\",inner_steps=50'")
-    label, rest = spec.split("=", 1)
-    name, _, kv = rest.partition(":")
-    params: dict[str, Any] = {}
-    for item in (_split_top(kv, ",") if kv.strip() else []):
-        if "=" not in item:
-            raise SweepError(f"{where}: parameter {item!r} must look like KEY=VALUE")
-        k, val = item.split("=", 1)
-        k = k.strip()
-        if not k:
-            raise SweepError(f"{where}: parameter {item!r} has an empty key")
-        if k in params:
-            raise SweepError(f"{where}: parameter {k!r} is given twice")
-        params[k] = _toml_value(val.strip())
-    return _validate_config(TunerConfig(label.strip(), name.strip(), params), where)
-
-
-def load_tuner_file(path: str | Path) -> list[TunerConfig]:
-    """A TOML file of ``[[tuner]]`` tables with ``label``, ``name`` and an optional ``params`` table."""
+def load_tuner_file(path: str | Path, *, task_params: dict[str, Any] | None = None) -> list[TunerConfig]:
+    """A TOML file of ``[[tuner]]`` tables in the suite file's format (``name``, ``label``, ``params``, and
+    optionally ``budget`` and ``timeout``), validated by the suite file's checks."""
     p = Path(path)
+    what = f"option --tuners-file {str(p)!r}"
     try:
         data = tomllib.loads(p.read_text())
     except OSError as exc:
-        raise SweepError(f"option --tuners-file {str(p)!r}: cannot read it ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SweepError(f"option --tuners-file {str(p)!r}: not valid TOML ({exc})") from None
+        raise SweepError(f"{what}: cannot read it ({exc.strerror})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SweepError(f"{what}: not valid TOML ({exc})") from None
     unknown = sorted(set(data) - {"tuner"})
     if unknown:
-        raise SweepError(f"tuners file {str(p)!r}: only [[tuner]] tables are allowed, but got keys {unknown}")
-    tables = data.get("tuner")
-    if not isinstance(tables, list) or not tables:
-        raise SweepError(f"tuners file {str(p)!r}: needs at least one [[tuner]] table (label, name, params)")
-    out = []
-    for i, t in enumerate(tables):
-        where = f"tuners file {str(p)!r}: tuner[{i}]"
-        extra = sorted(set(t) - {"label", "name", "params"})
-        if extra:
-            raise SweepError(f"{where}: keys must be label, name, params, but got {extra}")
-        if "name" not in t:
-            raise SweepError(f"{where}: key `name` (a registered tuner) is missing")
-        out.append(_validate_config(TunerConfig(t.get("label", t["name"]), t["name"], t.get("params", {})), where))
-    return out
+        raise SweepError(f"{what}: key `{unknown[0]}` must be absent: a tuners file holds only [[tuner]] tables")
+    return tuner_configs(data.get("tuner"), what, task_params=task_params)
 
 
 def select_tuners(labels: list[str] | None, custom: list[TunerConfig]) -> list[TunerConfig]:
@@ -568,7 +522,7 @@ def select_tuners(labels: list[str] | None, custom: list[TunerConfig]) -> list[T
         for lab in labels:
             if lab not in by_label:
                 raise SweepError(f"option --tuners: unknown configuration {lab!r}; known: {', '.join(by_label)} "
-                                 "(or add one with --tuner LABEL=NAME:KEY=VALUE,...)")
+                                 f"(or add one with --tuner '{TUNER_EXAMPLE}')")
             chosen.append(by_label[lab])
     out = chosen + list(custom)
     seen: set[str] = set()
@@ -581,14 +535,90 @@ def select_tuners(labels: list[str] | None, custom: list[TunerConfig]) -> list[T
     return out
 
 
-# --------------------------------------------------------------------------- scaling
+# --------------------------------------------------------------------------- scaling: the suite
+#: The scaling sweep's task.
+SCALING_TASK = "ridge_per_feature"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        text = repr(v)
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise SweepError(f"cannot write {v!r} ({type(v).__name__}) to a suite file")
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def suite_toml(d: dict[str, Any], header: str = "") -> str:
+    """``d`` (the suite file's schema) as a suite file: top-level keys, then ``[budget]``, ``[[task]]`` and
+    ``[[tuner]]`` tables with inline values. Own code because the project's dependencies hold no TOML writer
+    (``tomllib`` only reads); :func:`scaling` checks that ``tomllib`` reads the text back to ``d``."""
+    lines = [f"# {ln}" if ln else "#" for ln in header.splitlines()]
+    tables = {k: v for k, v in d.items() if isinstance(v, dict) or (isinstance(v, list) and v
+                                                                     and all(isinstance(x, dict) for x in v))}
+    for k, v in d.items():
+        if k not in tables:
+            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    for k, v in tables.items():
+        for t in (v if isinstance(v, list) else [v]):
+            lines.append("")
+            lines.append(f"[[{_toml_key(k)}]]" if isinstance(v, list) else f"[{_toml_key(k)}]")
+            lines.extend(f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in t.items())
+    return "\n".join(lines) + "\n"
+
+
+def scaling_suite(ps: list[int], configs: list[TunerConfig], *, seconds: float | None = 20.0,
+                  steps: int | None = None, n_factor: int = 5, seeds: list[int] | tuple[int, ...] = (0,),
+                  task_params: dict[str, Any] | None = None, sparse_above: int | None = None,
+                  sparse_params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The scaling sweep as a suite (a dict with the suite file's schema): one ``[[task]]`` per ``p``
+    (label ``p<p>``: ``ridge_per_feature`` with ``n = n_factor * p``, ``p`` and ``task_params``; above
+    ``sparse_above``, also ``sparse_params``), the configurations as ``[[tuner]]`` tables, the budget
+    (``seconds``, ``steps``) and the ``seeds``."""
+    budget: dict[str, Any] = {}
+    if steps is not None:
+        budget["steps"] = int(steps)
+    if seconds is not None:
+        budget["seconds"] = float(seconds)
+    tasks = []
+    for p in ps:
+        params = {"n": n_factor * p, "p": p, **(task_params or {})}
+        if sparse_above is not None and p > sparse_above:
+            params.update(sparse_params or {})
+        tasks.append({"name": SCALING_TASK, "label": f"p{p}", "params": params})
+    return {"name": "scaling", "description": f"sweep scaling: {SCALING_TASK}, n = {n_factor} p, "
+            f"p = {', '.join(map(str, ps))}", "seeds": list(seeds), "budget": budget, "task": tasks,
+            "tuner": [c.table() for c in configs]}
+
+
+# --------------------------------------------------------------------------- scaling: measures
 #: Columns of the scaling table, in order (docs/sweeps.md explains each).
 SCALING_COLUMNS = (
-    "p", "n", "n_val", "label", "tuner", "tuner_params", "target", "reached", "time_to_target_s",
-    "evals_to_target", "cost_to_target", "evals", "tuner_seconds", "wall_s", "cost", "stop_reason", "status",
-    "final_gap", "final_gap_frac", "best_ref_gap_frac", "oracle_val_loss", "oracle_init_val_loss", "oracle_gap",
-    "threshold", "oracle_method", "oracle_starts", "oracle_evals", "oracle_seconds", "oracle_notes", "message",
+    "p", "n", "seed", "label", "tuner", "tuner_params", "cell_id", "target", "reached", "time_to_target_s",
+    "evals_to_target", "cost_to_target", "evals", "tuner_seconds", "measure_s", "wall_s", "cost", "stop_reason",
+    "status", "final_gap", "final_gap_frac", "best_ref_gap_frac", "oracle_val_loss", "oracle_init_val_loss",
+    "oracle_gap", "threshold", "oracle_method", "oracle_starts", "oracle_evals", "oracle_seconds", "oracle_notes",
+    "message",
 )
+#: Columns of the exponent fits (one row per configuration).
+FIT_COLUMNS = ("label", "tuner", "exponent_time", "exponent_cost", "fit_p_min", "fit_p_max", "fit_points",
+               "reached_ps", "missed_ps", "stops_from_p", "note")
 
 
 def oracle_options(p: int, max_seconds: float | None, max_evals: int | None = None) -> dict[str, Any]:
@@ -599,8 +629,9 @@ def oracle_options(p: int, max_seconds: float | None, max_evals: int | None = No
 
 
 def target_trace(rows: list[dict[str, Any]], f_star: float, threshold: float) -> dict[str, Any]:
-    """TargetRecorder's rule replayed on recorded rows: the first new incumbent (strictly lower finite
-    ``val_loss``) whose ``val_loss_ref - f_star <= threshold``, and the final incumbent's gap."""
+    """TargetRecorder's rule (:class:`hpo_bench.target.TargetRecorder`) replayed on a cell's recorded rows:
+    the first new incumbent (strictly lower finite ``val_loss``) whose ``val_loss_ref - f_star <= threshold``
+    (``reached_at``, ``None`` if none), and the final incumbent's gap ``final_gap``."""
     inc = math.inf
     inc_ref = math.nan
     reached_at = None
@@ -617,134 +648,250 @@ def _cost(row: dict[str, Any], n_params: int) -> float:
     return float(row["grad_evals"] + row["hvps"] + n_params * row["inner_solves"])
 
 
-def scaling(ps: list[int], configs: list[TunerConfig], *, target: float = 1e-3, seconds: float | None = 20.0,
-            steps: int | None = None, n_factor: int = 5, seed: int = 0, task_params: dict[str, Any] | None = None,
-            oracle_seconds: float | None = 1800.0, oracle_cache: str | Path | None = None, trace: str = "incumbents",
-            oracle_evals: int | None = None,
-            warmup: bool = True, progress: Callable[[str], None] | None = None,
-            ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Time-to-target of each tuner configuration on ``ridge_per_feature`` for every ``p`` in ``ps``.
+def _stop_reason(last: dict[str, Any], budget) -> str:
+    """Why a cell ended, from its last row: its status if not ``ok``, else the recorder's budget rule
+    (``budget_steps`` before ``budget_seconds``, as :meth:`Recorder.should_stop` checks them), else the
+    tuner ended on its own (``tuner``: e.g. L-BFGS-B converged)."""
+    if last["status"] != "ok":
+        return str(last["status"])
+    if budget.steps is not None and int(last["step"]) + 1 >= budget.steps:
+        return "budget_steps"
+    if budget.seconds is not None and float(last["time_s"]) >= budget.seconds:
+        return "budget_seconds"
+    return "tuner"
 
-    The task: ``ridge_per_feature(n = n_factor * p, p = p, **task_params)`` at ``seed`` (float64, CPU),
-    validation rows its default ``max(n // 2, 10)``. Per ``p``: the oracle
-    (:func:`hpo_bench.oracle.oracle_for`, :func:`oracle_options`, cached in ``oracle_cache``), then each
-    configuration through :func:`hpo_bench.target.time_to_target` with ``Budget(steps, seconds)``.
 
-    ``warmup``: before the first ``p``, every configuration runs two steps on a tiny instance (``p = 2``,
-    not recorded), so one-time costs (lazy imports, first optimizer steps) land in no measurement.
+def scaling_table(frame: pd.DataFrame, suite, oracles: dict[tuple[str, int], Any], target: float
+                  ) -> tuple[pd.DataFrame, list[str]]:
+    """One row per cell of ``suite`` (:data:`SCALING_COLUMNS`) from the run's records ``frame``, with
+    TargetRecorder's rule (:func:`target_trace`) against ``oracles[(task label, seed)]``; and notes on
+    tuners that went below an oracle's F*."""
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    by_cell = {cid: g.sort_values("step") for cid, g in frame.groupby("cell_id", sort=False)}
+    for cell in suite.cells():
+        g = by_cell.get(cell.cell_id)
+        recs = g.to_dict("records") if g is not None else []
+        orc = oracles[(cell.task.label, cell.seed)]
+        p = int(cell.task.params["p"])
+        thr = target * orc.gap
+        replay = target_trace(recs, orc.val_loss, thr)
+        hit = replay["reached_at"]
+        refs = [r["val_loss_ref"] for r in recs if math.isfinite(r["val_loss_ref"])]
+        last = recs[-1] if recs else None
+        rows.append({
+            "p": p, "n": int(cell.task.params["n"]), "seed": cell.seed, "label": cell.tuner.label,
+            "tuner": cell.tuner.name, "tuner_params": json.dumps(cell.tuner.params, sort_keys=True),
+            "cell_id": cell.cell_id, "target": target, "reached": hit is not None,
+            "time_to_target_s": float(hit["time_s"]) if hit else math.nan,
+            "evals_to_target": int(hit["step"]) + 1 if hit else math.nan,
+            "cost_to_target": _cost(hit, orc.n_params) if hit else math.nan,
+            "evals": len(recs),
+            "tuner_seconds": float(last["time_s"]) if last else math.nan,
+            "measure_s": float(last["measure_s"]) if last else math.nan,
+            "wall_s": float(last["wall_s"]) if last else math.nan,
+            "cost": _cost(last, orc.n_params) if last else math.nan,
+            "stop_reason": _stop_reason(last, cell.budget) if last else "missing",
+            "status": str(last["status"]) if last else "missing",
+            "final_gap": replay["final_gap"], "final_gap_frac": replay["final_gap"] / orc.gap,
+            "best_ref_gap_frac": (min(refs) - orc.val_loss) / orc.gap if refs else math.nan,
+            "oracle_val_loss": orc.val_loss, "oracle_init_val_loss": orc.init_val_loss, "oracle_gap": orc.gap,
+            "threshold": thr, "oracle_method": orc.method, "oracle_starts": orc.starts, "oracle_evals": orc.n_evals,
+            "oracle_seconds": orc.seconds, "oracle_notes": "; ".join(orc.notes),
+            "message": str(last.get("message") or "").splitlines()[0][:200] if last and last["status"] != "ok"
+            else ""})
+        if refs and min(refs) < orc.val_loss - 1e-12 * abs(orc.val_loss):
+            notes.append(f"p={p}: {cell.tuner.label} reached F = {min(refs):.10g} below the oracle's "
+                         f"F* = {orc.val_loss:.10g} (the oracle is a best-known value, not a proven optimum)")
+    return pd.DataFrame(rows, columns=list(SCALING_COLUMNS)), notes
 
-    Returns:
-        ``(table, trace, info)``: one row per ``p`` x configuration (:data:`SCALING_COLUMNS`); the recorded
-        rows of every run (``p``, ``label``, ``step``, ``time_s``, ``val_loss``, ``val_loss_ref``, costs,
-        ``status``, ``incumbent``): with ``trace="incumbents"`` only the rows that set a new incumbent (the
-        only rows TargetRecorder's rule looks at) and each run's last row, with ``"all"`` every row;
-        ``info`` with the oracles and notes.
-    """
-    from .oracle import oracle_for
-    from .target import time_to_target
 
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    """Least-squares slope of log10 y on log10 x (NaN with fewer than two distinct x or a non-positive y)."""
+    if len(set(x.tolist())) < 2 or not (y > 0).all():
+        return math.nan
+    return float(np.polyfit(np.log10(x), np.log10(y), 1)[0])
+
+
+def fit_exponents(table: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration: the exponent of time-to-target (and cost-to-target) in p, the least-squares slope on
+    log-log over every cell that reached the target (every seed a point), and where it stops reaching it.
+
+    ``fit_p_min`` / ``fit_p_max``: the range of p of the fitted points; ``reached_ps``: the p where every seed
+    reached the target; ``missed_ps``: where some seed did not; ``stops_from_p``: the smallest p from which
+    no larger p of the sweep is reached (NaN when the largest p is reached). Fewer than two sizes reached: no
+    exponent (NaN, with a note)."""
+    out = []
+    for lab in pd.unique(table["label"]):
+        g = table[table["label"] == lab]
+        hit = g[g["reached"].astype(bool)]
+        ps = sorted(int(p) for p in pd.unique(g["p"]))
+        all_hit = {p: bool(g[g["p"] == p]["reached"].astype(bool).all()) for p in ps}
+        stops = math.nan
+        for p in reversed(ps):
+            if all_hit[p]:
+                break
+            stops = p
+        x = hit["p"].to_numpy(float)
+        exp_t = _slope(x, hit["time_to_target_s"].to_numpy(float))
+        exp_c = _slope(x, hit["cost_to_target"].to_numpy(float))
+        n_sizes = len(set(x.tolist()))
+        note = "" if n_sizes >= 2 else f"reached the target at {n_sizes} size{'s' if n_sizes != 1 else ''}: " \
+            "no exponent"
+        out.append({"label": lab, "tuner": g["tuner"].iloc[0], "exponent_time": exp_t, "exponent_cost": exp_c,
+                    "fit_p_min": int(x.min()) if len(x) else math.nan,
+                    "fit_p_max": int(x.max()) if len(x) else math.nan,
+                    "fit_points": int(len(x)), "reached_ps": ",".join(str(p) for p in ps if all_hit[p]),
+                    "missed_ps": ",".join(str(p) for p in ps if not all_hit[p]), "stops_from_p": stops,
+                    "note": note})
+    return pd.DataFrame(out, columns=list(FIT_COLUMNS))
+
+
+# --------------------------------------------------------------------------- scaling: the sweep
+@dataclass
+class ScalingResult:
+    """What :func:`scaling` returns: the table (one row per cell), the exponent fits, ``info`` (oracles, budget,
+    configurations, notes, the run's provenance), the generated suite file and the harness's result."""
+
+    table: pd.DataFrame
+    fits: pd.DataFrame
+    info: dict[str, Any]
+    suite_path: Path
+    run: Any
+
+
+def _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_above) -> None:
     if not ps:
         raise SweepError("option --p needs at least one size")
     for p in ps:
         if isinstance(p, bool) or not isinstance(p, int) or p < 1:
             raise SweepError(f"option --p: sizes must be integers >= 1, but got {p!r}")
+    if len(set(ps)) != len(ps):
+        raise SweepError(f"option --p: sizes must be distinct, but got {list(ps)}")
     if not (0 < target < 1):
         raise SweepError(f"option --target must be a fraction of the oracle gap in (0, 1), but got {target}")
     if isinstance(n_factor, bool) or not isinstance(n_factor, int) or n_factor < 1:
         raise SweepError(f"option --n-factor must be an integer >= 1, but got {n_factor}")
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise SweepError(f"option --seed must be distinct integers >= 0, but got {list(seeds)}")
     try:
-        budget = Budget(steps=steps, seconds=seconds)
+        Budget(steps=steps, seconds=seconds)
     except ValueError as exc:
         raise SweepError(f"options --steps/--seconds: {exc}") from None
-    if trace not in ("incumbents", "all"):
-        raise SweepError(f"trace must be 'incumbents' or 'all', but got {trace!r}")
+    if sparse_above is not None and (isinstance(sparse_above, bool) or not isinstance(sparse_above, int)
+                                     or sparse_above < 0):
+        raise SweepError(f"option --sparse-above must be an integer >= 0, but got {sparse_above!r}")
+
+
+def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, target: float = 1e-3,
+            seconds: float | None = 20.0, steps: int | None = None, n_factor: int = 5,
+            seeds: list[int] | tuple[int, ...] = (0,), task_params: dict[str, Any] | None = None,
+            oracle_seconds: float | None = 1800.0, oracle_evals: int | None = None,
+            oracle_cache: str | Path | None = None, workers: int = 1, threads: int | None = None,
+            timeout: float | None = None, resume: bool = False, force: bool = False, retry_failed: bool = False,
+            sparse_above: int | None = None, sparse_params: dict[str, Any] | None = None,
+            argv: list[str] | None = None, reporter: Any = None,
+            progress: Callable[[str], None] | None = None) -> ScalingResult:
+    """Time-to-target of each configuration on ``ridge_per_feature`` for every ``p`` in ``ps``, run by the harness.
+
+    The sweep is a suite (:func:`scaling_suite`), written to ``OUT/suite.toml`` (``hpo-bench run OUT/suite.toml``
+    runs the same cells) and run by :func:`hpo_bench.harness.run_suite` into ``OUT/run`` on ``workers`` cell
+    processes (the cells, statuses, hard timeouts, ``resume`` and records of ``hpo-bench run``). Per ``p`` and
+    seed the oracle (:func:`hpo_bench.oracle.oracle_for`, :func:`oracle_options`) is computed first, in this
+    process, and cached in ``oracle_cache`` (default ``OUT/oracles``). Every cell runs its whole budget; the time
+    to target is then read from its records by TargetRecorder's rule (:func:`target_trace`), and
+    :func:`fit_exponents` fits the exponent in p.
+
+    Raises:
+        SweepError: bad input, or a folder ``OUT/run`` that cannot take this run (the message says why).
+    """
+    from dataclasses import replace
+
+    from .executors import ProcessPool
+    from .harness import RunFolderError, check_run_folder, run_suite
+    from .oracle import oracle_for
+    from .suite import Suite, SuiteError, load_suite
+
+    ps = list(ps)
+    seeds = list(seeds)
+    _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_above)
     extra = dict(task_params or {})
     for k in ("n", "p", "seed", "dtype", "device"):
         if k in extra:
             raise SweepError(f"option --param: `{k}` is set by the sweep (n = n_factor * p), not by --param")
-    rows: list[dict[str, Any]] = []
-    trace_rows: list[dict[str, Any]] = []
-    oracles: dict[int, dict[str, Any]] = {}
-    notes: list[str] = []
-    with one_thread():
-        if warmup:
-            from .target import TargetRecorder
+    out = Path(out)
+    check_out_folder(out)
+    suite_file = out / "suite.toml"
+    d = scaling_suite(ps, configs, seconds=seconds, steps=steps, n_factor=n_factor, seeds=seeds, task_params=extra,
+                      sparse_above=sparse_above, sparse_params=sparse_params)
+    text = suite_toml(d, header="Written by `hpo-bench sweep scaling` (hpo_bench.sweep.scaling_suite). From this "
+                      "folder,\n  hpo-bench run suite.toml --out run --workers 1 --resume\nruns (or continues) "
+                      "the same cells.")
+    if tomllib.loads(text) != d:  # pragma: no cover - the writer's own guarantee
+        raise RuntimeError("suite_toml wrote a file that does not read back to the suite")
+    if progress is not None:
+        progress("validating the suite (builds each task once)")
+    try:
+        checked = Suite.from_dict(d, source=str(suite_file))
+    except SuiteError as exc:
+        raise SweepError(str(exc)) from None
+    checked = replace(checked, path=str(suite_file), sha256=hashlib.sha256(text.encode()).hexdigest())
+    run_dir = out / "run"
+    try:
+        check_run_folder(run_dir, checked, resume=resume, force=force)
+    except RunFolderError as exc:
+        raise SweepError(str(exc).replace("--out", "--out (its run/ folder)")) from None
+    out.mkdir(parents=True, exist_ok=True)
+    old = suite_file.read_text() if suite_file.is_file() else None
+    if old != text:
+        suite_file.write_text(text)
+    suite = load_suite(str(suite_file), validate=False)  # what runs is what the file says
+    if [c.config_hash() for c in suite.cells()] != [c.config_hash() for c in checked.cells()]:  # pragma: no cover
+        raise RuntimeError(f"{suite_file} does not reproduce the sweep's cells")
 
-            tiny = build_task("ridge_per_feature", {"n": 10, "p": 2, **extra}, seed=seed)
-            for cfg in configs:
-                rec = TargetRecorder(tiny, Budget(steps=2), meta={}, f_star=-math.inf, threshold=0.0)
-                rec.start()
-                try:
-                    cfg.build().run(tiny, rec, seed=seed)
-                except Exception:  # noqa: BLE001 - the measured run reports it
-                    pass
-        for p in ps:
-            params = {"n": n_factor * p, "p": p, **extra}
-            task = build_task("ridge_per_feature", params, seed=seed)
-            opts = oracle_options(p, oracle_seconds, oracle_evals)
+    cache = Path(oracle_cache) if oracle_cache is not None else out / "oracles"
+    oracles: dict[tuple[str, int], Any] = {}
+    for t in suite.tasks:
+        p = int(t.params["p"])
+        opts = oracle_options(p, oracle_seconds, oracle_evals)
+        for s in suite.seeds:
             if progress is not None:
-                progress(f"p={p}: oracle (starts={opts['starts']})")
-            orc = oracle_for({"name": "ridge_per_feature", **params}, seed, oracle_cache, **opts)
-            oracles[p] = asdict(orc)
-            thr = target * orc.gap
-            for cfg in configs:
-                if progress is not None:
-                    progress(f"p={p}: {cfg.label}")
-                tuner = cfg.build()
-                t0 = time.perf_counter()
-                status, message = "ok", ""
-                try:
-                    rec = time_to_target(task, orc, tuner, budget, frac=target, seed=seed)
-                except MemoryError as exc:
-                    rec, status, message = None, "oom", f"MemoryError: {exc}"
-                except Exception as exc:  # a failing tuner is a record, not the end of the sweep
-                    rec, status, message = None, "error", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                wall = time.perf_counter() - t0
-                recs = rec.rows if rec is not None else []
-                if recs and recs[-1]["status"] != "ok":
-                    status, message = recs[-1]["status"], str(recs[-1].get("message", "")).splitlines()[0][:200]
-                replay = target_trace(recs, orc.val_loss, thr)
-                hit = rec.reached_at if rec is not None else None
-                refs = [r["val_loss_ref"] for r in recs if math.isfinite(r["val_loss_ref"])]
-                last = recs[-1] if recs else None
-                rows.append({
-                    "p": p, "n": params["n"], "n_val": int(task.x_val.shape[0]), "label": cfg.label, "tuner": cfg.name,
-                    "tuner_params": json.dumps(cfg.params, sort_keys=True), "target": target,
-                    "reached": hit is not None, "time_to_target_s": float(hit["time_s"]) if hit else math.nan,
-                    "evals_to_target": int(hit["step"]) + 1 if hit else math.nan,
-                    "cost_to_target": _cost(hit, task.n_params) if hit else math.nan,
-                    "evals": len(recs), "tuner_seconds": rec.time_s if rec is not None else math.nan, "wall_s": wall,
-                    "cost": _cost(last, task.n_params) if last else math.nan,
-                    "stop_reason": (rec.stop_reason or "") if rec is not None else status, "status": status,
-                    "final_gap": replay["final_gap"], "final_gap_frac": replay["final_gap"] / orc.gap,
-                    "best_ref_gap_frac": (min(refs) - orc.val_loss) / orc.gap if refs else math.nan,
-                    "oracle_val_loss": orc.val_loss, "oracle_init_val_loss": orc.init_val_loss, "oracle_gap": orc.gap,
-                    "threshold": thr, "oracle_method": orc.method, "oracle_starts": orc.starts,
-                    "oracle_evals": orc.n_evals, "oracle_seconds": orc.seconds, "oracle_notes": "; ".join(orc.notes),
-                    "message": message})
-                inc = math.inf
-                for i, r in enumerate(recs):
-                    new_inc = math.isfinite(r["val_loss"]) and r["val_loss"] < inc
-                    inc = r["val_loss"] if new_inc else inc
-                    if trace == "all" or new_inc or i == len(recs) - 1:
-                        trace_rows.append({
-                            "p": p, "label": cfg.label, "step": r["step"], "time_s": r["time_s"],
-                            "val_loss": r["val_loss"], "val_loss_ref": r["val_loss_ref"], "incumbent": new_inc,
-                            "grad_evals": r["grad_evals"], "hvps": r["hvps"], "inner_solves": r["inner_solves"],
-                            "hypergrad_rel_error": r["hypergrad_rel_error"], "status": r["status"]})
-                if refs and min(refs) < orc.val_loss - 1e-12 * abs(orc.val_loss):
-                    notes.append(f"p={p}: {cfg.label} reached F = {min(refs):.10g} below the oracle's "
-                                 f"F* = {orc.val_loss:.10g} (the oracle is a best-known value, not a proven optimum)")
-    table = pd.DataFrame(rows, columns=list(SCALING_COLUMNS))
-    info = {"oracles": {str(k): v for k, v in oracles.items()}, "notes": notes, "budget": asdict(budget),
-            "target": target, "n_factor": n_factor, "seed": seed, "task": "ridge_per_feature", "task_params": extra,
-            "configs": [asdict(c) for c in configs]}
-    return table, pd.DataFrame(trace_rows), info
+                progress(f"{t.label} seed {s}: oracle (starts={opts['starts']})")
+            with one_thread():
+                oracles[(t.label, s)] = oracle_for({"name": t.name, **t.params}, s, cache, **opts)
+
+    executor = ProcessPool(int(workers))
+    try:
+        res = run_suite(suite, run_dir, argv=argv, executor=executor, resume=resume, force=force,
+                        retry_failed=retry_failed, timeout=timeout, threads=threads, reporter=reporter)
+    finally:
+        executor.shutdown(wait=True)
+    table, notes = scaling_table(res.frame, suite, oracles, target)
+    fits = fit_exponents(table)
+    prov = json.loads(Path(res.provenance_path).read_text())
+    try:
+        prov["loadavg_1_5_15_end"] = list(os.getloadavg())
+    except OSError:
+        prov["loadavg_1_5_15_end"] = None
+    info = {"task": SCALING_TASK, "task_params": extra, "ps": ps, "n_factor": n_factor, "seeds": seeds,
+            "target": target, "budget": {"steps": steps, "seconds": seconds}, "sparse_above": sparse_above,
+            "sparse_params": sparse_params if sparse_above is not None else None,
+            "configs": [c.table() for c in configs], "suite": suite_file.name, "run": run_dir.name,
+            "oracle_cache": str(cache),
+            "oracles": {f"{lab}/seed{s}": asdict(o) for (lab, s), o in oracles.items()},
+            "fits": fits.to_dict(orient="records"), "notes": notes, "statuses": res.statuses,
+            "provenance": prov}
+    return ScalingResult(table, fits, info, suite_file, res)
 
 
 # --------------------------------------------------------------------------- output
 def sweep_provenance(argv: list[str] | None = None) -> dict[str, Any]:
-    """Versions, git state, host, CPU and threads (:func:`hpo_bench.harness.provenance`) plus the load average."""
+    """Versions, git state, host, CPU and threads (:func:`hpo_bench.harness.provenance`) plus the load average.
+
+    Used by the frontier, which times calls in this process and writes no run folder (so no run's
+    ``provenance.json``), and whose times depend on the machine's load at the end; the scaling sweep uses
+    its run folder's ``provenance.json`` (written by the harness) instead."""
     from .harness import provenance
 
     info = provenance(argv=argv)
@@ -875,50 +1022,68 @@ def frontier_figure(table: pd.DataFrame, out: Path, *, title: str = "", name: st
         return save_figure(fig, out, name)
 
 
-def scaling_figure(table: pd.DataFrame, out: Path, *, title: str = "", name: str = "scaling") -> list[Path]:
-    """Time-to-target (and cost-to-target) vs p, log-log, one line per tuner; unreached points as open
-    triangles at the tuner time (cost) spent when the budget ran out, labelled with the gap fraction left."""
+def scaling_figure(table: pd.DataFrame, out: Path, *, fits: pd.DataFrame | None = None, title: str = "",
+                   name: str = "scaling") -> list[Path]:
+    """Time-to-target (left) and cost-to-target (right) vs p, log-log, one line per configuration with the
+    report's stable look of its label (:func:`hpo_bench.report.style.look_for`: colour, marker, dashes); the
+    legend gives the fitted exponent (``fits``, :func:`fit_exponents`) and the p range of the fit, and says from
+    which p a configuration stops reaching the target. A cell that did not reach it is an open triangle at the
+    tuner time (cost) it spent, labelled with the gap fraction it left (``final_gap_frac``)."""
     from matplotlib.lines import Line2D
 
-    from .report.figures import palette_for
+    from .report.style import look_for, rc_for
 
-    plt, sns, rc = _fig_style()
+    plt, sns, _ = _fig_style()
     labels = list(pd.unique(table["label"]))
-    palette = palette_for(labels)
-    with sns.axes_style("whitegrid"), plt.rc_context(rc):
-        fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.2))
-        fig.subplots_adjust(left=0.09, right=0.99, top=0.9 if title else 0.95, bottom=0.3, wspace=0.25)
+    tuner_of = dict(zip(table["label"], table["tuner"]))
+    method_of = {lab: json.loads(tp).get("method") for lab, tp in zip(table["label"], table["tuner_params"])}
+    looks = {lab: look_for(lab, tuner_of[lab], method_of[lab]) for lab in labels}
+    fit_by = {r["label"]: r for r in fits.to_dict("records")} if fits is not None else {}
+    with sns.axes_style("whitegrid"), plt.rc_context(rc_for("paper")):
+        fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.4))
+        fig.subplots_adjust(left=0.1, right=0.99, top=0.9 if title else 0.95, bottom=0.34, wspace=0.27)
         n_miss: dict[tuple[Any, int], int] = {}
         for ax, y, spent, ylabel in ((axes[0], "time_to_target_s", "tuner_seconds", "tuner time to target (s)"),
                                      (axes[1], "cost_to_target", "cost", "cost units to target")):
             for lab in labels:
+                lk = looks[lab]
                 g = table[table["label"] == lab].sort_values("p")
-                hit = g[g["reached"]]
-                ax.plot(hit["p"], hit[y].clip(lower=1e-6), marker="o", markersize=3.5, color=palette[lab],
-                        linewidth=1.1)
+                hit = g[g["reached"].astype(bool)].groupby("p")[y].median()
+                ax.plot(hit.index, hit.clip(lower=1e-6), marker=lk.marker, markersize=3.5, color=lk.color,
+                        linewidth=1.1, dashes=lk.dashes or (None, None))
                 miss = g[~g["reached"].astype(bool)]
                 if not miss.empty:
                     ax.plot(miss["p"], miss[spent].clip(lower=1e-6), marker="^", markersize=5, linestyle="",
-                            markerfacecolor="none", color=palette[lab])
+                            markerfacecolor="none", color=lk.color)
                     for _, r in miss.iterrows():
                         if math.isfinite(r["final_gap_frac"]):
                             k = n_miss.get((ax, r["p"]), 0)  # stagger the labels of misses at the same p
                             n_miss[(ax, r["p"])] = k + 1
                             ax.annotate(f"{r['final_gap_frac']:.0e}", (r["p"], max(r[spent], 1e-6)),
                                         textcoords="offset points", xytext=(4, 2 - 6 * k), fontsize=4.5,
-                                        color=palette[lab])
+                                        color=lk.color)
             if len(table):
                 ax.set_xlim(table["p"].min() / 1.6, table["p"].max() * 2.5)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlabel("p (hyperparameters = features; n = %d p)" % int(table["n"].iloc[0] / table["p"].iloc[0])
-                          if len(table) else "p")
+            nf = int(table["n"].iloc[0] / table["p"].iloc[0]) if len(table) else 0
+            ax.set_xlabel(f"p (hyperparameters = features; n = {nf} p)" if len(table) else "p")
             ax.set_ylabel(ylabel)
-        handles = [Line2D([], [], color=palette[lab], marker="o", markersize=3.5, label=lab) for lab in labels]
+        handles = []
+        for lab in labels:
+            lk, f = looks[lab], fit_by.get(lab)
+            text = lab
+            if f is not None:
+                if math.isfinite(f["exponent_time"]):
+                    text += f": p^{f['exponent_time']:.2f} (p {int(f['fit_p_min'])}-{int(f['fit_p_max'])})"
+                if math.isfinite(f["stops_from_p"]):
+                    text += f", misses from p={int(f['stops_from_p'])}"
+            handles.append(Line2D([], [], color=lk.color, marker=lk.marker, markersize=3.5,
+                                  dashes=lk.dashes or (None, None), label=text))
         handles.append(Line2D([], [], color="0.3", marker="^", markerfacecolor="none", linestyle="",
                               label="not reached: budget spent (gap fraction left)"))
         fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), frameon=False,
-                   bbox_to_anchor=(0.5, 0.0))
+                   bbox_to_anchor=(0.5, 0.0), fontsize=5.5)
         if title:
             fig.suptitle(title, fontsize=8)
         return save_figure(fig, out, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import tomllib
 
 import pandas as pd
 import pytest
@@ -12,10 +13,15 @@ import torch
 
 from _runs import invoke
 from hpo_bench import get_task
+from hpo_bench.records import Budget
+from hpo_bench.registry import TUNERS
 from hpo_bench.oracle import compute_oracle
-from hpo_bench.sweep import (FRONTIER_COLUMNS, SCALING_COLUMNS, SweepError, TunerConfig, default_grids, frontier,
-                             load_tuner_file, one_two_five, oracle_options, parse_tuner_spec, peak_memory, scaling,
-                             select_tuners)
+from hpo_bench.sweep import (FIT_COLUMNS, FRONTIER_COLUMNS, SCALING_COLUMNS, SweepError, TunerConfig, default_grids,
+                             fit_exponents, frontier, load_tuner_file, one_two_five, oracle_options,
+                             parse_tuner_option, peak_memory, scaling, scaling_suite, select_tuners, suite_toml,
+                             target_trace)
+from hpo_bench.suite import Suite, SuiteError, load_suite
+from hpo_bench.target import time_to_target
 
 CPU = torch.device("cpu")
 
@@ -140,10 +146,10 @@ def test_frontier_bad_grids(ridge20):
 
 
 # ------------------------------------------------------------------------------------ scaling
-def _first_reached(trace: pd.DataFrame, f_star: float, thr: float):
+def _first_reached(rows: pd.DataFrame, f_star: float, thr: float):
     """TargetRecorder's rule, written out again: new incumbents by val_loss, judged by val_loss_ref."""
     inc = math.inf
-    for r in trace.itertuples():
+    for r in rows.itertuples():
         if math.isfinite(r.val_loss) and r.val_loss < inc:
             inc = r.val_loss
             if r.val_loss_ref - f_star <= thr:
@@ -151,77 +157,184 @@ def _first_reached(trace: pd.DataFrame, f_star: float, thr: float):
     return None
 
 
+CFGS = [TunerConfig("gradient-exact", "gradient", {"method": "exact", "inner": "exact", "outer_lr": 0.1}),
+        TunerConfig("random3", "random", {}),
+        TunerConfig("stuck", "gradient", {"method": "exact", "inner": "exact", "outer_lr": 1e-9})]  # cannot reach
+
+
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory):
-    cfgs = [TunerConfig("gradient-exact", "gradient", {"method": "exact", "inner": "exact", "outer_lr": 0.1}),
-            TunerConfig("random3", "random", {}),
-            TunerConfig("stuck", "gradient", {"method": "exact", "inner": "exact", "outer_lr": 1e-9})]  # cannot reach
-    cache = tmp_path_factory.mktemp("oracles")
-    table, trace, info = scaling([1, 3], cfgs, target=1e-2, seconds=20.0, steps=400, seed=0, oracle_cache=cache,
-                                 oracle_seconds=30.0, trace="all")
-    return table, trace, info, cache
+    out = tmp_path_factory.mktemp("scaling")
+    res = scaling([1, 3], CFGS, out, target=1e-2, seconds=20.0, steps=60, seeds=[0], oracle_seconds=30.0)
+    return res, out
 
 
-def test_scaling_rows_follow_target_recorders_rule(scaled):
-    table, trace, info, _ = scaled
-    assert list(table.columns) == list(SCALING_COLUMNS)
-    assert len(table) == 6 and set(table["p"]) == {1, 3} and (table["n"] == 5 * table["p"]).all()
-    assert table["reached"].any() and not table[table["label"] == "stuck"]["reached"].any()
+def test_scaling_runs_a_suite_through_the_harness(scaled):
+    res, out = scaled
+    table = res.table
+    assert list(table.columns) == list(SCALING_COLUMNS) and len(table) == 6
+    assert list(table["cell_id"]) == [f"p{p}__{c.label}__seed0" for p in (1, 3) for c in CFGS]
+    assert (table["n"] == 5 * table["p"]).all() and (table["status"] == "ok").all()
+    frame = pd.read_parquet(out / "run" / "records.parquet")  # the harness's run folder, read back
+    assert set(frame["cell_id"]) == set(table["cell_id"]) and (out / "run" / "provenance.json").is_file()
+    assert res.info["provenance"]["command_line"] and res.info["provenance"]["suite"] == "scaling"
     for r in table.itertuples():
-        t = trace[(trace["p"] == r.p) & (trace["label"] == r.label)].sort_values("step")
-        assert len(t) == r.evals and r.status == "ok"
+        rows = frame[frame["cell_id"] == r.cell_id].sort_values("step")
+        assert len(rows) == r.evals == 60 and r.stop_reason == "budget_steps"  # every cell runs its whole budget
         assert r.threshold == pytest.approx(r.target * r.oracle_gap)
-        hit = _first_reached(t, r.oracle_val_loss, r.threshold)
+        hit = _first_reached(rows, r.oracle_val_loss, r.threshold)
         assert (hit is not None) == r.reached
         if r.reached:
-            assert r.evals_to_target == hit.step + 1 and r.time_to_target_s == pytest.approx(hit.time_s)
-            assert hit.val_loss_ref - r.oracle_val_loss <= r.threshold and r.stop_reason == "target"
-            assert r.evals == r.evals_to_target  # the tuner stops at the target
+            assert r.evals_to_target == hit.step + 1 and r.time_to_target_s == hit.time_s
+            assert r.time_to_target_s <= r.tuner_seconds
         else:
-            assert math.isnan(r.time_to_target_s) and r.stop_reason in ("budget_steps", "budget_seconds")
-            assert r.final_gap > r.threshold and r.final_gap_frac == pytest.approx(r.final_gap / r.oracle_gap)
-    rnd = table[table["label"] == "random3"]
-    assert (rnd["evals"] <= 400).all()
+            assert math.isnan(r.time_to_target_s) and r.final_gap > r.threshold
+        assert r.final_gap_frac == pytest.approx(r.final_gap / r.oracle_gap)
+    assert table["reached"].any() and not table[table["label"] == "stuck"]["reached"].any()
+    fits = res.fits.set_index("label")
+    assert list(fits.columns) == list(FIT_COLUMNS)[1:] and fits.loc["stuck", "stops_from_p"] == 1
+    assert fits.loc["stuck", "fit_points"] == 0 and math.isnan(fits.loc["stuck", "exponent_time"])
+
+
+def test_replayed_rule_matches_target_recorder():
+    """target_trace on a recorder's rows finds the row where TargetRecorder itself stopped."""
+    task = get_task("ridge_per_feature", n=15, p=3, seed=0)
+    orc = compute_oracle(task, **oracle_options(3, 30.0))
+    tuner = TUNERS.get("gradient")(**CFGS[0].params)
+    rec = time_to_target(task, orc, tuner, Budget(steps=400), frac=1e-2, seed=0)
+    assert rec.reached_at is not None and rec.stop_reason == "target"
+    replay = target_trace(rec.rows, orc.val_loss, 1e-2 * orc.gap)
+    assert replay["reached_at"] is rec.reached_at and rec.rows[-1] is rec.reached_at
+
+
+def test_scaling_suite_file_reruns_and_resumes_the_same_cells(scaled, monkeypatch, capsys):
+    res, out = scaled
+    text = (out / "suite.toml").read_text()
+    assert text.startswith("# Written by `hpo-bench sweep scaling`") and "hpo-bench run suite.toml" in text
+    again = load_suite(str(out / "suite.toml"))
+    made = Suite.from_dict(scaling_suite([1, 3], CFGS, seconds=20.0, steps=60), source="<made>")
+    assert [c.config_hash() for c in again.cells()] == [c.config_hash() for c in made.cells()]
+    assert [t.params for t in again.tasks] == [{"n": 5, "p": 1}, {"n": 15, "p": 3}]
+    assert [u.label for u in again.tuners] == [c.label for c in CFGS] and again.budget.steps == 60
+    # `hpo-bench run OUT/suite.toml` on the same folder: the same suite (hash) and cells, all kept
+    code, stdout, err = invoke(monkeypatch, capsys, "run", str(out / "suite.toml"), "--out", str(out / "run"),
+                               "--resume", "--quiet")
+    assert code == 0, err
+    assert "6 cells kept from before" in stdout
+    with pytest.raises(SweepError, match="already holds a run of suite 'scaling'.*pass --resume"):
+        scaling([1, 3], CFGS, out, target=1e-2, seconds=20.0, steps=60, oracle_seconds=30.0)
+    res2 = scaling([1, 3], CFGS, out, target=1e-2, seconds=20.0, steps=60, oracle_seconds=30.0, resume=True)
+    assert sorted(res2.run.skipped) == sorted(res.table["cell_id"])
+    pd.testing.assert_frame_equal(res2.table, res.table)
 
 
 def test_scaling_records_contain_the_oracle(scaled):
-    table, _, info, cache = scaled
+    res, out = scaled
+    table = res.table
     for p in (1, 3):
         task = get_task("ridge_per_feature", n=5 * p, p=p, seed=0)
         orc = compute_oracle(task, **oracle_options(p, 30.0))
         rows = table[table["p"] == p]
         assert rows["oracle_val_loss"].iloc[0] == pytest.approx(orc.val_loss, rel=1e-9)
         assert rows["oracle_gap"].iloc[0] == pytest.approx(orc.gap, rel=1e-6)
-        assert info["oracles"][str(p)]["n_hyper"] == p
-    assert len(list(cache.glob("ridge_per_feature-seed0-*.json"))) == 2  # cached for the next run
+        assert res.info["oracles"][f"p{p}/seed0"]["n_hyper"] == p
+    assert len(list((out / "oracles").glob("ridge_per_feature-seed0-*.json"))) == 2  # cached for the next run
     assert oracle_options(100, 5.0)["starts"] == 6 and oracle_options(1000, 5.0)["starts"] == 1
 
 
-def test_tuner_configurations_parse_and_validate(tmp_path):
-    c = parse_tuner_spec('cg5=gradient:method="cg",method_opts={max_iter = 5, tol = 1e-8},inner=exact')
+def _fit_table(rows):
+    return pd.DataFrame([{"label": lab, "tuner": "t", "p": p, "seed": s, "reached": t is not None,
+                          "time_to_target_s": t if t is not None else math.nan,
+                          "cost_to_target": 10 * t if t is not None else math.nan} for lab, p, s, t in rows])
+
+
+def test_fit_exponents_least_squares_on_log_log_and_where_targets_stop():
+    rows = [("a", p, 0, 2.0 * p ** 1.5) for p in (1, 10, 100)]  # exactly p^1.5
+    rows += [("b", 1, 0, 0.1), ("b", 10, 0, 1.0), ("b", 100, 0, None), ("b", 1000, 0, None)]
+    rows += [("c", 1, 0, 0.5), ("c", 10, 0, None)]  # one size: no exponent
+    rows += [("d", 1, 0, 1.0), ("d", 10, 0, None), ("d", 100, 0, 3.0)]  # misses in between, reaches the largest
+    rows += [("e", 1, 0, 1.0), ("e", 1, 1, 4.0), ("e", 10, 0, 10.0), ("e", 10, 1, None)]  # seeds: all must reach
+    fits = fit_exponents(_fit_table(rows)).set_index("label")
+    assert fits.loc["a", "exponent_time"] == pytest.approx(1.5, abs=1e-12)
+    assert fits.loc["a", "exponent_cost"] == pytest.approx(1.5, abs=1e-12)
+    assert (fits.loc["a", "fit_p_min"], fits.loc["a", "fit_p_max"], fits.loc["a", "fit_points"]) == (1, 100, 3)
+    assert math.isnan(fits.loc["a", "stops_from_p"]) and fits.loc["a", "missed_ps"] == ""
+    assert fits.loc["b", "exponent_time"] == pytest.approx(1.0, abs=1e-12) and fits.loc["b", "stops_from_p"] == 100
+    assert fits.loc["b", "reached_ps"] == "1,10" and fits.loc["b", "missed_ps"] == "100,1000"
+    assert math.isnan(fits.loc["c", "exponent_time"]) and "1 size" in fits.loc["c", "note"]
+    assert fits.loc["c", "stops_from_p"] == 10
+    assert math.isnan(fits.loc["d", "stops_from_p"]) and fits.loc["d", "missed_ps"] == "10"
+    # every reached cell is a point: log10 t at p=1 is the mean of log10 1 and log10 4, slope to log10 10 at p=10
+    assert fits.loc["e", "exponent_time"] == pytest.approx(1 - math.log10(2), abs=1e-12)
+    assert fits.loc["e", "missed_ps"] == "10" and fits.loc["e", "stops_from_p"] == 10
+
+
+# ------------------------------------------------------------------------------------ tuner configurations
+def test_tuner_option_is_a_toml_inline_table_validated_like_suite_files(tmp_path):
+    c = parse_tuner_option('{label = "cg5", name = "gradient", params = {method = "cg", '
+                           'method_opts = {max_iter = 5, tol = 1e-8}, inner = "exact"}}')
     assert c.label == "cg5" and c.params == {"method": "cg", "method_opts": {"max_iter": 5, "tol": 1e-8},
                                              "inner": "exact"}
-    assert parse_tuner_spec("r=random").params == {}
-    with pytest.raises(Exception, match="known tuners: .*random"):
-        parse_tuner_spec("x=nosuch")
-    with pytest.raises(SweepError, match="parameter `outer` must be one of"):
-        parse_tuner_spec("g=gradient:outer=newton")
-    with pytest.raises(SweepError, match="tuner 'random' are inner, inner_lr, inner_steps, but got bogus"):
-        parse_tuner_spec("r=random:bogus=1")  # the baseline itself would accept it silently (**params)
-    assert parse_tuner_spec("t=tpe:n_startup_trials=5,inner=gd").params == {"n_startup_trials": 5, "inner": "gd"}
-    with pytest.raises(SweepError, match="LABEL=NAME"):
-        parse_tuner_spec("gradient")
+    assert parse_tuner_option('{name = "random"}').label == "random"  # the label defaults to the name
+    b = parse_tuner_option('{name = "tpe", label = "t", budget = {steps = 5}, timeout = 60.0}')
+    assert b.table() == {"name": "tpe", "label": "t", "params": {}, "budget": {"steps": 5}, "timeout": 60.0}
+    with pytest.raises(SweepError, match=r"option --tuner 'x=nosuch' must be a TOML inline table like"):
+        parse_tuner_option("x=nosuch")
+    with pytest.raises(SweepError, match=r"key `tuner\[0\].name` must be a registered tuner name \(.*random"):
+        parse_tuner_option('{name = "nosuch"}')
+    with pytest.raises(SweepError, match=r"tuner 'gradient': parameter `outer` must be one of"):
+        parse_tuner_option('{name = "gradient", params = {outer = "newton"}}')
+    with pytest.raises(SweepError, match="tuner 'random': unknown parameter 'bogus'; known parameters: inner"):
+        parse_tuner_option('{name = "random", params = {bogus = 1}}')
+    with pytest.raises(SweepError, match=r"key `tuner\[0\].tasks` must be one of the keys a sweep takes"):
+        parse_tuner_option('{name = "random", tasks = ["p1"]}')
     assert [c.label for c in select_tuners(["tpe", "random"], [])] == ["tpe", "random"]
     with pytest.raises(SweepError, match="unknown configuration 'nope'; known: gradient-cg"):
         select_tuners(["nope"], [])
     with pytest.raises(SweepError, match="used twice"):
-        select_tuners(["random"], [parse_tuner_spec("random=random")])
+        select_tuners(["random"], [parse_tuner_option('{name = "random"}')])
     f = tmp_path / "t.toml"
-    f.write_text('[[tuner]]\nlabel = "g"\nname = "gradient"\nparams = { method = "exact", inner = "exact" }\n')
-    assert load_tuner_file(f)[0].params["method"] == "exact"
+    f.write_text('[[tuner]]\nlabel = "g"\nname = "gradient"\nparams = { method = "exact", inner = "exact" }\n'
+                 '[[tuner]]\nname = "random"\n')
+    assert [(c.label, c.params) for c in load_tuner_file(f)] == [("g", {"method": "exact", "inner": "exact"}),
+                                                                 ("random", {})]
     f.write_text('[[tuner]]\nlabel = "g"\nname = "gradient"\nparam = {}\n')
-    with pytest.raises(SweepError, match=r"tuner\[0\]: keys must be label, name, params"):
+    with pytest.raises(SweepError, match=r"--tuners-file .*key `tuner\[0\].param` must be one of the keys"):
         load_tuner_file(f)
+    f.write_text('seeds = [0]\n[[tuner]]\nname = "random"\n')
+    with pytest.raises(SweepError, match="key `seeds` must be absent: a tuners file holds only"):
+        load_tuner_file(f)
+    f.write_text('[[tuner]]\nname = "random"\n[[tuner]]\nname = "random"\n')
+    with pytest.raises(SweepError, match=r"key `tuner\[\*\].label` must be unique"):
+        load_tuner_file(f)
+
+
+# ------------------------------------------------------------------------------------ suites from dicts
+def test_suite_from_dict_is_validated_like_a_file(tmp_path):
+    d = scaling_suite([2, 4], [TunerConfig("r", "random", {}), TunerConfig("e", "gradient", {"method": "exact"},
+                                                                           {"budget": {"steps": 3}})],
+                      seconds=1.5, steps=None, n_factor=3, seeds=[0, 4], task_params={"rho": 0.25})
+    text = suite_toml(d, header="a header\n\nwith a blank line")
+    assert tomllib.loads(text) == d
+    f = tmp_path / "s.toml"
+    f.write_text(text)
+    from_file, from_dict = load_suite(str(f)), Suite.from_dict(d, source=str(f))
+    assert [c.config_hash() for c in from_file.cells()] == [c.config_hash() for c in from_dict.cells()]
+    assert len(from_dict.cells()) == 8 and from_dict.name == "scaling" and from_dict.path == str(f)
+    assert from_dict.tasks[1].params == {"n": 12, "p": 4, "rho": 0.25} and from_dict.tuners[1].budget.steps == 3
+    d["task"][0]["params"]["p"] = 3  # from_dict copied d
+    assert from_dict.tasks[0].params["p"] == 2
+    for bad, needle in ((dict(d, seeds=[0, 0]), "key `seeds` must be free of repeats, but got [0, 0]"),
+                        (dict(d, budget={"steps": 0}), "key `budget.steps` must be an integer >= 1, but got 0"),
+                        (dict(d, colour=1), "key `colour` must be one of the known keys"),
+                        ({"seeds": [0]}, "key `task` must be a non-empty array of tables")):
+        with pytest.raises(SuiteError) as exc:
+            Suite.from_dict(bad, source="<mine>")
+        assert str(exc.value).startswith("suite file '<mine>': ") and needle in str(exc.value), str(exc.value)
+    with pytest.raises(SuiteError, match="must be a table"):
+        Suite.from_dict([1], source="<mine>")
+    odd = {"s": 'quote " and \\ back', "f": [1e-09, 2.0, -0.5, 1e300], "b": [True, False], "t": {"a b": {"c": 1}}}
+    assert tomllib.loads(suite_toml(odd)) == odd
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -244,24 +357,25 @@ def test_cli_frontier_writes_records_and_figures(monkeypatch, capsys, tmp_path):
     assert sorted(csv[csv["method"] == "reverse"]["knob_value"]) == [1, 5] and len(doc["rows"]) == len(csv)
 
 
-def test_cli_scaling_writes_records_and_figure(monkeypatch, capsys, tmp_path):
+def test_cli_scaling_writes_suite_run_records_and_figure(monkeypatch, capsys, tmp_path):
     out = tmp_path / "sc"
     code, stdout, err = invoke(monkeypatch, capsys, "sweep", "scaling", "--p", "1,2", "--tuners", "gradient-exact",
-                               "--tuner", "rnd=random", "--steps", "5", "--seconds", "5", "--target", "0.01",
-                               "--oracle-seconds", "20", "--out", str(out))
+                               "--tuner", '{label = "rnd", name = "random"}', "--steps", "5", "--seconds", "5",
+                               "--target", "0.01", "--oracle-seconds", "20", "--quiet", "--out", str(out))
     assert code == 0, err
-    for name in ("scaling.csv", "scaling.json", "scaling_trace.csv", "scaling.png", "scaling.pdf"):
+    for name in ("suite.toml", "scaling.csv", "scaling.json", "scaling_fits.csv", "scaling.png", "scaling.pdf",
+                 "run/records.parquet", "run/provenance.json", "run/run.log"):
         assert (out / name).stat().st_size > 0
+    assert "Exponent of time (cost) to target in p" in stdout and "suite: " in stdout
     assert len(list((out / "oracles").glob("*.json"))) == 2
     csv = pd.read_csv(out / "scaling.csv")
-    assert list(csv["label"]) == ["gradient-exact", "rnd"] * 2
+    assert list(csv["label"]) == ["gradient-exact", "rnd"] * 2 and (csv["evals"] == 5).all()
     doc = json.loads((out / "scaling.json").read_text())
-    assert doc["budget"] == {"steps": 5, "seconds": 5.0} and set(doc["oracles"]) == {"1", "2"}
-    tr = pd.read_csv(out / "scaling_trace.csv")  # new incumbents and each run's last row only
-    for (p, lab), t in tr.groupby(["p", "label"]):
-        row = csv[(csv["p"] == p) & (csv["label"] == lab)].iloc[0]
-        assert t["incumbent"].iloc[:-1].all() and t["step"].iloc[-1] == row["evals"] - 1
-        assert t["val_loss"][t["incumbent"]].is_monotonic_decreasing
+    assert doc["budget"] == {"steps": 5, "seconds": 5.0} and set(doc["oracles"]) == {"p1/seed0", "p2/seed0"}
+    assert [f["label"] for f in doc["fits"]] == ["gradient-exact", "rnd"] and len(doc["rows"]) == 4
+    prov = json.loads((out / "run" / "provenance.json").read_text())
+    assert doc["provenance"]["created"] == prov["created"] and "sweep scaling" in prov["command_line"]
+    assert doc["provenance"]["executor"] == {"kind": "process-pool", "workers": 1}
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -275,10 +389,14 @@ def test_cli_scaling_writes_records_and_figure(monkeypatch, capsys, tmp_path):
     (["frontier", "--task", "ridge", "-p", "nn=5"], "option --param: task 'ridge' takes"),
     (["scaling", "--p", "1,0"], "option --p must be a comma-separated list of integers >= 1"),
     (["scaling", "--tuners", "gradient-cg,nope"], "unknown configuration 'nope'; known: gradient-cg"),
-    (["scaling", "--tuner", "x=nosuch"], "unknown tuner 'nosuch'; known tuners: "),
-    (["scaling", "--tuner", "g=gradient:method=bogus"], "unknown hypergradient method 'bogus'"),
+    (["scaling", "--tuner", "x=nosuch"], "option --tuner 'x=nosuch' must be a TOML inline table like"),
+    (["scaling", "--tuner", '{name = "nosuch"}'], "key `tuner[0].name` must be a registered tuner name"),
+    (["scaling", "--tuner", '{name = "gradient", params = {method = "bogus"}}'],
+     "unknown hypergradient method 'bogus'"),
     (["scaling", "--target", "2"], "option --target must be a fraction"),
     (["scaling", "--param", "p=3"], "`p` is set by the sweep"),
+    (["scaling", "--seed", "0,x"], "option --seed must be a comma-separated list of integers >= 0"),
+    (["scaling", "--force"], "options --force and --retry-failed continue a run: they need --resume"),
     (["scaling", "--tuners-file", "/nonexistent/t.toml"], "option --tuners-file '/nonexistent/t.toml': cannot read"),
 ])
 def test_cli_sweep_bad_input_is_one_line_exit_2(monkeypatch, capsys, tmp_path, args, needle):
