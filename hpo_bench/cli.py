@@ -643,8 +643,8 @@ def plot_cmd(
     try:
         names = dict(tasks=parse_list(tasks, "--tasks"), tuners=parse_list(tuners, "--tuners"),
                      order=parse_list(order, "--order"), rename=parse_rename(rename))
-        df = plot_records(run_dirs, metric=metric, x=x, jobs=jobs,
-                          shared_cache=shared_oracle_cache() if shared_cache else None)
+        df = plot_records(run_dirs, metric=metric, x=x, jobs=jobs,  # the shared cache only if an oracle is missing
+                          shared_cache=shared_oracle_cache if shared_cache else None)
         plot(df, metric=metric, x=x, style=style, width=width, out=out, **names)
     except ReportError as exc:
         raise BadInput(str(exc)) from None
@@ -841,6 +841,8 @@ def sweep_scaling_cmd(
     if not oracle_seconds > 0:
         raise BadInput(f"option --oracle-seconds must be > 0, but got {oracle_seconds}")
     if timeout is not None:
+        from .suite import check_timeout
+
         try:
             check_timeout(timeout, "option --timeout")
         except ValueError as exc:

@@ -397,6 +397,7 @@ def test_cli_scaling_writes_suite_run_records_and_figure(monkeypatch, capsys, tm
     (["scaling", "--param", "p=3"], "`p` is set by the sweep"),
     (["scaling", "--seed", "0,x"], "option --seed must be a comma-separated list of integers >= 0"),
     (["scaling", "--force"], "options --force and --retry-failed continue a run: they need --resume"),
+    (["scaling", "--timeout", "-1"], "option --timeout must be a number of seconds > 0"),
     (["scaling", "--tuners-file", "/nonexistent/t.toml"], "option --tuners-file '/nonexistent/t.toml': cannot read"),
 ])
 def test_cli_sweep_bad_input_is_one_line_exit_2(monkeypatch, capsys, tmp_path, args, needle):
