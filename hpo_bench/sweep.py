@@ -971,19 +971,20 @@ def _has_knob(g: pd.DataFrame) -> bool:
 
 
 def frontier_figure(table: pd.DataFrame, out: Path, *, title: str = "", name: str = "frontier") -> list[Path]:
-    """Relative error vs time and vs peak memory (log-log), one line per method, points labelled by knob."""
+    """Relative error vs time and vs peak memory (log-log), one line per method in the report's colour of the
+    method (:func:`hpo_bench.report.style.look_for`), solid for implicit and dashed for unrolled methods, points
+    labelled by knob."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    from .report.figures import palette_for
+    from .report.style import look_for
 
     plt, sns, rc = _fig_style()
     d = table[table["status"] == "ok"].copy()
     d["err"] = d["rel_error"].clip(lower=ERR_FLOOR)
     d["mem_mib"] = (d["peak_mem_bytes"] / 2 ** 20).clip(lower=2 ** -20)
     methods = list(pd.unique(d["method"]))
-    every = sorted(set(METHODS.names()) | set(methods))
-    palette = {m: c for m, c in palette_for(every).items() if m in methods}  # one colour per method in every figure
+    palette = {m: look_for(m).color for m in methods}  # the report's colour of each method, the same in every figure
     with sns.axes_style("whitegrid"), plt.rc_context(rc):
         fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.3))
         fig.subplots_adjust(left=0.09, right=0.99, top=0.9 if title else 0.95, bottom=0.3, wspace=0.25)
