@@ -11,6 +11,14 @@ and a y-range that fits the curves (target lines are drawn only inside it). Regr
 ``1e-12 |F*|`` (float64 resolution) are drawn at that floor, since a log axis cannot show zero.
 ``final_hp`` is the distribution of each tuner's distance from the oracle's λ*; ``val_vs_test``
 one arrow per cell in the (validation, test) loss plane.
+
+Runs with stochastic solvers (records with the ``samples`` column of
+:data:`hpo_bench.records.STOCHASTIC_COLUMNS`) also get :data:`STOCHASTIC_FIGURES`, each only when its
+columns have a finite value: regret against samples and epochs, ``‖∇F‖²`` against samples, epochs and
+time (``plot()``'s curves, as ``hpo-bench plot RUN --metric grad_norm_sq --x samples`` draws them), and
+``estimator_errors``: one row of panels per task, the direction's relative error, ``‖w − w*‖/‖w*‖`` and
+``v``'s relative error against samples, each as recorded (median and interquartile band over seeds).
+Tuners without a ``samples`` column (black-box, deterministic) have no point on a samples axis.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from ..registry import TUNERS  # noqa: E402
 from .metrics import TARGETS, target_label  # noqa: E402
 from .plot import PlotError, plot, tuner_looks  # noqa: E402
 
-__all__ = ["palette_for", "FIGURES", "make_figures", "save_figure", "RC"]
+__all__ = ["palette_for", "FIGURES", "STOCHASTIC_FIGURES", "stochastic_figures", "make_figures", "save_figure", "RC"]
 
 #: Paper sizes: a full-width figure of a two-column paper is about 7 inches.
 WIDTH_IN = 7.0
@@ -45,6 +53,14 @@ RC = {"font.size": 8, "axes.titlesize": 8, "axes.titley": 1.0, "axes.labelsize":
       "legend.fontsize": 7, "lines.linewidth": 1.2, "pdf.fonttype": 42, "ps.fonttype": 42,
       "svg.fonttype": "none", "figure.dpi": 100, "savefig.dpi": 200}
 FIGURES = ("regret_vs_time", "regret_vs_cost", "hypergrad_error", "final_hp", "val_vs_test")
+#: Figures of runs with stochastic solvers: name -> (metric, x-axis) of ``plot()``, or None (estimator_errors).
+STOCHASTIC_FIGURES: dict[str, tuple[str, str] | None] = {
+    "regret_vs_samples": ("regret", "samples"), "regret_vs_epochs": ("regret", "epochs"),
+    "grad_norm_sq_vs_samples": ("grad_norm_sq", "samples"), "grad_norm_sq_vs_epochs": ("grad_norm_sq", "epochs"),
+    "grad_norm_sq_vs_time": ("grad_norm_sq", "time"), "estimator_errors": None}
+#: The estimator errors of stochastic solvers' rows: (column, axis label).
+ESTIMATOR_ERRORS = (("hypergrad_rel_error", "direction rel. error"), ("inner_rel_distance", "‖w − w*‖ / ‖w*‖"),
+                    ("v_rel_error", "v rel. error"))
 N_GRID = 100
 LEGEND_COLS = 5
 
@@ -334,9 +350,98 @@ def _val_test_figure(cells: pd.DataFrame, tasks: list[str], labels: list[str], p
     return fig
 
 
+def _finite_any(rows: pd.DataFrame, col: str, mask: np.ndarray | None = None) -> bool:
+    if col not in rows.columns:
+        return False
+    v = pd.to_numeric(rows[col], errors="coerce").to_numpy(dtype=float)
+    return bool(np.isfinite(v if mask is None else v[mask]).any())
+
+
+def stochastic_figures(rows: pd.DataFrame) -> list[str]:
+    """The names of :data:`STOCHASTIC_FIGURES` these records can draw (none without a finite ``samples``)."""
+    if not _finite_any(rows, "samples"):
+        return []
+    sampled = np.isfinite(pd.to_numeric(rows["samples"], errors="coerce").to_numpy(dtype=float))
+    out = []
+    for name, spec in STOCHASTIC_FIGURES.items():
+        if spec is None:
+            ok = any(_finite_any(rows, col, sampled) for col, _ in ESTIMATOR_ERRORS)
+        else:
+            metric, x = spec
+            ok = (metric == "regret" or _finite_any(rows, metric, sampled)) and \
+                (x == "time" or _finite_any(rows, {"samples": "samples", "epochs": "epochs"}[x], sampled))
+        if ok:
+            out.append(name)
+    return out
+
+
+def _as_recorded_curves(d: pd.DataFrame, col: str, x: str = "samples") -> pd.DataFrame:
+    """Median and quartiles over seeds of ``col`` as recorded (a step function of ``x`` per cell, on a log grid),
+    per tuner label, kept where every seed of the tuner has a record: :func:`hpo_bench.report.plot.curves`'s
+    table for a column it would take at the incumbent."""
+    xs_all = pd.to_numeric(d[x], errors="coerce").to_numpy(dtype=float)
+    grid = _grid(xs_all)
+    out = []
+    if grid is None or col not in d.columns:
+        return pd.DataFrame(columns=["tuner_label", "x", "median", "q1", "q3"])
+    for lab, g in d.groupby("tuner_label", sort=False):
+        per_cell = []
+        for _, c in g.groupby("cell_id", sort=False):
+            xs = pd.to_numeric(c[x], errors="coerce").to_numpy(dtype=float)
+            ys = pd.to_numeric(c[col], errors="coerce").to_numpy(dtype=float)
+            ok = np.isfinite(xs) & np.isfinite(ys)
+            if not ok.any():
+                continue
+            order = np.argsort(xs[ok], kind="stable")
+            xs, ys = xs[ok][order], ys[ok][order]
+            idx = np.searchsorted(xs, grid, side="right") - 1
+            per_cell.append(np.where(idx >= 0, ys[np.clip(idx, 0, None)], np.nan))
+        if not per_cell:
+            continue
+        mat = np.vstack(per_cell)
+        full = np.isfinite(mat).all(axis=0)
+        if not full.any():
+            continue
+        q1, med, q3 = np.quantile(mat[:, full], [0.25, 0.5, 0.75], axis=0)
+        out.append(pd.DataFrame({"tuner_label": lab, "x": grid[full], "median": med, "q1": q1, "q3": q3}))
+    if not out:
+        return pd.DataFrame(columns=["tuner_label", "x", "median", "q1", "q3"])
+    return pd.concat(out, ignore_index=True)
+
+
+def _estimator_errors_figure(rows: pd.DataFrame, tasks: list[str], labels: list[str], looks: dict) -> plt.Figure:
+    """One row of panels per task with stochastic rows: each estimator error of :data:`ESTIMATOR_ERRORS`
+    against samples (log-log), in each tuner's look (:mod:`hpo_bench.report.style`)."""
+    from .plot import draw_panel
+
+    sampled = rows[np.isfinite(pd.to_numeric(rows["samples"], errors="coerce").to_numpy(dtype=float))]
+    tasks = [t for t in tasks if t in set(sampled["task"])]
+    fig, axes = _panels(len(tasks) * len(ESTIMATOR_ERRORS), len(labels))
+    shown: list[str] = []
+    for i, task in enumerate(tasks):
+        d = sampled[sampled["task"] == task]
+        for j, (col, ylabel) in enumerate(ESTIMATOR_ERRORS):
+            ax = axes[i * len(ESTIMATOR_ERRORS) + j]
+            agg = _as_recorded_curves(d, col)
+            agg = agg.assign(median=agg["median"].clip(lower=1e-16), q1=agg["q1"].clip(lower=1e-16),
+                             q3=agg["q3"].clip(lower=1e-16))
+            got = draw_panel(ax, agg, [lab for lab in labels if lab in set(agg["tuner_label"])], looks, scale="log")
+            if not got:
+                _empty(ax, f"no {ylabel} recorded")
+            shown += [lab for lab in got if lab not in shown]
+            if got:
+                ax.set_xscale("log")
+            ax.set_title(task)
+            ax.set_xlabel("samples")
+            ax.set_ylabel(ylabel)
+    _legend_looks(fig, [lab for lab in labels if lab in shown], looks)
+    return fig
+
+
 def make_figures(rows: pd.DataFrame, cells: pd.DataFrame, out_dir: str | Path, *,
                  on_figure: Callable[[str, float], None] | None = None) -> dict[str, list[Path]]:
-    """Write every figure of :data:`FIGURES` as PNG and PDF into ``out_dir``; returns their paths.
+    """Write every figure of :data:`FIGURES` as PNG and PDF into ``out_dir``, and those of
+    :data:`STOCHASTIC_FIGURES` the records can draw (:func:`stochastic_figures`); returns their paths.
 
     ``on_figure(name, seconds)`` is called after each figure is written (drawing and saving).
     """
@@ -369,7 +474,15 @@ def make_figures(rows: pd.DataFrame, cells: pd.DataFrame, out_dir: str | Path, *
             "final_hp": lambda: _hp_figure(cells, tasks, labels, looks),
             "val_vs_test": lambda: _val_test_figure(cells, tasks, labels, palette, families),
         }
-        for name in FIGURES:
+        sampled = np.isfinite(pd.to_numeric(rows.get("samples", pd.Series(np.nan, index=rows.index)),
+                                            errors="coerce").to_numpy(dtype=float))
+        s_tasks = [t for t in tasks if t in set(rows.loc[sampled, "task"])]  # panels only where a solver ran
+        for name in stochastic_figures(rows):
+            spec = STOCHASTIC_FIGURES[name]
+            builders[name] = (lambda: _estimator_errors_figure(rows, s_tasks, labels, looks)) if spec is None else \
+                (lambda spec=spec: plot(rows, metric=spec[0], x=spec[1], tasks=s_tasks, tuners=labels,
+                                        width=WIDTH_IN))
+        for name in builders:
             t0 = time.perf_counter()
             paths[name] = save_figure(builders[name](), out, name)
             if on_figure is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from .figures import STOCHASTIC_FIGURES
 from .metrics import TARGETS, target_label
 
 __all__ = ["write_summary"]
@@ -23,6 +24,16 @@ FIGURE_CAPTIONS = {
                 "and left is closer).",
     "val_vs_test": "Validation vs test loss (both at the tuner's own w), one arrow per cell from its first recorded "
                    "point to its final incumbent; solid arrows: the validation loss fell while the test loss rose.",
+    "regret_vs_samples": "Regret of the incumbent vs samples (examples touched by every oracle call; stochastic "
+                         "solvers).",
+    "regret_vs_epochs": "Regret of the incumbent vs epochs (samples / (n_train + n_val); stochastic solvers).",
+    "grad_norm_sq_vs_samples": "‖∇F‖² at each recorded iterate vs samples (stochastic solvers; median and "
+                               "interquartile band over seeds).",
+    "grad_norm_sq_vs_epochs": "‖∇F‖² at each recorded iterate vs epochs (stochastic solvers).",
+    "grad_norm_sq_vs_time": "‖∇F‖² at each recorded iterate vs tuner time (stochastic solvers).",
+    "estimator_errors": "Estimator errors of the stochastic solvers vs samples, one row per task: the stochastic "
+                        "direction's relative error vs the reference hypergradient, ‖w − w*(λ)‖/‖w*(λ)‖ and v's "
+                        "relative error vs H⁻¹∇outer (as recorded; median and interquartile band over seeds).",
 }
 
 
@@ -138,6 +149,7 @@ def write_summary(out: Path, run: Path, tables: dict, figures: dict[str, list[Pa
         fig("regret_vs_cost"),
         fig("hypergrad_error"),
         fig("final_hp"),
+        *[fig(name) for name in STOCHASTIC_FIGURES if name in figures],
         "## Tuner settings",
         "",
     ]
