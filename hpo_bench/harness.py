@@ -136,7 +136,7 @@ def _terminal_row(meta: dict[str, Any], before: list[dict[str, Any]], status: st
                hvps=last.get("hvps", 0), inner_solves=last.get("inner_solves", 0),
                val_loss=_NAN, val_loss_ref=_NAN, test_loss=_NAN, best_val_loss=last.get("best_val_loss", _NAN),
                hypergrad_rel_error=_NAN, hypergrad_cosine=_NAN, hypergrad_norm=_NAN,
-               hypergrad_error_bound=_NAN, hp=[], theta=[],
+               hypergrad_error_bound=_NAN, reference_error_bound=_NAN, reference_route="", hp=[], theta=[],
                status=status, message=message)
     return row
 

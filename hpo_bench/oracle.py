@@ -29,7 +29,16 @@ stopping abnormally cannot lose it.
 A wall-clock backstop (``max_seconds``, default :data:`BACKSTOP_SECONDS`) only guards against a
 runaway: if it fires, the result has ``complete = False`` and says so in ``notes``, and the
 report flags it loudly (it then depends on the machine). Every result records how it was
-found: ``method``, ``starts``, ``n_evals``, ``max_evals`` and ``winner`` (which start won).
+found: ``method``, ``starts``, ``n_evals``, ``max_evals``, ``winner`` (which start won), and the
+ground truth it stood on: ``reference_routes`` (how the task computed its references, e.g.
+``"dense"`` or ``"cg"``) and ``reference_bound`` (the largest certified error bound of a gradient used).
+
+One evaluation of ``F`` and ``dF/dtheta`` is ONE :meth:`~hpo_bench.task.Task.reference` call (the
+value and the gradient share one factorisation or one matrix-free solve), started from the previous
+evaluation's warm state (``Reference.warm``: the last point evaluated, usually the nearest one along
+L-BFGS-B's path); grid points need values only and cost one :meth:`~hpo_bench.task.Task.response`.
+The sequence of evaluations is fixed by the counts, so the warm starts are too: the result stays the
+same on every machine.
 All in float64 on the CPU with one torch thread (small dense factorisations are many times
 faster that way on a busy machine).
 """
@@ -125,6 +134,10 @@ class OracleResult:
         source: ``"oracle"``, or ``"tuner record: cell ..., step ..."`` when a record was below
             the oracle beyond rounding (an oracle failure, :func:`best_known`).
         seconds: wall time of the computation (informative only).
+        reference_routes: the routes of the references the optimiser used (``Reference.route``:
+            ``"dense"``, ``"cg"``, ...), sorted; empty for entries computed before the field existed.
+        reference_bound: the largest finite error bound (``Reference.bound``, on ``||dF/dtheta - true||``)
+            of those references; ``None`` where none carried one (dense factorisations).
     """
 
     task: str
@@ -151,6 +164,8 @@ class OracleResult:
     backstop_s: float | None = None
     polished: int = 0
     source: str = "oracle"
+    reference_routes: list[str] = field(default_factory=list)
+    reference_bound: float | None = None
 
     @property
     def gap(self) -> float:
@@ -183,6 +198,9 @@ class _Objective:
         self.wall_timed_out = False
         self.capped = 0  # L-BFGS-B runs stopped on their evaluation cap
         self.anchor: tuple[np.ndarray, float, np.ndarray] | None = None
+        self.warm: Any = None  # the last reference's warm-start state (Task.reference)
+        self.routes: set[str] = set()  # routes of the references used (Reference.route)
+        self.max_bound = math.nan  # the largest finite error bound of a reference gradient used
 
     def _t(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=torch.float64)
@@ -194,31 +212,46 @@ class _Objective:
             self.wall_timed_out = True
             raise _OutOfBudget
 
+    def _seen(self, x: np.ndarray, f: float) -> float:
+        f = f if math.isfinite(f) else math.inf
+        if f < self.best:
+            self.best, self.best_theta, self.best_origin = f, np.array(x, dtype=np.float64), self.origin
+        return f
+
     def f(self, x: np.ndarray) -> float:
-        """``F(x)`` (``+inf`` where infeasible); one evaluation."""
+        """``F(x)`` (``+inf`` where infeasible); one evaluation: one reference solve, no gradient
+        (:meth:`Task.response`; the grid needs values only)."""
         self.n += 1
         try:
             with torch.no_grad():
                 f = float(self.task.response(self._t(x)))
         except FloatingPointError:
             return math.inf
-        f = f if math.isfinite(f) else math.inf
-        if f < self.best:
-            self.best, self.best_theta, self.best_origin = f, np.array(x, dtype=np.float64), self.origin
-        return f
+        return self._seen(x, f)
 
-    def _grad(self, x: np.ndarray) -> np.ndarray | None:
+    def _value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """``(F(x), dF/dtheta)`` from ONE :meth:`Task.reference` call (one factorisation or one
+        matrix-free solve for both), started from the previous evaluation's warm state; one
+        evaluation. ``(+inf, None)`` where infeasible, a ``None`` gradient where it is not finite."""
+        self.n += 1
         try:
-            g = self.task.reference_hypergradient(self._t(x)).detach().cpu().numpy().astype(np.float64)
+            ref = self.task.reference(self._t(x), warm=self.warm)
         except FloatingPointError:
-            return None
-        return g if np.all(np.isfinite(g)) else None
+            return math.inf, None
+        self.warm = ref.warm
+        self.routes.add(str(ref.route))
+        if math.isfinite(ref.bound) and not ref.bound <= self.max_bound:
+            self.max_bound = float(ref.bound)
+        f = self._seen(x, float(ref.value))
+        if not math.isfinite(f):
+            return f, None
+        g = ref.grad.detach().cpu().numpy().astype(np.float64)
+        return f, (g if np.all(np.isfinite(g)) else None)
 
     def fg(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         x = np.array(x, dtype=np.float64)
         self._spend()
-        f = self.f(x)
-        g = self._grad(x) if math.isfinite(f) else None
+        f, g = self._value_and_grad(x)
         if g is not None:
             self.anchor = (x, f, g)
             return f, g
@@ -237,8 +270,7 @@ class _Objective:
             self._spend()
             mid = 0.5 * (lo_t + hi_t)
             xm = xa + mid * (x - xa)
-            fm = self.f(xm)
-            gm = self._grad(xm) if math.isfinite(fm) else None
+            fm, gm = self._value_and_grad(xm)
             if gm is None:
                 hi_t = mid
             else:
@@ -407,7 +439,8 @@ def compute_oracle(task, *, grid_points: int | None = None, starts: int | None =
         init_val_loss=float(init_val), method=method, n_params=int(task.n_params), n_hyper=d,
         transforms=[b.transform for b in space.blocks for _ in range(b.size)], grid_points=k, starts=n_starts,
         n_evals=obj.n, seconds=time.perf_counter() - t0, notes=notes, max_evals=int(max_evals),
-        winner=obj.best_origin, complete=complete, backstop_s=backstop)
+        winner=obj.best_origin, complete=complete, backstop_s=backstop, reference_routes=sorted(obj.routes),
+        reference_bound=obj.max_bound if math.isfinite(obj.max_bound) else None)
 
 
 def polish_oracle(task, oracle: OracleResult, starts: Sequence[tuple[str, Sequence[float]]], *,
@@ -451,11 +484,14 @@ def polish_oracle(task, oracle: OracleResult, starts: Sequence[tuple[str, Sequen
                      "converging")
     th = torch.as_tensor(obj.best_theta, dtype=torch.float64)
     method = oracle.method if oracle.method.endswith("+polish") else oracle.method + "+polish"
+    bounds = [b for b in (oracle.reference_bound, obj.max_bound) if b is not None and math.isfinite(b)]
     return OracleResult(**{
         **asdict(oracle), "val_loss": float(obj.best), "theta": [float(v) for v in obj.best_theta],
         "hp": [float(v) for v in space.to_natural(th)], "method": method, "n_evals": oracle.n_evals + obj.n,
         "seconds": oracle.seconds + time.perf_counter() - t0, "notes": notes, "winner": obj.best_origin,
-        "complete": oracle.complete and not obj.wall_timed_out, "polished": oracle.polished + len(starts)})
+        "complete": oracle.complete and not obj.wall_timed_out, "polished": oracle.polished + len(starts),
+        "reference_routes": sorted(set(oracle.reference_routes) | obj.routes),
+        "reference_bound": max(bounds) if bounds else None})
 
 
 def oracle_key(task_params: dict[str, Any], seed: int, *, grid_points: int | None = None, starts: int | None = None,

@@ -39,7 +39,8 @@ COLUMNS = (
     "suite", "cell_id", "task", "task_params", "tuner", "tuner_label", "tuner_params", "seed",
     "budget_steps", "budget_seconds", "step", "time_s", "measure_s", "inner_steps", "grad_evals", "hvps", "inner_solves",
     "val_loss", "val_loss_ref", "test_loss", "best_val_loss", "hypergrad_rel_error", "hypergrad_cosine",
-    "hypergrad_norm", "hypergrad_error_bound", "hp", "theta", "status", "message",
+    "hypergrad_norm", "hypergrad_error_bound", "reference_error_bound", "reference_route", "hp", "theta", "status",
+    "message",
     # per-cell columns (the same on every row of a cell), filled by the harness
     "cell_seed", "torch_threads", "wall_s", "peak_rss_mb", "peak_cuda_mb", "worker",
 )
@@ -197,6 +198,7 @@ class Recorder:
         self.compact = int(task.space.dim) > COMPACT_MIN_HYPER
         self._best_ref = math.inf
         self._pending: tuple[int, torch.Tensor] | None = None  # (row index, theta) of a row stored without vectors
+        self._warm: Any = None  # the previous row's Reference.warm (Task.reference)
 
     # ----------------------------------------------------------------- clock
     def start(self) -> None:
@@ -273,7 +275,7 @@ class Recorder:
                                 message=message, extra=extra, hypergrad_stats=hypergrad_stats,
                                 stochastic=None if samples is None else (samples, epochs, v))
 
-    def _stochastic(self, w, theta, ref, samples, epochs, v) -> dict[str, Any]:
+    def _stochastic(self, w, theta, ref, w_star, samples, epochs, v) -> dict[str, Any]:
         """:data:`STOCHASTIC_COLUMNS` at ``theta`` (NaN where the reference is off or unavailable)."""
         nan = float("nan")
         out = {"samples": int(samples), "epochs": nan if epochs is None else float(epochs),
@@ -282,7 +284,7 @@ class Recorder:
             return out
         task = self.task
         out["grad_norm_sq"] = float(ref @ ref)
-        w_star = task.solve(theta)
+        w_star = task.solve(theta) if w_star is None else w_star.detach()
         out["inner_rel_distance"] = rel_error(w.detach(), w_star)
         if v is not None:
             out["v_rel_error"] = rel_error(v.detach(), task.reference_adjoint(theta))
@@ -306,20 +308,28 @@ class Recorder:
             raise ValueError(f"{type(task).__name__}.extra_metrics names must not be record columns, but got {clash}")
         row.update(task_metrics)
         val_ref = rel = cos = nan
-        ref = None
+        ref_bound = _NAN
+        ref = w_star = None
+        route = ""
         if self.reference and bool(torch.isfinite(theta).all()):
             try:
-                val_ref = float(task.response(theta))
                 if hypergrad is not None or stochastic is not None:
-                    ref = task.reference_hypergradient(theta)
+                    # value and gradient from ONE reference (one factorisation or one matrix-free solve),
+                    # warm-started from the previous row's
+                    full = task.reference(theta, warm=self._warm)
+                    self._warm = full.warm
+                    val_ref, ref, w_star = float(full.value), full.grad.detach(), full.w
+                    ref_bound, route = _bound_of({"error_bound": full.bound}), str(full.route)
+                else:  # black-box rows need the value only: one solve, no gradient
+                    val_ref, route = float(task.response(theta)), "solve"
                 if hypergrad is not None:
                     rel, cos = rel_error(hypergrad, ref), cosine(hypergrad, ref)
             except FloatingPointError as exc:  # e.g. raw λ made the inner problem non-convex
                 message = message or f"reference unavailable: {exc}"
-                ref = None
+                ref = w_star = None
         if stochastic is not None:
             try:
-                row.update(self._stochastic(w, theta, ref, *stochastic))
+                row.update(self._stochastic(w, theta, ref, w_star, *stochastic))
             except FloatingPointError as exc:
                 message = message or f"reference unavailable: {exc}"
         if status == "ok":
@@ -342,7 +352,8 @@ class Recorder:
             val_loss=val_loss, val_loss_ref=val_ref, test_loss=test_loss, best_val_loss=self.best,
             hypergrad_rel_error=rel, hypergrad_cosine=cos,
             hypergrad_norm=float(torch.linalg.vector_norm(hypergrad)) if hypergrad is not None else nan,
-            hypergrad_error_bound=_bound_of(hypergrad_stats),
+            hypergrad_error_bound=_bound_of(hypergrad_stats), reference_error_bound=ref_bound,
+            reference_route=route,
             hp=task.space.to_natural(theta).cpu().tolist() if keep else None,
             theta=theta.cpu().tolist() if keep else None,
             status=status, message=message,
@@ -392,7 +403,8 @@ class Recorder:
         row: dict[str, Any] = dict(self.meta)
         row.update(step=len(self.rows), time_s=self.time_s, measure_s=self.measure_s, **self.costs, val_loss=nan,
                    val_loss_ref=nan, test_loss=nan, best_val_loss=self.best, hypergrad_rel_error=nan,
-                   hypergrad_cosine=nan, hypergrad_norm=nan, hypergrad_error_bound=_NAN,
+                   hypergrad_cosine=nan, hypergrad_norm=nan, hypergrad_error_bound=_NAN, reference_error_bound=_NAN,
+                   reference_route="",
                    hp=[] if theta is None else self.task.space.to_natural(theta).cpu().tolist(),
                    theta=[] if theta is None else theta.cpu().tolist(),
                    status=status, message=message)

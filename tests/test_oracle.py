@@ -314,6 +314,12 @@ class _WaitsEachCall:
         time.sleep(self._wait)
         return self._task.response(theta)
 
+    def reference(self, theta, warm=None):  # what the optimiser's evaluations call
+        import time
+
+        time.sleep(self._wait)
+        return self._task.reference(theta, warm=warm)
+
 
 def test_waiting_for_the_cpu_changes_nothing_bitwise(ridge_pf):
     """A slow (busy) machine gives the same oracle, bitwise: the budget counts evaluations, and the

@@ -138,3 +138,69 @@ def test_readers_cope_with_null_vectors(tmp_path, monkeypatch):
 
     starts = metrics._incumbent_starts(df)
     assert [len(th) for _, th in starts[key]] == [BIG["p"], BIG["p"]]
+
+
+# ------------------------------------------------------ one reference per evaluation and per row
+def _counting(task):
+    """Count the task's Cholesky factorisations, and chain Task.reference's warm states through tokens:
+    ``warms`` gets the ``warm`` each call received; each call returns ``("token", k)`` as its own."""
+    import dataclasses
+
+    factor, reference = task._factor, task.reference
+    calls: dict[str, list] = {"factor": [], "warms": []}
+
+    def counted_factor(theta):
+        calls["factor"].append(1)
+        return factor(theta)
+
+    def traced_reference(theta, warm=None):
+        calls["warms"].append(warm)
+        ref = reference(theta, warm)
+        k = len(calls["warms"])
+        return dataclasses.replace(ref, warm=("token", k), bound=1e-12 * k)
+
+    task._factor, task.reference = counted_factor, traced_reference
+    return calls
+
+
+def test_an_oracle_evaluation_is_one_factorisation_warm_started_from_the_previous_one():
+    from hpo_bench import get_task
+    from hpo_bench.oracle import compute_oracle
+
+    task = get_task("ridge_per_feature", n=40, p=5, seed=1)
+    calls = _counting(task)
+    res = compute_oracle(task, max_evals=30, starts=2)
+    # F(init) is one response, every optimiser evaluation one reference: one factorisation each
+    # (value and hypergradient separately took two)
+    assert res.n_evals == 30 and len(calls["factor"]) == res.n_evals
+    n = len(calls["warms"])
+    assert n == res.n_evals - 1 and calls["warms"] == [None] + [("token", k) for k in range(1, n)]
+    assert res.reference_routes == ["dense"] and res.reference_bound == pytest.approx(1e-12 * n, rel=1e-12)
+    plain = compute_oracle(get_task("ridge_per_feature", n=40, p=5, seed=1), max_evals=30, starts=2)
+    assert plain.reference_routes == ["dense"] and plain.reference_bound is None
+    assert plain.val_loss == pytest.approx(res.val_loss, rel=1e-12, abs=0.0)
+
+
+def test_a_record_is_one_reference_warm_started_from_the_previous_row():
+    from hpo_bench import get_task
+    from hpo_bench.records import Recorder
+
+    task = get_task("ridge_per_feature", n=40, p=5, seed=1)
+    calls = _counting(task)
+    rec = Recorder(task, Budget(steps=10), meta={})
+    rec.start()
+    init = task.space.init_theta(dtype=torch.float64)
+    for k in range(4):
+        th = init + 0.3 * k
+        w = task.solve(th)
+        before = len(calls["factor"])
+        rec.record(w=w, theta=th, hypergrad=torch.zeros_like(th))
+        assert len(calls["factor"]) - before == 1  # value and gradient took two factorisations before
+        assert rec.rows[-1]["val_loss_ref"] == pytest.approx(float(task.response(th)), rel=1e-12)
+    assert calls["warms"] == [None, ("token", 1), ("token", 2), ("token", 3)]
+    assert [r["reference_route"] for r in rec.rows] == ["dense"] * 4
+    assert [r["reference_error_bound"] for r in rec.rows] == pytest.approx([1e-12 * k for k in range(1, 5)])
+    before = len(calls["factor"])
+    rec.record(w=task.solve(init), theta=init)  # a black-box row: the value only
+    assert len(calls["factor"]) - before == 2 and len(calls["warms"]) == 4  # task.solve above, then one response
+    assert rec.rows[-1]["reference_route"] == "solve" and math.isnan(rec.rows[-1]["reference_error_bound"])
