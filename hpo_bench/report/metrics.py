@@ -34,18 +34,19 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from ..oracle import (OracleResult, best_known, cached_oracle, default_budget, oracle_for, polished_oracle_for,
-                      shipped_oracle, store_oracle, verify_oracle)
-from ..records import vector_of
+if TYPE_CHECKING:
+    from ..oracle import OracleResult
+# hpo_bench.oracle and hpo_bench.records import torch: they are imported inside the functions that need them, so
+# `hpo-bench plot` (load_records with columns, add_incumbent, add_derived) runs without torch
 
 __all__ = ["TARGETS", "target_label", "load_records", "objective", "add_incumbent", "overfits", "oracles_for_records",
            "OracleProgress",
@@ -67,12 +68,40 @@ def target_key(frac: float) -> str:
     return f"{frac * 100:g}pct".replace(".", "_")
 
 
-def load_records(run_dir: str | Path) -> pd.DataFrame:
-    """``records.parquet`` of a run folder, or its finished ``cells/*.parquet`` (partial runs)."""
+#: The columns :func:`load_records` always reads (what every table, figure and oracle step needs).
+RECORD_COLUMNS = ("cell_id", "task", "task_params", "tuner", "tuner_label", "seed", "step", "time_s", "val_loss",
+                  "val_loss_ref", "test_loss", "hp", "status")
+
+
+def _read_columns(path: Path, columns: Sequence[str]) -> pd.DataFrame | None:
+    """Only ``columns`` (those the file has, plus :data:`RECORD_COLUMNS`) of a records file, read with pyarrow
+    directly; ``None`` when the file does not read that way (then the full reader gives the error message)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        f = pq.ParquetFile(path)
+        have = set(f.schema_arrow.names)
+        want = list(dict.fromkeys([*RECORD_COLUMNS, *columns]))
+        return f.read(columns=[c for c in want if c in have]).to_pandas()
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+
+
+def load_records(run_dir: str | Path, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """``records.parquet`` of a run folder, or its finished ``cells/*.parquet`` (partial runs).
+
+    ``columns``: read only these columns (those present) besides :data:`RECORD_COLUMNS`, from
+    ``records.parquet`` (``hpo-bench plot``: a few columns of a large table, and no torch import); a
+    partial run and a file that pyarrow cannot read that way are read in full (the full reader checks
+    every page and says what is wrong)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise ReportError(f"run folder {str(run)!r} does not exist")
     path = run / "records.parquet"
+    df = _read_columns(path, columns) if columns is not None and path.is_file() else None
+    if df is not None:
+        return _prepare_records(df, path)
     from ..records import RecordsFileError, read_records_file
 
     try:  # a damaged, truncated or foreign file is one line (ReportError), not a traceback
@@ -86,9 +115,12 @@ def load_records(run_dir: str | Path) -> pd.DataFrame:
             df = pd.concat([read_records_file(p, required=()) for p in parts], ignore_index=True)
     except RecordsFileError as exc:
         raise ReportError(str(exc)) from None
-    need = {"cell_id", "task", "task_params", "tuner", "tuner_label", "seed", "step", "time_s", "val_loss",
-            "val_loss_ref", "test_loss", "hp", "status"}
-    missing = sorted(need - set(df.columns))
+    return _prepare_records(df, path)
+
+
+def _prepare_records(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Check the key columns, add the suite's order of tasks and tuners, sort by cell and step."""
+    missing = sorted(set(RECORD_COLUMNS) - set(df.columns))
     if missing:
         raise ReportError(f"{str(path)!r} lacks the record columns {missing}")
     if df.empty:
@@ -195,6 +227,8 @@ def _incumbent_starts(df: pd.DataFrame) -> dict[tuple[str, int], list[tuple[str,
     if "val_loss_ref" not in df.columns or "theta" not in df.columns:
         return {}
     ref = pd.to_numeric(df["val_loss_ref"], errors="coerce")
+    from ..records import vector_of
+
     ok = df[np.isfinite(ref)].assign(_ref=ref[np.isfinite(ref)])
     out: dict[tuple[str, int], list[tuple[str, list[float]]]] = {}
     for cell_id, g in sorted(ok.groupby("cell_id", sort=False), key=lambda kv: str(kv[0])):
@@ -211,6 +245,8 @@ def _oracle_job(args: tuple[dict[str, Any], int, str, OracleResult | None, dict[
     """``(base, polished, seconds, where)``: the instance's oracle (``base`` if given; else the shipped
     one where :func:`~hpo_bench.oracle.verify_oracle` passes, ``where = "shipped"``; else cached or
     computed in ``cache``) and its polish from the cells' incumbents (cached in ``cache`` too)."""
+    from ..oracle import oracle_for, polished_oracle_for, store_oracle, verify_oracle
+
     params, seed, cache, base, budget, starts, shipped = args
     t0 = time.perf_counter()
     where = task = None
@@ -275,6 +311,8 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
     long ones do not start last). ``on_oracle`` is called once per instance, as each is ready.
     The results do not depend on ``jobs``, on the order or on the machine's load.
     """
+    from ..oracle import cached_oracle, default_budget, shipped_oracle, store_oracle
+
     keys = sorted({_task_key(p, s) for p, s in zip(df["task_params"], df["seed"])})
     labels: dict[tuple[str, int], str] = {}
     for p, s, t in zip(df["task_params"], df["seed"], df["task"]):
@@ -335,6 +373,8 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
 
 def _store_quietly(res: OracleResult, shared_dir: str | Path) -> None:
     """Best effort: an unwritable shared cache costs a recomputation later, never a report."""
+    from ..oracle import store_oracle
+
     try:
         store_oracle(res, shared_dir)
     except OSError:
@@ -347,6 +387,9 @@ def with_records(oracles: dict[tuple[str, int], OracleResult], df: pd.DataFrame)
 
     That is an *oracle failure* (:func:`hpo_bench.oracle.best_known`): the result's ``source`` names
     the cell and step, and the report says so loudly (oracle table, summary, ``run.log``)."""
+    from ..oracle import best_known
+    from ..records import vector_of
+
     out = dict(oracles)
     ref = pd.to_numeric(df["val_loss_ref"], errors="coerce")
     ok = df[np.isfinite(ref)].assign(_ref=ref[np.isfinite(ref)])
@@ -401,6 +444,8 @@ def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult])
     ``wall_s`` the cell's wall clock (``tuner_s`` + measurements + harness; NaN for runs
     recorded without it). ``df`` comes from :func:`add_derived`.
     """
+    from ..records import vector_of
+
     rows = []
     for cell_id, g in df.groupby("cell_id", sort=False):
         first, last = g.iloc[0], g.iloc[-1]

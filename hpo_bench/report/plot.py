@@ -167,14 +167,15 @@ def resolve_x(name: str, df: pd.DataFrame | None = None) -> tuple[str, str, bool
 
 
 # --------------------------------------------------------------------------- loading
-def _merge_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, list[tuple[Path, pd.DataFrame]]]:
+def _merge_runs(run_dirs: Sequence[str | Path], columns: Sequence[str] | None = None
+                ) -> tuple[pd.DataFrame, list[tuple[Path, pd.DataFrame]]]:
     from .metrics import load_records
 
     if not run_dirs:
         raise PlotError("give at least one run folder")
     parts = []
     for i, run in enumerate(run_dirs):
-        df = load_records(run)
+        df = load_records(run, columns=columns)
         df["run"] = str(run)
         parts.append((Path(run), df))
     if len(parts) == 1:
@@ -216,8 +217,10 @@ def save_report_oracles(oracle_dir: str | Path, oracles: Mapping[tuple[str, int]
     import dataclasses
     import json
 
+    # `gap` (a property) too: plot_records reads F*, the gap and n_params back without importing the oracle (torch)
     out = {"records": _fingerprint(records),
-           "oracles": [{"task_params": k[0], "seed": int(k[1]), **dataclasses.asdict(o)} for k, o in oracles.items()]}
+           "oracles": [{"task_params": k[0], "seed": int(k[1]), **dataclasses.asdict(o), "gap": o.gap}
+                       for k, o in oracles.items()]}
     p = Path(oracle_dir) / REPORT_ORACLES
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp")
@@ -226,25 +229,55 @@ def save_report_oracles(oracle_dir: str | Path, oracles: Mapping[tuple[str, int]
     return p
 
 
-def load_report_oracles(oracle_dir: str | Path, records: pd.DataFrame) -> dict[tuple[str, int], Any] | None:
-    """The oracles :func:`save_report_oracles` wrote for exactly these records, else ``None``
-    (missing, unreadable, or made for other records: a resumed or changed run)."""
+def _read_used(oracle_dir: str | Path, records: pd.DataFrame) -> dict[tuple[str, int], dict] | None:
+    """The entries of ``oracle_dir/report/used.json`` by task instance, if made for exactly these records and
+    covering each of their instances; else ``None``."""
     import json
 
-    from ..oracle import OracleResult
-
-    p = Path(oracle_dir) / REPORT_ORACLES
     try:
-        info = json.loads(p.read_text())
+        info = json.loads((Path(oracle_dir) / REPORT_ORACLES).read_text())
         if info.get("records") != _fingerprint(records):
             return None
-        fields = set(OracleResult.__dataclass_fields__)
-        got = {(str(o["task_params"]), int(o["seed"])): OracleResult(**{k: v for k, v in o.items() if k in fields})
-               for o in info["oracles"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        got = {(str(o["task_params"]), int(o["seed"])): o for o in info["oracles"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     need = {(str(p_), int(s_)) for p_, s_ in zip(records["task_params"], records["seed"])}
     return got if need <= set(got) else None
+
+
+def load_report_oracles(oracle_dir: str | Path, records: pd.DataFrame) -> dict[tuple[str, int], Any] | None:
+    """The oracles :func:`save_report_oracles` wrote for exactly these records, else ``None``
+    (missing, unreadable, or made for other records: a resumed or changed run)."""
+    used = _read_used(oracle_dir, records)
+    if used is None:
+        return None
+    from ..oracle import OracleResult
+
+    fields = set(OracleResult.__dataclass_fields__)
+    try:
+        return {k: OracleResult(**{f: v for f, v in o.items() if f in fields}) for k, o in used.items()}
+    except TypeError:
+        return None
+
+
+@dataclass(frozen=True)
+class _Optimum:
+    """What :func:`~hpo_bench.report.metrics.add_derived` reads of an oracle, as a report saved it."""
+
+    val_loss: float
+    gap: float
+    n_params: int
+
+
+def _report_optima(oracle_dir: str | Path, records: pd.DataFrame) -> dict[tuple[str, int], _Optimum] | None:
+    """``F*``, the gap and ``n_params`` per task instance from the report's ``used.json`` (no oracle code, so no
+    torch), or ``None`` where :func:`load_report_oracles` must read it (a file written without ``gap``)."""
+    used = _read_used(oracle_dir, records)
+    try:
+        return None if used is None else {k: _Optimum(float(o["val_loss"]), float(o["gap"]), int(o["n_params"]))
+                                          for k, o in used.items()}
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def export_for_redraw(run_dir: str | Path, dest: str | Path, *, compact: bool = False) -> list[Path]:
@@ -285,7 +318,7 @@ def export_for_redraw(run_dir: str | Path, dest: str | Path, *, compact: bool = 
 
 def _thin_lambda_lists(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with ``hp``/``theta`` emptied except on each cell's first row, final incumbent and best point."""
-    from ..records import vector_of  # torch: not at module level
+    from ..records import vector_of  # torch: not at module level (hpo-bench plot runs without it)
 
     keep = np.zeros(len(df), dtype=bool)
     pos = pd.Series(np.arange(len(df)), index=df.index)
@@ -303,7 +336,7 @@ def _thin_lambda_lists(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_records(run_dirs: str | Path | Sequence[str | Path], *, metric: str = "regret", x: str = "time",
-                 jobs: int = 1, shared_cache: str | Path | None = None,
+                 jobs: int = 1, shared_cache: str | Path | Callable[[], str | Path | None] | None = None,
                  progress: Callable[[str], None] | None = None) -> pd.DataFrame:
     """The records of one or more run folders, merged, with what :func:`plot` needs for ``metric`` and ``x``.
 
@@ -313,16 +346,41 @@ def plot_records(run_dirs: str | Path | Sequence[str | Path], *, metric: str = "
     (``oracle/report/used.json``, when it was made for these records); otherwise it is read
     from each run's ``oracle/`` cache, then from ``shared_cache``, and only missing entries are
     computed (``jobs`` processes, default budgets), exactly as ``hpo-bench report`` does.
+    ``shared_cache`` may be a function returning the folder, called only if an oracle is looked up
+    there (:func:`hpo_bench.report.shared_oracle_cache` hashes the oracle's code, which imports torch).
+
+    Only the columns ``metric`` and ``x`` need are read (:func:`_columns_for`); a name these
+    columns cannot resolve is looked up again in the full records, so an error lists every column.
 
     Raises:
         ReportError: a folder is not a readable run folder.
         PlotError: unknown ``metric`` or ``x``.
     """
-    from .metrics import add_derived, oracles_for_records, with_records
-
     runs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     resolve_x(x)
-    df, parts = _merge_runs(runs)
+    kw = dict(metric=metric, x=x, jobs=jobs, shared_cache=shared_cache, progress=progress)
+    try:
+        return _plot_records(runs, columns=_columns_for(metric, x), **kw)
+    except PlotError:
+        return _plot_records(runs, columns=None, **kw)
+
+
+#: Record columns :func:`plot_records` reads besides the metric's and the x-axis' (what the incumbent, the
+#: oracle's keys, the cost units, the tuner looks and the data labels need).
+_PLOT_COLUMNS = ("tuner_params", "grad_evals", "hvps", "inner_solves")
+
+
+def _columns_for(metric: str, x: str) -> list[str]:
+    key = _METRIC_ALIASES.get(metric, metric)
+    cols = [*_PLOT_COLUMNS, XAXES[x][0], key]
+    if key in METRICS:
+        cols.append(METRICS[key].column)
+    return cols
+
+
+def _plot_records(runs: list, *, metric: str, x: str, jobs: int, shared_cache: Any,
+                  progress: Callable[[str], None] | None, columns: Sequence[str] | None) -> pd.DataFrame:
+    df, parts = _merge_runs(runs, columns)
     m = _lookup(metric, df)
     if not m.oracle:
         resolve_metric(metric, df)
@@ -334,11 +392,19 @@ def plot_records(run_dirs: str | Path | Sequence[str | Path], *, metric: str = "
         say = progress if progress is not None else (lambda line: None)
         oracles: dict = {}
         for run, part in parts:
-            got = load_report_oracles(run / "oracle", part)  # the report's F*, as it used them
+            # the report's F*, as it used them: read without the oracle's code (torch) where the file has the gaps
+            got = _report_optima(run / "oracle", part) or load_report_oracles(run / "oracle", part)
             if got is None:
-                got = with_records(oracles_for_records(part, run / "oracle", jobs=jobs, shared_dir=shared_cache,
-                                                       on_oracle=lambda ev: say(ev.line())), part)
+                from .metrics import load_records, oracles_for_records, with_records
+
+                full = part if columns is None else load_records(run)  # the polish reads every cell's best theta
+                if callable(shared_cache):
+                    shared_cache = shared_cache()
+                got = with_records(oracles_for_records(full, run / "oracle", jobs=jobs, shared_dir=shared_cache,
+                                                       on_oracle=lambda ev: say(ev.line())), full)
             oracles.update(got)
+        from .metrics import add_derived
+
         df = add_derived(df, oracles)
     else:
         df = add_incumbent(df)
