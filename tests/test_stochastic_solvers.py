@@ -5,8 +5,9 @@
   99.9% confidence bound from the sample variance (Bonferroni over the coordinates).
 * Full-batch limit: with batch = n (shuffled: a permutation of all examples), each solver's iterates
   are those of its deterministic counterpart, written out here.
-* Convergence on quadratic_bilevel (mu = 0.1): the variance-reduced solvers reach ||dF||^2 <= 1e-10; SOBA
-  and TTSA settle at a noise floor that shrinks with the step size.
+* Convergence on quadratic_bilevel (mu = 0.1): the finite-sum variance-reduced solvers (SABA, SRBA, VRBO) reach
+  ||dF||^2 <= 1e-10; MRBO's paper schedule brings its floor well below the constant-momentum one (STORM
+  converges polynomially, not linearly); SOBA and TTSA settle at a noise floor that shrinks with the step size.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def expected(name, solver, task):
         hp, _ = hyper_full(task, solver.w_prev, solver.theta_prev, solver.neumann_steps, solver.neumann_lr)
         gp = task.inner_grad(solver.w_prev, solver.theta_prev)
         if name == "mrbo":
-            m = solver.momentum
+            m = solver.current_momentum  # the schedule's m_k at the solver's iteration
             return torch.cat((g + m * (solver.u - gp), h + m * (solver.d - hp)))
         return torch.cat((solver.u + g - gp, solver.d + h - hp))
     if name == "f2sa":
@@ -143,6 +144,19 @@ def test_direction_is_unbiased(task, name):
     """Mean of 2000 stochastic directions at one state vs the full-batch direction: 99.9% bound (Bonferroni)."""
     solver = build(name, task)
     perturbed_state(solver, task)
+    _assert_unbiased(name, solver, task)
+
+
+def test_mrbo_paper_schedule_direction_is_unbiased(task):
+    """With the paper's schedule at iteration 50 the STORM weight is m_50 = 1 - 0.1 (10 / 60)^(2/3), not 0.9."""
+    solver = build("mrbo", task, schedule="paper", schedule_offset=10.0, momentum=0.9)
+    perturbed_state(solver, task)
+    solver.iteration = 50
+    assert math.isclose(solver.current_momentum, 1 - 0.1 * (10 / 60) ** (2 / 3), rel_tol=1e-14)
+    _assert_unbiased("mrbo", solver, task)
+
+
+def _assert_unbiased(name, solver, task):
     state = [t.clone() for t in solver.state_tensors()]
     target = expected(name, solver, task)
     reps = 2000
@@ -161,8 +175,9 @@ def test_direction_is_unbiased(task, name):
 
 
 # ------------------------------------------------------------- full-batch limit
-def deterministic(name, solver, task, iters):
-    """The deterministic counterpart of ``solver`` (same knobs), ``iters`` iterations from the initial point."""
+def deterministic(name, solver, task, iters, *, offset=None):
+    """The deterministic counterpart of ``solver`` (same knobs), ``iters`` iterations from the initial point;
+    ``offset``: MRBO's paper schedule, steps times ``(offset / (offset + k))^(1/3)`` at iteration ``k``."""
     rho, gamma = solver.inner_lr, solver.outer_lr
     lo, hi = solver.lo, solver.hi
     w, th, v = task.init_params(), task.space.init_theta(dtype=task.dtype), torch.zeros(task.n_params,
@@ -174,7 +189,7 @@ def deterministic(name, solver, task, iters):
     lam = getattr(solver, "penalty", None)
     y = w - rho / lam * task.outer_grad(w) if name == "f2sa" else None
     out = []
-    for _ in range(iters):
+    for k in range(iters):
         if name in ("soba", "saba", "srba"):
             g, hv, jv, go = full(task, w, th, v)
             w, v, th = w - rho * g, v - rho * (hv - go), proj(th + gamma * jv)
@@ -207,7 +222,8 @@ def deterministic(name, solver, task, iters):
             w, th = w - rho * task.inner_grad(w, th), proj(th + gamma * lin.cross_vjp(v))
         elif name in ("mrbo", "vrbo"):
             h, v = hyper_full(task, w, th, solver.neumann_steps, solver.neumann_lr)
-            w, th = w - rho * task.inner_grad(w, th), proj(th - gamma * h)
+            s = 1.0 if offset is None else (offset / (offset + k)) ** (1 / 3)
+            w, th = w - s * rho * task.inner_grad(w, th), proj(th - s * gamma * h)
         elif name == "f2sa":
             dz = task.inner_grad(w, th)
             dy = task.inner_grad(y, th) + task.outer_grad(y) / lam
@@ -217,15 +233,21 @@ def deterministic(name, solver, task, iters):
     return out
 
 
-@pytest.mark.parametrize("name", SOLVERS)
+@pytest.mark.parametrize("name", [*SOLVERS, "mrbo-paper"])
 def test_full_batch_limit_is_the_deterministic_iteration(task, name):
     kw = {"batch_size": N, "outer_batch_size": M}
     if name in ("stocbio", "bsa", "amigo"):
         kw.update(inner_steps=3)
     if name == "amigo":
         kw.update(v_steps=3)
+    offset = None
+    if name == "mrbo":
+        kw.update(schedule="constant")
+    if name == "mrbo-paper":  # decreasing steps (the STORM weight is irrelevant at batch = n: u_k = grad f)
+        name, offset = "mrbo", 4.0
+        kw.update(schedule="paper", schedule_offset=offset)
     solver = build(name, task, **kw)
-    ref = deterministic(name, solver, task, 25)
+    ref = deterministic(name, solver, task, 25, offset=offset)
     for k, (w_ref, th_ref) in enumerate(ref):
         solver.compute()
         solver.apply()
@@ -263,6 +285,21 @@ def test_variance_reduced_solvers_converge(conv_task, name, rows, extra):
     """Constant steps, batch 4 of 32: ||dF||^2 <= 1e-10 (VRBO: its Neumann bias 0.9^121 is below that)."""
     gn = grad_norms_sq(conv_task, name, rows, batch_size=4, eval_every=250, step_size=0.3, outer_ratio=10.0, **extra)
     assert gn[-1] <= 1e-10, f"{name}: ||dF||^2 = {gn[-1]:.2e} after {len(gn)} rows ({gn[::3]})"
+
+
+@pytest.mark.slow
+def test_mrbo_paper_schedule_lowers_the_constant_momentum_floor(conv_task):
+    """MRBO is variance-reduced by STORM, which is not a finite-sum method: its error decays as k^(-2/3) under the
+    paper's schedule and never linearly, so ||dF||^2 <= 1e-10 is out of reach of a test (mrbo's module docstring).
+    What the schedule guarantees is checked instead: at the same knobs, 4000 iterations, the mean ||dF||^2 over
+    the last 6 of 16 rows falls below 0.3 x the constant-momentum floor (measured: 0.09-0.12 over 3 seeds).
+    Neumann bias 0.9^61 ~ 2e-3 (relative, in v): below both floors."""
+    floors = {}
+    for schedule in ("constant", "paper"):
+        gn = grad_norms_sq(conv_task, "mrbo", 16, batch_size=4, eval_every=250, step_size=0.3, outer_ratio=10.0,
+                           neumann_steps=60, neumann_lr=1.0, momentum=0.9, schedule=schedule, schedule_offset=10.0)
+        floors[schedule] = sum(gn[-6:]) / 6
+    assert floors["paper"] < 0.3 * floors["constant"], floors
 
 
 @pytest.mark.parametrize("name, extra", [
