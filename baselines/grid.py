@@ -252,6 +252,11 @@ class EigGridTuner(Tuner):
         """``"quadratic"``, ``"gram-matrix"`` and ``"scalar-hyperparameter"`` (:data:`EIG_REQUIRES`)."""
         return EIG_REQUIRES
 
+    @classmethod
+    def dense_needs(cls, params) -> list[tuple[str, str]]:
+        """One symmetric eigendecomposition of the ``p x p`` Gram matrix."""
+        return [("its eigendecomposition", "p x p: the Gram matrix's eigenvectors")]
+
     def __init__(self, *, points: int | None = None, order: str = "ascending") -> None:
         super().__init__(points=points, order=order)  # checks `options`
         self.points = points

@@ -66,7 +66,17 @@ from .task import TaskParamError, resolve_dtype
 from .tuner import missing_tags
 
 __all__ = ["Suite", "SuiteError", "Entry", "Cell", "TuneSpec", "load_suite", "named_suites", "suite_path",
-           "derive_seed", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "TIMEOUT_RULE", "check_timeout"]
+           "derive_seed", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "TIMEOUT_RULE", "check_timeout", "DENSE_MAX_PARAMS",
+           "dense_refusal"]
+
+#: The largest task a tuner that forms a dense matrix may run (``Tuner.dense_needs``: the ``exact``
+#: method's Hessian, ``forward``'s tangent, ``grid_eig``'s eigenvectors): a ``p x p`` matrix only up to
+#: this many inner parameters ``p`` (``n_params``), a ``p x m`` one up to ``DENSE_MAX_PARAMS**2`` entries.
+#: At 5000 a ``p x p`` float64 matrix takes 200 MB and its Cholesky factorisation ~4e10 flops (seconds on
+#: one core, at every outer step); at 10^4 it is 800 MB and 8 times the work, 10^5 does not fit in 24 GiB.
+#: Suite validation refuses a larger pair in one line; matrix-free methods (``cg``, ``neumann``, ...) have
+#: no such limit.
+DENSE_MAX_PARAMS = 5000
 
 #: Hard per-cell limit (wall-clock seconds) when neither the suite nor the command line sets one
 #: and the budget has no ``seconds``; with ``seconds`` the default is ``10 * seconds + 60``.
@@ -465,11 +475,30 @@ def _parse_tune(raw: dict, tuners: list[Entry], seeds: list[int], ck: _Checker) 
     return TuneSpec(seeds=tuple(tseeds), grids=grids, scope=scope, budget=budget)
 
 
+def dense_refusal(tuner_cls: Any, params: dict[str, Any], n_params: int, n_hyper: int) -> str | None:
+    """Why ``tuner_cls(**params)`` cannot run a task of ``n_params`` weights and ``n_hyper`` hyperparameters
+    (a dense matrix of its :meth:`~hpo_bench.tuner.Tuner.dense_needs` above :data:`DENSE_MAX_PARAMS`), or
+    ``None``. Needs no built tuner and no task data: only the two sizes."""
+    needs = getattr(tuner_cls, "dense_needs", None)
+    for what, shape in (needs(params) if needs is not None else []):
+        kind, _, desc = str(shape).partition(":")
+        kind = kind.strip()
+        cols = n_params if kind == "p x p" else n_hyper
+        if n_params * cols > DENSE_MAX_PARAMS ** 2:
+            size = (f"n_params = {n_params} > {DENSE_MAX_PARAMS}" if kind == "p x p" else
+                    f"n_params x n_hyper = {n_params} x {n_hyper} = {n_params * n_hyper:.3g} entries > "
+                    f"{DENSE_MAX_PARAMS}^2")
+            return (f"{what} forms a dense {kind} matrix ({desc.strip() or kind}), and {size} "
+                    "(the limit hpo_bench.suite.DENSE_MAX_PARAMS)")
+    return None
+
+
 def _validate_params(suite: Suite, ck: _Checker) -> None:
     """Check every task's keywords and build every task (once) and tuner, before any cell runs; then
     refuse every cell whose task lacks a tag its tuner requires (:meth:`Tuner.required_tags`) or has a
     tag its tuner refuses (``refused_tags(params) -> {tag: reason}``, e.g. the gradient tuner's
-    smooth-only solvers and methods on a ``"non-smooth"`` task)."""
+    smooth-only solvers and methods on a ``"non-smooth"`` task), and every cell whose tuner forms a dense
+    matrix too large for its task (:func:`dense_refusal`)."""
     built: dict[str, Any] = {}
     for i, e in enumerate(suite.tasks):
         cls = TASKS.get(e.name)
@@ -529,3 +558,10 @@ def _validate_params(suite: Suite, ck: _Checker) -> None:
                             f"suite file {ck.path!r}: key `tuner[{j}]`: tuner {u.label!r} ({u.name}{how}) cannot run "
                             f"task {t.label!r} ({t.name}), which is tagged {tag!r}: {why}; leave the task out with "
                             "the tuner's `tasks = [...]` or choose other params")
+                task = built[t.label]
+                why = dense_refusal(cls, {**u.params, **combo}, int(task.n_params), int(task.space.dim))
+                if why is not None:
+                    raise SuiteError(
+                        f"suite file {ck.path!r}: key `tuner[{j}]`: tuner {u.label!r} ({u.name}{how}) cannot run "
+                        f"task {t.label!r} ({t.name}): {why}; choose a matrix-free method (e.g. method = 'cg') or "
+                        "tuner, or leave the task out with the tuner's `tasks = [...]`")

@@ -56,6 +56,15 @@ class Tuner(ABC):
         """
         return frozenset()
 
+    @classmethod
+    def dense_needs(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The dense matrices a tuner built with ``params`` forms, as ``(what, shape)`` pairs, e.g.
+        ``("method = 'exact'", "p x p: the Hessian")``; the shape starts with ``"p x p"`` (``n_params``
+        squared) or ``"p x m"`` (``n_params x n_hyper``). Suite validation refuses a task where one
+        exceeds :data:`hpo_bench.suite.DENSE_MAX_PARAMS`. Like :meth:`required_tags`, must not build
+        the tuner. Default: none (matrix-free)."""
+        return []
+
     def _fail(self, key: str, rule: str, value: Any) -> None:
         raise TunerParamError(f"tuner {self.name!r}: parameter `{key}` must be {rule}, but got {value!r}")
 

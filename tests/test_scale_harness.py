@@ -176,8 +176,18 @@ def test_an_oracle_evaluation_is_one_factorisation_warm_started_from_the_previou
     n = len(calls["warms"])
     assert n == res.n_evals - 1 and calls["warms"] == [None] + [("token", k) for k in range(1, n)]
     assert res.reference_routes == ["dense"] and res.reference_bound == pytest.approx(1e-12 * n, rel=1e-12)
-    plain = compute_oracle(get_task("ridge_per_feature", n=40, p=5, seed=1), max_evals=30, starts=2)
-    assert plain.reference_routes == ["dense"] and plain.reference_bound is None
+    plain_task = get_task("ridge_per_feature", n=40, p=5, seed=1)
+    bounds, reference = [], plain_task.reference
+
+    def noted(theta, warm=None):
+        ref = reference(theta, warm)
+        bounds.append(ref.bound)
+        return ref
+
+    plain_task.reference = noted
+    plain = compute_oracle(plain_task, max_evals=30, starts=2)
+    finite = [b for b in bounds if math.isfinite(b)]
+    assert plain.reference_routes == ["dense"] and plain.reference_bound == (max(finite) if finite else None)
     assert plain.val_loss == pytest.approx(res.val_loss, rel=1e-12, abs=0.0)
 
 
@@ -204,3 +214,43 @@ def test_a_record_is_one_reference_warm_started_from_the_previous_row():
     rec.record(w=task.solve(init), theta=init)  # a black-box row: the value only
     assert len(calls["factor"]) - before == 2 and len(calls["warms"]) == 4  # task.solve above, then one response
     assert rec.rows[-1]["reference_route"] == "solve" and math.isnan(rec.rows[-1]["reference_error_bound"])
+
+
+# ------------------------------------------------------------------ dense methods refuse large p
+def _suite(tmp_path, tuner_tables: str, task: str = 'name = "ridge_per_feature"\nparams = { n = 30, p = 12 }'):
+    path = tmp_path / "s.toml"
+    path.write_text(f'seeds = [0]\n[budget]\nsteps = 2\n[[task]]\nlabel = "big"\n{task}\n{tuner_tables}')
+    return path
+
+
+@pytest.mark.parametrize("tuner, shape, size", [
+    ('name = "gradient"\nparams = { method = "exact", inner = "exact" }', "p x p", "n_params = 12 > 10"),
+    ('name = "gradient"\nparams = { method = "forward", inner = "gd" }', "p x m",
+     "n_params x n_hyper = 12 x 12 = 144 entries > 10^2"),
+    ('name = "seed_notebook"\nparams = { method = "exact", epochs = 1 }', "p x p", "n_params = 12 > 10"),
+])
+def test_suite_validation_refuses_a_dense_method_above_the_limit(tmp_path, monkeypatch, tuner, shape, size):
+    from hpo_bench import suite as suite_mod
+    from hpo_bench.suite import SuiteError, load_suite
+
+    monkeypatch.setattr(suite_mod, "DENSE_MAX_PARAMS", 10)
+    with pytest.raises(SuiteError) as err:
+        load_suite(str(_suite(tmp_path, f"[[tuner]]\nlabel = \"dense\"\n{tuner}")))
+    msg = str(err.value)
+    assert "\n" not in msg and "tuner 'dense'" in msg and "task 'big' (ridge_per_feature)" in msg
+    assert f"a dense {shape} matrix" in msg and size in msg and "DENSE_MAX_PARAMS" in msg, msg
+
+
+def test_matrix_free_and_small_dense_needs_pass_validation(tmp_path, monkeypatch):
+    from hpo_bench import suite as suite_mod
+    from hpo_bench.suite import SuiteError, load_suite
+
+    monkeypatch.setattr(suite_mod, "DENSE_MAX_PARAMS", 10)
+    tables = ('[[tuner]]\nlabel = "cg"\nname = "gradient"\nparams = { method = "cg" }\n'
+              '[[tuner]]\nlabel = "fwd"\nname = "gradient"\nparams = { method = "forward", inner = "gd" }\n')
+    load_suite(str(_suite(tmp_path, tables, task='name = "ridge"\nparams = { n = 30, p = 12 }')))  # p x 1 = 12
+    eig = '[[tuner]]\nlabel = "eig"\nname = "grid_eig"\n'
+    with pytest.raises(SuiteError, match=r"tuner 'eig' \(grid_eig\) cannot run task 'big'.*p x p"):
+        load_suite(str(_suite(tmp_path, eig, task='name = "ridge"\nparams = { n = 30, p = 12 }')))
+    monkeypatch.setattr(suite_mod, "DENSE_MAX_PARAMS", 12)
+    load_suite(str(_suite(tmp_path, eig, task='name = "ridge"\nparams = { n = 30, p = 12 }')))

@@ -49,6 +49,10 @@ class MethodInfo:
         requires: task tags the method needs whatever its options (see :attr:`requires_if`).
         requires_if: ``{(option, value): tags}``: tags needed when an option has that value
             (e.g. ``cg`` with ``precond = "jacobi"`` needs ``"hessian-diagonal"``).
+        dense: the dense matrix the method forms, by shape: ``"p x p"`` (``n_params`` squared, e.g.
+            the Hessian) or ``"p x m"`` (``n_params x n_hyper``), with what it is after a colon
+            (``"p x p: the Hessian and its Cholesky factor"``); ``None`` for a matrix-free method.
+            Suite validation refuses it on tasks above :data:`hpo_bench.suite.DENSE_MAX_PARAMS`.
     """
 
     kind: str
@@ -58,6 +62,7 @@ class MethodInfo:
     options: Mapping[str, Option] = field(default_factory=dict)
     requires: frozenset[str] = frozenset()
     requires_if: Mapping[tuple[str, Any], frozenset[str]] = field(default_factory=dict)
+    dense: str | None = None
 
     def required_tags(self, opts: Mapping[str, Any]) -> frozenset[str]:
         """The task tags this method needs with options ``opts``."""
@@ -70,7 +75,8 @@ class MethodInfo:
 
 def hypergradient_method(name: str, *, kind: str, exact: bool, knob: str | None, summary: str,
                          options: Mapping[str, Option] | None = None, requires: frozenset[str] = frozenset(),
-                         requires_if: Mapping[tuple[str, Any], frozenset[str]] | None = None) -> Callable:
+                         requires_if: Mapping[tuple[str, Any], frozenset[str]] | None = None,
+                         dense: str | None = None) -> Callable:
     """Register ``fn(task, w, theta, **opts) -> Hypergradient`` under ``name``.
 
     The registered function checks the declared ``options`` on every call (the same
@@ -81,6 +87,8 @@ def hypergradient_method(name: str, *, kind: str, exact: bool, knob: str | None,
     """
     if kind not in ("implicit", "unrolled"):
         raise ValueError(f"method kind must be 'implicit' or 'unrolled', but got {kind!r}")
+    if dense is not None and str(dense).split(":")[0] not in ("p x p", "p x m"):
+        raise ValueError(f"method `dense` must start with 'p x p' or 'p x m' (or be None), but got {dense!r}")
     schema = dict(options or {})
     owner = f"method {name!r}"
 
@@ -91,7 +99,7 @@ def hypergradient_method(name: str, *, kind: str, exact: bool, knob: str | None,
             return fn(task, w, theta, **opts)
 
         checked.info = MethodInfo(kind=kind, exact=exact, knob=knob, summary=summary, options=schema,
-                                  requires=frozenset(requires), requires_if=dict(requires_if or {}))
+                                  requires=frozenset(requires), requires_if=dict(requires_if or {}), dense=dense)
         checked.method_name = name
         register_method(checked, name=name)
         return checked

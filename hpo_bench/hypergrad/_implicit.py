@@ -58,7 +58,8 @@ def _error_bound(lin: Linearization, v: torch.Tensor, q: torch.Tensor, mu: float
 
 
 @hypergradient_method("exact", kind="implicit", exact=True, knob=None,
-                      summary="dense Hessian solve (Cholesky); p HVPs")
+                      summary="dense Hessian solve (Cholesky); p HVPs",
+                      dense="p x p: the Hessian and its Cholesky factor")
 def exact(task: Task, w: torch.Tensor, theta: torch.Tensor, *, tol: float = 1e-10) -> Hypergradient:
     """Dense solve; where the task certifies ``H >= mu I`` its error bound is reported as :func:`cg`'s is.
 

@@ -105,7 +105,7 @@ def truncated(task: Task, w: torch.Tensor, theta: torch.Tensor, *, steps: int = 
 
 @hypergradient_method("forward", kind="unrolled", exact=False, knob="steps",
                       summary="forward-mode through T inner steps; m JVPs per step (few hyperparameters)",
-                      options=UNROLLED_OPTIONS)
+                      options=UNROLLED_OPTIONS, dense="p x m: the tangent of the iterates and the cross Jacobian")
 def forward(task: Task, w: torch.Tensor, theta: torch.Tensor, *, steps: int = 100,
             lr: float | None = None) -> Hypergradient:
     theta = theta.detach()

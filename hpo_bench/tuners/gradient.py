@@ -79,6 +79,15 @@ def _gradient_requirements(inner: Any, method: Any, method_opts: Any) -> frozens
     return frozenset(need)
 
 
+def _method_dense(method: Any) -> list[tuple[str, str]]:
+    """``[(what, shape)]`` for a method declaring a dense matrix (``MethodInfo.dense``), else ``[]``."""
+    from ..registry import METHODS
+
+    if isinstance(method, str) and method in METHODS and METHODS.get(method).info.dense:
+        return [(f"method = {method!r}", METHODS.get(method).info.dense)]
+    return []
+
+
 def _smooth_only_parts(inner: Any, method: Any, method_opts: Any) -> list[str]:
     """The parts of a gradient tuner that assume a smooth inner objective: a gradient-step inner solver
     (:data:`SMOOTH_ONLY_INNER`) or a method that does not declare the composite structure (tag ``"prox"``)."""
@@ -195,6 +204,12 @@ class GradientTuner(Tuner):
         options (``cg`` with ``precond = "jacobi"``: ``"hessian-diagonal"``)."""
         return _gradient_requirements(params.get("inner", "gd"), params.get("method", "cg"),
                                       params.get("method_opts") or {})
+
+    @classmethod
+    def dense_needs(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """The method's dense matrix, where it declares one (``exact``: the p x p Hessian; ``forward``:
+        a p x m tangent)."""
+        return _method_dense(params.get("method", "cg"))
 
     @classmethod
     def refused_tags(cls, params: Mapping[str, Any]) -> dict[str, str]:
@@ -323,6 +338,10 @@ class SeedNotebookTuner(GradientTuner):
                          inner_lr=inner_lr, warm_start=True, outer="rmsprop", outer_lr=outer_lr)
         self.params = {"epochs": epochs, "inner_lr": inner_lr, "outer_lr": outer_lr, "method": method,
                        "method_opts": dict(method_opts or {})}
+
+    @classmethod
+    def dense_needs(cls, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return _method_dense(params.get("method", "identity"))
 
     @classmethod
     def required_tags(cls, params: Mapping[str, Any]) -> frozenset[str]:
