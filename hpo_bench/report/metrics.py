@@ -183,6 +183,14 @@ def _task_key(task_params: str, seed: int) -> tuple[str, int]:
     return str(task_params), int(seed)
 
 
+def _instances(df: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """``(codes, keys)``: each row's task instance as an index into ``keys`` (:func:`_task_key` of each
+    ``task_params`` x ``seed``, in order of first appearance)."""
+    pair = pd.MultiIndex.from_arrays([df["task_params"].astype(str).to_numpy(), df["seed"].to_numpy()])
+    codes, uniq = pd.factorize(pair)
+    return codes, [_task_key(p, s) for p, s in uniq]
+
+
 @dataclass(frozen=True)
 class OracleProgress:
     """One oracle ready, as :func:`oracles_for_records` reports it.
@@ -405,10 +413,10 @@ def with_records(oracles: dict[tuple[str, int], OracleResult], df: pd.DataFrame)
 def add_derived(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult]) -> pd.DataFrame:
     """Per-row oracle columns, regrets, the incumbent and ``cost_units`` (see the module docstring)."""
     df = add_incumbent(df)
-    keys = [_task_key(p, s) for p, s in zip(df["task_params"], df["seed"])]
-    df["oracle_val_loss"] = [oracles[k].val_loss for k in keys]
-    df["oracle_gap"] = [oracles[k].gap for k in keys]
-    df["n_params"] = [oracles[k].n_params for k in keys]
+    codes, keys = _instances(df)  # one lookup per task instance, not per row
+    df["oracle_val_loss"] = np.array([oracles[k].val_loss for k in keys], dtype=float)[codes]
+    df["oracle_gap"] = np.array([oracles[k].gap for k in keys], dtype=float)[codes]
+    df["n_params"] = np.array([oracles[k].n_params for k in keys], dtype=np.int64)[codes]
     f_star = df["oracle_val_loss"]
     df["regret"] = pd.to_numeric(df["val_loss_ref"], errors="coerce") - f_star
     df["val_loss_gap_own_w"] = pd.to_numeric(df["val_loss"], errors="coerce") - f_star

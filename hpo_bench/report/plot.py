@@ -241,8 +241,9 @@ def _read_used(oracle_dir: str | Path, records: pd.DataFrame) -> dict[tuple[str,
         got = {(str(o["task_params"]), int(o["seed"])): o for o in info["oracles"]}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    need = {(str(p_), int(s_)) for p_, s_ in zip(records["task_params"], records["seed"])}
-    return got if need <= set(got) else None
+    from .metrics import _instances
+
+    return got if set(_instances(records)[1]) <= set(got) else None
 
 
 def load_report_oracles(oracle_dir: str | Path, records: pd.DataFrame) -> dict[tuple[str, int], Any] | None:
