@@ -10,7 +10,9 @@ only the results):
 
 1. ``hpo-bench plot RUN --metric regret --x time --out F.pdf`` from a reported run folder (its oracles
    cached by the report) takes at most 3 s, the whole command (interpreter start and imports
-   included): ``test_plot_command_from_a_cached_run``.
+   included): ``test_plot_command_from_a_cached_run`` on a small run, and
+   ``test_plot_command_on_the_committed_paper_run`` on ``results/paper`` (28,000 records, 5 tasks x 10
+   tuners x 6 seeds; the README's figure, checked byte for byte), 5 rounds: read the median.
 2. Writing ``report.html`` adds at most 20% to the report's time: ``test_report_html_share`` times a
    report with and without it, alternately in one process (oracles cached), and stores
    ``html_share`` = (with - without) / without in ``extra_info``.
@@ -86,6 +88,23 @@ def test_plot_command_from_a_cached_run(benchmark, run_dir, tmp_path):
 
     benchmark.pedantic(once, rounds=3, iterations=1)
     assert out.read_bytes().startswith(b"%PDF-")
+
+
+PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
+
+
+@pytest.mark.skipif(not (PAPER / "records.parquet").is_file(), reason="results/paper is not in this checkout")
+def test_plot_command_on_the_committed_paper_run(benchmark, tmp_path):
+    out = tmp_path / "regret_vs_time.pdf"
+    exe = Path(sys.executable).with_name("hpo-bench")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HPO_BENCH_CACHE_DIR": "off"}
+
+    def once():
+        subprocess.run([str(exe), "plot", str(PAPER), "--metric", "regret", "--x", "time", "--width", "7", "--out",
+                        str(out)], check=True, capture_output=True, env=env, timeout=120)
+
+    benchmark.pedantic(once, rounds=5, iterations=1)
+    assert out.read_bytes() == (PAPER / "report" / "figures" / "regret_vs_time.pdf").read_bytes()
 
 
 def test_report_html_share(benchmark, run_dir, tmp_path):
