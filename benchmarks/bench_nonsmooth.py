@@ -79,3 +79,33 @@ def test_path_independent(benchmark, path_task):
     grid = _grid(path_task)
     ws = benchmark(lambda: [path_task.solve_from(th, None) for th in grid])
     assert all(path_task.duality_gap(w, th) <= 1e-12 for w, th in zip(ws, grid))
+
+
+# ---------------------------------------------- cold reference solve: own homotopy vs skglm + the polish
+@pytest.fixture(scope="module")
+def cold_task():
+    return get_task("lasso", n=500, p=1000, n_informative=20)
+
+
+@pytest.mark.parametrize("route", ["homotopy", "skglm"])
+def test_cold_solve(benchmark, cold_task, route, monkeypatch):
+    """A cold lasso reference solve at n = 500, p = 1000 (group ``nonsmooth-cold-lasso-p1000``): the
+    homotopy of active sets alone, or skglm's WeightedLasso polished by the active set (the route the task
+    takes at ``p >= SKGLM_MIN_P`` when skglm is installed). Both reach the same duality gap; skglm's numba
+    compilation happens in a warm-up call, outside the timing."""
+    from hpo_bench.tasks import _sparse_linear as sl
+
+    if route == "skglm":
+        if not sl.skglm_available():
+            pytest.skip("skglm is not installed (pip install skglm)")
+        monkeypatch.setattr(sl, "SKGLM_MIN_P", 1)
+    else:
+        monkeypatch.setattr(sl, "SKGLM_MIN_P", 10**12)
+    task = cold_task
+    benchmark.group = "nonsmooth-cold-lasso-p1000"
+    theta = task.space.init_theta(dtype=task.dtype)
+    if route == "skglm":
+        task.solve_from(theta, None)  # compile skglm's kernels
+    w = benchmark.pedantic(task.solve_from, (theta, None), rounds=3, iterations=1)
+    assert task.duality_gap(w, theta) <= 1e-12
+    benchmark.extra_info.update(support=len(task.support(w)))

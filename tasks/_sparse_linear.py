@@ -31,11 +31,17 @@ optimality system on the support exactly (a linear solve for least squares, Newt
 loss), drop a coordinate whose sign flips, add the worst KKT violator, repeat. Should it not finish,
 cyclic coordinate descent (CD) runs and the active set restarts from its iterate. The result has a duality gap at rounding
 level (``<= 1e-12`` is checked; :class:`FloatingPointError` if not).
-Why own code and not skglm/celer: ``pip install skglm`` resolves here (it pulls numba and llvmlite)
-but it is not used: its solvers stop on a duality-gap tolerance (so the active-set polish would still
-be needed for a rounding-level reference), its numba kernels compile on the first call in every
-worker process, and the active set above already solves the suite's sizes in 10-200 ms
-(``benchmarks/bench_nonsmooth.py``). No head-to-head timing against skglm was run.
+Why own code, and where skglm comes in: skglm's solvers stop on a tolerance (at ``tol = 1e-12`` their
+duality gap is 1e-11 to 2e-10, not the reference's 1e-12), so the active-set polish is needed for a
+rounding-level reference in any case, and their numba kernels compile on the first call in every process
+(about 4 s here). At the suite's sizes (p <= 200) the homotopy above takes 10-15 ms, which is what a
+first skglm call costs many times over. It grows badly with the support, though: 7.7 s for a cold lasso
+at n = 1000, p = 2000, where skglm takes 0.1 s. So for least squares without a ridge term (``lasso``,
+``weighted_lasso``) at ``p >= SKGLM_MIN_P``, a cold solve starts with skglm's ``WeightedLasso`` (when the
+optional ``skglm`` package is installed: ``pip install skglm``, or the project's ``fast`` extra) and the
+active set polishes its result to the same 1e-12 gap, the same check; without skglm, or below that size,
+the homotopy runs. Head to head: ``benchmarks/bench_nonsmooth.py::test_cold_solve`` (group
+``nonsmooth-cold-lasso-p1000``).
 """
 
 from __future__ import annotations
@@ -55,6 +61,24 @@ __all__ = ["CompositeTask", "SupportLinearization", "soft_threshold", "make_spar
 
 #: the duality gap the reference solve must reach (absolute; the losses are O(1) by construction)
 REFERENCE_GAP = 1e-12
+
+#: least-squares tasks with at least this many weights start a cold reference solve from skglm, when installed
+SKGLM_MIN_P = 1000
+
+
+def skglm_available() -> bool:
+    """Whether the optional ``skglm`` package imports (looked up once per process)."""
+    global _SKGLM
+    if _SKGLM is None:
+        try:
+            import skglm  # noqa: F401
+            _SKGLM = True
+        except ImportError:
+            _SKGLM = False
+    return _SKGLM
+
+
+_SKGLM: bool | None = None
 
 
 def soft_threshold(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -442,7 +466,7 @@ class CompositeTask(Task):
         alpha, l2 = self.penalties(theta.detach())
         a = alpha.double().cpu().numpy()
         if w0 is None:
-            w = self._homotopy(a, float(l2))
+            w = self._cold_solve(a, float(l2))
         else:
             w = self._reference_solve(a, float(l2), w0.detach().double().cpu().numpy())
         gap = self._gap_np(w, a, float(l2))  # in float64, before any cast to the task's dtype
@@ -472,6 +496,10 @@ class CompositeTask(Task):
         resid = 4 * eps * ((self.data_lipschitz() + l2) * float(np.abs(w).sum())
                            + float(np.max(np.abs(self._grad_at_zero()))))
         return resid / float(np.min(alpha[on])) * self._loss_at_zero()
+
+    def _cold_solve(self, alpha: np.ndarray, l2: float) -> np.ndarray:
+        """A solve from nothing: the homotopy (:meth:`_homotopy`); least squares may start from skglm."""
+        return self._homotopy(alpha, l2)
 
     def _homotopy(self, alpha: np.ndarray, l2: float, per_decade: int = 10) -> np.ndarray:
         """A cold solve along the path ``t alpha``, ``t`` from ``t0`` (where ``w* = 0``) down to 1, warm-started.
@@ -659,6 +687,26 @@ class LeastSquaresComposite(CompositeTask):
 
         return active_set(target, lambda v: g @ v - c + l2 * v, alpha, w)
 
+    def _cold_solve(self, alpha: np.ndarray, l2: float) -> np.ndarray:
+        """From skglm's ``WeightedLasso`` (tol 1e-10) polished by the active set, for ``l2 = 0`` at
+        ``p >= SKGLM_MIN_P`` when skglm is installed; otherwise the homotopy. The gap check of
+        :meth:`solve_from` applies to both."""
+        x, y = self._np
+        if l2 != 0.0 or x.shape[1] < SKGLM_MIN_P or not skglm_available():
+            return self._homotopy(alpha, l2)
+        import warnings
+
+        from skglm import WeightedLasso
+
+        est = WeightedLasso(alpha=1.0, weights=alpha, fit_intercept=False, tol=1e-10, max_iter=1000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its ConvergenceWarning: the polish below decides
+            est.fit(x, y)
+        start = np.asarray(est.coef_, dtype=np.float64)
+        if not np.all(np.isfinite(start)):
+            return self._homotopy(alpha, l2)
+        return self._reference_solve(alpha, l2, start)
+
     def _reference_solve(self, alpha, l2, w0):
         x, y = self._np
         w = np.zeros(x.shape[1]) if w0 is None else np.array(w0, dtype=np.float64)
@@ -775,6 +823,26 @@ class LogisticComposite(CompositeTask):
             return ws
 
         return active_set(target, lambda v: x.T @ (-y / (1.0 + np.exp(y * (x @ v)))) / n, alpha, w)
+
+    def _cold_solve(self, alpha: np.ndarray, l2: float) -> np.ndarray:
+        """From skglm's ``WeightedLasso`` (tol 1e-10) polished by the active set, for ``l2 = 0`` at
+        ``p >= SKGLM_MIN_P`` when skglm is installed; otherwise the homotopy. The gap check of
+        :meth:`solve_from` applies to both."""
+        x, y = self._np
+        if l2 != 0.0 or x.shape[1] < SKGLM_MIN_P or not skglm_available():
+            return self._homotopy(alpha, l2)
+        import warnings
+
+        from skglm import WeightedLasso
+
+        est = WeightedLasso(alpha=1.0, weights=alpha, fit_intercept=False, tol=1e-10, max_iter=1000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its ConvergenceWarning: the polish below decides
+            est.fit(x, y)
+        start = np.asarray(est.coef_, dtype=np.float64)
+        if not np.all(np.isfinite(start)):
+            return self._homotopy(alpha, l2)
+        return self._reference_solve(alpha, l2, start)
 
     def _reference_solve(self, alpha, l2, w0):
         x, y = self._np

@@ -139,6 +139,37 @@ def test_path_with_warm_starts_gives_the_cold_solutions():
         assert task.support(w) == task.support(task.solve_from(th, None))
 
 
+@pytest.mark.parametrize("name", ["lasso", "weighted_lasso"])
+def test_skglm_start_gives_the_homotopy_reference(name, monkeypatch):
+    """The skglm route of a cold solve (forced here at a small p) ends on the same face as the homotopy: the
+    same support and, both being the face's linear solve, the same w up to its rounding (1e-10 relative)."""
+    from hpo_bench.tasks import _sparse_linear as sl
+
+    if not sl.skglm_available():
+        pytest.skip("skglm is not installed (the `fast` extra)")
+    task = small(name)
+    for th in theta_points(task, 3, seed=1):
+        monkeypatch.setattr(sl, "SKGLM_MIN_P", 10**12)
+        w_h = task.solve_from(th, None)
+        monkeypatch.setattr(sl, "SKGLM_MIN_P", 1)
+        w_s = task.solve_from(th, None)
+        assert task.duality_gap(w_s, th) <= 1e-12
+        assert task.support(w_s) == task.support(w_h)
+        assert float(torch.linalg.norm(w_s - w_h)) <= 1e-10 * max(float(torch.linalg.norm(w_h)), 1e-300)
+
+
+def test_skglm_route_is_only_for_least_squares_without_ridge(monkeypatch):
+    from hpo_bench.tasks import _sparse_linear as sl
+
+    calls = []
+    monkeypatch.setattr(sl, "SKGLM_MIN_P", 1)
+    monkeypatch.setattr(sl, "skglm_available", lambda: calls.append(1) or False)
+    task = small("elastic_net")
+    th = task.space.init_theta(dtype=task.dtype)
+    assert task.duality_gap(task.solve_from(th, None), th) <= 1e-12
+    assert calls == []  # l2 > 0: the homotopy, skglm never asked
+
+
 def test_float32_task_keeps_a_float64_reference_solve():
     task = small("lasso", dtype="float32")
     w = task.solve(task.space.init_theta(dtype=task.dtype))
