@@ -68,8 +68,9 @@ def dataset_rule(classic: tuple[str, ...], kind: str) -> tuple[list[str], str]:
 
 
 def task_split(*, task: str, dataset: str, fits: list[str], seed: int, max_train: int | None = None,
-               rule: str = "") -> data.Split:
-    """The canonical split of registered ``dataset`` drawn by ``seed``, each ``X`` a dense float64 array.
+               rule: str = "", keep_sparse: bool = False) -> data.Split:
+    """The canonical split of registered ``dataset`` drawn by ``seed``, each ``X`` a dense float64 array
+    (``keep_sparse``: a sparse set's ``X`` stays ``scipy.sparse`` CSR, and no size limit applies).
 
     ``fits``: the names this task accepts (a :class:`TaskParamError` with ``rule`` otherwise);
     ``max_train``: keep the first ``max_train`` rows of the (seed-permuted) training split.
@@ -91,7 +92,7 @@ def task_split(*, task: str, dataset: str, fits: list[str], seed: int, max_train
         n_tr = min(n_tr, max_train)
     p = entry.p
     need = (n_tr + n_va + n_te) * p * 8
-    if entry.sparse and need > DENSE_LIMIT_BYTES:
+    if entry.sparse and need > DENSE_LIMIT_BYTES and not keep_sparse:
         raise TaskParamError(
             f"task {task!r}: parameter `dataset` must fit in memory once densified (<= {DENSE_LIMIT_BYTES / 2**30:.0f} "
             f"GiB as float64), but {dataset!r} is sparse {entry.shape[0]} x {p} and densified needs "
@@ -102,7 +103,9 @@ def task_split(*, task: str, dataset: str, fits: list[str], seed: int, max_train
         x_tr, y_tr = x_tr[:max_train], y_tr[:max_train]
 
     def dense(x):
-        return x.toarray() if sp.issparse(x) else np.asarray(x, dtype=np.float64)
+        if sp.issparse(x):
+            return sp.csr_matrix(x, dtype=np.float64) if keep_sparse else x.toarray()
+        return np.asarray(x, dtype=np.float64)
 
     return data.Split(dense(x_tr), np.asarray(y_tr), dense(split.x_val), np.asarray(split.y_val),
                       dense(split.x_test), np.asarray(split.y_test))

@@ -20,6 +20,7 @@ from ._errors import (ChecksumError, CorruptDataError, DataError, DatasetMissing
                       UnknownDatasetError, UnverifiedSourceError)
 from ._registry import (FORMATS, SPLIT_RULES, DatasetEntry, SourceFile, entries, get, names, register,
                         unregister)
+from ._synthetic import TEXT_LIKE, text_like
 from ._store import (DATA_ENV, PARSER_VERSION, Data, Split, available, canonical_split, clear_memory, data_dir,
                      fetch, first_available, import_files, load, parsed_path, path_of, raw_dir, status)
 
@@ -27,7 +28,7 @@ __all__ = ["ChecksumError", "CorruptDataError", "DataError", "DatasetMissingErro
            "UnknownDatasetError", "UnverifiedSourceError", "FORMATS", "SPLIT_RULES", "DatasetEntry", "SourceFile",
            "entries", "get", "names", "register", "unregister", "DATA_ENV", "PARSER_VERSION", "Data", "Split",
            "canonical_split", "clear_memory", "data_dir", "fetch", "import_files", "load", "parsed_path", "path_of",
-           "raw_dir", "status", "describe", "available", "first_available"]
+           "raw_dir", "status", "describe", "available", "first_available", "TEXT_LIKE", "text_like"]
 
 
 def describe(name: str) -> dict:

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 
 from ._registry import DatasetEntry
 
-__all__ = ["VERSION", "generate", "scaled_shape"]
+__all__ = ["VERSION", "generate", "scaled_shape", "text_like", "TEXT_LIKE"]
 
 #: Bumped whenever the generator changes: it is part of the cache key of a stand-in's stored form.
 VERSION = 1
@@ -101,6 +101,77 @@ def _images(rows: int, rng: np.random.Generator, classes: int = 10, side: int = 
     return out.reshape(rows, side * side), y.astype(np.int64)
 
 
+#: Registry name of the text-like generator (:func:`text_like`); tasks take ``dataset = "text-like"`` with their
+#: own ``n``, ``p`` and ``density``.
+TEXT_LIKE = "text-like"
+
+
+def text_like(*, n: int, p: int, density: float = 1e-3, n_informative: int | None = None, target: str = "binary",
+              zipf: float = 1.1, noise: float = 0.5, signal: float = 4.0, seed: int = 0) -> tuple:
+    """``(X, y)``: a seeded synthetic bag-of-words design, ``X`` a ``scipy.sparse`` CSR ``n x p`` (float64).
+
+    * Feature frequencies follow Zipf's law: the feature of rank ``k`` (ranks shuffled over the
+      columns by the seed) appears in a row with probability ``min(1, c / k^zipf)``, ``c`` chosen so that
+      the expected density is ``density`` (about ``density * p`` words per row; every row gets at least one).
+    * Values are tf-idf-like: ``log(1 + count) * log(n / df_j)`` (counts of repeated draws), rows of unit norm.
+    * ``n_informative`` features (default ``max(p // 100, 1)``, drawn by the seed among those that occur)
+      carry ``N(0, 1)`` weights ``beta``; with ``s = X beta / std(X beta)``, ``target = "regression"``
+      gives ``y = s + noise * N(0, 1)`` and ``"binary"`` labels in ``{-1, +1}`` with
+      ``P(y = +1) = sigmoid(signal * s)``.
+
+    Memory and time are ``O(nnz)``: nothing ``n x p`` is formed. Deterministic in its arguments.
+    """
+    if target not in ("binary", "regression"):
+        raise ValueError(f"`target` must be one of ['binary', 'regression'], but got {target!r}")
+    if not (0 < density <= 1):
+        raise ValueError(f"`density` must be in (0, 1], but got {density!r}")
+    rng = np.random.default_rng([int(seed), 0x7E47])
+    ranks = np.arange(1, p + 1, dtype=np.float64) ** -float(zipf)
+    # solve sum_k min(1, c r_k) = density * p for c (bisection on a monotone function)
+    lo, hi = 0.0, float(p) / ranks[-1] + 1.0
+    want = density * p
+    for _ in range(200):
+        c = 0.5 * (lo + hi)
+        if np.minimum(1.0, c * ranks).sum() < want:
+            lo = c
+        else:
+            hi = c
+    freq = np.minimum(1.0, hi * ranks)[rng.permutation(p)]
+    df = rng.binomial(n, freq)  # rows containing each feature
+    cols = np.repeat(np.arange(p), df)
+    # rows of each feature drawn uniformly: with replacement (a repeat adds to the word's count) except for
+    # the few frequent features (df > n / 8), whose rows are distinct
+    rows = rng.integers(0, n, size=cols.size)
+    starts = np.concatenate([[0], np.cumsum(df)])
+    for j in np.flatnonzero(df > n // 8):
+        rows[starts[j]:starts[j + 1]] = rng.choice(n, size=int(df[j]), replace=False)
+    counts = rng.geometric(0.6, size=cols.size).astype(np.float64)  # word counts >= 1
+    empty = np.setdiff1d(np.arange(n), rows)
+    if empty.size:  # every document has at least one word
+        rows = np.concatenate([rows, empty])
+        cols = np.concatenate([cols, rng.integers(0, p, size=empty.size)])
+        counts = np.concatenate([counts, np.ones(empty.size)])
+    x = sp.csr_matrix((np.log1p(counts), (rows, cols)), shape=(n, p))
+    x.sum_duplicates()
+    df_real = np.bincount(x.indices, minlength=p)
+    idf = np.log(n / np.maximum(df_real, 1)) + 1.0
+    x = sp.csr_matrix(x @ sp.diags(idf))
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    x = sp.csr_matrix(sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ x)
+    x.sort_indices()
+    occurring = np.flatnonzero(df_real)
+    k = max(p // 100, 1) if n_informative is None else int(n_informative)
+    k = min(k, occurring.size)
+    beta = np.zeros(p)
+    beta[rng.choice(occurring, size=k, replace=False)] = rng.standard_normal(k)
+    score = x @ beta
+    score = score / (score.std() or 1.0)
+    if target == "regression":
+        return x, score + noise * rng.standard_normal(n)
+    y = np.where(rng.random(n) < 1.0 / (1.0 + np.exp(-signal * score)), 1.0, -1.0)
+    return x, y
+
+
 def generate(entry: DatasetEntry, scale: float = 1.0) -> dict[str, np.ndarray | sp.csr_matrix]:
     """The arrays of stand-in ``entry`` at ``scale``: ``{"x", "y"}`` plus ``{"x_test", "y_test"}`` where
     the real set has an official test file. Deterministic in ``(entry.name, VERSION, scale)``."""
@@ -111,6 +182,8 @@ def generate(entry: DatasetEntry, scale: float = 1.0) -> dict[str, np.ndarray | 
     total = n + n_test
     if entry.task == "multiclass":
         x, y = _images(total, rng, classes=entry.n_classes, side=int(round(np.sqrt(entry.p))))
+    elif entry.extra.get("generator") == TEXT_LIKE:
+        x, y = text_like(n=total, p=p, density=float(entry.density), target=entry.task, seed=0)
     else:
         x, y = _sparse_binary(entry, total, p, rng)
     out = {"x": x[:n], "y": y[:n]}
