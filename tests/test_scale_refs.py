@@ -65,3 +65,36 @@ def test_default_reference_is_solve_plus_reference_hypergradient():
     task = TASKS.get("kernel_ridge")(dataset="synthetic", n=40, p=3, n_val=20, n_test=10)
     ref = task.reference(task.space.init_theta(dtype=task.dtype))
     assert ref.route == "task" and math.isnan(ref.bound) and ref.warm is None
+
+
+@pytest.mark.parametrize("name, params, rtol", [
+    ("ridge", {"dataset": "text-like", "n": 400, "p": 300, "density": 0.02}, 1e-7),
+    ("ridge_per_feature", {"dataset": "text-like", "n": 400, "p": 300, "density": 0.02}, 1e-7),
+    ("logistic_l2", {"dataset": "text-like", "n": 400, "p": 300, "density": 0.02, "per_feature": False}, 1e-6),
+])
+def test_matrix_free_bound_holds_against_the_dense_reference_and_is_within_100x(name, params, rtol):
+    """Matrix-free route stopped at a loose tolerance (so its error is the solver's, not rounding): the certified
+    bound is >= its true error against the dense route, and at most 100 times it."""
+    dense = TASKS.get(name)(reference="dense", **params)
+    free = TASKS.get(name)(reference="matrix_free", **params)
+    free.REFERENCE_RTOL = rtol
+    if name == "logistic_l2":
+        free.REFERENCE_GTOL = rtol
+    gen = torch.Generator().manual_seed(0)
+    th = dense.space.project(dense.space.init_theta(dtype=torch.float64)
+                             + torch.randn(dense.space.dim, generator=gen, dtype=torch.float64))
+    rd, rm = dense.reference(th), free.reference(th)
+    assert rd.route == "dense" and rm.route in ("cg", "newton-cg") and free.sparse
+    err = float(torch.linalg.vector_norm(rd.grad - rm.grad))
+    assert err <= rm.bound <= 100 * err, (err, rm.bound)
+
+
+def test_sparse_reference_matches_finite_differences():
+    task = TASKS.get("ridge_per_feature")(dataset="text-like", n=120, p=8, density=0.3)
+    th = task.space.init_theta(dtype=torch.float64)
+    ref = task.reference(th)
+    for j in range(th.shape[0]):
+        e = torch.zeros_like(th)
+        e[j] = 1e-5
+        fd = (float(task.response(th + e)) - float(task.response(th - e))) / 2e-5
+        assert abs(fd - float(ref.grad[j])) <= 1e-6 * max(float(ref.grad.abs().max()), 1e-12) + 1e-9
