@@ -70,6 +70,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from . import _instances
 from .executors import (ChildExit, DaskRun, SerialExecutor, imported_third_party_modules, kill_children, peak_rss_mb,
                         reset_peak_rss, run_in_child, start_fork_server, usable_cpus)
 from .records import COLUMNS, Recorder
@@ -221,8 +222,12 @@ def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = No
     fired: list[str] = []
     try:
         with _alarm(alarm) as fired:
-            task = TASKS.get(cell.task.name)(**cell.task.params, seed=cell.seed, dtype=cell.dtype,
-                                             device=cell.device)
+            # suite validation's instance where it was built in this process and is still fresh (_instances)
+            task = _instances.take(_instances.instance_key(cell.task.name, cell.task.params, cell.seed, cell.dtype,
+                                                           cell.device))
+            if task is None:
+                task = TASKS.get(cell.task.name)(**cell.task.params, seed=cell.seed, dtype=cell.dtype,
+                                                 device=cell.device)
             tuner = TUNERS.get(cell.tuner.name)(**cell.tuner.params)
             recorder = Recorder(task, cell.budget, meta=meta, reference=cell.reference, on_row=on_row)
             _seed_everything(cell.cell_seed)
@@ -909,6 +914,7 @@ def run_suite(suite: Suite, out_dir: str | Path, *, argv: list[str] | None = Non
         return _run_locked(suite, out, argv=argv, on_cell=on_cell, executor=executor, resume=resume, force=force,
                            retry_failed=retry_failed, timeout=timeout, threads=threads, reporter=reporter)
     finally:
+        _instances.clear()  # validated instances no cell of this run took
         if not (out / "run.json").exists():  # refused a folder that holds no run: leave it as it was
             with contextlib.suppress(OSError):
                 (out / ".lock").unlink()
@@ -940,6 +946,8 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
 
     ex, capacity, describe, dask = _executor_parts(executor)
     isolate = not isinstance(ex, SerialExecutor)
+    if isolate:  # cells build their own instances in their processes: drop suite validation's
+        _instances.clear()
     threads_why = "set by --threads" if threads is not None else THREADS_WHY
     if threads is None:
         threads = DEFAULT_THREADS

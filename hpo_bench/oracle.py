@@ -612,11 +612,13 @@ def _build(name: str, params: dict[str, Any], seed: int):
 
 def oracle_for(task_params: dict[str, Any], seed: int, cache_dir: str | Path | None = None, *,
                grid_points: int | None = None, starts: int | None = None, max_evals: int | None = None,
-               max_seconds: float | None = None) -> OracleResult:
+               max_seconds: float | None = None, task: Any = None) -> OracleResult:
     """The oracle of the task ``task_params`` (``{"name": ..., **constructor params}``) at ``seed``.
 
     Read from ``cache_dir/<name>-seed<seed>-<key>.json`` when present and current (see
     :func:`cached_oracle`); otherwise computed (float64, CPU, :func:`compute_oracle`) and written there atomically.
+    ``task``: the instance to compute on, if already built (float64, CPU, these parameters and seed),
+    so that the caller's next step (the polish) reuses it; ``None`` builds one when needed.
     """
     hit = cached_oracle(task_params, seed, cache_dir, grid_points=grid_points, starts=starts, max_evals=max_evals,
                         max_seconds=max_seconds)
@@ -625,8 +627,8 @@ def oracle_for(task_params: dict[str, Any], seed: int, cache_dir: str | Path | N
     name, params = _split(task_params)
     max_evals = default_budget(name)["max_evals"] if max_evals is None else max_evals
     key = oracle_key({"name": name, **params}, seed, grid_points=grid_points, starts=starts, max_evals=max_evals)
-    res = compute_oracle(_build(name, params, seed), grid_points=grid_points, starts=starts, seed=int(seed),
-                         max_evals=max_evals, max_seconds=max_seconds)
+    res = compute_oracle(_build(name, params, seed) if task is None else task, grid_points=grid_points,
+                         starts=starts, seed=int(seed), max_evals=max_evals, max_seconds=max_seconds)
     res.params = params
     res.key = key
     if cache_dir is not None:

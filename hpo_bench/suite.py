@@ -58,6 +58,7 @@ from typing import Any
 
 import torch
 
+from . import _instances
 from .data import DatasetMissingError
 from .records import Budget
 from .registry import TASKS, TUNERS, UnknownNameError
@@ -512,9 +513,12 @@ def _validate_params(suite: Suite, ck: _Checker) -> None:
             if not has_kwargs and key not in known:
                 ck.fail(f"task[{i}].params.{key}", f"a parameter of task {e.name!r} ({', '.join(known)})", key)
         # Build the task once (first repetition seed, on the CPU: the driver may have no GPU) so that
-        # bad values (`n = -5`, a wrong type) are caught now, not as `error` cells after hours of work.
+        # bad values (`n = -5`, a wrong type) are caught now, not as `error` cells after hours of work;
+        # a cell in this process with the same instance takes it instead of building it again (_instances)
         try:
             built[e.label] = cls(**e.params, seed=suite.seeds[0], dtype=suite.dtype, device="cpu")
+            _instances.offer(_instances.instance_key(e.name, e.params, suite.seeds[0], suite.dtype, "cpu"),
+                             built[e.label])
         except DatasetMissingError as exc:  # one line: the dataset, the fetch command and the import command
             raise SuiteError(f"suite file {ck.path!r}: key `task[{i}].params.dataset`: {exc}") from None
         except (TaskParamError, SpaceError, TypeError, ValueError) as exc:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hpo_bench import records
-from hpo_bench.harness import CellJob, records_frame, run_cell
+from hpo_bench.harness import records_frame, run_cell
 from hpo_bench.records import Budget, vector_of
 from hpo_bench.suite import Cell, Entry
 
@@ -87,16 +87,6 @@ def test_a_tuner_that_stops_early_gets_its_last_row_filled_in_and_streamed(monke
     for i, cols in patches:  # what CellJob does with a "patch" message
         streamed[i].update(cols)
     assert len(rows[-1]["theta"]) == BIG["p"] and streamed == rows
-
-
-def test_an_isolated_cell_applies_the_recorder_patch():
-    # grid search stops after its grid; pick a grid size whose last point is no new best, so the
-    # last row is kept only by the patch that crosses the process boundary
-    points = next(k for k in range(3, 12) if _needs_patch(k))
-    result = CellJob(_cell("grid", {"points": points}, 50), timeout=120.0, isolate=True)()
-    assert result.status == "ok" and len(result.rows) == points
-    assert len(result.rows[-1]["theta"]) == BIG["p"]
-    assert any(r["theta"] is None for r in result.rows)
 
 
 def _needs_patch(k: int) -> bool:
@@ -254,3 +244,61 @@ def test_matrix_free_and_small_dense_needs_pass_validation(tmp_path, monkeypatch
         load_suite(str(_suite(tmp_path, eig, task='name = "ridge"\nparams = { n = 30, p = 12 }')))
     monkeypatch.setattr(suite_mod, "DENSE_MAX_PARAMS", 12)
     load_suite(str(_suite(tmp_path, eig, task='name = "ridge"\nparams = { n = 30, p = 12 }')))
+
+
+# ------------------------------------------------------------------------------ tasks built once
+def test_a_serial_run_and_its_oracle_build_each_task_instance_once_per_step(tmp_path, monkeypatch):
+    """Suite validation's instance serves the first cell of that instance (serial executor); the report's
+    oracle computes and polishes on one instance. Other cells build their own (a used instance holds the
+    previous cell's caches)."""
+    from hpo_bench import _instances
+    from hpo_bench.harness import run_suite
+    from hpo_bench.report.metrics import load_records, oracles_for_records
+    from hpo_bench.suite import load_suite
+    from hpo_bench.tasks._quadratic import QuadraticTask
+
+    builds: list[int] = []
+    setup = QuadraticTask._setup
+
+    def counted(self, *args, **kwargs):
+        builds.append(self.seed)
+        return setup(self, *args, **kwargs)
+
+    monkeypatch.setattr(QuadraticTask, "_setup", counted)
+    path = tmp_path / "s.toml"
+    path.write_text('seeds = [0, 1]\n[budget]\nsteps = 3\n[[task]]\nname = "ridge"\nparams = { n = 30, p = 4 }\n'
+                    '[[tuner]]\nname = "random"\n[[tuner]]\nname = "gradient"\nparams = { method = "cg" }\n')
+    suite = load_suite(str(path))
+    assert builds == [0]  # validation: the first seed
+    run_suite(suite, tmp_path / "run")
+    # 4 cells (2 tuners x 2 seeds): the first seed-0 cell took validation's instance (3 builds, not 5)
+    assert sorted(builds) == [0, 0, 1, 1] and not _instances._FRESH
+    builds.clear()
+    df = load_records(tmp_path / "run")
+    oracles_for_records(df, tmp_path / "oracle", max_evals=60, use_shipped=False)
+    assert sorted(builds) == [0, 1]  # one build per instance for the oracle and its polish (was 2 each)
+
+
+def test_an_isolated_run_streams_the_recorder_patch_and_drops_the_validated_instances(tmp_path):
+    """Cells in their own processes: the last row's vectors, filled in when the tuner stopped, reach the
+    records (a patch message after the row itself), and the driver holds no validated instance."""
+    from hpo_bench import _instances
+    from hpo_bench.executors import ProcessPool
+    from hpo_bench.harness import run_suite
+    from hpo_bench.records import read_records_file
+    from hpo_bench.suite import load_suite
+
+    # grid search stops after its grid; a grid whose last point is no new best needs the patch
+    points = next(k for k in range(3, 12) if _needs_patch(k))
+    path = tmp_path / "s.toml"
+    path.write_text(f'seeds = [0]\n[budget]\nsteps = 50\n[[task]]\nname = "ridge_per_feature"\n'
+                    f'params = {{ n = {BIG["n"]}, p = {BIG["p"]}, rho = {BIG["rho"]} }}\n'
+                    f'[[tuner]]\nname = "grid"\nparams = {{ points = {points} }}\n')
+    suite = load_suite(str(path))
+    assert len(_instances._FRESH) == 1
+    with ProcessPool(1) as pool:
+        res = run_suite(suite, tmp_path / "run", executor=pool)
+    assert not res.failed and not _instances._FRESH
+    df = read_records_file(tmp_path / "run" / "records.parquet")
+    assert len(df) == points and df["theta"].isna().any()
+    assert len(df["theta"].iloc[-1]) == BIG["p"]

@@ -253,22 +253,24 @@ def _oracle_job(args: tuple[dict[str, Any], int, str, OracleResult | None, dict[
     """``(base, polished, seconds, where)``: the instance's oracle (``base`` if given; else the shipped
     one where :func:`~hpo_bench.oracle.verify_oracle` passes, ``where = "shipped"``; else cached or
     computed in ``cache``) and its polish from the cells' incumbents (cached in ``cache`` too)."""
-    from ..oracle import oracle_for, polished_oracle_for, store_oracle, verify_oracle
+    from ..oracle import _build, _split, cached_oracle, oracle_for, polished_oracle_for, store_oracle, verify_oracle
 
     params, seed, cache, base, budget, starts, shipped = args
     t0 = time.perf_counter()
     where = task = None
+    # one build per instance: the shipped oracle's check, the computation and the polish share it
     if base is None and shipped is not None:
-        from ..oracle import _build
-
-        task = _build(shipped.task, dict(shipped.params), shipped.seed)  # one build: verify, then polish on it
+        task = _build(shipped.task, dict(shipped.params), shipped.seed)
         if verify_oracle(shipped, task) is None:
             base, where = shipped, "shipped"
             store_oracle(base, cache)
     if base is None:
-        base = oracle_for(params, seed, cache, max_evals=budget["max_evals"], max_seconds=budget["max_seconds"])
+        opts = {"max_evals": budget["max_evals"], "max_seconds": budget["max_seconds"]}
+        if task is None and cached_oracle(params, seed, cache, **opts) is None:
+            task = _build(*_split(params), seed)
+        base = oracle_for(params, seed, cache, task=task, **opts)
     res = polished_oracle_for(params, seed, base, starts, cache, polish_evals=budget["polish_evals"],
-                              max_seconds=budget["max_seconds"], task=task if where == "shipped" else None)
+                              max_seconds=budget["max_seconds"], task=task)
     return base, res, time.perf_counter() - t0, where
 
 
