@@ -473,7 +473,10 @@ class QuadraticTask(Task):
             q = torch.cholesky_solve(gout.unsqueeze(1), chol).squeeze(1)
             route, state = "dense", None
         grad = self.chain_to_theta(theta, -2 * self.b * w * q)
-        bound = self.reference_bound(theta, w, q, gout)
+        try:
+            bound = self.reference_bound(theta, w, q, gout)
+        except torch.linalg.LinAlgError:  # non-finite data or iterates (a diverging run): no bound, the row says so
+            bound = math.nan
         return Reference(value=float(r @ r) / r.shape[0], grad=grad, w=w, bound=bound, route=route, warm=state)
 
     def example_quadratic(self, theta: torch.Tensor) -> dict:

@@ -296,9 +296,8 @@ def test_tasks_on_stand_ins_say_so_and_sparse_sets_too_large_to_densify_are_refu
     assert hc.x_train.shape == (40, 17) and hc.params["dataset"] == "mnist-like"
     assert hc.describe()["dataset_label"] == "mnist-like (synthetic stand-in)"
     assert "dataset" not in get_task("hyper_cleaning", **hc.check_params).params  # digits' params as before
-    with pytest.raises(TaskParamError, match="densified needs 11.3 GiB"):
-        get_task("logistic_l2", dataset="real-sim-like")
-    with pytest.raises(TaskParamError, match=r"one of \['synthetic', 'breast_cancer'\] or another registered binary"):
+    with pytest.raises(TaskParamError,
+                       match=r"one of \['synthetic', 'breast_cancer', 'text-like'\] or another registered binary"):
         get_task("logistic_l2", dataset="mnist")
     with pytest.raises(TaskParamError, match="parameter `pool` must be one of"):
         get_task("hyper_cleaning", dataset="mnist-like", pool=3)

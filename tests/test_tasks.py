@@ -109,7 +109,7 @@ def test_float32_and_device_option():
     (dict(rho=1.0), "parameter `rho`"),
     (dict(noise=-1.0), "parameter `noise`"),
     (dict(n_informative=99, p=5), "parameter `n_informative`"),
-    (dict(dataset="mnist"), "parameter `dataset` must be one of ['synthetic', 'diabetes']"),
+    (dict(dataset="mnist"), "parameter `dataset` must be one of ['synthetic', 'diabetes', 'text-like']"),
 ])
 def test_bad_task_params(kw, fragment):
     with pytest.raises(TaskParamError) as exc:
