@@ -120,3 +120,25 @@ def _dense(names: list[str]) -> list[str]:
         except data.UnknownDatasetError:
             out.append(n)
     return out
+
+
+def text_like_split(task: str, *, n, p, density, n_informative, n_val, n_test, max_train, seed: int, **kw):
+    """The checked ``text-like`` parameters and the generated rows, split train / validation / test.
+
+    ``n`` training rows, ``n_val`` and ``n_test`` (default ``max(n // 2, 10)`` each) from one
+    :func:`hpo_bench.data.text_like` draw; ``kw`` goes to it (``target``, ``noise``, ``signal``).
+    Returns ``(x, y, (n, n_val, n_test))`` with ``x`` CSR and ``y`` as generated.
+    """
+    require(max_train is None, task, "max_train", f"omitted with dataset = {data.TEXT_LIKE!r} (use `n`)", max_train)
+    for key, val in (("n", n), ("p", p)):
+        require(isinstance(val, int) and val >= 1, task, key, "an integer >= 1", val)
+    density = 1e-3 if density is None else density
+    require(isinstance(density, (int, float)) and 0 < density <= 1, task, "density", "in (0, 1]", density)
+    require(n_informative is None or (isinstance(n_informative, int) and 0 <= n_informative <= p), task,
+            "n_informative", f"an integer in [0, p={p}] or omitted", n_informative)
+    n_val = max(n // 2, 10) if n_val is None else n_val
+    n_test = max(n // 2, 10) if n_test is None else n_test
+    require(isinstance(n_val, int) and n_val >= 1, task, "n_val", "an integer >= 1", n_val)
+    require(isinstance(n_test, int) and n_test >= 1, task, "n_test", "an integer >= 1", n_test)
+    x, y = data.text_like(n=n + n_val + n_test, p=p, density=density, n_informative=n_informative, seed=seed, **kw)
+    return x, y, (n, n_val, n_test)

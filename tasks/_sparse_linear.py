@@ -842,26 +842,6 @@ class LogisticComposite(CompositeTask):
 
         return active_set(target, lambda v: x.T @ (-y / (1.0 + np.exp(y * (x @ v)))) / n, alpha, w)
 
-    def _cold_solve(self, alpha: np.ndarray, l2: float) -> np.ndarray:
-        """From skglm's ``WeightedLasso`` (tol 1e-10) polished by the active set, for ``l2 = 0`` at
-        ``p >= SKGLM_MIN_P`` when skglm is installed; otherwise the homotopy. The gap check of
-        :meth:`solve_from` applies to both."""
-        x, y = self._np
-        if l2 != 0.0 or x.shape[1] < SKGLM_MIN_P or not skglm_available():
-            return self._homotopy(alpha, l2)
-        import warnings
-
-        from skglm import WeightedLasso
-
-        est = WeightedLasso(alpha=1.0, weights=alpha, fit_intercept=False, tol=1e-10, max_iter=1000)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # its ConvergenceWarning: the polish below decides
-            est.fit(x, y)
-        start = np.asarray(est.coef_, dtype=np.float64)
-        if not np.all(np.isfinite(start)):
-            return self._homotopy(alpha, l2)
-        return self._reference_solve(alpha, l2, start)
-
     def _reference_solve(self, alpha, l2, w0):
         x, y = self._np
         w = np.zeros(x.shape[1]) if w0 is None else np.array(w0, dtype=np.float64)

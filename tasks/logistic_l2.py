@@ -73,7 +73,7 @@ from hpo_bench.solvers import SolveCache, SolveError, newton_cg, newton_or_raise
 from hpo_bench.space import Block, Space
 from hpo_bench.task import Linearization, Reference, Task, require
 
-from ._datasets import DENSE_LIMIT_BYTES, DescribesDataset, dataset_rule, task_split
+from ._datasets import DENSE_LIMIT_BYTES, DescribesDataset, dataset_rule, task_split, text_like_split
 from ._quadratic import REFERENCE_MODES
 from ._sparse_ops import Design, cg_as_far_as_it_goes
 
@@ -196,21 +196,10 @@ class LogisticL2(DescribesDataset, Task):
         rng = np.random.default_rng(seed)
         sparse_x = False
         if dataset == data.TEXT_LIKE:
-            require(max_train is None, nm, "max_train", f"omitted with dataset = {data.TEXT_LIKE!r} (use `n`)",
-                    max_train)
-            for key, val in (("n", n), ("p", p)):
-                require(isinstance(val, int) and val >= 1, nm, key, "an integer >= 1", val)
-            density = 1e-3 if density is None else density
-            require(isinstance(density, (int, float)) and 0 < density <= 1, nm, "density", "in (0, 1]", density)
-            require(n_informative is None or (isinstance(n_informative, int) and 0 <= n_informative <= p), nm,
-                    "n_informative", f"an integer in [0, p={p}] or omitted", n_informative)
             require(signal >= 0, nm, "signal", ">= 0", signal)
-            n_val = max(n // 2, 10) if n_val is None else n_val
-            n_test = max(n // 2, 10) if n_test is None else n_test
-            require(isinstance(n_val, int) and n_val >= 1, nm, "n_val", "an integer >= 1", n_val)
-            require(isinstance(n_test, int) and n_test >= 1, nm, "n_test", "an integer >= 1", n_test)
-            x, y = data.text_like(n=n + n_val + n_test, p=p, density=density, n_informative=n_informative,
-                                  target="binary", signal=signal, seed=seed)
+            x, y, (n, n_val, n_test) = text_like_split(nm, n=n, p=p, density=density, n_informative=n_informative,
+                                                       n_val=n_val, n_test=n_test, max_train=max_train, seed=seed,
+                                                       target="binary", signal=signal)
             y = (y > 0).astype(np.int64)
             a, b = n, n + n_val
             sparse_x = True

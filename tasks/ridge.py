@@ -34,7 +34,7 @@ from hpo_bench.registry import register_task
 from hpo_bench.space import Block, Space
 from hpo_bench.task import require as _require
 
-from ._datasets import DescribesDataset, dataset_rule, task_split
+from ._datasets import DescribesDataset, dataset_rule, task_split, text_like_split
 from ._quadratic import REFERENCE_MODES, QuadraticTask
 
 __all__ = ["Ridge", "RidgePerFeature", "make_regression_data", "AR1_MIN_P"]
@@ -112,20 +112,10 @@ def _ar1(z: np.ndarray, rho: float) -> np.ndarray:
 
 
 def _text_like(*, task, n, p, noise, n_informative, n_val, n_test, seed, max_train, density):
-    _require(max_train is None, task, "max_train", f"omitted with dataset = {data.TEXT_LIKE!r} (use `n`)", max_train)
-    for key, val in (("n", n), ("p", p)):
-        _require(isinstance(val, int) and val >= 1, task, key, "an integer >= 1", val)
-    density = 1e-3 if density is None else density
-    _require(0 < density <= 1, task, "density", "in (0, 1]", density)
     _require(noise >= 0, task, "noise", ">= 0", noise)
-    _require(n_informative is None or (isinstance(n_informative, int) and 0 <= n_informative <= p), task,
-             "n_informative", f"an integer in [0, p={p}] or omitted", n_informative)
-    n_val = max(n // 2, 10) if n_val is None else n_val
-    n_test = max(n // 2, 10) if n_test is None else n_test
-    _require(isinstance(n_val, int) and n_val >= 1, task, "n_val", "an integer >= 1", n_val)
-    _require(isinstance(n_test, int) and n_test >= 1, task, "n_test", "an integer >= 1", n_test)
-    x, y = data.text_like(n=n + n_val + n_test, p=p, density=density, n_informative=n_informative,
-                          target="regression", noise=noise, seed=seed)
+    x, y, (n, n_val, n_test) = text_like_split(task, n=n, p=p, density=density, n_informative=n_informative,
+                                               n_val=n_val, n_test=n_test, max_train=max_train, seed=seed,
+                                               target="regression", noise=noise)
     y = (y - y[:n].mean()) / (y[:n].std() or 1.0)
     tr, va, te = slice(0, n), slice(n, n + n_val), slice(n + n_val, None)
     return x[tr], y[tr], x[va], y[va], x[te], y[te]

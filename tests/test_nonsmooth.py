@@ -158,16 +158,17 @@ def test_skglm_start_gives_the_homotopy_reference(name, monkeypatch):
         assert float(torch.linalg.norm(w_s - w_h)) <= 1e-10 * max(float(torch.linalg.norm(w_h)), 1e-300)
 
 
-def test_skglm_route_is_only_for_least_squares_without_ridge(monkeypatch):
+@pytest.mark.parametrize("name", ["elastic_net", "sparse_logreg"])
+def test_skglm_route_is_only_for_least_squares_without_ridge(name, monkeypatch):
     from hpo_bench.tasks import _sparse_linear as sl
 
     calls = []
     monkeypatch.setattr(sl, "SKGLM_MIN_P", 1)
     monkeypatch.setattr(sl, "skglm_available", lambda: calls.append(1) or False)
-    task = small("elastic_net")
+    task = small(name)
     th = task.space.init_theta(dtype=task.dtype)
     assert task.duality_gap(task.solve_from(th, None), th) <= 1e-12
-    assert calls == []  # l2 > 0: the homotopy, skglm never asked
+    assert calls == []  # a ridge term or a logistic loss: the homotopy, skglm never asked
 
 
 def test_float32_task_keeps_a_float64_reference_solve():
