@@ -59,6 +59,8 @@ class NumpySOBA:
     def __init__(self, task: QuadraticBilevel, solver) -> None:
         self.d, self.q, self.r, self.form = task.d_inner, task.d_outer, task.rank, task.form
         self.inner, self.outer = task.inner_pack.numpy(), task.outer_pack.numpy()
+        if self.form == "factored":  # the U factors are stored apart (a gathered batch of them is contiguous)
+            self.inner_u, self.outer_u = task.inner_u.numpy(), task.outer_u.numpy()
         self.a0, self.b0, self.l0 = task.hess0.numpy(), task.cross0.numpy(), task.lin0.numpy()
         self.c0, self.lc0, self.s = task.outer_hess0.numpy(), task.outer_lin0.numpy(), (task.s_a, task.s_b, task.s_c)
         self.w, self.theta, self.v = solver.w.numpy().copy(), solver.theta.numpy().copy(), solver.v.numpy().copy()
@@ -78,16 +80,15 @@ class NumpySOBA:
         d, q, r = self.d, self.q, self.r
         s_a, s_b, s_c = self.s
         rows, b = self.inner[idx], len(idx)
-        u = rows[:, :r * d].reshape(b * r, d)
-        g_, h_, e_ = rows[:, r * d:r * d + q], rows[:, r * d + q:r * d + q + d], rows[:, r * d + q + d:]
+        u = self.inner_u[idx].reshape(b * r, d)
+        g_, h_, e_ = rows[:, :q], rows[:, q:q + d], rows[:, q + d:]
         zv = np.stack((self.w, self.v), 1)
         a_zv = self.a0 @ zv + (s_a / b) * (u.T @ (u @ zv))
         bt_x = self.b0.T @ self.theta + (s_b / b) * (h_.T @ (g_ @ self.theta))
         b_v = self.b0 @ self.v + (s_b / b) * (g_.T @ (h_ @ self.v))
         grad = a_zv[:, 0] + bt_x + self.l0 + s_c * e_.mean(0)
-        orows = self.outer[jdx]
-        uo = orows[:, :r * d].reshape(len(jdx) * r, d)
-        go = self.c0 @ self.w + (s_a / len(jdx)) * (uo.T @ (uo @ self.w)) + self.lc0 + s_c * orows[:, r * d:].mean(0)
+        uo = self.outer_u[jdx].reshape(len(jdx) * r, d)
+        go = self.c0 @ self.w + (s_a / len(jdx)) * (uo.T @ (uo @ self.w)) + self.lc0 + s_c * self.outer[jdx].mean(0)
         return grad, a_zv[:, 1] - go, -b_v
 
     def step(self, idx: np.ndarray, jdx: np.ndarray) -> None:

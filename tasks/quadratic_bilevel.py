@@ -185,9 +185,12 @@ class QuadraticBilevel(Task):
             self.outer_pack = t(np.concatenate([c_j.reshape(m, d * d), linc0[None] + s_c * eo], axis=1))
             del a_i, b_i, c_j
         else:
-            # U_i stored as its r rows of length d: a batch of factors is one (b r, d) matrix (two plain GEMMs)
-            self.inner_pack = t(np.concatenate([u.transpose(0, 2, 1).reshape(n, r * d), g, h, e], axis=1))
-            self.outer_pack = t(np.concatenate([uo.transpose(0, 2, 1).reshape(m, r * d), eo], axis=1))
+            # U_i stored as its r rows of length d, in a tensor of their own: a gathered batch of factors is one
+            # contiguous (b r, d) matrix with no copy (two plain GEMMs); the other factors are packed together
+            self.inner_u = t(np.ascontiguousarray(u.transpose(0, 2, 1).reshape(n, r * d)))
+            self.inner_pack = t(np.concatenate([g, h, e], axis=1))
+            self.outer_u = t(np.ascontiguousarray(uo.transpose(0, 2, 1).reshape(m, r * d)))
+            self.outer_pack = t(eo)
         self._chol = torch.linalg.cholesky(self.hess_mean)
         x_star, f_star = self._optimum()
         self._x_star, self._f_star = x_star, f_star
@@ -287,10 +290,10 @@ class QuadraticBilevel(Task):
             lin_b = mean[d * d + q * d:]
             return (lambda z: a_b @ z), (lambda x: b_b.T @ x), (lambda v: b_b @ v), lin_b, a_b, b_b
         b = rows.shape[0]
-        u = rows[:, :d * r].reshape(b * r, d)                          # the rows of every U_i^T
-        g = rows[:, d * r:d * r + q]
-        h = rows[:, d * r + q:d * r + q + d]
-        e = rows[:, d * r + q + d:]
+        u = torch.index_select(self.inner_u, 0, idx).view(b * r, d)   # the rows of every U_i^T
+        g = rows[:, :q]
+        h = rows[:, q:q + d]
+        e = rows[:, q + d:]
         s_a, s_b = self.s_a / b, self.s_b / b
 
         def a_op(z):
@@ -304,7 +307,7 @@ class QuadraticBilevel(Task):
         def b_op(v):
             return torch.add(self.cross0 @ v, g.T @ (h @ v), alpha=s_b)
 
-        lin_b = torch.add(self.lin0, e.mean(0), alpha=self.s_c)
+        lin_b = torch.addmv(self.lin0, e.T, self._ones(b), alpha=self.s_c)  # a gemv: cheaper than a strided mean
         return a_op, bt_op, b_op, lin_b, None, None
 
     def inner_loss_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -323,13 +326,13 @@ class QuadraticBilevel(Task):
             c_b = mean[:d * d].view(d, d)
             return (lambda z: c_b @ z), mean[d * d:]
         b = rows.shape[0]
-        u = rows[:, :d * r].reshape(b * r, d)
-        e = rows[:, d * r:]
+        u = torch.index_select(self.outer_u, 0, idx).view(b * r, d)
+        e = rows
 
         def c_op(z):
             return torch.addmv(self.outer_hess0 @ z, u.T, u @ z, alpha=self.s_a / b)
 
-        return c_op, torch.add(self.outer_lin0, e.mean(0), alpha=self.s_c)
+        return c_op, torch.addmv(self.outer_lin0, e.T, self._ones(b), alpha=self.s_c)
 
     def inner_grad_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         a_op, bt_op, _, lin_b, _, _ = self._inner_batch(idx)
@@ -349,7 +352,7 @@ class QuadraticBilevel(Task):
         if self.form == "dense":
             rows = torch.index_select(self.inner_pack[:, :d * d], 0, idx)
             return torch.mv(torch.mv(rows.T, self._ones(rows.shape[0])).view(d, d), v)
-        u = torch.index_select(self.inner_pack[:, :d * r], 0, idx).view(-1, d)
+        u = torch.index_select(self.inner_u, 0, idx).view(-1, d)
         return torch.addmv(torch.mv(self.hess0, v), u.T, torch.mv(u, v), alpha=self.s_a / idx.shape[0])
 
     def inner_cross_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor,
