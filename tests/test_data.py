@@ -255,7 +255,9 @@ def test_stand_ins_have_the_real_sets_shape_and_sparsity_and_say_they_are_synthe
         assert abs((d.y > 0).mean() - real.positive_fraction) < 0.02
     again = data._synthetic.generate(entry, scale)
     assert (abs(again["x"] - d.x)).max() == 0 and np.array_equal(again["y"], d.y)  # same arrays every time
-    assert data.describe(name) == {"dataset_label": f"{name} (synthetic stand-in)", "dataset_kind": "synthetic stand-in"}
+    assert data.describe(name) == {"dataset_label": f"{name} (synthetic stand-in)", "dataset_kind": "synthetic stand-in",
+                                   "dataset_stand_in_for": real.name}
+    assert data.stand_in_of(real.name) == name and data.stand_in_of(name) is None
 
 
 # --------------------------------------------------------------------------- tasks
