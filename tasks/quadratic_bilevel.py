@@ -279,16 +279,23 @@ class QuadraticBilevel(Task):
             cache[b] = torch.full((b,), 1.0 / b, dtype=self.dtype, device=self.device)
         return cache[b]
 
+    def _batch_mean(self, pack: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The mean of ``pack``'s rows ``idx`` (repeats counted): one fused gather-and-average
+        (``embedding_bag``), which never materialises the ``(b, row)`` copy that a gather then a mean makes;
+        the dense form's rows are ``d_inner^2`` long, so that copy is most of a batch oracle's memory traffic."""
+        offsets = self.__dict__.setdefault("_bag_offsets", torch.zeros(1, dtype=torch.long, device=self.device))
+        return torch.nn.functional.embedding_bag(idx, pack, offsets, mode="mean")[0]
+
     def _inner_batch(self, idx: torch.Tensor):
         """``(A_B as an operator on (d, k) matrices, B_B as (q, d) operators, a_B)`` for the batch ``idx``."""
         d, q, r = self.d_inner, self.d_outer, self.rank
-        rows = torch.index_select(self.inner_pack, 0, idx)
         if self.form == "dense":
-            mean = torch.mv(rows.T, self._ones(rows.shape[0]))
+            mean = self._batch_mean(self.inner_pack, idx)
             a_b = mean[:d * d].view(d, d)
             b_b = mean[d * d:d * d + q * d].view(q, d)
             lin_b = mean[d * d + q * d:]
             return (lambda z: a_b @ z), (lambda x: b_b.T @ x), (lambda v: b_b @ v), lin_b, a_b, b_b
+        rows = torch.index_select(self.inner_pack, 0, idx)
         b = rows.shape[0]
         u = torch.index_select(self.inner_u, 0, idx).view(b * r, d)   # the rows of every U_i^T
         g = rows[:, :q]
@@ -320,14 +327,13 @@ class QuadraticBilevel(Task):
 
     def _outer_batch(self, idx: torch.Tensor):
         d, r = self.d_inner, self.rank
-        rows = torch.index_select(self.outer_pack, 0, idx)
         if self.form == "dense":
-            mean = torch.mv(rows.T, self._ones(rows.shape[0]))
+            mean = self._batch_mean(self.outer_pack, idx)
             c_b = mean[:d * d].view(d, d)
             return (lambda z: c_b @ z), mean[d * d:]
-        b = rows.shape[0]
+        e = torch.index_select(self.outer_pack, 0, idx)
+        b = e.shape[0]
         u = torch.index_select(self.outer_u, 0, idx).view(b * r, d)
-        e = rows
 
         def c_op(z):
             return torch.addmv(self.outer_hess0 @ z, u.T, u @ z, alpha=self.s_a / b)
