@@ -1,26 +1,19 @@
-"""Stochastic-solver cost benchmarks (pytest-benchmark) and the time-to-target table of docs/stochastic.md.
+"""Stochastic-solver cost benchmarks (pytest-benchmark), the speed targets of docs/stochastic.md.
 
 Run (ratios side by side in one run: group ``soba-d100`` / ``soba-d1000`` hold the solver's iteration and a
 bare NumPy loop of the same updates on the same packed data; group ``recorder`` a cell with and without
 the recorder at ``eval_every = 256``):
 
     OMP_NUM_THREADS=1 .venv/bin/python -m pytest benchmarks/bench_stochastic.py --benchmark-enable \
-        --benchmark-columns=mean,median,rounds
+        --benchmark-json results/benchmarks/stochastic.json
 
-The docs table (samples and seconds to ||dF||^2 <= 1e-2, 1e-4, 1e-6 on quadratic_bilevel, mu = 0.01, each
-solver at the best step sizes of its grid; "n.r." where the budget runs out):
-
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_stochastic.py table
+The time-to-target table of the docs is ``scripts/stochastic_table.py``.
 
 In CI the file runs with ``--benchmark-disable`` (each body once): every benchmark also checks that its
 result is right (the NumPy loop reproduces the solver's iterates on the same batches).
 """
 
 from __future__ import annotations
-
-import math
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -174,58 +167,3 @@ def test_recorder_overhead(benchmark, recorded):
                 solver.iteration += 1
 
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
-
-
-# ------------------------------------------------------------- the docs table
-TABLE_TARGETS = (1e-2, 1e-4, 1e-6)
-TABLE_GRID = {"step_size": [0.3, 1.0], "outer_ratio": [1e3, 1e4]}
-#: the table's instance: the issue's d_inner, d_outer and mu; n = 4096 (issue: 32768; an iteration's cost does not
-#: depend on n) and a cross term of norm 0.1 (at 1, the value function's curvature reaches ~1e4 and no solver gets
-#: anywhere within the table's budget)
-TABLE_TASK = {"n": 4096, "m": 512, "d_inner": 100, "d_outer": 10, "mu": 0.01, "cross_norm": 0.1, "form": "factored"}
-
-
-def time_to_targets(name: str, task, params: dict, seconds: float):
-    """``[(samples, seconds) or None per target]`` for one run of ``seconds`` tuner seconds."""
-    solver = TUNERS.get(name)(**params)
-    rec = Recorder(task, Budget(steps=None, seconds=seconds), meta={})
-    rec.start()
-    solver.run(task, rec, seed=0)
-    out = []
-    for target in TABLE_TARGETS:
-        hit = next((r for r in rec.rows if r["status"] == "ok" and r["grad_norm_sq"] <= target), None)
-        out.append(None if hit is None else (hit["samples"], hit["time_s"]))
-    return out, rec.rows[-1]["grad_norm_sq"]
-
-
-def table(seconds: float = 20.0) -> str:
-    task = QuadraticBilevel(**TABLE_TASK, seed=0)
-    names = ("soba", "saba", "srba", "stocbio", "amigo", "bsa", "ttsa", "mrbo", "vrbo", "f2sa")
-    lines = ["| solver | step_size, outer_ratio | " + " | ".join(f"‖∇F‖² ≤ {t:g}" for t in TABLE_TARGETS)
-             + " | final ‖∇F‖² |", "|---|---|" + "---|" * (len(TABLE_TARGETS) + 1)]
-    for name in names:
-        best = None
-        for step in TABLE_GRID["step_size"]:
-            for ratio in TABLE_GRID["outer_ratio"]:
-                params = {"step_size": step, "outer_ratio": ratio, "batch_size": 64, "eval_every": 64}
-                hits, last = time_to_targets(name, task, params, seconds)
-                key = (sum(h is not None for h in hits), -min((h[0] for h in hits if h), default=0),
-                       -(last if math.isfinite(last) else math.inf))
-                if best is None or key > best[0]:
-                    best = (key, step, ratio, hits, last)
-        _, step, ratio, hits, last = best
-        cells = [f"{h[0]:,} samples, {h[1]:.2f} s" if h else "n.r." for h in hits]
-        lines.append(f"| {name} | {step:g}, {ratio:g} | " + " | ".join(cells) + f" | {last:.1e} |")
-        print(lines[-1], file=sys.stderr, flush=True)
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] != ["table"]:
-        raise SystemExit("usage: python benchmarks/bench_stochastic.py table [seconds] [step_size outer_ratio]")
-    if len(sys.argv) > 4:  # one point instead of the grid (e.g. the grid's winner, with a longer budget)
-        TABLE_GRID = {"step_size": [float(sys.argv[3])], "outer_ratio": [float(sys.argv[4])]}
-    torch.set_num_threads(1)
-    t0 = time.time()
-    print(table(float(sys.argv[2]) if len(sys.argv) > 2 else 20.0))
-    print(f"({time.time() - t0:.0f} s)", file=sys.stderr)
