@@ -577,7 +577,8 @@ def provenance(suite: Suite | None = None, argv: list[str] | None = None, *, exe
     """Versions, git state, host, CPU, threads and torch settings: what is needed to trust or rerun a result.
 
     Args:
-        suite: the suite being run (file, hash, seeds, dtype, device).
+        suite: the suite being run (file, hash, seeds, dtype, device, and under ``datasets`` which data each task
+            instance uses: :meth:`hpo_bench.suite.Suite.datasets`).
         argv: the full command line (default ``sys.argv``).
         executor: the executor's description (kind, workers, Dask scheduler and workers).
         threads: torch threads per cell (``None``: each Dask worker decides: its CPUs / its threads).
@@ -608,7 +609,7 @@ def provenance(suite: Suite | None = None, argv: list[str] | None = None, *, exe
     if suite is not None:
         info.update(suite=suite.name, suite_path=suite.path, suite_sha256=suite.sha256, suite_seed=suite.seed,
                     dtype=suite.dtype, device=suite.device, seeds=suite.seeds, timeout=suite.timeout,
-                    n_cells=len(suite.cells()))
+                    n_cells=len(suite.cells()), datasets=suite.datasets())
         dev = torch.device(suite.device)
         if dev.type == "cuda" and torch.cuda.is_available():
             info["device_name"] = torch.cuda.get_device_name(dev)
@@ -970,6 +971,8 @@ def _run_locked(suite: Suite, out: Path, *, argv: list[str], on_cell, executor, 
     log.write(f"suite {suite.name} ({suite.path}, sha256 {suite.sha256[:12]}): {len(cells)} cells, "
               f"{len(finished)} already finished, {len(todo)} to run; executor {prov['executor']}; "
               f"torch threads per cell {threads} ({threads_why})")
+    for note in suite.data_notes():  # a task's `fallback`: its dataset is not cached, its stand-in runs
+        log.write(note)
     for change in changes:
         log.write(f"resumed with --force although {change}")
     for path, why in aside:

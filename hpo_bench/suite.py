@@ -21,6 +21,9 @@ Schema (every key but ``task``, ``tuner`` and ``seeds`` is optional)::
     name = "ridge"                 # a registered task
     label = "ridge-small"          # unique; default: the name
     params = { n = 200, p = 20 }   # keyword arguments of the task
+    fallback = "stand-in"          # optional: a `params.dataset` that must be downloaded and is not in the
+                                   # data cache is replaced by its registered synthetic stand-in (cadata ->
+                                   # cadata-like); the run folder records which data each instance used
 
     [[tuner]]
     name = "gradient"
@@ -66,7 +69,7 @@ from .space import SpaceError
 from .task import TaskParamError, resolve_dtype
 from .tuner import missing_tags
 
-__all__ = ["Suite", "SuiteError", "Entry", "Cell", "TuneSpec", "load_suite", "named_suites", "suite_path",
+__all__ = ["Suite", "SuiteError", "Entry", "Cell", "TuneSpec", "FALLBACKS", "load_suite", "named_suites", "suite_path",
            "derive_seed", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "TIMEOUT_RULE", "check_timeout", "DENSE_MAX_PARAMS",
            "dense_refusal"]
 
@@ -117,12 +120,14 @@ def derive_seed(suite_seed: int, task_label: str, tuner_label: str, seed: int) -
 
 TOP_KEYS = {"name", "description", "seeds", "seed", "timeout", "dtype", "device", "reference", "budget", "task",
             "tuner", "tune"}
-ENTRY_KEYS = {"task": {"name", "label", "params"},
+ENTRY_KEYS = {"task": {"name", "label", "params", "fallback"},
               "tuner": {"name", "label", "params", "budget", "tasks", "timeout", "tune"}}
 TUNE_KEYS = {"seeds", "scope", "budget"}
 TUNE_SCOPES = ("task", "suite")
 MAX_TUNE_COMBOS = 64
 BUDGET_KEYS = {"steps", "seconds"}
+#: Values of a task's ``fallback`` key: what replaces a downloaded dataset that is not in the data cache.
+FALLBACKS = ("stand-in",)
 _LABEL = re.compile(r"^[A-Za-z0-9_.+=-]+$")
 
 
@@ -138,6 +143,8 @@ class Entry:
     budget: Budget | None = None
     only_tasks: tuple[str, ...] | None = None  # tuner entries: restrict to these task labels
     timeout: float | None = None  # tuner entries: hard per-cell limit for this tuner's cells
+    # task entries with `fallback`: {"requested", "fallback", "substituted"} (params["dataset"] is what is used)
+    data: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -252,6 +259,50 @@ class Suite:
                      suite_seed=self.seed, timeout=u.timeout if u.timeout is not None else self.timeout)
                 for t in self.tasks for u in self.tuners for s in self.seeds
                 if u.only_tasks is None or t.label in u.only_tasks]
+
+    def datasets(self) -> list[dict[str, Any]]:
+        """Which data each task instance uses, for ``provenance.json`` (key ``datasets``) and ``run.log``: one
+        entry per task whose ``params.dataset`` is a registered name, with ``task`` (the label), ``dataset``
+        (the name used), :func:`hpo_bench.data.describe`'s fields (``dataset_kind``: "download", "bundled" or
+        "synthetic stand-in"; ``dataset_stand_in_for``; for downloaded sets ``dataset_verified`` and
+        ``dataset_key``), and for tasks with ``fallback``: ``requested``, ``fallback``, ``substituted``."""
+        from . import data
+
+        out = []
+        for e in self.tasks:
+            name = e.params.get("dataset")
+            if not isinstance(name, str) or name not in data.names():
+                continue
+            row = {"task": e.label, "dataset": name, **data.describe(name)}
+            row.update(e.data or {})
+            out.append(row)
+        return out
+
+    def data_notes(self) -> list[str]:
+        """One line per task whose data are not what its ``params.dataset`` asked for (a ``fallback``)."""
+        return [f"task {e.label!r}: dataset {e.data['requested']!r} is not in the data cache, so it runs on its "
+                f"synthetic stand-in {e.params['dataset']!r} (fallback = {e.data['fallback']!r}; "
+                f"`hpo-bench data fetch {e.data['requested']}` or `hpo-bench data import {e.data['requested']} "
+                "FILE` for the real data)" for e in self.tasks if e.data and e.data.get("substituted")]
+
+
+def _fallback(value: Any, params: dict[str, Any], where: str, ck: _Checker) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A task's ``fallback``: ``params`` with a missing downloaded ``dataset`` replaced by its stand-in, and the
+    record of it (``{"requested", "fallback", "substituted"}``)."""
+    from . import data
+
+    if value not in FALLBACKS:
+        ck.fail(f"{where}.fallback", f"one of {list(FALLBACKS)} (what replaces a dataset missing from the data "
+                "cache)", value)
+    with_stand_in = [e.stand_in_for for e in data.entries(synthetic=True) if e.stand_in_for]
+    name = params.get("dataset")
+    if not isinstance(name, str) or name not in with_stand_in:
+        ck.fail(f"{where}.fallback", f"set only on a task whose `params.dataset` is a downloaded dataset with a "
+                f"registered stand-in ({', '.join(with_stand_in)})", {"fallback": value, "dataset": name})
+    substituted = not data.available(name)
+    if substituted:
+        params = {**params, "dataset": data.stand_in_of(name)}
+    return params, {"requested": name, "fallback": value, "substituted": substituted}
 
 
 def named_suites() -> dict[str, Path]:
@@ -404,7 +455,10 @@ def _suite_from_raw(raw: dict[str, Any], ck: _Checker, *, default_name: str, pat
                 if len(set(only)) != len(only):
                     ck.fail(f"{where}.tasks", "free of repeats (a repeated label would run its cells twice)", only)
                 only = tuple(only)
-            out.append(Entry(nm, label, dict(params), ebudget, only, etimeout))
+            params, data_use = dict(params), None
+            if kind == "task" and "fallback" in t:
+                params, data_use = _fallback(t["fallback"], params, where, ck)
+            out.append(Entry(nm, label, params, ebudget, only, etimeout, data_use))
         labels = [e.label for e in out]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
