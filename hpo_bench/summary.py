@@ -108,8 +108,11 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame) -> Table:
-    """The console table of :func:`summary_frame` (its title says it shows incumbents)."""
-    s = summary_frame(df)
+    """The console table of :func:`summary_frame` (its title says it shows incumbents; instances on synthetic
+    stand-ins say so: :func:`hpo_bench.report.datasets.mark_instances`)."""
+    from .report.datasets import mark_instances
+
+    s = summary_frame(mark_instances(df))
     table = Table(title=SUMMARY_TITLE, title_justify="left")
     cols = [("task", "task"), ("tuner", "tuner"), ("seeds", "seeds"), ("steps", "steps"),
             ("val_loss", "incumbent val loss"), ("val_loss_ref", "its val at w*(λ)"), ("test_loss", "its test loss"),

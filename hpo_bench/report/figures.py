@@ -40,6 +40,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from ..registry import TUNERS  # noqa: E402
+from .datasets import panel_title  # noqa: E402
 from .metrics import TARGETS, target_label  # noqa: E402
 from .plot import PlotError, plot, tuner_looks  # noqa: E402
 
@@ -141,8 +142,14 @@ def _band_lines(ax: plt.Axes, agg: pd.DataFrame, x: str, hue_order: list[str], p
                         color=palette[lab], alpha=0.15, linewidth=0)
 
 
-def _panels(n: int, n_legend: int) -> tuple[plt.Figure, list[plt.Axes]]:
-    """A grid of up to 3 panels per row above a legend band sized for ``n_legend`` entries.
+def _title_lines(tasks: list[str]) -> int:
+    """Lines of the tallest panel title (2 for an instance on a synthetic stand-in: :func:`panel_title`)."""
+    return max((panel_title(t).count("\n") + 1 for t in tasks), default=1)
+
+
+def _panels(n: int, n_legend: int, title_lines: int = 1) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A grid of up to 3 panels per row above a legend band sized for ``n_legend`` entries (and panel titles of
+    ``title_lines`` lines).
 
     Margins are fixed in inches (no constrained layout: it re-measures every tick label of
     every log axis at each save, which dominated the report's run time).
@@ -150,11 +157,12 @@ def _panels(n: int, n_legend: int) -> tuple[plt.Figure, list[plt.Axes]]:
     ncols = min(3, max(n, 1))
     nrows = math.ceil(max(n, 1) / ncols)
     legend_rows = math.ceil(max(n_legend, 1) / LEGEND_COLS)
-    top_in, bottom_in = 0.25, 0.45 + 0.17 * legend_rows
-    height = PANEL_H_IN * nrows + top_in + bottom_in
+    extra = 0.14 * (title_lines - 1)  # inches per extra title line (8 pt)
+    top_in, bottom_in = 0.25 + extra, 0.45 + 0.17 * legend_rows
+    height = PANEL_H_IN * nrows + top_in + bottom_in + extra * (nrows - 1)
     fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTH_IN, height), squeeze=False)
     fig.subplots_adjust(left=0.75 / WIDTH_IN, right=1 - 0.1 / WIDTH_IN, top=1 - top_in / height,
-                        bottom=bottom_in / height, wspace=0.42, hspace=0.55 * 2.1 / PANEL_H_IN)
+                        bottom=bottom_in / height, wspace=0.42, hspace=0.55 * 2.1 / PANEL_H_IN + extra / PANEL_H_IN)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -195,7 +203,7 @@ def _empty(ax: plt.Axes, text: str) -> None:
 
 def _regret_figure(rows: pd.DataFrame, cells: pd.DataFrame, x: str, xlabel: str, tasks: list[str], labels: list[str],
                    palette: dict, families: dict) -> plt.Figure:
-    fig, axes = _panels(len(tasks), len(labels) + len(TARGETS))
+    fig, axes = _panels(len(tasks), len(labels) + len(TARGETS), _title_lines(tasks))
     target_handles = [Line2D([], [], color="0.4", linestyle=ls, linewidth=0.8, label=f"{target_label(f)} of gap")
                       for f, ls in zip(TARGETS, (":", "-."))]
     for ax, task in zip(axes, tasks):
@@ -204,7 +212,7 @@ def _regret_figure(rows: pd.DataFrame, cells: pd.DataFrame, x: str, xlabel: str,
         res = _resample(d, x, grid) if grid is not None else None
         if res is None or res.empty:
             _empty(ax, "no records with a positive " + xlabel)
-            ax.set_title(task)
+            ax.set_title(panel_title(task))
             continue
         hue_order = [lab for lab in labels if lab in set(res["tuner_label"])]
         _band_lines(ax, _median_iqr(res, "x", "y"), "x", hue_order, palette, families)
@@ -215,20 +223,20 @@ def _regret_figure(rows: pd.DataFrame, cells: pd.DataFrame, x: str, xlabel: str,
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("regret F(λ) − F*")
-        ax.set_title(task)
+        ax.set_title(panel_title(task))
     _legend(fig, [lab for lab in labels if lab in set(rows["tuner_label"])], palette, families, target_handles)
     return fig
 
 
 def _hypergrad_figure(rows: pd.DataFrame, tasks: list[str], labels: list[str], palette: dict,
                       families: dict) -> plt.Figure:
-    fig, axes = _panels(len(tasks), len(labels))
+    fig, axes = _panels(len(tasks), len(labels), _title_lines(tasks))
     err = pd.to_numeric(rows.get("hypergrad_rel_error", pd.Series(np.nan, index=rows.index)), errors="coerce")
     d_all = rows.assign(err=err.clip(lower=1e-16))[np.isfinite(err)]
     shown: list[str] = []
     for ax, task in zip(axes, tasks):
         d = d_all[d_all["task"] == task]
-        ax.set_title(task)
+        ax.set_title(panel_title(task))
         if d.empty:
             _empty(ax, "no hypergradients recorded\n(black-box tuners only)")
             continue
@@ -255,11 +263,11 @@ def _hp_figure(cells: pd.DataFrame, tasks: list[str], labels: list[str], looks: 
     the oracle's λ* (:func:`_hp_distance`): a curve up and to the left is closer. Unlike a scatter of
     final vs oracle values, hyperparameters stuck at a bound do not pile up on one point, and
     tuners differ by colour, marker and dash."""
-    fig, axes = _panels(len(tasks), len(labels))
+    fig, axes = _panels(len(tasks), len(labels), _title_lines(tasks))
     shown: list[str] = []
     for ax, task in zip(axes, tasks):
         c = cells[cells["task"] == task]
-        ax.set_title(task)
+        ax.set_title(panel_title(task))
         dist: dict[str, list[float]] = {}
         log = True
         for r in c.itertuples():
@@ -315,13 +323,13 @@ def _val_test_figure(cells: pd.DataFrame, tasks: list[str], labels: list[str], p
     """Per cell, an arrow from its first recorded point to its final incumbent in the
     (validation loss, test loss) plane, both at the tuner's own w: an arrow pointing left and
     up (``overfit`` cells, drawn solid) bought validation loss with test loss."""
-    fig, axes = _panels(len(tasks), len(labels) + 2)
+    fig, axes = _panels(len(tasks), len(labels) + 2, _title_lines(tasks))
     shown: list[str] = []
     cols = ("first_val_loss", "first_test_loss", "final_val_loss", "final_test_loss")
     for ax, task in zip(axes, tasks):
         c = cells[cells["task"] == task]
         c = c[np.isfinite(c[list(cols)].to_numpy(dtype=float)).all(axis=1)] if set(cols) <= set(c.columns) else c[:0]
-        ax.set_title(task)
+        ax.set_title(panel_title(task))
         if c.empty:
             _empty(ax, "no finite validation and test losses")
             continue
@@ -416,7 +424,7 @@ def _estimator_errors_figure(rows: pd.DataFrame, tasks: list[str], labels: list[
 
     sampled = rows[np.isfinite(pd.to_numeric(rows["samples"], errors="coerce").to_numpy(dtype=float))]
     tasks = [t for t in tasks if t in set(sampled["task"])]
-    fig, axes = _panels(len(tasks) * len(ESTIMATOR_ERRORS), len(labels))
+    fig, axes = _panels(len(tasks) * len(ESTIMATOR_ERRORS), len(labels), _title_lines(tasks))
     shown: list[str] = []
     for i, task in enumerate(tasks):
         d = sampled[sampled["task"] == task]
@@ -431,7 +439,7 @@ def _estimator_errors_figure(rows: pd.DataFrame, tasks: list[str], labels: list[
             shown += [lab for lab in got if lab not in shown]
             if got:
                 ax.set_xscale("log")
-            ax.set_title(task)
+            ax.set_title(panel_title(task))
             ax.set_xlabel("samples")
             ax.set_ylabel(ylabel)
     _legend_looks(fig, [lab for lab in labels if lab in shown], looks)

@@ -119,12 +119,17 @@ def load_records(run_dir: str | Path, *, columns: Sequence[str] | None = None) -
 
 
 def _prepare_records(df: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Check the key columns, add the suite's order of tasks and tuners, sort by cell and step."""
+    """Check the key columns, mark instances on synthetic stand-ins (:func:`~hpo_bench.report.datasets.mark_instances`:
+    ``task`` is what tables and figures print, ``task_label`` the suite's label), add the suite's order of tasks
+    and tuners, sort by cell and step."""
     missing = sorted(set(RECORD_COLUMNS) - set(df.columns))
     if missing:
         raise ReportError(f"{str(path)!r} lacks the record columns {missing}")
     if df.empty:
         raise ReportError(f"{str(path)!r} has no records")
+    from .datasets import mark_instances, run_datasets
+
+    df = mark_instances(df, run_datasets(path.parent))
     # the suite's order (tasks, then tuners, as the harness wrote them) orders tables and legends
     for col in ("task", "tuner_label"):
         order = {v: i for i, v in enumerate(pd.unique(df[col]))}
@@ -327,6 +332,9 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
     labels: dict[tuple[str, int], str] = {}
     for p, s, t in zip(df["task_params"], df["seed"], df["task"]):
         labels.setdefault(_task_key(p, s), str(t))
+    names: dict[tuple[str, int], str] = {}  # the suite's labels (what `--oracle-evals LABEL=N` names)
+    for p, s, t in zip(df["task_params"], df["seed"], df["task_label"] if "task_label" in df else df["task"]):
+        names.setdefault(_task_key(p, s), str(t))
     starts = _incumbent_starts(df) if polish else {}
     out: dict[tuple[str, int], OracleResult] = {}
     total = len(keys)
@@ -334,7 +342,7 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
     def budget(key: tuple[str, int]) -> dict[str, Any]:
         name = str(json.loads(key[0]).get("name", ""))
         dflt = default_budget(name)
-        me, pe = _budget_for(max_evals, name, labels[key]), _budget_for(polish_evals, name, labels[key])
+        me, pe = _budget_for(max_evals, name, names[key]), _budget_for(polish_evals, name, names[key])
         return {"max_evals": dflt["max_evals"] if me is None else me,
                 "polish_evals": dflt["polish_evals"] if pe is None else pe, "max_seconds": max_seconds}
 
@@ -470,7 +478,8 @@ def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult])
         err = pd.to_numeric(g["hypergrad_rel_error"], errors="coerce") if "hypergrad_rel_error" in g else None
         msg = g["message"].astype(str) if "message" in g else pd.Series("", index=g.index)
         row: dict[str, Any] = {
-            "cell_id": cell_id, "task": first["task"], "task_params": first["task_params"],
+            "cell_id": cell_id, "task": first["task"], "task_label": first.get("task_label", first["task"]),
+            "task_params": first["task_params"],
             "tuner": first["tuner"], "tuner_label": first["tuner_label"],
             "tuner_params": first.get("tuner_params", "{}"), "seed": int(first["seed"]),
             "status": str(last["status"]), "rows": len(g),

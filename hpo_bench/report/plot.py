@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .datasets import STAND_IN, is_marked, panel_title
 from .metrics import TARGETS, ReportError, add_incumbent, target_label
 from .style import Look, StyleError, look_for, parse_width, rc_for, STYLES
 
@@ -540,7 +541,17 @@ def _select(df: pd.DataFrame, tasks: Sequence[str] | None, tuners: Sequence[str]
         else list(pd.unique(df["task"]))
     all_tuners = list(pd.unique(df.sort_values("tuner_label_order", kind="stable")["tuner_label"])) \
         if "tuner_label_order" in df else list(pd.unique(df["tuner_label"]))
-    rename = dict(rename or {})
+    # a task on a synthetic stand-in is shown marked ("ridge-cadata (synthetic stand-in: cadata-like)"); its suite
+    # label names it too, and a rename keeps the mark (report.datasets)
+    alias: dict[str, str] = {}
+    if "task_label" in df:
+        pairs = df[["task_label", "task"]].drop_duplicates()
+        for lab, g in pairs.groupby("task_label", sort=False):
+            if len(g) == 1 and g["task"].iloc[0] != lab:
+                alias[str(lab)] = str(g["task"].iloc[0])
+    rename = {alias.get(k, k): v for k, v in (rename or {}).items()}
+    rename = {k: (v if is_marked(v) or not is_marked(k) else v + k[k.index(" (" + STAND_IN):])
+              for k, v in rename.items()}
     back = {v: k for k, v in rename.items()}
     known = set(all_tasks) | set(all_tuners)
     bad = [k for k in rename if k not in known]
@@ -553,6 +564,7 @@ def _select(df: pd.DataFrame, tasks: Sequence[str] | None, tuners: Sequence[str]
         out = []
         for n in names:
             n = back.get(n, n)
+            n = alias.get(n, n) if n not in pool else n
             if n not in pool:
                 raise PlotError(f"{what} {n!r} is not in these runs; known: {pool}")
             if n not in out:
@@ -632,7 +644,8 @@ def draw_panel(ax, agg: pd.DataFrame, labels: Sequence[str], looks: Mapping[str,
     return shown
 
 
-def _layout(n: int, width: float, aspect: float, n_legend: int, legend_cols: int, font_pt: float):
+def _layout(n: int, width: float, aspect: float, n_legend: int, legend_cols: int, font_pt: float,
+            title_lines: int = 1):
     import matplotlib.pyplot as plt
 
     ncols = min(n, 3 if width >= 5 else (2 if width >= 3.2 and n > 1 else 1))
@@ -642,14 +655,15 @@ def _layout(n: int, width: float, aspect: float, n_legend: int, legend_cols: int
     panel_h = panel_w * aspect
     line_in = font_pt * 1.5 / 72
     legend_rows = math.ceil(max(n_legend, 1) / legend_cols)
-    top_in = line_in * 1.4
+    extra = line_in * (title_lines - 1)  # two-line panel titles (instances on synthetic stand-ins)
+    top_in = line_in * 1.4 + extra
     bottom_in = line_in * 2.6 + line_in * legend_rows
     left_in, right_in = line_in * 4.0, line_in * 0.6
-    height = panel_h * nrows + top_in + bottom_in + line_in * 1.5 * (nrows - 1)
+    height = panel_h * nrows + top_in + bottom_in + (line_in * 1.5 + extra) * (nrows - 1)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
     fig.subplots_adjust(left=left_in / width, right=1 - right_in / width, top=1 - top_in / height,
                         bottom=bottom_in / height, wspace=(line_in * 5.5) / panel_w,
-                        hspace=(line_in * 3.0) / panel_h)
+                        hspace=(line_in * 3.0 + extra) / panel_h)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -712,7 +726,8 @@ def plot(records_df: pd.DataFrame, *, metric: str = "regret", x: str = "time", t
         matplotlib.rcParams.update(rc)
         cols = 4 if inches >= 5 else 2
         fig, axes = _layout(len(sel_tasks), inches, spec["aspect"], len(sel_tuners) + (2 if m.oracle else 0), cols,
-                            rc["font.size"])
+                            rc["font.size"], max((panel_title(names.get(t, t)).count("\n") + 1 for t in sel_tasks),
+                                                 default=1))
         shown: list[str] = []
         for ax, task in zip(axes, sel_tasks):
             a = agg[agg["task"] == task]
@@ -733,7 +748,7 @@ def plot(records_df: pd.DataFrame, *, metric: str = "regret", x: str = "time", t
                 if axis.get_scale() == "log":
                     axis.set_major_locator(LogLocator(base=10, numticks=6))
                     axis.set_minor_formatter(NullFormatter())
-            ax.set_title(names.get(task, task))
+            ax.set_title(panel_title(names.get(task, task)))
             ax.set_xlabel(xlabel)
             ax.set_ylabel(m.label)
         handles = []

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from .datasets import STAND_IN, data_lines
 from .figures import STOCHASTIC_FIGURES
 from .metrics import TARGETS, target_label
 
@@ -99,6 +100,12 @@ def write_summary(out: Path, run: Path, tables: dict, figures: dict[str, list[Pa
     if len(bad):
         lines += ["", f"**{len(bad)} cells did not end ok:** "
                   + ", ".join(f"`{r.cell_id}` ({r.status})" for r in bad.itertuples()) + "."]
+    data = data_lines(cells, prov.get("datasets") if prov else None)
+    if data:
+        marked = any(STAND_IN in line for line in data)
+        lines += ["", "## Data", "", "Which data each task instance used"
+                  + (f" (an instance on synthetic data is labelled *(synthetic stand-in: NAME)* in every table and "
+                     "figure)" if marked else "") + ":", "", *data]
     t1, t2 = (target_label(f) for f in TARGETS)
     lines += [
         "",

@@ -578,8 +578,8 @@ def settings_table(cells: pd.DataFrame, choices: dict[str, Any] | None, declared
         params = g["tuner_params"].iloc[0]
         src = "declared"
         t = tuned.get(tuner)
-        if t is not None and t.get("choice") and task in t["choice"]["by_task"]:
-            c = t["choice"]["by_task"][task]
+        label = g["task_label"].iloc[0] if "task_label" in g else task  # tune choices name the suite's label
+        if t is not None and t.get("choice") and label in t["choice"]["by_task"]:
             grid = ", ".join(f"{k} ∈ {json.dumps(v)}" for k, v in t["grid"].items())
             src = f"tuned ({t['choice']['scope']} scope, seeds {choices['seeds']}): {grid}"
         elif declared and tuner in declared:
