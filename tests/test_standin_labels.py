@@ -167,3 +167,35 @@ def test_without_provenance_the_registry_still_marks_it(run, tmp_path):
     shutil.copy(run / "records.parquet", copy / "records.parquet")
     df = load_records(copy)
     assert set(df["task"]) == {MARKED, "ridge-diabetes"}
+
+
+def test_the_plot_command_on_a_stand_in_run_imports_neither_torch_nor_scipy(run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = tmp_path / "probe.py"
+    probe.write_text("import sys, json\nfrom hpo_bench.cli import main\n"
+                     f"sys.argv = ['hpo-bench', 'plot', {str(run)!r}, '--metric', 'validation', '--x', 'step', "
+                     f"'--out', {str(tmp_path / 'f.pdf')!r}]\n"
+                     "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+                     "print(json.dumps(sorted(m for m in ('torch', 'scipy') if m in sys.modules)))\n")
+    res = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1],
+                         env={"OMP_NUM_THREADS": "1", "HPO_BENCH_CACHE_DIR": "off", "PATH": "/usr/bin:/bin",
+                              "HOME": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_settings_table_finds_tune_choices_by_the_suite_label():
+    import pandas as pd
+
+    from hpo_bench.report.tables import settings_table
+
+    cells = pd.DataFrame({"tuner_label": ["cg"], "tuner": ["gradient"], "task": [MARKED], "task_label": ["ridge-cadata"],
+                          "tuner_params": [json.dumps({"outer_lr": 0.2})]})
+    choices = {"seeds": [100, 101], "tuners": [{"label": "cg", "grid": {"outer_lr": [0.05, 0.2]},
+                                                "choice": {"scope": "task", "by_task": {"ridge-cadata": {"combo": 1}}}}]}
+    table = settings_table(cells, choices, None)
+    assert table.rows[0]["source"].startswith("tuned (task scope") and table.rows[0]["tasks"] == MARKED
