@@ -112,6 +112,10 @@ def test_a_cached_dataset_is_used_and_recorded_as_real(cache, tmp_path):
     assert "stand-in" not in (out / "run.log").read_text()
     records = load_records(out)
     assert set(records["task"]) == {"ridge-cadata"}
+    from hpo_bench.report.datasets import data_lines, run_datasets
+
+    assert data_lines(records, run_datasets(out)) == [
+        "- ridge-cadata: `cadata`, real data from the data cache, checksum not verified"]
     # the real rows: 120 of them, split 50/25/25 by the seed (train capped by max_train = 40)
     from hpo_bench import get_task
 
