@@ -122,6 +122,18 @@ def tex_escape(text: str) -> str:
     return out
 
 
+def _tex_two_lines(text: str) -> str:
+    """A cell as LaTeX; an instance label marked as on a synthetic stand-in (:mod:`hpo_bench.report.datasets`)
+    puts the mark on a second line (a top-aligned inner tabular), so the column is as wide as its longer line."""
+    from .datasets import STAND_IN, is_marked
+
+    if not is_marked(text):
+        return tex_escape(text)
+    at = text.index(f" ({STAND_IN}: ")
+    label, mark = text[:at], text[at + 2:]
+    return f"\\begin{{tabular}}[t]{{@{{}}l@{{}}}}{tex_escape(label)}\\\\({tex_escape(mark)}\\end{{tabular}}"
+
+
 #: Floats the LaTeX renderer reformats (a decimal point or an exponent; integers such as counts stay).
 _FLOAT_RE = re.compile(r"(?<![\w.])-?(?:\d+\.\d*|\.\d+|\d+(?=e))(?:e[+-]?\d+)?(?![\w.])")
 _PLAIN_RE = re.compile(r"^-?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?$")
@@ -210,7 +222,7 @@ def render_latex(table: Table, *, columns: list[str] | None = None, env: str | N
             continue
         width = table.widths.get(k)
         spec.append(f">{{\\raggedright\\arraybackslash}}p{{{width}}}" if width else table.align.get(k, "r"))
-        body[k] = [tex_escape(c) for c in cells]
+        body[k] = [tex_escape(c) for c in cells] if width else [_tex_two_lines(c) for c in cells]
     groups = [r.get("_group") for r in table.rows]
     first = keys[0] if keys else None
     if multirow and first is not None and len(table.rows) > 1:
