@@ -825,6 +825,9 @@ def sweep_scaling_cmd(
     steps: Optional[int] = typer.Option(None, "--steps", help="Outer steps / evaluations budget (default: none)."),
     n_factor: int = typer.Option(5, "--n-factor", help="Training rows n = n_factor * p."),
     param: Optional[list[str]] = typer.Option(None, "--param", help="Other ridge_per_feature parameters key=value."),
+    sparse_above: Optional[int] = typer.Option(None, "--sparse-above", help="Sizes p above this run on sparse "
+                                               "text-like data (CSR, density 1e-3, n = n_factor * p; matrix-free "
+                                               "certified references). Default: every size dense."),
     seed: str = typer.Option("0", "--seed", help="Repetition seed(s) of the suite, comma-separated (data, oracle)."),
     oracle_evals: Optional[int] = typer.Option(None, "--oracle-evals", help="Count budget (evaluations) of one "
                                                "oracle computation (default 50000): counts, never seconds, so F* "
@@ -892,7 +895,7 @@ def sweep_scaling_cmd(
         res = scaling(ps, configs, out, target=target, seconds=seconds, steps=steps, n_factor=n_factor, seeds=seeds,
                       task_params=params, oracle_seconds=oracle_seconds, oracle_evals=oracle_evals,
                       oracle_cache=oracle_cache, workers=workers, threads=threads, timeout=timeout, resume=resume,
-                      force=force, retry_failed=retry_failed, argv=sys.argv,
+                      force=force, retry_failed=retry_failed, sparse_above=sparse_above, argv=sys.argv,
                       reporter=make_reporter(console, quiet=quiet),
                       progress=None if quiet else (lambda s: console.print(f"[dim]{s}[/dim]")))
     except SweepError as exc:
@@ -906,9 +909,10 @@ def sweep_scaling_cmd(
     fits_path = out / "scaling_fits.csv"
     fits.to_csv(fits_path, index=False, float_format="%.6g")
     budget = f"budget {seconds:g} tuner s" + (f" / {steps} steps" if steps else "")
-    files += scaling_figure(table, out, fits=fits, title=f"ridge_per_feature, n = {n_factor} p, target {target:g} "
+    data_note = "" if sparse_above is None else f" (text-like CSR above p = {sparse_above})"
+    files += scaling_figure(table, out, fits=fits, title=f"ridge_per_feature{data_note}, n = {n_factor} p, target {target:g} "
                             f"of the oracle gap, {budget}")
-    tab = Table(title=f"Scaling: time to {target:g} of the oracle gap (ridge_per_feature, n = {n_factor} p, "
+    tab = Table(title=f"Scaling: time to {target:g} of the oracle gap (ridge_per_feature{data_note}, n = {n_factor} p, "
                 f"{budget})", title_justify="left")
     for c in ("p", "seed", "tuner", "reached", "time s", "evals", "cost", "gap left", "tuner s", "wall s", "stop"):
         tab.add_column(c, justify="left" if c in ("tuner", "reached", "stop") else "right")

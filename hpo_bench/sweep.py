@@ -59,7 +59,8 @@ __all__ = [
     "SweepError", "DENSE_L_MAX", "FORWARD_MAX_HYPER", "FORWARD_MAX_HVP", "one_two_five", "default_grids",
     "peak_memory", "min_time", "largest_eigenvalue", "build_task", "frontier_theta", "frontier",
     "FRONTIER_COLUMNS", "TunerConfig", "DEFAULT_TUNERS", "TUNER_TABLE_KEYS", "default_tuner_configs",
-    "tuner_configs", "parse_tuner_option", "load_tuner_file", "select_tuners", "SCALING_TASK", "suite_toml",
+    "tuner_configs", "parse_tuner_option", "load_tuner_file", "select_tuners", "SCALING_TASK", "SPARSE_PARAMS",
+    "suite_toml",
     "scaling_suite", "scaling", "ScalingResult", "SCALING_COLUMNS", "FIT_COLUMNS", "oracle_options", "target_trace",
     "scaling_table", "fit_exponents", "sweep_provenance", "write_records", "frontier_figure", "scaling_figure",
 ]
@@ -538,6 +539,9 @@ def select_tuners(labels: list[str] | None, custom: list[TunerConfig]) -> list[T
 # --------------------------------------------------------------------------- scaling: the suite
 #: The scaling sweep's task.
 SCALING_TASK = "ridge_per_feature"
+#: Task parameters of the sizes above ``--sparse-above``: sparse text-like rows (Zipf word frequencies, 0.1%
+#: non-zeros, :func:`hpo_bench.data.text_like`), held as CSR and never densified.
+SPARSE_PARAMS: dict[str, Any] = {"dataset": "text-like", "density": 1e-3}
 
 
 def _toml_value(v: Any) -> str:
@@ -589,8 +593,8 @@ def scaling_suite(ps: list[int], configs: list[TunerConfig], *, seconds: float |
                   sparse_params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The scaling sweep as a suite (a dict with the suite file's schema): one ``[[task]]`` per ``p``
     (label ``p<p>``: ``ridge_per_feature`` with ``n = n_factor * p``, ``p`` and ``task_params``; above
-    ``sparse_above``, also ``sparse_params``), the configurations as ``[[tuner]]`` tables, the budget
-    (``seconds``, ``steps``) and the ``seeds``."""
+    ``sparse_above``, also ``sparse_params``, default :data:`SPARSE_PARAMS`), the configurations as
+    ``[[tuner]]`` tables, the budget (``seconds``, ``steps``) and the ``seeds``."""
     budget: dict[str, Any] = {}
     if steps is not None:
         budget["steps"] = int(steps)
@@ -600,7 +604,7 @@ def scaling_suite(ps: list[int], configs: list[TunerConfig], *, seconds: float |
     for p in ps:
         params = {"n": n_factor * p, "p": p, **(task_params or {})}
         if sparse_above is not None and p > sparse_above:
-            params.update(sparse_params or {})
+            params.update(SPARSE_PARAMS if sparse_params is None else sparse_params)
         tasks.append({"name": SCALING_TASK, "label": f"p{p}", "params": params})
     return {"name": "scaling", "description": f"sweep scaling: {SCALING_TASK}, n = {n_factor} p, "
             f"p = {', '.join(map(str, ps))}", "seeds": list(seeds), "budget": budget, "task": tasks,
@@ -760,7 +764,7 @@ class ScalingResult:
     run: Any
 
 
-def _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_above) -> None:
+def _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_above, task_params=None) -> None:
     if not ps:
         raise SweepError("option --p needs at least one size")
     for p in ps:
@@ -782,6 +786,11 @@ def _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_abov
     if sparse_above is not None and (isinstance(sparse_above, bool) or not isinstance(sparse_above, int)
                                      or sparse_above < 0):
         raise SweepError(f"option --sparse-above must be an integer >= 0, but got {sparse_above!r}")
+    if sparse_above is not None:
+        for k in SPARSE_PARAMS:
+            if k in (task_params or {}):
+                raise SweepError(f"option --param: `{k}` is set by --sparse-above for p > {sparse_above} "
+                                 f"({k} = {SPARSE_PARAMS[k]!r}), not by --param; drop one of them")
 
 
 def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, target: float = 1e-3,
@@ -801,7 +810,9 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
     seed the oracle (:func:`hpo_bench.oracle.oracle_for`, :func:`oracle_options`) is computed first, in this
     process, and cached in ``oracle_cache`` (default ``OUT/oracles``). Every cell runs its whole budget; the time
     to target is then read from its records by TargetRecorder's rule (:func:`target_trace`), and
-    :func:`fit_exponents` fits the exponent in p.
+    :func:`fit_exponents` fits the exponent in p. With ``sparse_above``, the sizes ``p > sparse_above`` run on
+    sparse data (``sparse_params``, default :data:`SPARSE_PARAMS`: text-like CSR rows, density 1e-3; same
+    ``n = n_factor * p``), where the references are matrix-free and certified.
 
     Raises:
         SweepError: bad input, or a folder ``OUT/run`` that cannot take this run (the message says why).
@@ -815,7 +826,7 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
 
     ps = list(ps)
     seeds = list(seeds)
-    _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_above)
+    _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_above, task_params)
     extra = dict(task_params or {})
     for k in ("n", "p", "seed", "dtype", "device"):
         if k in extra:
@@ -876,7 +887,8 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
         prov["loadavg_1_5_15_end"] = None
     info = {"task": SCALING_TASK, "task_params": extra, "ps": ps, "n_factor": n_factor, "seeds": seeds,
             "target": target, "budget": {"steps": steps, "seconds": seconds}, "sparse_above": sparse_above,
-            "sparse_params": sparse_params if sparse_above is not None else None,
+            "sparse_params": (SPARSE_PARAMS if sparse_params is None else sparse_params)
+            if sparse_above is not None else None,
             "configs": [c.table() for c in configs], "suite": suite_file.name, "run": run_dir.name,
             "oracle_cache": str(cache),
             "oracles": {f"{lab}/seed{s}": asdict(o) for (lab, s), o in oracles.items()},

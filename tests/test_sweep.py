@@ -399,6 +399,8 @@ def test_cli_scaling_writes_suite_run_records_and_figure(monkeypatch, capsys, tm
     (["scaling", "--force"], "options --force and --retry-failed continue a run: they need --resume"),
     (["scaling", "--timeout", "-1"], "option --timeout must be a number of seconds > 0"),
     (["scaling", "--tuners-file", "/nonexistent/t.toml"], "option --tuners-file '/nonexistent/t.toml': cannot read"),
+    (["scaling", "--sparse-above", "-1"], "option --sparse-above must be an integer >= 0, but got -1"),
+    (["scaling", "--sparse-above", "10", "--param", 'dataset="diabetes"'], "`dataset` is set by --sparse-above"),
 ])
 def test_cli_sweep_bad_input_is_one_line_exit_2(monkeypatch, capsys, tmp_path, args, needle):
     code, out, err = invoke(monkeypatch, capsys, "sweep", *args, "--out", str(tmp_path / "o"))
@@ -406,3 +408,29 @@ def test_cli_sweep_bad_input_is_one_line_exit_2(monkeypatch, capsys, tmp_path, a
     assert err.startswith("hpo-bench: error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert needle in err, err
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_scaling_suite_puts_sizes_above_sparse_above_on_text_like_data():
+    d = scaling_suite([5, 10, 20], CFGS[:1], sparse_above=10, task_params={"noise": 0.5})
+    params = {t["label"]: t["params"] for t in d["task"]}
+    assert params["p5"] == {"n": 25, "p": 5, "noise": 0.5} and params["p10"] == {"n": 50, "p": 10, "noise": 0.5}
+    assert params["p20"] == {"n": 100, "p": 20, "noise": 0.5, "dataset": "text-like", "density": 1e-3}
+    assert [t["params"] for t in scaling_suite([20], CFGS[:1])["task"]] == [{"n": 100, "p": 20}]  # default: dense
+
+
+def test_cli_scaling_sparse_above_runs_the_large_sizes_on_sparse_data(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "sp"
+    code, stdout, err = invoke(monkeypatch, capsys, "sweep", "scaling", "--p", "2,40", "--sparse-above", "10",
+                               "--tuners", "gradient-cg", "--steps", "3", "--seconds", "5", "--target", "0.01",
+                               "--oracle-seconds", "20", "--quiet", "--out", str(out))
+    assert code == 0, err
+    suite = tomllib.loads((out / "suite.toml").read_text())
+    assert [t["params"].get("dataset") for t in suite["task"]] == [None, "text-like"]
+    doc = json.loads((out / "scaling.json").read_text())
+    assert doc["sparse_above"] == 10 and doc["sparse_params"] == {"dataset": "text-like", "density": 1e-3}
+    assert "text-like CSR above p = 10" in stdout
+    task = get_task("ridge_per_feature", **suite["task"][1]["params"])
+    assert task.sparse and task.x_train.layout == torch.sparse_csr  # what the sparse cell ran on
+    frame = pd.read_parquet(out / "run" / "records.parquet")
+    sparse_rows = frame[frame["task"].astype(str).str.startswith("p40")]
+    assert len(sparse_rows) == 3 and (sparse_rows["reference_error_bound"] < 1e-8).all()
