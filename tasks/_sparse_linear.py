@@ -51,10 +51,15 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
+from hpo_bench import data as _data
 from hpo_bench.space import Space
 from hpo_bench.task import Reference, Task, require
+
+from ._datasets import dataset_names, dataset_rule, task_split, text_like_split
+from ._sparse_ops import Design
 
 __all__ = ["CompositeTask", "SupportLinearization", "soft_threshold", "make_sparse_data", "lasso_gap",
            "logistic_gap", "cd_quadratic", "cd_logistic", "REFERENCE_GAP"]
@@ -137,7 +142,8 @@ def lasso_gap(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: np.ndarray, l2
     and in float64 the ratio's rounding (``eps ||x_j|| ||r|| / (n alpha_j)``, 1e-12 for weights of
     1e-4) would dominate the gap of an exact solution.
     """
-    x, y, w, alpha = (np.asarray(a, dtype=np.longdouble) for a in (x, y, w, alpha))
+    x = _ext(x)
+    y, w, alpha = (np.asarray(a, dtype=np.longdouble) for a in (y, w, alpha))
     n = x.shape[0]
     r = y - x @ w
     corr = x.T @ r - n * l2 * w  # x~_j^T r~ of the augmented problem
@@ -147,6 +153,13 @@ def lasso_gap(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: np.ndarray, l2
     # dual of 1/(2n)||y~ - X~ w||^2 + g: D = 1/(2n)||y||^2 - n/2 ||theta - y~/n||^2
     dual = 0.5 * (y @ y) / n - 0.5 * n * (((th_r - y / n) ** 2).sum() + (th_w ** 2).sum())
     return float(primal - dual)
+
+
+def _ext(x):
+    """``x`` in extended precision: a dense array, or a CSR copy of a ``scipy.sparse`` one (never densified)."""
+    if sp.issparse(x):
+        return sp.csr_matrix(x).astype(np.longdouble)
+    return np.asarray(x, dtype=np.longdouble)
 
 
 def _xlogx(u: np.ndarray) -> np.ndarray:
@@ -162,7 +175,8 @@ def logistic_gap(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: np.ndarray)
     Dual: ``D(u) = -1/n sum [H(n u_i)]`` with ``H(t) = t log t + (1-t) log(1-t)`` over the feasible
     set ``|(diag(y) X)^T u|_j <= alpha_j``; ``u = sigma(-y x.w) / n`` rescaled to feasibility.
     """
-    x, y, w, alpha = (np.asarray(a, dtype=np.longdouble) for a in (x, y, w, alpha))  # as lasso_gap
+    x = _ext(x)  # as lasso_gap
+    y, w, alpha = (np.asarray(a, dtype=np.longdouble) for a in (y, w, alpha))
     n = x.shape[0]
     z = y * (x @ w)
     primal = float(np.mean(np.logaddexp(0.0, -z))) + float(alpha @ np.abs(w))
@@ -185,6 +199,8 @@ def cd_quadratic(gram: np.ndarray, c: np.ndarray, alpha: np.ndarray, l2: float, 
     p = w.shape[0]
     for _ in range(epochs):
         for j in range(p):
+            if diag[j] <= 0.0:  # an empty column: its coordinate stays at zero
+                continue
             old = w[j]
             gj = gw[j] + l2 * old - c[j]
             new = _st(old - gj / diag[j], alpha[j] / diag[j])
@@ -203,6 +219,8 @@ def cd_logistic(x: np.ndarray, y: np.ndarray, alpha: np.ndarray, l2: float, w: n
     xw = x @ w
     for _ in range(epochs):
         for j in range(w.shape[0]):
+            if lips[j] <= 0.0:  # an empty column: its coordinate stays at zero
+                continue
             old = w[j]
             gj = float(x[:, j] @ (-y / (1.0 + np.exp(y * xw)))) / n + l2 * old
             new = _st(old - gj / lips[j], alpha[j] / lips[j])
@@ -210,6 +228,66 @@ def cd_logistic(x: np.ndarray, y: np.ndarray, alpha: np.ndarray, l2: float, w: n
                 xw += x[:, j] * (new - old)
                 w[j] = new
     return w
+
+
+def cd_quadratic_sparse(xc: sp.csc_matrix, y: np.ndarray, alpha: np.ndarray, l2: float, w: np.ndarray,
+                        epochs: int) -> np.ndarray:
+    """:func:`cd_quadratic` for a sparse ``X`` (CSC): the residual ``X w - y`` is kept instead of ``G w``, so a
+    coordinate costs its column's non-zeros and no Gram matrix is formed. Empty columns stay at zero."""
+    w = np.array(w, dtype=np.float64)
+    n = xc.shape[0]
+    r = xc @ w - y
+    ptr, ind, val = xc.indptr, xc.indices, xc.data
+    diag = np.asarray(xc.multiply(xc).sum(0)).ravel() / n + l2
+    for _ in range(epochs):
+        for j in range(w.shape[0]):
+            if diag[j] <= 0.0:
+                continue
+            lo, hi = ptr[j], ptr[j + 1]
+            idx, v = ind[lo:hi], val[lo:hi]
+            old = w[j]
+            gj = float(v @ r[idx]) / n + l2 * old
+            new = _st(old - gj / diag[j], alpha[j] / diag[j])
+            if new != old:
+                r[idx] += v * (new - old)
+                w[j] = new
+    return w
+
+
+def cd_logistic_sparse(xc: sp.csc_matrix, y: np.ndarray, alpha: np.ndarray, l2: float, w: np.ndarray,
+                       epochs: int, lips: np.ndarray) -> np.ndarray:
+    """:func:`cd_logistic` for a sparse ``X`` (CSC): a coordinate reads only its column's rows of ``X w``."""
+    w = np.array(w, dtype=np.float64)
+    n = xc.shape[0]
+    xw = xc @ w
+    ptr, ind, val = xc.indptr, xc.indices, xc.data
+    for _ in range(epochs):
+        for j in range(w.shape[0]):
+            if lips[j] <= 0.0:
+                continue
+            lo, hi = ptr[j], ptr[j + 1]
+            idx, v = ind[lo:hi], val[lo:hi]
+            yi = y[idx]
+            old = w[j]
+            gj = float(v @ (-yi / (1.0 + np.exp(yi * xw[idx])))) / n + l2 * old
+            new = _st(old - gj / lips[j], alpha[j] / lips[j])
+            if new != old:
+                xw[idx] += v * (new - old)
+                w[j] = new
+    return w
+
+
+def spectral_norm_sq(x) -> float:
+    """``||X||_2^2`` (dense: LAPACK; sparse: Lanczos on ``X^T X`` to 1e-10, then raised by 1e-8 relative so
+    that a ``1 / L`` step stays safe)."""
+    if not sp.issparse(x):
+        return float(np.linalg.norm(x, 2) ** 2)
+    from scipy.sparse.linalg import svds
+
+    if min(x.shape) <= 2:
+        return float(np.linalg.norm(x.toarray(), 2) ** 2)
+    s = svds(sp.csr_matrix(x), k=1, tol=1e-10, return_singular_vectors=False, random_state=0)
+    return float(s[0]) ** 2 * (1 + 1e-8)
 
 
 class SupportLinearization:
@@ -363,12 +441,18 @@ class CompositeTask(Task):
 
     # ------------------------------------------------------------------ setup
     def _setup_data(self, x_tr, y_tr, x_va, y_va, x_te, y_te, w_true, space: Space) -> None:
+        """``x_*`` dense arrays, or ``scipy.sparse`` matrices (held as CSR designs, never densified)."""
         t = self.tensor
-        self.x_train, self.y_train = t(x_tr), t(y_tr)
-        self.x_val, self.y_val = t(x_va), t(y_va)
-        self.x_test, self.y_test = t(x_te), t(y_te)
-        self.w_true = t(w_true)
-        self._np = (np.asarray(x_tr, dtype=np.float64), np.asarray(y_tr, dtype=np.float64))
+        self.sparse = sp.issparse(x_tr)
+        self.design_train, self.design_val, self.design_test = (
+            Design(x, dtype=self.dtype, device=self.device) for x in (x_tr, x_va, x_te))
+        self.x_train, self.y_train = self.design_train.mat, t(y_tr)
+        self.x_val, self.y_val = self.design_val.mat, t(y_va)
+        self.x_test, self.y_test = self.design_test.mat, t(y_te)
+        self.w_true = None if w_true is None else t(w_true)
+        x_np = sp.csr_matrix(x_tr, dtype=np.float64) if self.sparse else np.asarray(x_tr, dtype=np.float64)
+        self._np = (x_np, np.asarray(y_tr, dtype=np.float64))
+        self._csc = x_np.tocsc() if self.sparse else None
         self._space = space
         self._cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         if space.dim == 1:
@@ -548,6 +632,12 @@ class CompositeTask(Task):
         q = torch.linalg.solve(lin.hessian(), v)
         return -lin.cross_vjp(q)
 
+    def _columns(self, support) -> np.ndarray:
+        """The training columns ``X[:, support]`` as a dense ``n x |S|`` array (from CSC for sparse data)."""
+        if self.sparse:
+            return self._csc[:, np.asarray(support, dtype=np.int64)].toarray()
+        return self._np[0][:, np.asarray(support, dtype=np.int64)]
+
     def outer_grad(self, w: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             w_ = w.detach().requires_grad_(True)
@@ -640,10 +730,16 @@ class LeastSquaresComposite(CompositeTask):
         super()._setup_data(*args, **kw)
         x, y = self._np
         n = x.shape[0]
-        self._gram_np = x.T @ x / n
-        self._c_np = x.T @ y / n
-        self.gram = self.tensor(self._gram_np)
+        self._c_np = np.asarray(x.T @ y).ravel() / n
         self.xty = self.tensor(self._c_np)
+        if self.sparse:  # no p x p Gram matrix: products go through X (CSR) and X^T (its own CSR)
+            self._gram_np = None
+            self._diag = np.asarray(x.multiply(x).sum(0)).ravel() / n
+            self._lip = spectral_norm_sq(x) / n * (1 + 1e-12)
+            return
+        self._gram_np = x.T @ x / n
+        self.gram = self.tensor(self._gram_np)
+        self._diag = np.diag(self._gram_np).copy()
         self._lip = float(np.linalg.eigvalsh(self._gram_np)[-1]) * (1 + 1e-12)
 
     def lambda_max(self) -> float:
@@ -651,41 +747,51 @@ class LeastSquaresComposite(CompositeTask):
         return float(np.max(np.abs(self._c_np)))
 
     def data_loss(self, w):
-        r = self.x_train @ w - self.y_train
+        r = self.design_train.mv(w) - self.y_train
         return 0.5 * (r @ r) / r.shape[0]
 
     def data_grad(self, w):
+        if self.sparse:
+            return self.design_train.rmv(self.design_train.mv(w) - self.y_train) / self.n_train
         return self.gram @ w - self.xty
 
     def data_hvp(self, w, v):
+        if self.sparse:
+            d = self.design_train
+            return (d.rmv(d.mv(v)) if v.ndim == 1 else d.rmm(d.mm(v))) / self.n_train
         return self.gram @ v
 
     def data_support_hessian(self, w, support):
+        if self.sparse:
+            xs = self._columns(support.cpu().numpy())
+            return self.tensor(xs.T @ xs / self.n_train)
         return self.gram[support][:, support]
 
     def data_lipschitz(self) -> float:
         return self._lip
 
     def data_coordinate_lipschitz(self):
-        return torch.diagonal(self.gram).clone()
+        return self.tensor(self._diag.copy())
 
     def outer_loss(self, w):
-        r = self.x_val @ w - self.y_val
+        r = self.design_val.mv(w) - self.y_val
         return (r @ r) / r.shape[0]
 
     def test_loss(self, w):
-        r = self.x_test @ w - self.y_test
+        r = self.design_test.mv(w) - self.y_test
         return (r @ r) / r.shape[0]
 
     def outer_grad(self, w):
-        r = self.x_val @ w.detach() - self.y_val
-        return self.x_val.T @ (r * (2.0 / r.shape[0]))
+        r = self.design_val.mv(w.detach()) - self.y_val
+        return self.design_val.rmv(r * (2.0 / r.shape[0]))
 
     def _gap_np(self, w, alpha, l2) -> float:
         x, y = self._np
         return lasso_gap(x, y, w, alpha, l2)
 
     def _cd_numpy(self, alpha, l2, w, epochs):
+        if self.sparse:
+            return cd_quadratic_sparse(self._csc, self._np[1], alpha, l2, w, epochs)
         return cd_quadratic(self._gram_np, self._c_np, alpha, l2, w, epochs)
 
     def _grad_at_zero(self):
@@ -697,13 +803,29 @@ class LeastSquaresComposite(CompositeTask):
 
     def _polish(self, alpha: np.ndarray, l2: float, w: np.ndarray) -> np.ndarray | None:
         g, c = self._gram_np, self._c_np
+        if self.sparse:  # G_SS from the support's columns, grad f through X and X^T (no p x p matrix)
+            x, y = self._np
+            n = x.shape[0]
+
+            def g_ss(s_idx):
+                xs = self._columns(s_idx)
+                return xs.T @ xs / n
+
+            def grad(v):
+                return np.asarray(x.T @ (x @ v - y)).ravel() / n + l2 * v
+        else:
+            def g_ss(s_idx):
+                return g[np.ix_(s_idx, s_idx)]
+
+            def grad(v):
+                return g @ v - c + l2 * v
 
         def target(s_idx, signs, w_now):
-            h = g[np.ix_(s_idx, s_idx)] + l2 * np.eye(s_idx.size)
+            h = g_ss(s_idx) + l2 * np.eye(s_idx.size)
             chol = np.linalg.cholesky(h)  # LinAlgError on a singular face (|S| > rank X): the caller falls back
             return np.linalg.solve(chol.T, np.linalg.solve(chol, c[s_idx] - alpha[s_idx] * signs))
 
-        return active_set(target, lambda v: g @ v - c + l2 * v, alpha, w)
+        return active_set(target, grad, alpha, w)
 
     def _cold_solve(self, alpha: np.ndarray, l2: float) -> np.ndarray:
         """From skglm's ``WeightedLasso`` (tol 1e-10) polished by the active set, for ``l2 = 0`` at
@@ -734,7 +856,7 @@ class LeastSquaresComposite(CompositeTask):
             return polished
         epochs, done = 20, 0
         while done < 20_000:  # fallback: CD, then the polish again
-            w = cd_quadratic(self._gram_np, self._c_np, alpha, l2, w, epochs)
+            w = self._cd_numpy(alpha, l2, w, epochs)
             done += epochs
             polished = self._polish(alpha, l2, w)
             if polished is not None and lasso_gap(x, y, polished, alpha, l2) <= REFERENCE_GAP + self.gap_floor(
@@ -753,8 +875,8 @@ class LogisticComposite(CompositeTask):
         super()._setup_data(*args, **kw)
         x, _ = self._np
         n = x.shape[0]
-        self._lip = float(np.linalg.norm(x, 2) ** 2) / (4 * n) * (1 + 1e-12)
-        self._coord_lip = (x ** 2).sum(0) / (4 * n)
+        self._lip = spectral_norm_sq(x) / (4 * n) * (1 + 1e-12)
+        self._coord_lip = (np.asarray(x.multiply(x).sum(0)).ravel() if self.sparse else (x ** 2).sum(0)) / (4 * n)
 
     def lambda_max(self) -> float:
         """``||X^T y||_inf / (2n)``: the smallest l1 weight with ``w* = 0`` (no intercept)."""
@@ -762,28 +884,27 @@ class LogisticComposite(CompositeTask):
         return float(np.max(np.abs(x.T @ y))) / (2 * x.shape[0])
 
     @staticmethod
-    def _logistic(x, y, w):
-        return torch.nn.functional.softplus(-y * (x @ w)).mean()
+    def _logistic(design, y, w):
+        return torch.nn.functional.softplus(-y * design.mv(w)).mean()
 
     def data_loss(self, w):
-        return self._logistic(self.x_train, self.y_train, w)
+        return self._logistic(self.design_train, self.y_train, w)
 
     def data_grad(self, w):
-        z = self.y_train * (self.x_train @ w)
-        return self.x_train.T @ (-self.y_train * torch.sigmoid(-z)) / z.shape[0]
+        z = self.y_train * self.design_train.mv(w)
+        return self.design_train.rmv(-self.y_train * torch.sigmoid(-z)) / z.shape[0]
 
     def _curv(self, w):
-        z = self.y_train * (self.x_train @ w)
+        z = self.y_train * self.design_train.mv(w)
         s = torch.sigmoid(z)
         return s * (1 - s) / z.shape[0]
 
     def data_hvp(self, w, v):
-        d = self._curv(w)
-        xv = self.x_train @ v
-        return self.x_train.T @ (d.unsqueeze(1) * xv if v.ndim == 2 else d * xv)
+        d, x = self._curv(w), self.design_train
+        return x.rmm(d.unsqueeze(1) * x.mm(v)) if v.ndim == 2 else x.rmv(d * x.mv(v))
 
     def data_support_hessian(self, w, support):
-        xs = self.x_train[:, support]
+        xs = self.tensor(self._columns(support.cpu().numpy())) if self.sparse else self.x_train[:, support]
         return xs.T @ (self._curv(w).unsqueeze(1) * xs)
 
     def data_lipschitz(self) -> float:
@@ -793,10 +914,14 @@ class LogisticComposite(CompositeTask):
         return self.tensor(self._coord_lip)
 
     def outer_loss(self, w):
-        return self._logistic(self.x_val, self.y_val, w)
+        return self._logistic(self.design_val, self.y_val, w)
 
     def test_loss(self, w):
-        return self._logistic(self.x_test, self.y_test, w)
+        return self._logistic(self.design_test, self.y_test, w)
+
+    def outer_grad(self, w):
+        z = self.y_val * self.design_val.mv(w.detach())
+        return self.design_val.rmv(-self.y_val * torch.sigmoid(-z)) / z.shape[0]
 
     def _gap_np(self, w, alpha, l2) -> float:
         if l2 != 0.0:
@@ -806,11 +931,13 @@ class LogisticComposite(CompositeTask):
 
     def _cd_numpy(self, alpha, l2, w, epochs):
         x, y = self._np
+        if self.sparse:
+            return cd_logistic_sparse(self._csc, y, alpha, l2, w, epochs, self._coord_lip + l2)
         return cd_logistic(x, y, alpha, l2, w, epochs, self._coord_lip + l2)
 
     def _grad_at_zero(self):
         x, y = self._np
-        return x.T @ (-0.5 * y) / x.shape[0]
+        return np.asarray(x.T @ (-0.5 * y)).ravel() / x.shape[0]
 
     def _loss_at_zero(self):
         return math.log(2.0)
@@ -824,7 +951,7 @@ class LogisticComposite(CompositeTask):
 
         def target(s_idx, signs, w_now):
             """Damped Newton on the face ``sign(w_S) = signs`` (a smooth convex problem)."""
-            xs, a_s = x[:, s_idx], alpha[s_idx] * signs
+            xs, a_s = self._columns(s_idx), alpha[s_idx] * signs
             ws = w_now[s_idx].copy()
             for _ in range(200):
                 z = y * (xs @ ws)
@@ -840,7 +967,8 @@ class LogisticComposite(CompositeTask):
                     break
             return ws
 
-        return active_set(target, lambda v: x.T @ (-y / (1.0 + np.exp(y * (x @ v)))) / n, alpha, w)
+        return active_set(target, lambda v: np.asarray(x.T @ (-y / (1.0 + np.exp(y * (x @ v))))).ravel() / n,
+                          alpha, w)
 
     def _reference_solve(self, alpha, l2, w0):
         x, y = self._np
@@ -851,7 +979,7 @@ class LogisticComposite(CompositeTask):
             return polished
         epochs, done = 20, 0
         while done < 20_000:  # fallback: CD, then the polish again
-            w = cd_logistic(x, y, alpha, l2, w, epochs, self._coord_lip + l2)
+            w = self._cd_numpy(alpha, l2, w, epochs)
             done += epochs
             polished = self._polish(alpha, w)
             if polished is not None and logistic_gap(x, y, polished, alpha) <= REFERENCE_GAP + self.gap_floor(
@@ -873,23 +1001,123 @@ def l1_block(task: CompositeTask, *, name: str, size: int, lam_max: float, lam0:
                  high=lam_high * lam_max, transform="log", init=lam0 * lam_max)
 
 
-class SyntheticSparseMixin:
-    """The synthetic-data parameters every non-smooth task shares (stored in ``params``)."""
+#: the datasets every non-smooth task names first (then every registered set of its kind: :func:`dataset_fits`)
+CLASSIC_DATASETS = ("synthetic", _data.TEXT_LIKE)
 
-    def _data(self, *, n, p, n_informative, snr, rho, n_val, n_test, seed, classification=False):
-        data = make_sparse_data(task=self.name, n=n, p=p, n_informative=n_informative, snr=snr, rho=rho,
-                                n_val=n_val, n_test=n_test, seed=seed, classification=classification)
-        self.params = {"n": n, "p": p, "n_informative": n_informative, "snr": snr, "rho": rho, "n_val": n_val,
-                       "n_test": n_test}
+#: a registered set stored sparse stays a CSR design when its density is at most this (denser ones, e.g.
+#: ijcnn1 at 0.59, are densified and standardised like the dense sets)
+SPARSE_MAX_DENSITY = 0.1
+
+
+def dataset_fits(classification: bool) -> tuple[list[str], str]:
+    """``(accepted names, rule text)`` of ``dataset``: sparse_logreg takes binary sets; the least-squares tasks
+    take regression sets and binary sets (labels as ``+-1`` regression targets, as sparse-ho's lasso on rcv1)."""
+    if classification:
+        return dataset_rule((*CLASSIC_DATASETS, "breast_cancer"), "binary")
+    fits, rule = dataset_rule((*CLASSIC_DATASETS, "diabetes"), "regression")
+    binary = [n for n in dataset_names("binary") if n not in fits]
+    return [*fits, *binary], f"{rule}, or a binary set ({', '.join(binary)}; labels as +-1 targets)"
+
+
+def make_task_data(*, task: str, dataset: str, classification: bool, n: int, p: int, n_informative: int,
+                   snr: float, rho: float, n_val: int | None, n_test: int | None, seed: int,
+                   max_train: int | None = None, density: float | None = None):
+    """``(x_tr, y_tr, x_va, y_va, x_te, y_te, w_true)`` of ``dataset`` (``w_true``: ``None`` unless synthetic).
+
+    * ``"synthetic"``: :func:`make_sparse_data` (dense, known sparse truth).
+    * ``"text-like"``: :func:`hpo_bench.data.text_like` rows (sparse CSR, ``n``/``n_val``/``n_test`` rows, ``p``
+      words, ``density``, ``n_informative`` informative words); regression targets with noise ``1 / snr``
+      (standardised with training statistics), binary labels at the generator's default signal.
+    * a registered set: its canonical split drawn by ``seed`` (``max_train`` keeps the first training rows).
+      Sets stored sparse with density ``<= SPARSE_MAX_DENSITY`` stay CSR and unscaled (centring would densify);
+      the others are dense, standardised with training statistics. Regression targets are standardised; a binary
+      set's labels become ``+-1`` (the larger label ``+1``), as targets for the least-squares tasks too.
+    """
+    fits, rule = dataset_fits(classification)
+    require(dataset in fits, task, "dataset", rule, dataset)
+    require(density is None or dataset == _data.TEXT_LIKE, task, "density",
+            f"omitted unless dataset = {_data.TEXT_LIKE!r}", density)
+    if dataset == "synthetic":
+        require(max_train is None, task, "max_train", "omitted with dataset = 'synthetic' (use `n`)", max_train)
+        return make_sparse_data(task=task, n=n, p=p, n_informative=n_informative, snr=snr, rho=rho, n_val=n_val,
+                                n_test=n_test, seed=seed, classification=classification)
+    if dataset == _data.TEXT_LIKE:
+        require(snr > 0, task, "snr", "> 0 (inf: noiseless)", snr)
+        kw = {"target": "binary"} if classification else {"target": "regression", "noise": 1.0 / snr}
+        x, y, (n, n_val, n_test) = text_like_split(task, n=n, p=p, density=density, n_informative=n_informative,
+                                                   n_val=n_val, n_test=n_test, max_train=max_train, seed=seed, **kw)
+        if not classification:
+            y = (y - y[:n].mean()) / (y[:n].std() or 1.0)
+        a, b = n, n + n_val
+        return x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:], None
+    split = task_split(task=task, dataset=dataset, fits=fits, seed=seed, max_train=max_train, rule=rule,
+                       keep_sparse=True)
+    xs = [split.x_train, split.x_val, split.x_test]
+    ys = [np.asarray(v, dtype=np.float64).ravel() for v in (split.y_train, split.y_val, split.y_test)]
+    keep_sparse = False
+    if sp.issparse(xs[0]):
+        nnz, size = sum(v.nnz for v in xs), sum(v.shape[0] for v in xs) * xs[0].shape[1]
+        keep_sparse = nnz <= SPARSE_MAX_DENSITY * size
+        if not keep_sparse:
+            xs = [v.toarray() for v in xs]
+    if keep_sparse:
+        xs = [sp.csr_matrix(v, dtype=np.float64) for v in xs]
+    else:
+        mu, sd = xs[0].mean(0), xs[0].std(0)
+        sd = np.where(sd > 0, sd, 1.0)
+        xs = [(v - mu) / sd for v in xs]
+    kind = _data.get(dataset).task
+    if kind == "binary":
+        classes = np.unique(np.concatenate(ys))
+        require(len(classes) == 2, task, "dataset", "a set with exactly two labels",
+                f"{dataset} with labels {classes[:5].tolist()}")
+        ys = [np.where(v == classes[1], 1.0, -1.0) for v in ys]
+    else:
+        ym, ysd = ys[0].mean(), ys[0].std() or 1.0
+        ys = [(v - ym) / ysd for v in ys]
+    return xs[0], ys[0], xs[1], ys[1], xs[2], ys[2], None
+
+
+class SyntheticSparseMixin:
+    """The data parameters every non-smooth task shares (stored in ``params``: the synthetic ones as before, the
+    dataset's own otherwise) and the description of a registered dataset."""
+
+    def _data(self, *, n, p, n_informative, snr, rho, n_val, n_test, seed, classification=False,
+              dataset: str = "synthetic", max_train: int | None = None, density: float | None = None):
+        data = make_task_data(task=self.name, dataset=dataset, classification=classification, n=n, p=p,
+                              n_informative=n_informative, snr=snr, rho=rho, n_val=n_val, n_test=n_test, seed=seed,
+                              max_train=max_train, density=density)
+        if dataset == "synthetic":  # the params of existing instances (and their oracles) stay as they were
+            self.params = {"n": n, "p": p, "n_informative": n_informative, "snr": snr, "rho": rho, "n_val": n_val,
+                           "n_test": n_test}
+        elif dataset == _data.TEXT_LIKE:
+            self.params = {"dataset": dataset, "n": n, "p": p, "n_informative": n_informative, "snr": snr,
+                           "density": 1e-3 if density is None else density, "n_val": n_val, "n_test": n_test}
+        else:
+            self.params = {"dataset": dataset}
+            if max_train is not None:
+                self.params["max_train"] = max_train
         return data
+
+    def describe(self) -> dict:
+        out = super().describe()
+        dataset = self.params.get("dataset", "synthetic")
+        if dataset != "synthetic":
+            out.update(_data.describe(dataset))
+        return out
+
+    @staticmethod
+    def _lam_max_ls(x, y) -> float:
+        return float(np.max(np.abs(np.asarray(x.T @ y).ravel()))) / x.shape[0]
 
     def _setup_l1_least_squares(self, *, size: int, lam0: float, lam_low: float, lam_high: float,
                                 **data_kw: Any) -> None:
-        """Synthetic data, then ``size`` l1 penalties (1: lasso, p: weighted lasso) in fractions of
-        ``lambda_max = max|X^T y| / n`` (the smallest penalty with ``w* = 0``)."""
+        """The data, then ``size`` l1 penalties (1: lasso, p: weighted lasso; ``size=None``: one per feature of
+        the data) in fractions of ``lambda_max = max|X^T y| / n`` (the smallest penalty with ``w* = 0``)."""
         data = self._data(**data_kw)
         x, y = data[0], data[1]
-        lam_max = float(abs(x.T @ y).max()) / data_kw["n"]
+        lam_max = self._lam_max_ls(x, y)
+        size = x.shape[1] if size is None else size
         space = Space((l1_block(self, name="lam", size=size, lam_max=lam_max, lam0=lam0, lam_low=lam_low,
                                 lam_high=lam_high),))
         self._setup_data(*data, space=space)

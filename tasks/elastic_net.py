@@ -27,16 +27,17 @@ class ElasticNet(SyntheticSparseMixin, LeastSquaresComposite):
     name = "elastic_net"
 
     def __init__(self, *, n: int = 100, p: int = 50, n_informative: int = 5, snr: float = 3.0, rho: float = 0.5,
-                 n_val: int | None = None, n_test: int | None = None, lam0: float = 0.01, lam_low: float = 1e-4,
+                 n_val: int | None = None, n_test: int | None = None, dataset: str = "synthetic",
+                 max_train: int | None = None, density: float | None = None, lam0: float = 0.01, lam_low: float = 1e-4,
                  lam_high: float = 1.0, l2_0: float = 0.01, l2_low: float = 1e-6, l2_high: float = 10.0,
                  seed: int = 0, dtype="float64", device: str = "cpu") -> None:
         super().__init__(seed=seed, dtype=dtype, device=device)
         data = self._data(n=n, p=p, n_informative=n_informative, snr=snr, rho=rho, n_val=n_val, n_test=n_test,
-                          seed=seed)
+                          seed=seed, dataset=dataset, max_train=max_train, density=density)
         require(0 < l2_low < l2_high, self.name, "l2_low", f"in (0, l2_high={l2_high})", l2_low)
         require(l2_low <= l2_0 <= l2_high, self.name, "l2_0", f"within [l2_low={l2_low}, l2_high={l2_high}]", l2_0)
         x, y = data[0], data[1]
-        lam_max = float(abs(x.T @ y).max()) / n
+        lam_max = self._lam_max_ls(x, y)
         space = Space((l1_block(self, name="lam1", size=1, lam_max=lam_max, lam0=lam0, lam_low=lam_low,
                                 lam_high=lam_high),
                        Block("lam2", kind="scalar", size=1, low=l2_low, high=l2_high, transform="log", init=l2_0)))

@@ -27,13 +27,14 @@ class SparseLogreg(SyntheticSparseMixin, LogisticComposite):
     check_params = {"n": 60, "p": 8, "n_informative": 3, "lam0": 0.1}
 
     def __init__(self, *, n: int = 100, p: int = 30, n_informative: int = 5, snr: float = 3.0, rho: float = 0.5,
-                 n_val: int | None = None, n_test: int | None = None, lam0: float = 0.05, lam_low: float = 1e-3,
+                 n_val: int | None = None, n_test: int | None = None, dataset: str = "synthetic",
+                 max_train: int | None = None, density: float | None = None, lam0: float = 0.05, lam_low: float = 1e-3,
                  lam_high: float = 1.0, seed: int = 0, dtype="float64", device: str = "cpu") -> None:
         super().__init__(seed=seed, dtype=dtype, device=device)
         data = self._data(n=n, p=p, n_informative=n_informative, snr=snr, rho=rho, n_val=n_val, n_test=n_test,
-                          seed=seed, classification=True)
+                          seed=seed, classification=True, dataset=dataset, max_train=max_train, density=density)
         x, y = data[0], data[1]
-        lam_max = float(abs(x.T @ y).max()) / (2 * n)
+        lam_max = self._lam_max_ls(x, y) / 2
         space = Space((l1_block(self, name="lam", size=1, lam_max=lam_max, lam0=lam0, lam_low=lam_low,
                                 lam_high=lam_high),))
         self._setup_data(*data, space=space)

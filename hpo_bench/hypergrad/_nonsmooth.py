@@ -166,12 +166,16 @@ def _cd_forward(task, w, theta, epochs: int):
     w = w.detach().double().cpu().numpy().copy()
     p, m = w.shape[0], theta.shape[0]
     jac = np.zeros((p, m))
+    if getattr(task, "sparse", False):
+        return _cd_forward_sparse(task, w, jac, alpha, l2, ja, jl2, lips, epochs)
     if task.data_kind == "least_squares":
         g, c = task._gram_np, task._c_np
         gw, gj_ = g @ w, g @ jac
         for _ in range(epochs):
             for j in range(p):
                 old, lj = w[j], lips[j]
+                if lj <= 0.0:  # an empty column: CD leaves it at zero
+                    continue
                 grad_j = gw[j] + l2 * old - c[j]
                 z = old - grad_j / lj
                 dgrad = gj_[j] + l2 * jac[j] + old * jl2  # d(grad_j)/dtheta
@@ -189,6 +193,8 @@ def _cd_forward(task, w, theta, epochs: int):
         for _ in range(epochs):
             for j in range(p):
                 old, lj = w[j], lips[j]
+                if lj <= 0.0:  # an empty column: CD leaves it at zero
+                    continue
                 sig = 1.0 / (1.0 + np.exp(y * xw))  # sigma(-y x.w)
                 grad_j = float(x[:, j] @ (-y * sig)) / n + l2 * old
                 curv = sig * (1.0 - sig)  # d/d(xw) of -y sigma(-y xw) = sigma'(y xw) (y^2 = 1)
@@ -201,6 +207,43 @@ def _cd_forward(task, w, theta, epochs: int):
                 xw += x[:, j] * (new - old)
                 xj += np.outer(x[:, j], drow - jac[j])
                 w[j], jac[j] = new, drow
+    return task.tensor(w), task.tensor(jac)
+
+
+def _cd_forward_sparse(task, w, jac, alpha, l2, ja, jl2, lips, epochs: int):
+    """:func:`_cd_forward` on a sparse (CSC) design: ``X w`` and ``X J`` are kept (no Gram matrix), so coordinate
+    ``j`` reads only the rows where column ``j`` is non-zero. Least squares: per-row gradient ``x.w - y`` and
+    curvature 1; logistic: ``-y sigma(-y x.w)`` and ``sigma'(y x.w)``."""
+    xc = task._csc
+    y = task._np[1]
+    n, m = xc.shape[0], jac.shape[1]
+    ptr, ind, val = xc.indptr, xc.indices, xc.data
+    xw, xj = xc @ w, np.zeros((n, m))
+    logistic = task.data_kind == "logistic"
+    for _ in range(epochs):
+        for j in range(w.shape[0]):
+            lj = lips[j]
+            if lj <= 0.0:  # an empty column: CD leaves it at zero
+                continue
+            lo, hi = ptr[j], ptr[j + 1]
+            idx, v = ind[lo:hi], val[lo:hi]
+            old = w[j]
+            if logistic:
+                yi = y[idx]
+                sig = 1.0 / (1.0 + np.exp(yi * xw[idx]))
+                resid, curv = -yi * sig, sig * (1.0 - sig)
+            else:
+                resid, curv = xw[idx] - y[idx], np.ones(idx.size)
+            grad_j = float(v @ resid) / n + l2 * old
+            dgrad = (v * curv) @ xj[idx] / n + l2 * jac[j] + old * jl2
+            z = old - grad_j / lj
+            dz = jac[j] - dgrad / lj + grad_j / lj ** 2 * jl2
+            thr = alpha[j] / lj
+            new = z - thr if z > thr else (z + thr if z < -thr else 0.0)
+            drow = dz - np.sign(z) * (ja[j] / lj - alpha[j] * jl2 / lj ** 2) if new != 0.0 else np.zeros(m)
+            xw[idx] += v * (new - old)
+            xj[idx] += np.outer(v, drow - jac[j])
+            w[j], jac[j] = new, drow
     return task.tensor(w), task.tensor(jac)
 
 
