@@ -665,6 +665,31 @@ def _stop_reason(last: dict[str, Any], budget) -> str:
     return "tuner"
 
 
+def polish_from_cells(frame: pd.DataFrame, suite, oracles: dict[tuple[str, int], Any], cache: Path, *,
+                      max_seconds: float | None = None, progress: Callable[[str], None] | None = None
+                      ) -> dict[tuple[str, int], Any]:
+    """Each oracle polished from every cell's best point (:func:`hpo_bench.oracle.polished_oracle_for`, cached in
+    ``cache/polish``), as ``hpo-bench report`` does: F* is then never above a point a tuner reached, and when a
+    tuner's incumbent leads L-BFGS-B to a lower basin the oracle's ``notes``/``winner`` say so."""
+    from .oracle import polished_oracle_for
+    from .report.metrics import _incumbent_starts
+
+    label_col = "task_label" if "task_label" in frame.columns else "task"
+    out = dict(oracles)
+    for t in suite.tasks:
+        for s in suite.seeds:
+            rows = frame[(frame[label_col].astype(str) == t.label) & (frame["seed"].astype(int) == int(s))]
+            starts = [st for group in _incumbent_starts(rows).values() for st in group]
+            if not starts:
+                continue
+            if progress is not None:
+                progress(f"{t.label} seed {s}: oracle polish from {len(starts)} cell incumbent(s)")
+            with one_thread():
+                out[(t.label, s)] = polished_oracle_for({"name": t.name, **t.params}, s, oracles[(t.label, s)],
+                                                        starts, cache, max_seconds=max_seconds)
+    return out
+
+
 def scaling_table(frame: pd.DataFrame, suite, oracles: dict[tuple[str, int], Any], target: float
                   ) -> tuple[pd.DataFrame, list[str]]:
     """One row per cell of ``suite`` (:data:`SCALING_COLUMNS`) from the run's records ``frame``, with
@@ -878,6 +903,7 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
                         retry_failed=retry_failed, timeout=timeout, threads=threads, reporter=reporter)
     finally:
         executor.shutdown(wait=True)
+    oracles = polish_from_cells(res.frame, suite, oracles, cache, max_seconds=oracle_seconds, progress=progress)
     table, notes = scaling_table(res.frame, suite, oracles, target)
     fits = fit_exponents(table)
     prov = json.loads(Path(res.provenance_path).read_text())
