@@ -367,9 +367,9 @@ class QuadraticBilevel(Task):
 
     def inner_oracle_batch(self, w: torch.Tensor, theta: torch.Tensor, idx: torch.Tensor,
                            v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(A_B z + B_B^T x + a_B, A_B v, B_B v)``: one gather of the batch's rows, ``A_B`` applied to ``[z, v]``
-        at once."""
+        """``(A_B z + B_B^T x + a_B, A_B v, B_B v)``: one gather of the batch's rows; ``A_B`` applied to ``z`` and
+        ``v`` as matrix-vector products (a two-column matrix product costs 3-4x two of them through MKL at
+        ``d_inner = 1000``)."""
         a_op, bt_op, b_op, lin_b, _, _ = self._inner_batch(idx)
-        zv = a_op(torch.stack((w, v), 1))
-        grad = zv[:, 0] + bt_op(theta.detach()) + lin_b
-        return grad, zv[:, 1], b_op(v)
+        grad = a_op(w).add_(bt_op(theta.detach())).add_(lin_b)
+        return grad, a_op(v), b_op(v)
