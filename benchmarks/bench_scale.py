@@ -1,0 +1,101 @@
+"""Scale benchmark (pytest-benchmark): the certified CG hypergradient on sparse per-feature logistic regression
+against the HVPs it takes.
+
+The task: ``logistic_l2`` (one penalty per feature) on ``dataset = "text-like"`` CSR rows, density 1e-3, at
+the init ``lam = 0.01``, ``w`` the certified reference solve. ``cg`` (Jacobi-preconditioned, ``tol = 1e-10``,
+its certified bound) is timed against ``k`` HVPs with the same linearisation, ``k`` the number of HVPs the
+``cg`` call reports: their ratio is what the loop adds (the linearisation, the preconditioner's diagonal, the
+strong-convexity bound, the recomputed residual and the cross product). Target: at most 3.
+
+Run and save (the figure in docs/performance.md comes from this command):
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m pytest benchmarks/bench_scale.py --benchmark-enable \
+        --benchmark-json results/benchmarks/scale.json
+
+Enabled: n = 20000, p = 100000 (the size of issue 14's targets; about 90 s with the setup). With
+``--benchmark-disable`` (CI): n = 400, p = 2000, each body once, still checking the result (the cg
+hypergradient within its and the reference's certified bounds of the reference) and that the HVP count is
+positive. The ratio of the two minimum times, each a minimum over interleaved repeats, is in each
+benchmark's ``extra_info`` (``ratio_cg_over_hvps``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from hpo_bench import METHODS, get_task
+from hpo_bench._threads import one_thread
+
+RATIO_TARGET = 3.0
+
+
+def _enabled(config) -> bool:
+    return bool(config.getoption("benchmark_enable", False)) or not config.getoption("benchmark_disable", False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_here():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def sparse_logistic(request):
+    n, p = (20_000, 100_000) if _enabled(request.config) else (400, 2000)
+    task = get_task("logistic_l2", dataset="text-like", n=n, p=p, density=1e-3, seed=0)
+    theta = task.space.init_theta(dtype=task.dtype)
+    ref = task.reference(theta)
+    return task, theta, ref
+
+
+def _cg(task, w, theta):
+    return METHODS.get("cg")(task, w, theta, tol=1e-10)
+
+
+def _hvps(task, w, theta, k: int):
+    lin = task.linearize(w, theta)
+    v = task.outer_grad(w)
+    for _ in range(k):
+        v = lin.hvp(v)
+        v = v / torch.linalg.vector_norm(v)  # keep the iterate's scale (the values do not matter, the work does)
+    return v
+
+
+def _interleaved_ratio(task, w, theta, k: int, repeats: int) -> tuple[float, float, float]:
+    """Min time of the cg call, min time of k HVPs and their ratio, alternating the two calls."""
+    t_cg, t_hvp = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _cg(task, w, theta)
+        t_cg.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _hvps(task, w, theta, k)
+        t_hvp.append(time.perf_counter() - t0)
+    return min(t_cg), min(t_hvp), min(t_cg) / min(t_hvp)
+
+
+@pytest.mark.parametrize("what", ["cg", "hvps"])
+def test_cg_hypergradient_against_its_hvps(benchmark, sparse_logistic, what):
+    task, theta, ref = sparse_logistic
+    w = ref.w
+    hg = _cg(task, w, theta)
+    k = int(hg.stats["hvp"])
+    assert k >= 1 and bool(hg.stats["converged"])
+    gnorm = float(torch.linalg.vector_norm(ref.grad))
+    err = float(torch.linalg.vector_norm(hg.grad - ref.grad)) / gnorm
+    # two certified paths: they agree within the sum of their bounds (plus a few eps of the comparison)
+    assert err <= float(hg.stats["error_bound"]) + float(ref.bound) / gnorm + 1e-14, (err, hg.stats["error_bound"])
+    benchmark.group = f"scale-cg-p{task.space.dim}"
+    rounds = 1 if benchmark.disabled else 5
+    if what == "cg":
+        out = benchmark.pedantic(_cg, args=(task, w, theta), rounds=rounds, iterations=1)
+        assert torch.isfinite(out.grad).all()
+    else:
+        out = benchmark.pedantic(_hvps, args=(task, w, theta, k), rounds=rounds, iterations=1)
+        assert torch.isfinite(out).all()
+    t_cg, t_hvp, ratio = _interleaved_ratio(task, w, theta, k, 1 if benchmark.disabled else 5)
+    benchmark.extra_info.update({"n": task.n_train, "p": task.space.dim, "hvps": k, "cg_s": t_cg,
+                                 "hvps_s": t_hvp, "ratio_cg_over_hvps": ratio, "target": RATIO_TARGET})
