@@ -12,7 +12,7 @@ Run and save (the figure in docs/performance.md comes from this command):
     OMP_NUM_THREADS=1 .venv/bin/python -m pytest benchmarks/bench_scale.py --benchmark-enable \
         --benchmark-json results/benchmarks/scale.json
 
-Enabled: n = 20000, p = 100000 (the size of issue 14's targets; about 90 s with the setup). With
+Enabled: n = 20000, p = 100000 (the size of the scale targets; about 30 s with the setup). With
 ``--benchmark-disable`` (CI): n = 400, p = 2000, each body once, still checking the result (the cg
 hypergradient within its and the reference's certified bounds of the reference) and that the HVP count is
 positive. The ratio of the two minimum times, each a minimum over interleaved repeats, is in each
