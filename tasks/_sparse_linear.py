@@ -1001,6 +1001,162 @@ def l1_block(task: CompositeTask, *, name: str, size: int, lam_max: float, lam0:
                  high=lam_high * lam_max, transform="log", init=lam0 * lam_max)
 
 
+CRITERIA = ("holdout", "cv")
+
+
+class CrossValMixin:
+    """The outer criterion ``criterion = "cv"`` with ``folds = K`` (sparse-ho's ``CrossVal``).
+
+    The training and validation rows together are split into ``K`` folds (scikit-learn's ``KFold``, shuffled by
+    the task seed); fold ``k`` trains on the other folds and is validated on its own rows. The inner variable
+    stacks the folds' weights, ``w = [w_1; ...; w_K]`` (``K p`` entries), and the inner problem is the sum of the
+    folds' problems: it is separable, so its solution is each fold's own solution, its prox map is the folds'
+    prox maps, and its support is the union of the folds' supports (each fold on its own block). The outer loss
+    is ``F = 1/K sum_k outer_k(w_k)`` (held-out MSE, or held-out logistic loss), so every composite method's
+    hypergradient is the mean of the folds' hypergradients, each on its own support (``H_SS`` is block
+    diagonal). The test split stays separate: ``test_loss`` is the mean over the folds' models of the test loss.
+    ``holdout`` (the default) is the plain train / validation split. Each fold is a full task of the same
+    class on its rows (``self.fold_tasks``): solves, gaps and CD sweeps run fold by fold. A task's
+    :meth:`~CompositeTask.penalties` returns ``n_params`` l1 weights: per-feature ones repeat once per fold.
+    """
+
+    folds_k: int = 0
+
+    def _setup_problem(self, data, space: Space, criterion: str = "holdout", folds: int | None = None) -> None:
+        """The task's data and space, with the outer criterion (``holdout`` or ``cv``)."""
+        if not self._setup_cv(criterion, folds, data, space):
+            self._setup_data(*data, space=space)
+
+    def _setup_cv(self, criterion: str, folds: int | None, data, space: Space) -> bool:
+        """Build the fold tasks when ``criterion == "cv"``; returns whether it did."""
+        require(criterion in CRITERIA, self.name, "criterion", f"one of {list(CRITERIA)}", criterion)
+        if criterion == "holdout":
+            require(folds is None, self.name, "folds", "omitted unless criterion = 'cv'", folds)
+            return False
+        k = 5 if folds is None else folds
+        x_tr, y_tr, x_va, y_va, x_te, y_te, _ = data
+        n_all = x_tr.shape[0] + x_va.shape[0]
+        require(isinstance(k, int) and not isinstance(k, bool) and 2 <= k <= n_all // 2, self.name, "folds",
+                f"an integer in [2, {n_all // 2}] (two rows per fold)", folds)
+        from sklearn.model_selection import KFold
+
+        if sp.issparse(x_tr):
+            x_all = sp.vstack([sp.csr_matrix(x_tr), sp.csr_matrix(x_va)], format="csr")
+        else:
+            x_all = np.vstack([x_tr, x_va])
+        y_all = np.concatenate([y_tr, y_va])
+        self.fold_tasks = []
+        for tr, va in KFold(k, shuffle=True, random_state=self.seed).split(np.zeros(n_all)):
+            fold = type(self).__new__(type(self))
+            Task.__init__(fold, seed=self.seed, dtype=self.dtype, device=self.device)
+            fold.params = {}
+            fold._setup_data(x_all[tr], y_all[tr], x_all[va], y_all[va], x_te, y_te, None, space=space)
+            self.fold_tasks.append(fold)
+        self.folds_k = k
+        self._p = x_tr.shape[1]
+        super()._setup_data(x_all, y_all, x_all, y_all, x_te, y_te, None, space=space)
+        self.params.update({"criterion": "cv", "folds": k})
+        return True
+
+    # the stacked problem, fold by fold
+    def _split(self, v: torch.Tensor) -> list[torch.Tensor]:
+        return list(v.reshape(self.folds_k, self._p, *v.shape[1:]).unbind(0))
+
+    def _np_split(self, v: np.ndarray) -> list[np.ndarray]:
+        return list(np.asarray(v).reshape(self.folds_k, self._p))
+
+    @property
+    def n_params(self) -> int:
+        return self.folds_k * self._p if self.folds_k else super().n_params
+
+    def _stack(self, name, w, *args):
+        if not self.folds_k:
+            return getattr(super(), name)(w, *args)
+        return torch.cat([getattr(f, name)(wk, *args) for f, wk in zip(self.fold_tasks, self._split(w))])
+
+    def data_loss(self, w):
+        if not self.folds_k:
+            return super().data_loss(w)
+        return sum(f.data_loss(wk) for f, wk in zip(self.fold_tasks, self._split(w)))
+
+    def data_grad(self, w):
+        return self._stack("data_grad", w)
+
+    def data_hvp(self, w, v):
+        if not self.folds_k:
+            return super().data_hvp(w, v)
+        return torch.cat([f.data_hvp(wk, vk) for f, wk, vk in zip(self.fold_tasks, self._split(w), self._split(v))])
+
+    def data_support_hessian(self, w, support):
+        if not self.folds_k:
+            return super().data_support_hessian(w, support)
+        blocks = []
+        for k, (f, wk) in enumerate(zip(self.fold_tasks, self._split(w))):
+            local = support[(support >= k * self._p) & (support < (k + 1) * self._p)] - k * self._p
+            blocks.append(f.data_support_hessian(wk, local))
+        return torch.block_diag(*blocks)
+
+    def data_lipschitz(self) -> float:
+        return max(f.data_lipschitz() for f in self.fold_tasks) if self.folds_k else super().data_lipschitz()
+
+    def data_coordinate_lipschitz(self):
+        if not self.folds_k:
+            return super().data_coordinate_lipschitz()
+        return torch.cat([f.data_coordinate_lipschitz() for f in self.fold_tasks])
+
+    def _mean(self, name, w):
+        return sum(getattr(f, name)(wk) for f, wk in zip(self.fold_tasks, self._split(w))) / self.folds_k
+
+    def outer_loss(self, w):
+        return self._mean("outer_loss", w) if self.folds_k else super().outer_loss(w)
+
+    def test_loss(self, w):
+        return self._mean("test_loss", w) if self.folds_k else super().test_loss(w)
+
+    def outer_grad(self, w):
+        if not self.folds_k:
+            return super().outer_grad(w)
+        return self._stack("outer_grad", w) / self.folds_k
+
+    def _gap_np(self, w, alpha, l2) -> float:
+        if not self.folds_k:
+            return super()._gap_np(w, alpha, l2)
+        return sum(f._gap_np(wk, ak, l2) for f, wk, ak in zip(self.fold_tasks, self._np_split(w),
+                                                                self._np_split(alpha)))
+
+    def gap_floor(self, w, alpha, l2) -> float:
+        if not self.folds_k:
+            return super().gap_floor(w, alpha, l2)
+        return sum(f.gap_floor(wk, ak, l2) for f, wk, ak in zip(self.fold_tasks, self._np_split(w),
+                                                                  self._np_split(alpha)))
+
+    def _cd_numpy(self, alpha, l2, w, epochs):
+        if not self.folds_k:
+            return super()._cd_numpy(alpha, l2, w, epochs)
+        return np.concatenate([f._cd_numpy(ak, l2, wk, epochs) for f, wk, ak in
+                               zip(self.fold_tasks, self._np_split(w), self._np_split(alpha))])
+
+    def _cold_solve(self, alpha, l2):
+        if not self.folds_k:
+            return super()._cold_solve(alpha, l2)
+        return np.concatenate([f._cold_solve(ak, l2) for f, ak in zip(self.fold_tasks, self._np_split(alpha))])
+
+    def _reference_solve(self, alpha, l2, w0):
+        if not self.folds_k:
+            return super()._reference_solve(alpha, l2, w0)
+        w0s = [None] * self.folds_k if w0 is None else self._np_split(w0)
+        return np.concatenate([f._reference_solve(ak, l2, wk) for f, wk, ak in
+                               zip(self.fold_tasks, w0s, self._np_split(alpha))])
+
+    def _grad_at_zero(self):
+        if not self.folds_k:
+            return super()._grad_at_zero()
+        return np.concatenate([f._grad_at_zero() for f in self.fold_tasks])
+
+    def _loss_at_zero(self):
+        return sum(f._loss_at_zero() for f in self.fold_tasks) if self.folds_k else super()._loss_at_zero()
+
+
 #: the datasets every non-smooth task names first (then every registered set of its kind: :func:`dataset_fits`)
 CLASSIC_DATASETS = ("synthetic", _data.TEXT_LIKE)
 
@@ -1111,7 +1267,7 @@ class SyntheticSparseMixin:
         return float(np.max(np.abs(np.asarray(x.T @ y).ravel()))) / x.shape[0]
 
     def _setup_l1_least_squares(self, *, size: int, lam0: float, lam_low: float, lam_high: float,
-                                **data_kw: Any) -> None:
+                                criterion: str = "holdout", folds: int | None = None, **data_kw: Any) -> None:
         """The data, then ``size`` l1 penalties (1: lasso, p: weighted lasso; ``size=None``: one per feature of
         the data) in fractions of ``lambda_max = max|X^T y| / n`` (the smallest penalty with ``w* = 0``)."""
         data = self._data(**data_kw)
@@ -1120,5 +1276,5 @@ class SyntheticSparseMixin:
         size = x.shape[1] if size is None else size
         space = Space((l1_block(self, name="lam", size=size, lam_max=lam_max, lam0=lam0, lam_low=lam_low,
                                 lam_high=lam_high),))
-        self._setup_data(*data, space=space)
+        self._setup_problem(data, space, criterion, folds)
         self.params.update({"lam0": lam0, "lam_low": lam_low, "lam_high": lam_high})

@@ -15,20 +15,21 @@ from hpo_bench.registry import register_task
 from hpo_bench.space import Block, Space
 from hpo_bench.task import require
 
-from ._sparse_linear import LeastSquaresComposite, SyntheticSparseMixin, l1_block
+from ._sparse_linear import CrossValMixin, LeastSquaresComposite, SyntheticSparseMixin, l1_block
 
 __all__ = ["ElasticNet"]
 
 
 @register_task
-class ElasticNet(SyntheticSparseMixin, LeastSquaresComposite):
+class ElasticNet(CrossValMixin, SyntheticSparseMixin, LeastSquaresComposite):
     """Elastic net with ``lam1`` (l1) and ``lam2`` (l2), both log-transformed."""
 
     name = "elastic_net"
 
     def __init__(self, *, n: int = 100, p: int = 50, n_informative: int = 5, snr: float = 3.0, rho: float = 0.5,
                  n_val: int | None = None, n_test: int | None = None, dataset: str = "synthetic",
-                 max_train: int | None = None, density: float | None = None, lam0: float = 0.01, lam_low: float = 1e-4,
+                 max_train: int | None = None, density: float | None = None,
+                 criterion: str = "holdout", folds: int | None = None, lam0: float = 0.01, lam_low: float = 1e-4,
                  lam_high: float = 1.0, l2_0: float = 0.01, l2_low: float = 1e-6, l2_high: float = 10.0,
                  seed: int = 0, dtype="float64", device: str = "cpu") -> None:
         super().__init__(seed=seed, dtype=dtype, device=device)
@@ -41,7 +42,7 @@ class ElasticNet(SyntheticSparseMixin, LeastSquaresComposite):
         space = Space((l1_block(self, name="lam1", size=1, lam_max=lam_max, lam0=lam0, lam_low=lam_low,
                                 lam_high=lam_high),
                        Block("lam2", kind="scalar", size=1, low=l2_low, high=l2_high, transform="log", init=l2_0)))
-        self._setup_data(*data, space=space)
+        self._setup_problem(data, space, criterion, folds)
         self.params.update({"lam0": lam0, "lam_low": lam_low, "lam_high": lam_high, "l2_0": l2_0,
                             "l2_low": l2_low, "l2_high": l2_high})
 

@@ -15,25 +15,27 @@ import torch
 
 from hpo_bench.registry import register_task
 
-from ._sparse_linear import LeastSquaresComposite, SyntheticSparseMixin
+from ._sparse_linear import CrossValMixin, LeastSquaresComposite, SyntheticSparseMixin
 
 __all__ = ["Lasso"]
 
 
 @register_task
-class Lasso(SyntheticSparseMixin, LeastSquaresComposite):
+class Lasso(CrossValMixin, SyntheticSparseMixin, LeastSquaresComposite):
     """Lasso with one penalty ``lam`` (log-transformed), fractions of ``lambda_max`` for its bounds."""
 
     name = "lasso"
 
     def __init__(self, *, n: int = 100, p: int = 50, n_informative: int = 5, snr: float = 3.0, rho: float = 0.5,
                  n_val: int | None = None, n_test: int | None = None, dataset: str = "synthetic",
-                 max_train: int | None = None, density: float | None = None, lam0: float = 0.01, lam_low: float = 1e-4,
+                 max_train: int | None = None, density: float | None = None,
+                 criterion: str = "holdout", folds: int | None = None, lam0: float = 0.01, lam_low: float = 1e-4,
                  lam_high: float = 1.0, seed: int = 0, dtype="float64", device: str = "cpu") -> None:
         super().__init__(seed=seed, dtype=dtype, device=device)
         self._setup_l1_least_squares(size=1, lam0=lam0, lam_low=lam_low, lam_high=lam_high, n=n, p=p,
                                      n_informative=n_informative, snr=snr, rho=rho, n_val=n_val, n_test=n_test,
-                                     seed=seed, dataset=dataset, max_train=max_train, density=density)
+                                     seed=seed, dataset=dataset, max_train=max_train, density=density,
+                                     criterion=criterion, folds=folds)
 
     def penalties(self, theta: torch.Tensor):
         lam = self.space.to_natural(theta)

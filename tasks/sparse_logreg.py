@@ -14,13 +14,13 @@ import torch
 from hpo_bench.registry import register_task
 from hpo_bench.space import Space
 
-from ._sparse_linear import LogisticComposite, SyntheticSparseMixin, l1_block
+from ._sparse_linear import CrossValMixin, LogisticComposite, SyntheticSparseMixin, l1_block
 
 __all__ = ["SparseLogreg"]
 
 
 @register_task
-class SparseLogreg(SyntheticSparseMixin, LogisticComposite):
+class SparseLogreg(CrossValMixin, SyntheticSparseMixin, LogisticComposite):
     """Sparse logistic regression with one penalty ``lam`` (log-transformed)."""
 
     name = "sparse_logreg"
@@ -28,7 +28,8 @@ class SparseLogreg(SyntheticSparseMixin, LogisticComposite):
 
     def __init__(self, *, n: int = 100, p: int = 30, n_informative: int = 5, snr: float = 3.0, rho: float = 0.5,
                  n_val: int | None = None, n_test: int | None = None, dataset: str = "synthetic",
-                 max_train: int | None = None, density: float | None = None, lam0: float = 0.05, lam_low: float = 1e-3,
+                 max_train: int | None = None, density: float | None = None,
+                 criterion: str = "holdout", folds: int | None = None, lam0: float = 0.05, lam_low: float = 1e-3,
                  lam_high: float = 1.0, seed: int = 0, dtype="float64", device: str = "cpu") -> None:
         super().__init__(seed=seed, dtype=dtype, device=device)
         data = self._data(n=n, p=p, n_informative=n_informative, snr=snr, rho=rho, n_val=n_val, n_test=n_test,
@@ -37,7 +38,7 @@ class SparseLogreg(SyntheticSparseMixin, LogisticComposite):
         lam_max = self._lam_max_ls(x, y) / 2
         space = Space((l1_block(self, name="lam", size=1, lam_max=lam_max, lam0=lam0, lam_low=lam_low,
                                 lam_high=lam_high),))
-        self._setup_data(*data, space=space)
+        self._setup_problem(data, space, criterion, folds)
         self.params.update({"lam0": lam0, "lam_low": lam_low, "lam_high": lam_high})
 
     def penalties(self, theta: torch.Tensor):

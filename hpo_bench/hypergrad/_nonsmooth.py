@@ -157,8 +157,12 @@ def _cd_forward(task, w, theta, epochs: int):
 
     Coordinate ``j``: ``z_j = w_j - g_j / L_j``, ``w_j <- ST(z_j, alpha_j / L_j)`` with ``L_j`` the coordinate
     Lipschitz constant (``= c_j + l2``, so it moves with theta through ``l2``); the Jacobian row follows
-    by the chain rule, with ``H_j. J`` from the kept products (``G J`` or ``X J``).
+    by the chain rule, with ``H_j. J`` from the kept products (``G J`` or ``X J``). A cross-validated task
+    (``fold_tasks``: a separable sum of the folds' problems) runs fold by fold: no coordinate couples two folds.
     """
+    if getattr(task, "folds_k", 0):
+        parts = [_cd_forward(f, wk, theta, epochs) for f, wk in zip(task.fold_tasks, task._split(w.detach()))]
+        return torch.cat([pt[0] for pt in parts]), torch.cat([pt[1] for pt in parts])
     alpha, l2 = (t.double().cpu().numpy() for t in task.penalties(theta))
     l2 = float(l2)
     ja, jl2 = (t.double().cpu().numpy() for t in task.penalty_jacobians(theta))
