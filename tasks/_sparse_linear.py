@@ -477,7 +477,9 @@ class CompositeTask(Task):
     def penalty_jacobians(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(d alpha / dtheta, d l2 / dtheta)``, shapes ``(p, m)`` and ``(m,)`` (autograd of :meth:`penalties`)."""
         th = theta.detach()
-        ja, jl2 = torch.autograd.functional.jacobian(lambda t: self.penalties(t), th, vectorize=True)
+        # forward mode: m basis vectors (m = dim theta), not one per output (p + 1, a (p+1)^2 basis at large p)
+        ja, jl2 = torch.autograd.functional.jacobian(lambda t: self.penalties(t), th, vectorize=True,
+                                                     strategy="forward-mode")
         return ja, jl2.reshape(-1)
 
     def smooth_loss(self, w: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
