@@ -181,4 +181,4 @@ def test_recorder_overhead(benchmark, recorded):
                 solver.apply()
                 solver.iteration += 1
 
-    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=1)

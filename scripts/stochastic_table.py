@@ -1,14 +1,15 @@
 """The time-to-target table of docs/stochastic.md: samples and tuner seconds each stochastic solver needs, at the best
 point of a step-size grid, to reach ``||dF||^2 <= 1e-2, 1e-4, 1e-6`` on ``quadratic_bilevel`` (mu = 0.01).
 
-Usage (the docs' table; about 10 minutes on one busy core)::
+Usage (the docs' table; about 12 minutes on one busy core)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/stochastic_table.py --csv runs.csv > table.md
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/stochastic_table.py --json results/benchmarks/stochastic_table.json
 
 Options: ``--samples N`` (the budget of one run, in samples; default 4e6, ~120 epochs of n + m), ``--seconds S``
-(a tuner-time backstop per run; default 20), ``--solvers a,b``, ``--mu``, ``--steps a,b,...`` and
-``--ratios a,b,...`` (the grid; default :data:`STEPS` x :data:`RATIOS`), ``--csv PATH`` (every run of the grid),
-``--json PATH`` (the settings, every run, each solver's best run and the wall time).
+(a tuner-time backstop per run, far above what a run of the default budget takes; default 120), ``--solvers a,b``,
+``--mu``, ``--steps a,b,...`` and ``--ratios a,b,...`` (the grid; default :data:`STEPS` x :data:`RATIOS`),
+``--csv PATH`` (every run of the grid), ``--json PATH`` (the settings, every run, each solver's best run and the
+wall time).
 
 The grid: ``step_size`` in {0.1, 0.3, 1, 3} x ``outer_ratio`` in {100, 300, 1000, 3000, 1e4}, half decades around
 where this instance's solvers work (the outer step must be about 1000x below the inner one: ``w*(x)`` moves by
@@ -19,8 +20,9 @@ Every run is one cell as ``hpo-bench run`` runs it (a :class:`~hpo_bench.records
 the measurements; one torch thread), on ``quadratic_bilevel``'s defaults (n = 32768, m = 1024, d_inner = 100,
 d_outer = 10, L = 1, factored form) at ``mu``, seed 0, each solver's own defaults (batch 64) but for ``step_size``
 and ``outer_ratio``, which run over the grid. A run stops at the budget, at the first row with
-``||dF||^2 <= 1e-6``, or once ``||dF||^2`` is non-finite or 100 times its first value (diverged). A grid point's score: the number of targets reached, then the fewest
-samples to the deepest one reached, then the lowest final ``||dF||^2``; the table shows each solver's best point.
+``||dF||^2 <= 1e-6``, or once ``||dF||^2`` is non-finite or 100 times its first value (diverged). A grid point's
+score: the number of targets reached, then the fewest samples to the deepest one reached, then the lowest final
+``||dF||^2``; the table shows each solver's best point.
 "n.r.": not reached within the budget at any grid point. Samples are exact (the same on every machine); seconds
 depend on the machine and its load.
 """
@@ -111,8 +113,8 @@ def table(runs: dict[str, dict], initial: float, steps, ratios) -> str:
     for name, r in runs.items():
         cells = [f"{h[0]:,} samples, {h[1]:.2f} s" if h else "n.r." for h in r["hits"]]
         where = edge(r, steps, ratios)
-        lines.append(f"| {name} | {r['step_size']:g}, {r['outer_ratio']:g}{' (edge: ' + where + ')' if where else ''} | "
-                     + " | ".join(cells) + f" | {r['final']:.1e} | {r['samples']:,} |")
+        point = f"{r['step_size']:g}, {r['outer_ratio']:g}" + (f" (edge: {where})" if where else "")
+        lines.append(f"| {name} | {point} | " + " | ".join(cells) + f" | {r['final']:.1e} | {r['samples']:,} |")
     lines.append(f"\n(initial ‖∇F‖² = {initial:.2e})")
     return "\n".join(lines)
 
@@ -120,7 +122,7 @@ def table(runs: dict[str, dict], initial: float, steps, ratios) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=float, default=4e6)
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--solvers", default=",".join(SOLVERS))
     ap.add_argument("--mu", type=float, default=0.01)
     ap.add_argument("--steps", default=",".join(f"{x:g}" for x in STEPS))

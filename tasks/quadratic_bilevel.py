@@ -36,10 +36,11 @@ at every ``mu`` it keeps the curvature of ``F`` of order ``L`` (``[0.42, 6.8]`` 
 
 Forms (``form``): ``"dense"`` stores one ``d_inner x d_inner`` matrix per example (and the
 ``d_outer x d_inner`` cross matrices), as benchmark_bilevel does: ``n d_inner^2`` numbers, about
-2.9 GB in float64 at ``n = 32768, d_inner = 100``; a batch oracle gathers ``b`` of them. ``"factored"``
-stores the factors ``U_i, g_i, h_i, e_i`` (``n (d_inner rank + d_outer + 2 d_inner)`` numbers) and
-applies ``A_i`` as ``A_0 + noise L U_i U_i^T``: the same problem (same seed, same matrices up to
-rounding) at ``O(b d_inner rank)`` per product, for large ``d_inner``. Both implement the fused
+2.9 GB in float64 at ``n = 32768, d_inner = 100``; a batch oracle averages ``b`` of them in one pass
+(``O(b d_inner^2)``). ``"factored"`` stores the factors ``U_i, g_i, h_i, e_i`` (``n (d_inner rank + d_outer +
+2 d_inner)`` numbers) and applies ``A_i`` as ``A_0 + noise L U_i U_i^T``: the same problem (same seed, same
+matrices up to rounding) at ``O(d_inner^2 + b d_inner rank)`` per product (``A_0`` is dense), for large
+``d_inner``. Both implement the fused
 minibatch oracle in closed form (tag ``"fused-oracle"``).
 
 There is no held-out split: ``test_loss`` is the outer loss.
