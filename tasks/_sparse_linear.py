@@ -1,4 +1,6 @@
-"""Shared maths of the non-smooth (l1-penalised) tasks: the composite contract, prox, solvers, gaps.
+"""Shared maths of the non-smooth (l1-penalised) tasks: the composite contract, prox, solvers, gaps, data
+(:func:`make_task_data`: synthetic, text-like, registered sets; sparse ones as CSR designs without a Gram
+matrix) and the cross-validated outer criterion (:class:`CrossValMixin`).
 
 Every non-smooth task here is *composite*::
 

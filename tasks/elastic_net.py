@@ -5,6 +5,8 @@ Two log-transformed hyperparameters: ``lam1`` (bounded and started as fractions 
 ``[l2_low, l2_high]``). The reference solves the equivalent lasso on the augmented data
 ``[X; sqrt(n lam2) I]`` to a duality gap ``<= 1e-12``; the hypergradient on the support uses
 ``H_SS = G_SS + lam2 I``.
+
+Data (``dataset``, ``max_train``, ``density``) and the outer criterion (``criterion``, ``folds``) as :mod:`.lasso`.
 """
 
 from __future__ import annotations

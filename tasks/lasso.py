@@ -3,8 +3,11 @@
 Data: seeded synthetic regression with a known sparse truth (:func:`~hpo_bench.tasks._sparse_linear.make_sparse_data`:
 ``n`` training rows, ``p`` features with Toeplitz correlation ``rho``, ``n_informative`` true non-zeros,
 noise at signal-to-noise ratio ``snr``, ``inf`` for noiseless); outer loss the held-out MSE, test loss the
-MSE on a third split. ``lam`` is bounded and started as fractions of ``lambda_max = ||X^T y||_inf / n``
-(``lam_high = 1``: the grid of sparse-ho's protocol starts where ``w* = 0``). Reference solution to a
+MSE on a third split. Other data (``dataset``: ``text-like``, registered regression sets, binary sets with
+labels as ``+-1`` targets; sparse ones as CSR designs) and the outer criterion (``criterion = "cv"``,
+``folds``): :func:`~hpo_bench.tasks._sparse_linear.make_task_data`, :class:`~._sparse_linear.CrossValMixin`.
+``lam`` is bounded and started as fractions of ``lambda_max = ||X^T y||_inf / n`` (``lam_high = 1``: the
+grid of sparse-ho's protocol starts where ``w* = 0``). Reference solution to a
 duality gap ``<= 1e-12``; closed-form hypergradient on the support (:mod:`._sparse_linear`).
 """
 

@@ -5,6 +5,9 @@ held-out mean logistic loss, test loss the same on a third split. ``lam`` is bou
 fractions of ``lambda_max = ||X^T y||_inf / (2n)``. Reference solve: proximal CD, then Newton on the
 support with fixed signs (duality gap ``<= 1e-12``); hypergradient on the support with
 ``H_SS = X_S^T diag(sigma'(y x.w)) X_S / n``.
+
+Data (``dataset``: ``text-like`` or a registered binary set, sparse ones as CSR designs; ``max_train``,
+``density``) and the outer criterion (``criterion``, ``folds``) as :mod:`.lasso`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 sparse-ho's flagship: ``p`` hyperparameters, so grid and TPE search scale badly with ``p`` while a
 hypergradient costs one solve on the support. Data and bounds as :mod:`.lasso` (fractions of
 ``lambda_max``, every weight started at ``lam0 lambda_max``).
+
+Data (``dataset``, ``max_train``, ``density``) and the outer criterion (``criterion``, ``folds``) as :mod:`.lasso`.
 """
 
 from __future__ import annotations
