@@ -11,7 +11,7 @@ only the results):
 1. ``hpo-bench plot RUN --metric regret --x time --out F.pdf`` from a reported run folder (its oracles
    cached by the report) takes at most 3 s, the whole command (interpreter start and imports
    included): ``test_plot_command_from_a_cached_run`` on a small run, and
-   ``test_plot_command_on_the_committed_paper_run`` on ``results/paper`` (28,000 records, 5 tasks x 10
+   ``test_plot_command_on_the_committed_paper_run`` on ``results/paper`` (39,563 records, 7 tasks x 10
    tuners x 6 seeds; the README's figure, checked byte for byte), 5 rounds: read the median.
 2. Writing ``report.html`` adds at most 20% to the report's time: ``test_report_html_share`` times a
    report with and without it, alternately in one process (oracles cached), and stores
