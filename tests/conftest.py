@@ -25,6 +25,18 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (restored after): the non-smooth tests time nothing, but their
+    small solves are fastest, and reproducible run to run, on one thread."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def ridge():
     return get_task("ridge", n=60, p=6, rho=0.6, seed=3)
 

@@ -28,12 +28,7 @@ from _util import theta_points
 NONSMOOTH = ["lasso", "elastic_net", "weighted_lasso", "sparse_logreg"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small(name, **kw):

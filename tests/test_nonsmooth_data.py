@@ -31,12 +31,7 @@ TEXT = {
 NONSMOOTH = list(TEXT)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def text_task(name, **kw):

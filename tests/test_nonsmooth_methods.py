@@ -23,12 +23,7 @@ NONSMOOTH = ["lasso", "elastic_net", "weighted_lasso", "sparse_logreg"]
 ROUNDING_FLOOR = 1e-10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small(name, **kw):
