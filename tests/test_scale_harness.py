@@ -265,6 +265,7 @@ def test_a_serial_run_and_its_oracle_build_each_task_instance_once_per_step(tmp_
         return setup(self, *args, **kwargs)
 
     monkeypatch.setattr(QuadraticTask, "_setup", counted)
+    _instances.clear()  # earlier tests in this process may have filled the pool of validated instances
     path = tmp_path / "s.toml"
     path.write_text('seeds = [0, 1]\n[budget]\nsteps = 3\n[[task]]\nname = "ridge"\nparams = { n = 30, p = 4 }\n'
                     '[[tuner]]\nname = "random"\n[[tuner]]\nname = "gradient"\nparams = { method = "cg" }\n')
