@@ -1,6 +1,6 @@
 """Black-box tuners (installed as ``hpo_bench.baselines``): one module per tuner family.
 
-Every public module here is imported by :func:`hpo_bench.registry.discover`; modules
+Every public module here is imported by :func:`hpo_bench.core.registry.discover`; modules
 named ``_*`` and ``template_*`` are skipped.
 
 * ``tpe``: optuna TPE, univariate or multivariate (:class:`TPETuner`).

@@ -37,9 +37,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from hpo_bench.hypergrad import power_step
-from hpo_bench.inner import InnerState, run_inner
-from hpo_bench.options import Option
-from hpo_bench.tuner import Tuner, TunerParamError
+from hpo_bench.tuners.inner import InnerState, run_inner
+from hpo_bench.core.options import Option
+from hpo_bench.core.tuner import Tuner, TunerParamError
 
 __all__ = ["OptunaTuner", "Evaluation", "evaluate", "INNER_MODES", "quiet_optuna", "sampler_seed"]
 

@@ -7,8 +7,8 @@ import warnings
 import optuna
 from optuna.exceptions import ExperimentalWarning
 
-from hpo_bench.options import Option
-from hpo_bench.registry import register_tuner
+from hpo_bench.core.options import Option
+from hpo_bench.core.registry import register_tuner
 
 from ._optuna import OptunaTuner
 

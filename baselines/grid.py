@@ -24,9 +24,9 @@ from typing import Any
 import optuna
 import torch
 
-from hpo_bench.options import Option
-from hpo_bench.registry import register_tuner
-from hpo_bench.tuner import Tuner
+from hpo_bench.core.options import Option
+from hpo_bench.core.registry import register_tuner
+from hpo_bench.core.tuner import Tuner
 
 from ._optuna import OptunaTuner
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import optuna
 
-from hpo_bench.registry import register_tuner
+from hpo_bench.core.registry import register_tuner
 
 from ._optuna import OptunaTuner
 

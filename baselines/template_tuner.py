@@ -34,8 +34,8 @@ import math
 
 import torch
 
-from hpo_bench.registry import register_tuner
-from hpo_bench.tuner import Tuner
+from hpo_bench.core.registry import register_tuner
+from hpo_bench.core.tuner import Tuner
 
 __all__ = ["MyTuner"]
 

@@ -47,10 +47,10 @@ from scipy.optimize import minimize
 from sklearn.model_selection import GridSearchCV, PredefinedSplit
 
 from hpo_bench import TUNERS, Budget, Recorder, get_task
-from hpo_bench._threads import one_thread
+from hpo_bench.core._threads import one_thread
 from hpo_bench.baselines.grid import grid_values, ridge_eig_grid
-from hpo_bench.oracle import compute_oracle
-from hpo_bench.target import TargetRecorder
+from hpo_bench.analysis.oracle import compute_oracle
+from hpo_bench.running.target import TargetRecorder
 
 TARGET = 0.01  # fraction of the oracle gap
 

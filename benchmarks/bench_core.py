@@ -22,11 +22,11 @@ import pytest
 import torch
 
 from hpo_bench import METHODS, TUNERS, get_task
-from hpo_bench._threads import one_thread
-from hpo_bench.harness import _execute
-from hpo_bench.notebook import notebook_in101
-from hpo_bench.records import Budget, Recorder, rel_error
-from hpo_bench.suite import Cell, Entry
+from hpo_bench.core._threads import one_thread
+from hpo_bench.running.cell_process import _execute
+from hpo_bench.analysis.notebook import notebook_in101
+from hpo_bench.core.records import Budget, Recorder, rel_error
+from hpo_bench.running.suite import Cell, Entry
 
 SIZES = (50, 200, 1000)
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from hpo_bench import METHODS, get_task
-from hpo_bench._threads import one_thread
-from hpo_bench.records import rel_error
+from hpo_bench.core._threads import one_thread
+from hpo_bench.core.records import rel_error
 
 PROBLEMS = {"lasso-p200": ("lasso", {"n": 100, "p": 200, "n_informative": 10}),
             "wlasso-p100": ("weighted_lasso", {"n": 100, "p": 100, "n_informative": 10}),

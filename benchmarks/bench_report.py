@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo_bench._threads import one_thread
+from hpo_bench.core._threads import one_thread
 
 SUITE = """
 name = "benchreport"
@@ -65,9 +65,9 @@ name = "random"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from hpo_bench.harness import run_suite
+    from hpo_bench.running.harness import run_suite
     from hpo_bench.report import make_report
-    from hpo_bench.suite import load_suite
+    from hpo_bench.running.suite import load_suite
 
     root = tmp_path_factory.mktemp("benchreport")
     (root / "suite.toml").write_text(SUITE)

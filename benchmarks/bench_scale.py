@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from hpo_bench import METHODS, get_task
-from hpo_bench._threads import one_thread
+from hpo_bench.core._threads import one_thread
 
 RATIO_TARGET = 3.0
 

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-from hpo_bench._threads import one_thread
-from hpo_bench.records import Budget, Recorder
-from hpo_bench.registry import TUNERS
+from hpo_bench.core._threads import one_thread
+from hpo_bench.core.records import Budget, Recorder
+from hpo_bench.core.registry import TUNERS
 from hpo_bench.tasks.quadratic_bilevel import QuadraticBilevel
 
 ITERS = 64

@@ -1,13 +1,12 @@
 """hpo-bench: hyperparameter-optimization benchmarks with ground-truth hypergradients.
 
-Public entry points: :mod:`hpo_bench.space` (hyperparameter spaces),
-:class:`hpo_bench.task.Task` (bilevel problems with a reference hypergradient),
-:mod:`hpo_bench.hypergrad` (hypergradient methods), :class:`hpo_bench.tuner.Tuner`,
-:mod:`hpo_bench.harness` (cells, suites, records) and :mod:`hpo_bench.check`.
-
-The names below are loaded on first use (a module ``__getattr__``, PEP 562), so ``import hpo_bench``
-and the commands that only read records (``hpo-bench plot``, ``--help``) do not import torch.
-``from hpo_bench import Task`` works as before.
+The package is layered (docs/architecture.md): :mod:`hpo_bench.core` (contracts: spaces, tasks, tuners,
+records, the registry), the methods (:mod:`hpo_bench.hypergrad`, :mod:`hpo_bench.stochastic`,
+:mod:`hpo_bench.tuners`, ``hpo_bench.tasks``, ``hpo_bench.baselines``), :mod:`hpo_bench.running` (suites, the
+harness, executors), :mod:`hpo_bench.analysis` (oracle, check, sweeps, the tune step) and
+:mod:`hpo_bench.report`. The names below are the public ones a plug-in or a script needs; each is loaded on
+first use (a module ``__getattr__``, PEP 562), so ``import hpo_bench`` and the commands that only read
+records (``hpo-bench plot``, ``--help``) do not import torch.
 """
 
 from __future__ import annotations
@@ -19,15 +18,15 @@ __version__ = "0.1.0"
 
 #: Public name -> the submodule that defines it (imported on first access).
 _LAZY = {
-    "Budget": "records", "Recorder": "records",
-    "METHODS": "registry", "TASKS": "registry", "TUNERS": "registry", "discover": "registry",
-    "register_task": "registry", "register_tuner": "registry",
-    "Block": "space", "Space": "space", "SpaceError": "space",
-    "Task": "task", "TaskParamError": "task",
-    "Tuner": "tuner", "TunerParamError": "tuner",
+    "Budget": "core.records", "Recorder": "core.records",
+    "METHODS": "core.registry", "TASKS": "core.registry", "TUNERS": "core.registry", "discover": "core.registry",
+    "register_task": "core.registry", "register_tuner": "core.registry",
+    "Block": "core.space", "Space": "core.space", "SpaceError": "core.space",
+    "Task": "core.task", "TaskParamError": "core.task",
+    "Tuner": "core.tuner", "TunerParamError": "core.tuner",
 }
-#: Submodules that ``import hpo_bench`` used to import eagerly (``hpo_bench.task.Task`` after a bare import).
-_SUBMODULES = ("records", "registry", "space", "task", "tuner")
+#: The layer sub-packages, importable as attributes after a bare ``import hpo_bench``.
+_SUBMODULES = ("core", "running", "analysis", "report", "hypergrad", "data", "testing")
 
 __all__ = [
     "__version__", "Block", "Space", "SpaceError", "Task", "TaskParamError", "Tuner", "TunerParamError",
@@ -52,6 +51,6 @@ def __dir__() -> list[str]:
 
 def get_task(name: str, **params):
     """Build the registered task ``name`` with keyword parameters (``seed``, ``dtype``, ``device`` too)."""
-    from .registry import TASKS
+    from .core.registry import TASKS
 
     return TASKS.get(name)(**params)

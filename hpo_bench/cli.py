@@ -24,7 +24,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 from rich.table import Table
 
-from .registry import METHODS, TASKS, TUNERS, RegistryError, UnknownNameError, broken_plugins
+from .core.registry import METHODS, TASKS, TUNERS, RegistryError, UnknownNameError, broken_plugins
 
 # Help is rendered by click's plain formatter (rich_markup_mode=None): typer's rich formatter parses every help
 # text as console markup (it ate "[dist]" in "pip install 'hpo-bench[dist]'") and prints a `<bool>` type beside
@@ -37,9 +37,9 @@ console = Console(width=None if sys.stdout.isatty() else 180)
 #: Exceptions that are bad input (one line, exit 2), as ``(module, class name)``. They are looked up only in modules
 #: already imported when one is raised (an exception of a module never imported cannot have been raised), so the
 #: commands that need no task (``plot``, ``--help``) do not import torch through ``space``, ``task`` or ``suite``.
-BAD_INPUT_NAMES = (("hpo_bench.registry", "UnknownNameError"), ("hpo_bench.suite", "SuiteError"),
-                   ("hpo_bench.space", "SpaceError"), ("hpo_bench.task", "TaskParamError"),
-                   ("hpo_bench.tuner", "TunerParamError"), ("hpo_bench.registry", "RegistryError"))
+BAD_INPUT_NAMES = (("hpo_bench.core.registry", "UnknownNameError"), ("hpo_bench.running.suite", "SuiteError"),
+                   ("hpo_bench.core.space", "SpaceError"), ("hpo_bench.core.task", "TaskParamError"),
+                   ("hpo_bench.core.tuner", "TunerParamError"), ("hpo_bench.core.registry", "RegistryError"))
 
 
 def _bad_input_types() -> tuple[type, ...]:
@@ -143,7 +143,7 @@ def plain_summary(doc: str | None) -> str:
 @app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Tasks, tuners, hypergradient methods and named suites."""
-    from .suite import load_suite, named_suites
+    from .running.suite import load_suite, named_suites
 
     tasks = [{"name": n, "tags": sorted(getattr(c, "tags", ())), "origin": TASKS.origin(n),
               "summary": plain_summary(c.__doc__)} for n, c in TASKS.items()]
@@ -195,7 +195,7 @@ def check_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Gradient check: every method vs the reference vs central finite differences, across the box."""
-    from .check import build_check_task, check_task, worst_rows
+    from .analysis.check import build_check_task, check_task, worst_rows
 
     if points < 1:
         raise BadInput(f"--points must be >= 1, but got {points}")
@@ -259,7 +259,7 @@ def _run_options(workers: str | None, dask: str | None, threads: int | None, tim
     n_workers = None
     if workers is not None:
         if workers.strip().lower() == "auto":
-            from .executors import usable_cpus
+            from .running.executors import usable_cpus
 
             n_workers = usable_cpus()
         else:
@@ -284,9 +284,9 @@ def _run_options(workers: str | None, dask: str | None, threads: int | None, tim
     if threads is not None and threads < 1:
         raise BadInput(f"option --threads must be an integer >= 1, but got {threads}")
     if timeout is not None:
-        from .suite import check_timeout
+        from .running.suite import check_timeout
 
-        try:  # the suite's `timeout` rule (hpo_bench.suite.check_timeout): one rule, one limit
+        try:  # the suite's `timeout` rule (hpo_bench.running.suite.check_timeout): one rule, one limit
             check_timeout(timeout, "option --timeout")
         except ValueError as exc:
             raise BadInput(str(exc)) from None
@@ -329,11 +329,11 @@ def run_cmd(
     writable); 2 on bad input; 3 when a cell ended with error, timeout or oom, or its executor lost it (unless
     --allow-failures); 128+N when stopped by signal N (continue with --resume).
     """
-    from .executors import ProcessPool, SerialExecutor, dask_executor
-    from .harness import RunFolderError, RunFolderIOError, check_run_folder, run_suite
-    from .progress import make_reporter
-    from .suite import load_suite
-    from .summary import summarize
+    from .running.executors import ProcessPool, SerialExecutor, dask_executor
+    from .running.harness import RunFolderError, RunFolderIOError, check_run_folder, run_suite
+    from .running.progress import make_reporter
+    from .running.suite import load_suite
+    from .analysis.summary import summarize
 
     n_workers = _run_options(workers, dask, threads, timeout, resume, force, retry_failed)
     s = load_suite(suite)
@@ -426,12 +426,12 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run folder written by `
     """Summarise a finished run folder (one row per task x tuner, mean over seeds)."""
     import pandas as pd
 
-    from .summary import summarize, time_breakdown
+    from .analysis.summary import summarize, time_breakdown
 
     path = run_dir / "records.parquet"
     if not path.is_file():
         raise BadInput(f"{str(path)!r} not found: is {str(run_dir)!r} a run folder written by `hpo-bench run`?")
-    from .records import RecordsFileError, read_records_file
+    from .core.records import RecordsFileError, read_records_file
 
     try:
         df = read_records_file(path)
@@ -450,7 +450,7 @@ def show_cmd(run_dir: Path = typer.Argument(..., help="A run folder written by `
 @app.command("notebook")
 def notebook_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Replay the seed notebook: its printed numbers vs ours, then what its hypergradient gets right and wrong."""
-    from .notebook import diagnose, render, replay
+    from .analysis.notebook import diagnose, render, replay
 
     rep = replay()
     diag = diagnose()
@@ -484,9 +484,9 @@ def tune_cmd(
     import os
     import shutil
 
-    from .harness import run_suite
-    from .suite import load_suite
-    from .tune import tune_suite, tuning_suite
+    from .running.harness import run_suite
+    from .running.suite import load_suite
+    from .analysis.tune import tune_suite, tuning_suite
 
     if workers < 1:
         raise BadInput(f"option --workers must be an integer >= 1, but got {workers}")
@@ -503,7 +503,7 @@ def tune_cmd(
     if threads is not None:
         run_options["threads"] = threads
     if workers > 1:
-        from .executors import ProcessPool
+        from .running.executors import ProcessPool
 
         run_options["executor"] = ProcessPool(workers)
     staging = out.parent / f".{out.name}.tune-{os.getpid()}"  # a run folder must be empty when its run starts
@@ -583,7 +583,7 @@ def report_cmd(
     from .report import ReportError, make_report, shared_oracle_cache
 
     if jobs is None:
-        from .executors import usable_cpus
+        from .running.executors import usable_cpus
 
         jobs = usable_cpus()
     if jobs < 1:
@@ -716,7 +716,7 @@ def _int_list(text: str, what: str) -> list[int]:
 
 
 def _sweep_errors():
-    from .sweep import SweepError
+    from .analysis.sweep import SweepError
 
     return SweepError
 
@@ -745,10 +745,10 @@ def sweep_frontier_cmd(
     """Accuracy-cost frontier: every hypergradient method x its knob at fixed hyperparameters."""
     import torch
 
-    from .sweep import build_task, frontier, frontier_figure, frontier_theta, sweep_provenance, write_records
+    from .analysis.sweep import build_task, frontier, frontier_figure, frontier_theta, sweep_provenance, write_records
 
     SweepError = _sweep_errors()
-    from .sweep import check_out_folder
+    from .analysis.sweep import check_out_folder
 
     try:
         check_out_folder(out)
@@ -855,8 +855,8 @@ def sweep_scaling_cmd(
 ) -> None:
     """Time-to-target vs number of hyperparameters on ridge_per_feature, per tuner configuration: writes the
     sweep as a suite (OUT/suite.toml), runs it with the harness into OUT/run, fits the exponent in p."""
-    from .progress import make_reporter
-    from .sweep import load_tuner_file, parse_tuner_option, scaling, scaling_figure, select_tuners, write_records
+    from .running.progress import make_reporter
+    from .analysis.sweep import load_tuner_file, parse_tuner_option, scaling, scaling_figure, select_tuners, write_records
 
     SweepError = _sweep_errors()
     ps = _int_list(p, "--p")
@@ -875,7 +875,7 @@ def sweep_scaling_cmd(
     if not oracle_seconds > 0:
         raise BadInput(f"option --oracle-seconds must be > 0, but got {oracle_seconds}")
     if timeout is not None:
-        from .suite import check_timeout
+        from .running.suite import check_timeout
 
         try:
             check_timeout(timeout, "option --timeout")

@@ -113,8 +113,8 @@ def run_jax(a) -> dict:
 def run_hpo(a) -> dict:
     import torch
 
-    from hpo_bench._threads import one_thread
-    from hpo_bench.registry import TUNERS
+    from hpo_bench.core._threads import one_thread
+    from hpo_bench.core.registry import TUNERS
     from hpo_bench.tasks.quadratic_bilevel import QuadraticBilevel
 
     with one_thread():

@@ -6,8 +6,8 @@ Usage::
 
 Takes each run folder's base oracles (``RUN_DIR/oracle/*.json``, written by ``hpo-bench report``;
 not the run-specific polish in ``oracle/polish/``) that are complete (no wall-clock backstop) and
-of this code's :data:`hpo_bench.oracle.ORACLE_VERSION`, checks each with
-:func:`hpo_bench.oracle.verify_oracle`, copies it, and rewrites ``hpo_bench/oracles/README.md``
+of this code's :data:`hpo_bench.analysis.oracle.ORACLE_VERSION`, checks each with
+:func:`hpo_bench.analysis.oracle.verify_oracle`, copies it, and rewrites ``hpo_bench/oracles/README.md``
 with the command, the runs and their commits. Nothing else is shipped: every entry is what an
 ``hpo-bench report`` of that run computed.
 """
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from hpo_bench.oracle import ORACLE_VERSION, SHIPPED_DIR, OracleResult, store_oracle, verify_oracle
+from hpo_bench.analysis.oracle import ORACLE_VERSION, SHIPPED_DIR, OracleResult, store_oracle, verify_oracle
 
 
 def main(argv: list[str]) -> int:
@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
     (SHIPPED_DIR / "README.md").write_text("\n".join([
         "# Shipped oracles",
         "",
-        "Oracle results (`hpo_bench/oracle.py`, count budgets, default settings) for the task instances of",
+        "Oracle results (`hpo_bench/analysis/oracle.py`, count budgets, default settings) for the task instances of",
         "the named suites, so that a first `hpo-bench report` on a new machine does not spend minutes on",
         "them. Each is used only after `verify_oracle` recomputes F at its two points with the running",
         "code (`docs/validity.md`, *Shipped oracles*). Written by:",

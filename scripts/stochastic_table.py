@@ -16,7 +16,7 @@ where this instance's solvers work (the outer step must be about 1000x below the
 up to ``cross_norm / mu = 10`` per unit of ``x``, and ``w`` tracks it at rate ``step_size mu``). A winner on an
 edge of the grid is marked in the table (``edge: ...``): the grid may then be too small for that solver.
 
-Every run is one cell as ``hpo-bench run`` runs it (a :class:`~hpo_bench.records.Recorder`, the clock paused for
+Every run is one cell as ``hpo-bench run`` runs it (a :class:`~hpo_bench.core.records.Recorder`, the clock paused for
 the measurements; one torch thread), on ``quadratic_bilevel``'s defaults (n = 32768, m = 1024, d_inner = 100,
 d_outer = 10, L = 1, factored form) at ``mu``, seed 0, each solver's own defaults (batch 64) but for ``step_size``
 and ``outer_ratio``, which run over the grid. A run stops at the budget, at the first row with
@@ -38,8 +38,8 @@ import time
 
 import torch
 
-from hpo_bench.records import Budget, Recorder
-from hpo_bench.registry import TUNERS
+from hpo_bench.core.records import Budget, Recorder
+from hpo_bench.core.registry import TUNERS
 from hpo_bench.tasks.quadratic_bilevel import QuadraticBilevel
 
 TARGETS = (1e-2, 1e-4, 1e-6)

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from hpo_bench import data
-from hpo_bench.task import TaskParamError, require
+from hpo_bench.core.task import TaskParamError, require
 
 __all__ = ["bundled", "preload", "BUNDLED", "task_split", "dataset_names", "dataset_rule", "DENSE_LIMIT_BYTES",
            "DescribesDataset"]

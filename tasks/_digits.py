@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpo_bench.task import require
+from hpo_bench.core.task import require
 
 from ._datasets import bundled
 

@@ -58,9 +58,9 @@ import numpy as np
 import torch
 
 from hpo_bench.hypergrad import conjugate_gradient
-from hpo_bench.solvers import SolveCache
-from hpo_bench.space import Space
-from hpo_bench.task import Linearization, Reference, Task
+from hpo_bench.core.solvers import SolveCache
+from hpo_bench.core.space import Space
+from hpo_bench.core.task import Linearization, Reference, Task
 
 from ._sparse_ops import Design, cg_as_far_as_it_goes
 
@@ -482,7 +482,7 @@ class QuadraticTask(Task):
     def example_quadratic(self, theta: torch.Tensor) -> dict:
         """Per-example structure: ``loss_i = a (x_i . w - y_i)^2 + sum_j d_j w_j^2`` with ``d = b * penalty``.
 
-        Lets :mod:`hpo_bench.inner` run per-example solvers on scalars for tiny models.
+        Lets :mod:`hpo_bench.tuners.inner` run per-example solvers on scalars for tiny models.
         """
         self._no_rows()
         return {"x": self.x_train, "y": self.y_train, "a": self.a,

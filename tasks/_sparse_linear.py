@@ -57,8 +57,8 @@ import scipy.sparse as sp
 import torch
 
 from hpo_bench import data as _data
-from hpo_bench.space import Space
-from hpo_bench.task import Reference, Task, require
+from hpo_bench.core.space import Space
+from hpo_bench.core.task import Reference, Task, require
 
 from ._datasets import dataset_names, dataset_rule, task_split, text_like_split
 from ._sparse_ops import Design
@@ -370,7 +370,7 @@ class SupportLinearization:
 class CompositeTask(Task):
     """Base of the l1-penalised tasks: ``inner = data(w) + l2/2 ||w||^2 + sum alpha_j |w_j|``.
 
-    The non-smooth variant of the task contract (:mod:`hpo_bench.task`). Beyond :class:`Task` it
+    The non-smooth variant of the task contract (:mod:`hpo_bench.core.task`). Beyond :class:`Task` it
     guarantees:
 
     * :meth:`penalties` ``(alpha, l2)`` and their Jacobians in theta (:meth:`penalty_jacobians`);
@@ -996,7 +996,7 @@ class LogisticComposite(CompositeTask):
 def l1_block(task: CompositeTask, *, name: str, size: int, lam_max: float, lam0: float, lam_low: float,
              lam_high: float):
     """A log-transformed block of l1 weights with bounds and start given as fractions of ``lam_max``."""
-    from hpo_bench.space import Block
+    from hpo_bench.core.space import Block
 
     require(0 < lam_low < lam_high, task.name, "lam_low", f"in (0, lam_high={lam_high})", lam_low)
     require(lam_low <= lam0 <= lam_high, task.name, "lam0", f"within [lam_low={lam_low}, lam_high={lam_high}]",

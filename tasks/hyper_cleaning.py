@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpo_bench.registry import register_task
-from hpo_bench.solvers import SolveCache, newton_or_raise
-from hpo_bench.space import Block, Space
-from hpo_bench.task import Linearization, Task, require
+from hpo_bench.core.registry import register_task
+from hpo_bench.core.solvers import SolveCache, newton_or_raise
+from hpo_bench.core.space import Block, Space
+from hpo_bench.core.task import Linearization, Task, require
 
 from hpo_bench import data as _data
 

@@ -37,9 +37,9 @@ import math
 import numpy as np
 import torch
 
-from hpo_bench.registry import register_task
-from hpo_bench.space import Block, Space
-from hpo_bench.task import Linearization, Task, require
+from hpo_bench.core.registry import register_task
+from hpo_bench.core.space import Block, Space
+from hpo_bench.core.task import Linearization, Task, require
 
 from .ridge import make_regression_data
 

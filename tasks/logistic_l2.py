@@ -9,7 +9,7 @@ Validation and test losses are the mean logistic losses (no penalty).
 
 Reference inner solve: damped Newton with the analytic Hessian
 ``H = X1^T diag(p_i (1 - p_i)) X1 / n + diag(lam, 0)`` (``X1 = [X, 1]``) to ``||grad|| <= 1e-12``
-plus two polishing steps (:func:`hpo_bench.solvers.newton`). Reference hypergradient
+plus two polishing steps (:func:`hpo_bench.core.solvers.newton`). Reference hypergradient
 (tag ``"reference:implicit-dense"``): the implicit function theorem with that dense
 Hessian, ``dF/dtheta_j = -lam_j beta*_j q_j`` with ``H q = grad outer(w*)``.
 
@@ -68,10 +68,10 @@ import torch.nn.functional as F
 import scipy.sparse as sp
 
 from hpo_bench import data
-from hpo_bench.registry import register_task
-from hpo_bench.solvers import SolveCache, SolveError, newton_cg, newton_or_raise
-from hpo_bench.space import Block, Space
-from hpo_bench.task import Linearization, Reference, Task, require
+from hpo_bench.core.registry import register_task
+from hpo_bench.core.solvers import SolveCache, SolveError, newton_cg, newton_or_raise
+from hpo_bench.core.space import Block, Space
+from hpo_bench.core.task import Linearization, Reference, Task, require
 
 from ._datasets import DENSE_LIMIT_BYTES, DescribesDataset, dataset_rule, task_split, text_like_split
 from ._quadratic import REFERENCE_MODES

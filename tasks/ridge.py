@@ -30,9 +30,9 @@ from __future__ import annotations
 import numpy as np
 
 from hpo_bench import data
-from hpo_bench.registry import register_task
-from hpo_bench.space import Block, Space
-from hpo_bench.task import require as _require
+from hpo_bench.core.registry import register_task
+from hpo_bench.core.space import Block, Space
+from hpo_bench.core.task import require as _require
 
 from ._datasets import DescribesDataset, dataset_rule, task_split, text_like_split
 from ._quadratic import REFERENCE_MODES, QuadraticTask

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from hpo_bench.registry import register_task
-from hpo_bench.space import Block, Space
-from hpo_bench.task import require
+from hpo_bench.core.registry import register_task
+from hpo_bench.core.space import Block, Space
+from hpo_bench.core.task import require
 
 from ._quadratic import QuadraticTask
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from hpo_bench.registry import register_task
-from hpo_bench.space import Space
+from hpo_bench.core.registry import register_task
+from hpo_bench.core.space import Space
 
 from ._sparse_linear import CrossValMixin, LogisticComposite, SyntheticSparseMixin, l1_block
 

@@ -10,28 +10,28 @@ copy is, under the ``name`` you give it. Then::
 The example is a complete task: least squares with one L2 penalty per feature on seeded
 synthetic data, ``inner(w, theta) = 1/(2n) ||X w - y||^2 + 1/2 sum_j lam_j w_j^2`` with
 ``lam = exp(theta)``, validation and test losses the mean squared errors. Replace the data
-and the three losses with yours; keep the rules of :class:`hpo_bench.task.Task`:
+and the three losses with yours; keep the rules of :class:`hpo_bench.core.task.Task`:
 
 * keyword-only constructor parameters, each checked with ``require(...)`` (a one-line error
   naming the parameter and the rule), all stored in ``self.params`` (JSON-serialisable);
 * data built deterministically from ``seed`` at construction (offline data only);
 * ``w`` and ``theta`` are flat 1-D tensors of ``self.dtype`` on ``self.device``;
-* ``solve(theta)`` is exact or converged to ~1e-12 (``hpo_bench.solvers.newton`` helps),
+* ``solve(theta)`` is exact or converged to ~1e-12 (``hpo_bench.core.solvers.newton`` helps),
   because the reference hypergradient and the finite-difference checks rely on it;
 * ``check_params``: a small instance for ``hpo-bench check`` and the conformance tests;
 * ``tags`` declare capabilities (``"convex"``, ``"closed-form"``, ``"per-example"``, ...).
 
 ``reference_hypergradient`` defaults to dense implicit differentiation at ``solve(theta)``
-(:func:`hpo_bench.task.implicit_reference`); override it when you have a closed form.
+(:func:`hpo_bench.core.task.implicit_reference`); override it when you have a closed form.
 """
 
 from __future__ import annotations
 
 import torch
 
-from hpo_bench.registry import register_task
-from hpo_bench.space import Block, Space
-from hpo_bench.task import Task, require
+from hpo_bench.core.registry import register_task
+from hpo_bench.core.space import Block, Space
+from hpo_bench.core.task import Task, require
 
 __all__ = ["MyTask"]
 

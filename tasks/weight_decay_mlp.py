@@ -32,15 +32,15 @@ times. Between lattice points the branch may *fold* (its smallest Hessian eigenv
 0; on this MLP that happens several times between ``lam = 1e-3`` and ``1e-4``): there the
 path jumps to the minimum L-BFGS (scipy) and Newton reach from the prediction, a
 deterministic function of the lattice point, counted in ``n_jumps``. On the last step
-``q -> theta`` no jump is allowed: a fold there raises :class:`hpo_bench.solvers.SolveError`
+``q -> theta`` no jump is allowed: a fold there raises :class:`hpo_bench.core.solvers.SolveError`
 ("no reference", a ``FloatingPointError``: recorders store NaN reference columns with the
 message). So ``F(theta)`` is smooth inside each lattice cell wherever it is defined, and can
 jump only on cell boundaries and on folds.
 
 Reference (tags ``"non-convex"``, ``"reference:implicit-cg"``), stated as such:
 
-* inner solve: Newton-CG (:func:`hpo_bench.solvers.newton_cg`, matrix-free Hessian-vector
-  products; dense Newton, :func:`hpo_bench.solvers.newton`, up to 256 parameters, where that
+* inner solve: Newton-CG (:func:`hpo_bench.core.solvers.newton_cg`, matrix-free Hessian-vector
+  products; dense Newton, :func:`hpo_bench.core.solvers.newton`, up to 256 parameters, where that
   is cheaper), each lattice point to ``||grad|| <= 1e-8``, ``theta`` itself to
   ``||grad|| <= solve_gtol`` (1e-12) plus two polishing Newton steps;
 * hypergradient: implicit differentiation at that point with ``H q = grad outer`` solved by
@@ -64,10 +64,10 @@ import scipy.optimize
 import torch
 
 from hpo_bench.hypergrad import conjugate_gradient
-from hpo_bench.registry import register_task
-from hpo_bench.solvers import SolveCache, SolveError, newton, newton_cg
-from hpo_bench.space import Block, Space
-from hpo_bench.task import Linearization, Task, require
+from hpo_bench.core.registry import register_task
+from hpo_bench.core.solvers import SolveCache, SolveError, newton, newton_cg
+from hpo_bench.core.space import Block, Space
+from hpo_bench.core.task import Linearization, Task, require
 
 from ._digits import load_digits_split
 

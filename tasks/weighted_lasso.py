@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from hpo_bench.registry import register_task
+from hpo_bench.core.registry import register_task
 
 from ._sparse_linear import CrossValMixin, LeastSquaresComposite, SyntheticSparseMixin
 

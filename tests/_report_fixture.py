@@ -48,10 +48,10 @@ def reported_run(tmp_path_factory) -> Path:
         return _MADE["run"]
     import torch
 
-    from hpo_bench._threads import one_thread
-    from hpo_bench.harness import run_suite
+    from hpo_bench.core._threads import one_thread
+    from hpo_bench.running.harness import run_suite
     from hpo_bench.report import make_report
-    from hpo_bench.suite import load_suite
+    from hpo_bench.running.suite import load_suite
 
     root = tmp_path_factory.mktemp("plotfix")
     (root / "suite.toml").write_text(SUITE)

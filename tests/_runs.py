@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from hpo_bench import cli
-from hpo_bench.records import VOLATILE_COLUMNS
+from hpo_bench.core.records import VOLATILE_COLUMNS
 
 #: 2 tasks x 2 tuners x 2 seeds = 8 cells of 3 steps: a fraction of a second each.
 TINY = '''

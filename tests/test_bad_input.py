@@ -20,7 +20,7 @@ from _runs import invoke, one_error_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpo_bench.suite import MAX_TIMEOUT, load_suite
+from hpo_bench.running.suite import MAX_TIMEOUT, load_suite
 
 BASE = {
     "top": "",
@@ -171,7 +171,7 @@ def test_the_table_is_counted_and_its_base_is_valid(tmp_path):
 def test_the_method_checks_the_same_schema_at_run_time():
     """The schema suite validation applies is the one the method applies on every call (no drift)."""
     from hpo_bench.hypergrad import cg, neumann
-    from hpo_bench.options import OptionError
+    from hpo_bench.core.options import OptionError
     from hpo_bench.testing import conformance_task
 
     task = conformance_task()

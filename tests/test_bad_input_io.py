@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from _runs import TINY, invoke, one_error_line, write_suite
 
-from hpo_bench import harness
-from hpo_bench.suite import load_suite
+from hpo_bench.running import cell_process, harness
+from hpo_bench.running.suite import load_suite
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_file_size_limit_mid_run_is_one_line_then_resume_finishes(where, finishe
 
 def _sabotage_after_first_cell(monkeypatch, how):
     """Make cells/ unwritable once the first cell has run (serial executor: in this process)."""
-    real = harness.run_cell
+    real = cell_process.run_cell
     calls = []
 
     def run_cell(cell, **kw):
@@ -151,7 +151,7 @@ def _sabotage_after_first_cell(monkeypatch, how):
             how()
         return real(cell, **kw)
 
-    monkeypatch.setattr(harness, "run_cell", run_cell)
+    monkeypatch.setattr(cell_process, "run_cell", run_cell)
 
 
 def test_cells_folder_replaced_by_a_file_mid_run_is_one_line(monkeypatch, capsys, tmp_path):

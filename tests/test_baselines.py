@@ -13,7 +13,7 @@ import torch
 from hpo_bench import TUNERS, Budget, Recorder, TunerParamError, get_task
 from hpo_bench.baselines._optuna import sampler_seed
 from hpo_bench.baselines.grid import grid_values, points_per_axis, ridge_eig_grid
-from hpo_bench.suite import SuiteError, load_suite
+from hpo_bench.running.suite import SuiteError, load_suite
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
@@ -286,7 +286,7 @@ def test_tune_schema_is_parsed_and_validated(tmp_path):
 
 @pytest.mark.parametrize("scope", ["suite"])  # scope "task" runs end to end in the command test below
 def test_tune_step_chooses_on_tuning_seeds_and_records_it(tmp_path, scope):
-    from hpo_bench.tune import read_choices, tune_suite, tuning_suite
+    from hpo_bench.analysis.tune import read_choices, tune_suite, tuning_suite
 
     s = load_suite(write(tmp_path, TUNE_SUITE.format(scope=f'scope = "{scope}"')))
     ts = tuning_suite(s)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from _runs import invoke
-from hpo_bench.records import COLUMNS
+from hpo_bench.core.records import COLUMNS
 
 
 
@@ -71,7 +71,7 @@ def test_run_quick_then_show(monkeypatch, capsys, tmp_path):
     code, out, _ = invoke(monkeypatch, capsys, "show", str(out_dir))
     assert code == 0 and "incumbent" in out  # the summary shows each cell's incumbent
     assert f"cell time ({df['cell_id'].nunique()} cells)" in out and "harness" in out
-    from hpo_bench.summary import final_rows, time_breakdown
+    from hpo_bench.analysis.summary import final_rows, time_breakdown
 
     t = time_breakdown(df)
     fin = final_rows(df)

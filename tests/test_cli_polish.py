@@ -86,7 +86,7 @@ def test_run_help_keeps_the_dist_extra(monkeypatch, capsys):
 @pytest.mark.parametrize("doc, plain", [
     ("Optuna TPE; ``multivariate = true`` models the axes jointly.", "Optuna TPE; multivariate = true models the "
                                                                      "axes jointly."),
-    ("Uses :class:`~hpo_bench.task.Task` and :func:`solve <hpo_bench.solvers.solve>`.", "Uses hpo_bench.task.Task "
+    ("Uses :class:`~hpo_bench.core.task.Task` and :func:`solve <hpo_bench.core.solvers.solve>`.", "Uses hpo_bench.core.task.Task "
                                                                                         "and solve."),
     ("A *fast* and **exact** `method`; see `optuna <https://optuna.org>`_ and `ref`_.", "A fast and exact method; "
                                                                                        "see optuna and ref."),

@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 
-from hpo_bench._threads import one_thread
-from hpo_bench.options import Option
-from hpo_bench.records import Budget
-from hpo_bench.space import Block, Space
+from hpo_bench.core._threads import one_thread
+from hpo_bench.core.options import Option
+from hpo_bench.core.records import Budget
+from hpo_bench.core.space import Block, Space
 from hpo_bench.tasks.ridge import Ridge
 from hpo_bench.testing import (
     ConformanceError, check_object, check_task_capabilities, check_task_declaration, check_tuner_requirements,
@@ -24,7 +24,7 @@ from hpo_bench.testing import (
     check_tuner_diverging, check_tuner_records, check_tuner_reproducible, check_tuner_stop_request, checks_for,
     parametrize_with_checks, registered_tasks, registered_tuners, run_tuner, conformance_task,
 )
-from hpo_bench.tuner import Tuner
+from hpo_bench.core.tuner import Tuner
 
 
 @pytest.fixture(autouse=True)
@@ -164,8 +164,8 @@ def test_declared_tolerance_needs_a_reason():
         check_tolerances = {"fd": 3.0, "reason": "demonstration: a declared, explained tolerance is honoured"}
 
     check_task_reference_fd(LooseWithReason)
-    # `hpo-bench check` (hpo_bench.check) honours the same declaration and shows the reason
-    from hpo_bench.check import check_task
+    # `hpo-bench check` (hpo_bench.analysis.check) honours the same declaration and shows the reason
+    from hpo_bench.analysis.check import check_task
 
     rows = check_task(LooseWithReason(**LooseWithReason.check_params), methods=["exact"], n_points=1)
     ref = [r for r in rows if r.method == "reference"][0]

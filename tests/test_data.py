@@ -17,8 +17,8 @@ import torch
 from _runs import invoke, one_error_line
 from hpo_bench import data, get_task
 from hpo_bench.data import DatasetEntry, SourceFile
-from hpo_bench.suite import SuiteError, load_suite
-from hpo_bench.task import TaskParamError
+from hpo_bench.running.suite import SuiteError, load_suite
+from hpo_bench.core.task import TaskParamError
 
 # A libsvm file with comments, a blank line, gaps in the indices (1-based), an index-less row
 # and a row that uses the last feature: the expected dense matrix is written beside it.

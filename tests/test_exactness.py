@@ -13,10 +13,10 @@ import math
 import pytest
 import torch
 
-from hpo_bench.check import box_points, build_check_task, check_task, worst_rows
+from hpo_bench.analysis.check import box_points, build_check_task, check_task, worst_rows
 from hpo_bench.hypergrad import cg, exact
-from hpo_bench.records import rel_error
-from hpo_bench.registry import TASKS
+from hpo_bench.core.records import rel_error
+from hpo_bench.core.registry import TASKS
 
 
 def _at(task, natural):
@@ -133,7 +133,7 @@ def test_check_skips_forward_mode_above_the_size_cap_and_says_so():
 
 
 def test_records_carry_the_methods_error_bound():
-    from hpo_bench.records import COLUMNS, Budget, Recorder
+    from hpo_bench.core.records import COLUMNS, Budget, Recorder
 
     assert COLUMNS.index("hypergrad_error_bound") == COLUMNS.index("hypergrad_norm") + 1
     task = TASKS.get("ridge")()
@@ -153,7 +153,7 @@ def test_gradient_tuner_records_its_methods_bound(outer):
     """Both outer loops of the gradient tuner pass the method's stats on, so real runs carry the bound;
     with an exact inner solve the bound covers the whole error against the reference."""
     from hpo_bench import TUNERS, get_task
-    from hpo_bench.records import Budget, Recorder
+    from hpo_bench.core.records import Budget, Recorder
 
     task = get_task("ridge_per_feature", n=60, p=6, rho=0.6, seed=3)
     rec = Recorder(task, Budget(steps=3), meta={})

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from _runs import assert_same_records, write_suite
 
-from hpo_bench.executors import ProcessPool, SerialExecutor, dask_executor
-from hpo_bench.harness import run_suite
-from hpo_bench.records import COLUMNS
-from hpo_bench.suite import derive_seed, load_suite
+from hpo_bench.running.executors import ProcessPool, SerialExecutor, dask_executor
+from hpo_bench.running.harness import run_suite
+from hpo_bench.core.records import COLUMNS
+from hpo_bench.running.suite import derive_seed, load_suite
 
 distributed = pytest.importorskip("distributed", reason="the Dask executor needs the `dist` extra")
 
@@ -135,7 +135,7 @@ def test_a_lost_job_becomes_an_error_cell_and_the_suite_continues(tiny, tmp_path
 
 
 def test_fork_server_preloads_what_the_driver_imported_for_the_suite(tmp_path):
-    from hpo_bench.executors import imported_third_party_modules
+    from hpo_bench.running.executors import imported_third_party_modules
 
     text = 'seeds = [0]\n[[task]]\nname = "ridge"\nparams = { dataset = "diabetes" }\n[[tuner]]\nname = "gradient"\n'
     load_suite(str(write_suite(tmp_path / "d.toml", text)))
@@ -152,7 +152,7 @@ def test_the_fork_servers_preload_list_does_not_leak_into_later_subprocesses():
     import subprocess
     import sys
 
-    from hpo_bench.executors import PRELOAD_ENV, start_fork_server
+    from hpo_bench.running.executors import PRELOAD_ENV, start_fork_server
 
     start_fork_server(["json"])  # a no-op when this process's server already runs; both must leave no trace
     assert PRELOAD_ENV not in os.environ

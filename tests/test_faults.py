@@ -21,10 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 from _runs import TINY, assert_same_records, invoke, one_error_line, write_suite
 
-from hpo_bench import TUNERS, harness
-from hpo_bench.executors import ProcessPool, SerialExecutor
-from hpo_bench.harness import run_suite
-from hpo_bench.suite import load_suite
+from hpo_bench import TUNERS
+from hpo_bench.running import cell_process, harness, provenance, run_folder
+from hpo_bench.running.executors import ProcessPool, SerialExecutor
+from hpo_bench.running.harness import run_suite
+from hpo_bench.running.suite import load_suite
 
 psutil = pytest.importorskip("psutil", reason="comes with the `dist` extra")
 
@@ -70,9 +71,10 @@ def _frozen_code_version():
     A resume compares it with the run's: an edit to the tree while these tests run (another
     checkout's work) must not turn every kept cell into a changed-code refusal.
     """
-    frozen = harness.code_version()
+    frozen = provenance.code_version()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(harness, "code_version", lambda: json.loads(json.dumps(frozen)))
+        for module in (provenance, harness, run_folder, cell_process):  # every module that looks the name up
+            mp.setattr(module, "code_version", lambda: json.loads(json.dumps(frozen)))
         yield
 
 
@@ -217,7 +219,7 @@ def test_leftover_temporary_files_are_cleaned(tiny_run, monkeypatch, capsys, tmp
 def test_deleting_the_lock_file_does_not_let_a_second_driver_in(tiny_run, monkeypatch, capsys, tmp_path):
     path, ref = tiny_run
     out = _copy_run(ref.out_dir, tmp_path / "run")
-    held = harness._lock_folder(out)  # as a running driver holds it
+    held = run_folder.lock_folder(out)  # as a running driver holds it
     try:
         (out / ".lock").unlink()
         code, _, err = invoke(monkeypatch, capsys, "run", path, "--out", out, "--resume")
@@ -321,7 +323,7 @@ class _SchedulerGoneAfterTwo(SerialExecutor):
 def test_an_executor_failure_exits_3_and_says_retry_failed_recovers(tiny_run, monkeypatch, capsys, tmp_path):
     path, ref = tiny_run
     out = tmp_path / "run"
-    import hpo_bench.executors as executors
+    import hpo_bench.running.executors as executors
 
     monkeypatch.setattr(executors, "ProcessPool", _SchedulerGoneAfterTwo)
     code, _, err = invoke(monkeypatch, capsys, "run", path, "--out", out, "--workers", "1", "-q")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from hpo_bench import get_task
-from hpo_bench._threads import one_thread
+from hpo_bench.core._threads import one_thread
 from hpo_bench.hypergrad import cg, exact, identity, reverse
-from hpo_bench.space import Block, Space
+from hpo_bench.core.space import Block, Space
 from hpo_bench.testing import (
     HypergradientCheckError, ModelTask, check_hypergradient, check_task_declaration, check_task_deterministic,
     check_task_exact_methods, check_task_float32, check_task_inner_stationary, check_task_linearization,

@@ -9,7 +9,7 @@ from _util import fd_grad, rel, theta_points
 from hpo_bench import METHODS, TASKS, get_task
 from hpo_bench.hypergrad import (cg, conjugate_gradient, exact, fixed_point, forward, identity, neumann,
                                  reverse, truncated)
-from hpo_bench.inner import InnerState, run_inner
+from hpo_bench.tuners.inner import InnerState, run_inner
 
 CORE = ("ridge", "ridge_per_feature", "seed_toy")
 
@@ -219,7 +219,7 @@ def test_cg_precond_options(ridge_pf):
     assert cg(ridge_pf, w, theta, precond="jacobi").stats["precond"] == "jacobi"
     with pytest.raises(ValueError, match="precond"):
         cg(ridge_pf, w, theta, precond="ilu")
-    from hpo_bench.task import Linearization
+    from hpo_bench.core.task import Linearization
 
     generic = get_task("ridge_per_feature", n=60, p=6, rho=0.6, seed=3)
     generic.linearize = lambda w_, t_: Linearization(generic, w_, t_)  # double-backward HVPs, no free diagonal
@@ -231,7 +231,7 @@ def test_cg_precond_options(ridge_pf):
 
 def test_quadratic_linearization_structure_matches_autograd(ridge_pf):
     """The Gram-matrix HVP (dense and fused paths), the free diagonal, and the lazy grad agree with autograd."""
-    from hpo_bench.task import Linearization
+    from hpo_bench.core.task import Linearization
 
     theta = ridge_pf.space.init_theta() + 0.2 * torch.randn(ridge_pf.space.dim, dtype=torch.float64,
                                                             generator=torch.Generator().manual_seed(0))

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from hpo_bench import get_task
-from hpo_bench._threads import one_thread
-from hpo_bench.check import finite_difference
+from hpo_bench.core._threads import one_thread
+from hpo_bench.analysis.check import finite_difference
 from hpo_bench.hypergrad import exact
-from hpo_bench.records import rel_error
-from hpo_bench.solvers import SolveError
-from hpo_bench.task import Linearization
+from hpo_bench.core.records import rel_error
+from hpo_bench.core.solvers import SolveError
+from hpo_bench.core.task import Linearization
 
 from _util import rel
 

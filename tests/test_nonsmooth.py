@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from hpo_bench import get_task
-from hpo_bench.check import check_task, finite_difference, support_aware_difference
-from hpo_bench.inner import InnerState, run_inner
-from hpo_bench.records import Budget, rel_error
-from hpo_bench.registry import TASKS
-from hpo_bench.suite import SuiteError, load_suite
+from hpo_bench.analysis.check import check_task, finite_difference, support_aware_difference
+from hpo_bench.tuners.inner import InnerState, run_inner
+from hpo_bench.core.records import Budget, rel_error
+from hpo_bench.core.registry import TASKS
+from hpo_bench.running.suite import SuiteError, load_suite
 from hpo_bench.tasks._sparse_linear import soft_threshold
 from hpo_bench.tasks.lasso import Lasso
 from hpo_bench.testing import (

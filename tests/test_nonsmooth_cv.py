@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from hpo_bench import METHODS
-from hpo_bench.check import support_aware_difference
-from hpo_bench.inner import InnerState, run_inner
-from hpo_bench.records import Budget, rel_error
-from hpo_bench.registry import TASKS
-from hpo_bench.suite import load_suite
-from hpo_bench.task import TaskParamError
+from hpo_bench.analysis.check import support_aware_difference
+from hpo_bench.tuners.inner import InnerState, run_inner
+from hpo_bench.core.records import Budget, rel_error
+from hpo_bench.core.registry import TASKS
+from hpo_bench.running.suite import load_suite
+from hpo_bench.core.task import TaskParamError
 from hpo_bench.testing import run_tuner
 
 from _util import theta_points

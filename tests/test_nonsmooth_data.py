@@ -10,11 +10,11 @@ import scipy.sparse as sp
 import torch
 
 from hpo_bench import METHODS
-from hpo_bench.check import support_aware_difference
-from hpo_bench.inner import InnerState, run_inner
-from hpo_bench.records import rel_error
-from hpo_bench.registry import TASKS
-from hpo_bench.task import TaskParamError
+from hpo_bench.analysis.check import support_aware_difference
+from hpo_bench.tuners.inner import InnerState, run_inner
+from hpo_bench.core.records import rel_error
+from hpo_bench.core.registry import TASKS
+from hpo_bench.core.task import TaskParamError
 from hpo_bench.tasks import _sparse_linear
 
 from _util import theta_points

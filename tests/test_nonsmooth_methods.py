@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from hpo_bench import METHODS
-from hpo_bench.records import rel_error
-from hpo_bench.registry import TASKS
-from hpo_bench.tuner import TunerParamError
+from hpo_bench.core.records import rel_error
+from hpo_bench.core.registry import TASKS
+from hpo_bench.core.tuner import TunerParamError
 from hpo_bench.tuners.gradient import GradientTuner
 
 from _util import theta_points

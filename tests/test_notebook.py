@@ -11,8 +11,8 @@ from torch.autograd import grad
 
 from hpo_bench import TUNERS, get_task
 from hpo_bench.hypergrad import exact, identity
-from hpo_bench.notebook import PRINTED, diagnose, notebook_in101, replay
-from hpo_bench.records import Budget, Recorder
+from hpo_bench.analysis.notebook import PRINTED, diagnose, notebook_in101, replay
+from hpo_bench.core.records import Budget, Recorder
 
 
 class CapturingRecorder(Recorder):
@@ -131,7 +131,7 @@ def test_diagnosis_shows_the_test_cost_of_the_per_weight_validation_gain(diag):
 def test_notebook_command_prints_validation_and_test_side_by_side(diag):
     from rich.console import Console
 
-    from hpo_bench.notebook import render
+    from hpo_bench.analysis.notebook import render
 
     buf = io.StringIO()
     render(Console(file=buf, width=300), [], diag)
@@ -155,7 +155,7 @@ def test_exact_method_in_the_notebook_loop_converges_to_the_optimum():
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 2e-6)])
 def test_scalar_per_example_adam_is_the_tensor_path(dtype, tol):
     """The scalar fast path of per-example Adam (tiny quadratic models) runs the tensor path's operations."""
-    from hpo_bench.inner import InnerState, run_inner
+    from hpo_bench.tuners.inner import InnerState, run_inner
 
     fast_task = get_task("seed_toy", dtype=dtype, per_weight=True, lam0=0.3)
     slow_task = get_task("seed_toy", dtype=dtype, per_weight=True, lam0=0.3)

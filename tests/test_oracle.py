@@ -13,8 +13,8 @@ from numpy.polynomial import polynomial as P
 from scipy.optimize import brentq
 
 from hpo_bench import get_task
-from hpo_bench import oracle as oracle_mod
-from hpo_bench.oracle import compute_oracle, oracle_for, oracle_key
+from hpo_bench.analysis import oracle as oracle_mod
+from hpo_bench.analysis.oracle import compute_oracle, oracle_for, oracle_key
 from hpo_bench.report.metrics import add_derived, cell_metrics
 
 
@@ -367,7 +367,7 @@ def test_parallel_oracles_do_not_hang_after_the_parent_ran_torch_on_two_threads(
 
 # ------------------------------------------------------------------ shipped oracles
 def _tiny_ridge_oracle(tmp_path):
-    from hpo_bench.oracle import oracle_for
+    from hpo_bench.analysis.oracle import oracle_for
 
     params = {"name": "ridge", "n": 30, "p": 4}
     return params, oracle_for(params, 0, tmp_path / "computed")
@@ -376,8 +376,8 @@ def _tiny_ridge_oracle(tmp_path):
 def test_a_verified_shipped_oracle_is_used_and_a_stale_one_is_recomputed(tmp_path, monkeypatch):
     import dataclasses
 
-    import hpo_bench.oracle as oracle_mod
-    from hpo_bench.oracle import store_oracle, verify_oracle
+    import hpo_bench.analysis.oracle as oracle_mod
+    from hpo_bench.analysis.oracle import store_oracle, verify_oracle
     from hpo_bench.report.metrics import oracles_for_records
 
     params, res = _tiny_ridge_oracle(tmp_path)
@@ -407,7 +407,7 @@ def test_a_verified_shipped_oracle_is_used_and_a_stale_one_is_recomputed(tmp_pat
 def test_every_shipped_oracle_is_current_complete_and_matches_this_code():
     """The package's shipped oracles (hpo_bench/oracles/): current version, keys that match their
     settings, complete, and F at both of their points recomputed by this code (verify_oracle)."""
-    from hpo_bench.oracle import ORACLE_VERSION, SHIPPED_DIR, OracleResult, oracle_key, verify_oracle
+    from hpo_bench.analysis.oracle import ORACLE_VERSION, SHIPPED_DIR, OracleResult, oracle_key, verify_oracle
 
     files = sorted(SHIPPED_DIR.glob("*.json"))
     assert files, "no shipped oracles: run scripts/ship_oracles.py (see hpo_bench/oracles/README.md)"

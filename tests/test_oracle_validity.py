@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from hpo_bench import get_task
-from hpo_bench._threads import one_thread
-from hpo_bench import oracle as oracle_mod
-from hpo_bench.oracle import compute_oracle, default_starts, oracle_for
+from hpo_bench.core._threads import one_thread
+from hpo_bench.analysis import oracle as oracle_mod
+from hpo_bench.analysis.oracle import compute_oracle, default_starts, oracle_for
 
 
 @pytest.fixture(autouse=True)
@@ -168,7 +168,7 @@ def test_the_report_polishes_from_every_cells_best_point(tmp_path):
 
 # ----------------------------------------------------------------------------- item 4: failures are loud
 def test_a_record_below_the_oracle_is_an_oracle_failure_with_its_source():
-    from hpo_bench.oracle import RECORD_RTOL, best_known
+    from hpo_bench.analysis.oracle import RECORD_RTOL, best_known
 
     task = get_task("ridge", n=40, p=5, seed=0)
     orc = compute_oracle(task)
@@ -195,8 +195,8 @@ name = "random"
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from hpo_bench.harness import run_suite
-    from hpo_bench.suite import load_suite
+    from hpo_bench.running.harness import run_suite
+    from hpo_bench.running.suite import load_suite
 
     root = tmp_path_factory.mktemp("tiny")
     (root / "suite.toml").write_text(TINY_SUITE)

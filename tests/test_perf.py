@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from _util import VirtualClock
 
-from hpo_bench import Budget, Recorder, TUNERS, get_task, records
-from hpo_bench.harness import _execute
-from hpo_bench.suite import Cell, Entry
+from hpo_bench import Budget, Recorder, TUNERS, get_task
+from hpo_bench.core import records
+from hpo_bench.running.cell_process import _execute
+from hpo_bench.running.suite import Cell, Entry
 
 
 def test_measure_s_counts_the_paused_measurements(monkeypatch):
@@ -41,7 +42,7 @@ def test_a_cells_wall_time_splits_into_tuner_measurement_and_harness():
 def test_blas_threads_caps_numpy_and_scipy_pools_and_restores_them():
     import contextlib
 
-    from hpo_bench._threads import _controller, blas_threads
+    from hpo_bench.core._threads import _controller, blas_threads
 
     ctl = _controller()  # imports SciPy's linear algebra: its own OpenBLAS is among the controlled pools
     assert ctl.lib_controllers and all(lib.user_api == "blas" for lib in ctl.lib_controllers)

@@ -161,7 +161,7 @@ def test_cli_plot_bad_format_and_bad_folder(run_dir, tmp_path, monkeypatch, caps
 
 
 def test_regret_uses_the_reports_oracles_without_computing_any(run_dir, tmp_path, monkeypatch):
-    import hpo_bench.oracle as oracle
+    import hpo_bench.analysis.oracle as oracle
 
     from hpo_bench.report.plot import export_for_redraw
 
@@ -184,7 +184,7 @@ def test_regret_uses_the_reports_oracles_without_computing_any(run_dir, tmp_path
 
 
 def test_other_metrics_need_no_oracle(run_dir, tmp_path, monkeypatch):
-    import hpo_bench.oracle as oracle
+    import hpo_bench.analysis.oracle as oracle
 
     copy = tmp_path / "bare"
     copy.mkdir()
@@ -215,7 +215,7 @@ def test_task_extra_metrics_are_recorded_with_the_clock_paused_and_plottable():
     import torch
 
     from hpo_bench import Budget, Recorder, get_task
-    from hpo_bench.records import COLUMNS
+    from hpo_bench.core.records import COLUMNS
 
     logi = get_task("logistic_l2", dataset="synthetic", n=40, p=5, seed=0)
     clean = get_task("hyper_cleaning", n_train=60, n_val=60, n_test=60, seed=0)

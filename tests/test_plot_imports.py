@@ -49,7 +49,7 @@ def test_public_names_still_import_from_the_package():
     import hpo_bench
     from hpo_bench import TASKS, Budget, Space, Task, get_task  # noqa: F401
 
-    assert hpo_bench.Task is Task and hpo_bench.task.Task is Task and hpo_bench.space.Space is Space
+    assert hpo_bench.Task is Task and hpo_bench.core.task.Task is Task and hpo_bench.core.space.Space is Space
     assert {"Task", "Budget", "TASKS", "get_task"} <= set(dir(hpo_bench))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         hpo_bench.nope  # noqa: B018

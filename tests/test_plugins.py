@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo_bench.registry import TASKS, Registry, RegistryError
+from hpo_bench.core.registry import TASKS, Registry, RegistryError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = Path(__file__).resolve().parent / "data" / "hpo_bench_plugin_demo"
@@ -71,10 +71,10 @@ TEMPLATE_SCRIPT = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     import copied_task, copied_tuner                      # the templates, copied and renamed
-    from hpo_bench.registry import TASKS, TUNERS
+    from hpo_bench.core.registry import TASKS, TUNERS
     from hpo_bench.testing import check_object
-    from hpo_bench.harness import run_suite
-    from hpo_bench.suite import load_suite
+    from hpo_bench.running.harness import run_suite
+    from hpo_bench.running.suite import load_suite
     out = {}
     for kind, reg, name in (("task", TASKS, "demo_quadratic"), ("tuner", TUNERS, "demo_golden"),
                             ("task", TASKS, "copied_task"), ("tuner", TUNERS, "copied_tuner")):
@@ -133,7 +133,7 @@ def test_plugin_and_copied_templates_pass_the_kit_and_run_in_a_suite(plugin_site
 
 
 def test_templates_are_skipped_by_discovery():
-    from hpo_bench.registry import TUNERS
+    from hpo_bench.core.registry import TUNERS
 
     assert "my_task" not in TASKS and "my_tuner" not in TUNERS
     assert (ROOT / "tasks" / "template_task.py").is_file() and (ROOT / "baselines" / "template_tuner.py").is_file()
@@ -178,7 +178,7 @@ def test_broken_plugin_names_itself(tmp_path):
 def broken_task_module(tmp_path, monkeypatch):
     """A file of hpo_bench.tasks that fails to import (a folder added to the package path, never the tree)."""
     import hpo_bench.tasks
-    from hpo_bench import registry
+    from hpo_bench.core import registry
 
     extra = tmp_path / "extra_tasks"
     extra.mkdir()
@@ -196,7 +196,7 @@ def broken_entry_point(monkeypatch):
     """A tuner entry point whose module does not exist."""
     from importlib.metadata import EntryPoint
 
-    from hpo_bench import registry
+    from hpo_bench.core import registry
 
     real = registry.entry_points
     fake = EntryPoint(name="broken_tuner", value="hpo_bench_missing_module_for_tests:Tuner", group="hpo_bench.tuners")
@@ -225,7 +225,7 @@ params = {params}
 def test_broken_module_is_recorded_and_discovery_goes_on(broken_task_module, monkeypatch, capsys, tmp_path):
     from _runs import invoke, one_error_line
 
-    from hpo_bench.registry import TUNERS, broken_plugins
+    from hpo_bench.core.registry import TUNERS, broken_plugins
 
     (b,) = broken_plugins()
     assert b.kind == "task" and b.name is None and b.source.endswith("broken_task.py")
@@ -258,7 +258,7 @@ def test_broken_module_is_recorded_and_discovery_goes_on(broken_task_module, mon
 def test_broken_entry_point_refuses_only_its_name(broken_entry_point, monkeypatch, capsys, tmp_path):
     from _runs import invoke, one_error_line
 
-    from hpo_bench.registry import TUNERS, UnknownNameError, broken_plugins
+    from hpo_bench.core.registry import TUNERS, UnknownNameError, broken_plugins
 
     (b,) = broken_plugins("tuner")
     assert b.name == "broken_tuner" and "entry point 'broken_tuner'" in b.source

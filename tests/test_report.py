@@ -56,8 +56,8 @@ tasks = ["ridge", "toy_log"]
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from hpo_bench.harness import run_suite
-    from hpo_bench.suite import load_suite
+    from hpo_bench.running.harness import run_suite
+    from hpo_bench.running.suite import load_suite
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)  # small dense solves: one thread is much faster on a busy 2-core machine
@@ -440,7 +440,7 @@ def test_a_new_run_folder_reads_oracles_from_the_shared_cache(report, run_dir, t
 
 def test_oracle_table_labels_a_record_note_as_such_not_as_cut_short():
     """A tuner's record beating a complete oracle is not a budget cut (the quick report said "cut short")."""
-    from hpo_bench.oracle import OracleResult, best_known
+    from hpo_bench.analysis.oracle import OracleResult, best_known
     from hpo_bench.report.tables import oracle_table
 
     o = OracleResult(task="ridge", params={}, seed=0, val_loss=1.0, theta=[0.0], hp=[1.0], init_val_loss=2.0,

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from _runs import TINY, assert_same_records, invoke, one_error_line, write_suite
 
-from hpo_bench.executors import ProcessPool
-from hpo_bench.harness import run_suite
-from hpo_bench.suite import load_suite
+from hpo_bench.running.executors import ProcessPool
+from hpo_bench.running.harness import run_suite
+from hpo_bench.running.suite import load_suite
 
 psutil = pytest.importorskip("psutil", reason="comes with the `dist` extra")
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from hpo_bench import records
-from hpo_bench.harness import records_frame, run_cell
-from hpo_bench.records import Budget, vector_of
-from hpo_bench.suite import Cell, Entry
+from hpo_bench.core import records
+from hpo_bench.running.harness import records_frame, run_cell
+from hpo_bench.core.records import Budget, vector_of
+from hpo_bench.running.suite import Cell, Entry
 
 #: More hyperparameters than records.COMPACT_MIN_HYPER (100): compact rows apply.
 BIG = {"n": 130, "p": 110, "rho": 0.3}
@@ -75,7 +75,7 @@ class _StopsEarly:
 
 
 def test_a_tuner_that_stops_early_gets_its_last_row_filled_in_and_streamed(monkeypatch):
-    from hpo_bench.registry import TUNERS
+    from hpo_bench.core.registry import TUNERS
 
     monkeypatch.setattr(records, "VECTOR_EVERY", 100)
     monkeypatch.setattr(TUNERS, "get", lambda name: (lambda **kw: _StopsEarly(4)))
@@ -96,11 +96,11 @@ def _needs_patch(k: int) -> bool:
 
 
 def test_readers_cope_with_null_vectors(tmp_path, monkeypatch):
-    from hpo_bench.oracle import OracleResult
-    from hpo_bench.records import read_records_file
+    from hpo_bench.analysis.oracle import OracleResult
+    from hpo_bench.core.records import read_records_file
     from hpo_bench.report.metrics import add_derived, cell_metrics, with_records
     from hpo_bench.report.plot import _thin_lambda_lists
-    from hpo_bench.summary import incumbent_rows, summary_frame
+    from hpo_bench.analysis.summary import incumbent_rows, summary_frame
 
     monkeypatch.setattr(records, "VECTOR_EVERY", 6)
     rows = run_cell(_cell("random", {}, 9)) + run_cell(_cell("gradient", GRADIENT, 9))
@@ -155,7 +155,7 @@ def _counting(task):
 
 def test_an_oracle_evaluation_is_one_factorisation_warm_started_from_the_previous_one():
     from hpo_bench import get_task
-    from hpo_bench.oracle import compute_oracle
+    from hpo_bench.analysis.oracle import compute_oracle
 
     task = get_task("ridge_per_feature", n=40, p=5, seed=1)
     calls = _counting(task)
@@ -183,7 +183,7 @@ def test_an_oracle_evaluation_is_one_factorisation_warm_started_from_the_previou
 
 def test_a_record_is_one_reference_warm_started_from_the_previous_row():
     from hpo_bench import get_task
-    from hpo_bench.records import Recorder
+    from hpo_bench.core.records import Recorder
 
     task = get_task("ridge_per_feature", n=40, p=5, seed=1)
     calls = _counting(task)
@@ -220,8 +220,8 @@ def _suite(tmp_path, tuner_tables: str, task: str = 'name = "ridge_per_feature"\
     ('name = "seed_notebook"\nparams = { method = "exact", epochs = 1 }', "p x p", "n_params = 12 > 10"),
 ])
 def test_suite_validation_refuses_a_dense_method_above_the_limit(tmp_path, monkeypatch, tuner, shape, size):
-    from hpo_bench import suite as suite_mod
-    from hpo_bench.suite import SuiteError, load_suite
+    from hpo_bench.running import suite as suite_mod
+    from hpo_bench.running.suite import SuiteError, load_suite
 
     monkeypatch.setattr(suite_mod, "DENSE_MAX_PARAMS", 10)
     with pytest.raises(SuiteError) as err:
@@ -232,8 +232,8 @@ def test_suite_validation_refuses_a_dense_method_above_the_limit(tmp_path, monke
 
 
 def test_matrix_free_and_small_dense_needs_pass_validation(tmp_path, monkeypatch):
-    from hpo_bench import suite as suite_mod
-    from hpo_bench.suite import SuiteError, load_suite
+    from hpo_bench.running import suite as suite_mod
+    from hpo_bench.running.suite import SuiteError, load_suite
 
     monkeypatch.setattr(suite_mod, "DENSE_MAX_PARAMS", 10)
     tables = ('[[tuner]]\nlabel = "cg"\nname = "gradient"\nparams = { method = "cg" }\n'
@@ -251,10 +251,10 @@ def test_a_serial_run_and_its_oracle_build_each_task_instance_once_per_step(tmp_
     """Suite validation's instance serves the first cell of that instance (serial executor); the report's
     oracle computes and polishes on one instance. Other cells build their own (a used instance holds the
     previous cell's caches)."""
-    from hpo_bench import _instances
-    from hpo_bench.harness import run_suite
+    from hpo_bench.running import _instances
+    from hpo_bench.running.harness import run_suite
     from hpo_bench.report.metrics import load_records, oracles_for_records
-    from hpo_bench.suite import load_suite
+    from hpo_bench.running.suite import load_suite
     from hpo_bench.tasks._quadratic import QuadraticTask
 
     builds: list[int] = []
@@ -283,11 +283,11 @@ def test_a_serial_run_and_its_oracle_build_each_task_instance_once_per_step(tmp_
 def test_an_isolated_run_streams_the_recorder_patch_and_drops_the_validated_instances(tmp_path):
     """Cells in their own processes: the last row's vectors, filled in when the tuner stopped, reach the
     records (a patch message after the row itself), and the driver holds no validated instance."""
-    from hpo_bench import _instances
-    from hpo_bench.executors import ProcessPool
-    from hpo_bench.harness import run_suite
-    from hpo_bench.records import read_records_file
-    from hpo_bench.suite import load_suite
+    from hpo_bench.running import _instances
+    from hpo_bench.running.executors import ProcessPool
+    from hpo_bench.running.harness import run_suite
+    from hpo_bench.core.records import read_records_file
+    from hpo_bench.running.suite import load_suite
 
     # grid search stops after its grid; a grid whose last point is no new best needs the patch
     points = next(k for k in range(3, 12) if _needs_patch(k))

@@ -25,7 +25,7 @@ CHILD = textwrap.dedent("""
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     import torch
     from hpo_bench import get_task
-    from hpo_bench.registry import METHODS
+    from hpo_bench.core.registry import METHODS
 
     n, p, density = int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     out = {}

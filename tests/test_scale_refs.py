@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from hpo_bench.registry import TASKS
-from hpo_bench.task import Reference, implicit_reference
+from hpo_bench.core.registry import TASKS
+from hpo_bench.core.task import Reference, implicit_reference
 
 from _util import theta_points
 

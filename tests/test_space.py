@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hpo_bench.space import Block, Space, SpaceError
+from hpo_bench.core.space import Block, Space, SpaceError
 
 
 def test_log_transform_roundtrip_and_bounds():

@@ -55,10 +55,10 @@ def _texts(fig) -> list[str]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """The run folder, reported; every figure's texts captured as the report saves it."""
-    from hpo_bench._threads import one_thread
-    from hpo_bench.harness import run_suite
+    from hpo_bench.core._threads import one_thread
+    from hpo_bench.running.harness import run_suite
     from hpo_bench.report import figures, make_report
-    from hpo_bench.suite import load_suite
+    from hpo_bench.running.suite import load_suite
 
     root = tmp_path_factory.mktemp("standin")
     (root / "suite.toml").write_text(SUITE)
@@ -153,8 +153,8 @@ def test_hpo_bench_plot_command_and_show_mark_it(run, tmp_path, monkeypatch, cap
                           "ridge-cadata", "--out", out)
     assert code in (0, None), err
     assert "synthetic stand-in: cadata-like" in out.read_text()
-    from hpo_bench.records import read_records_file
-    from hpo_bench.summary import summarize
+    from hpo_bench.core.records import read_records_file
+    from hpo_bench.analysis.summary import summarize
 
     table = summarize(read_records_file(run / "records.parquet"))
     cells = list(table.columns[0]._cells)

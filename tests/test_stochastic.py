@@ -9,12 +9,12 @@ import textwrap
 import pytest
 import torch
 
-from hpo_bench._threads import one_thread
-from hpo_bench.records import STOCHASTIC_COLUMNS, Budget, Recorder
-from hpo_bench.registry import TASKS, TUNERS
+from hpo_bench.core._threads import one_thread
+from hpo_bench.core.records import STOCHASTIC_COLUMNS, Budget, Recorder
+from hpo_bench.core.registry import TASKS, TUNERS
 from hpo_bench.stochastic._oracle import Sampler, generator
-from hpo_bench.suite import SuiteError, load_suite
-from hpo_bench.task import Task
+from hpo_bench.running.suite import SuiteError, load_suite
+from hpo_bench.core.task import Task
 from hpo_bench.tasks.quadratic_bilevel import QuadraticBilevel
 from hpo_bench.testing import _tuner_checks
 

@@ -8,12 +8,12 @@ import io
 
 import pandas as pd
 
-from hpo_bench._threads import one_thread
-from hpo_bench.harness import run_suite
+from hpo_bench.core._threads import one_thread
+from hpo_bench.running.harness import run_suite
 from hpo_bench.report import make_report
 from hpo_bench.report.figures import FIGURES, STOCHASTIC_FIGURES, stochastic_figures
 from hpo_bench.report.metrics import load_records
-from hpo_bench.suite import load_suite
+from hpo_bench.running.suite import load_suite
 
 from _report_fixture import reported_run
 

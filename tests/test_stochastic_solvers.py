@@ -18,12 +18,12 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from hpo_bench.records import Budget, Recorder
-from hpo_bench.registry import TUNERS
+from hpo_bench.core.records import Budget, Recorder
+from hpo_bench.core.registry import TUNERS
 from hpo_bench.stochastic._oracle import generator
 from hpo_bench.tasks.quadratic_bilevel import QuadraticBilevel
 
-from hpo_bench._threads import one_thread
+from hpo_bench.core._threads import one_thread
 
 SOLVERS = ("soba", "saba", "srba", "stocbio", "amigo", "bsa", "ttsa", "mrbo", "vrbo", "f2sa")
 N, M = 48, 24

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpo_bench.suite import SuiteError, load_suite, named_suites
+from hpo_bench.running.suite import SuiteError, load_suite, named_suites
 
 GOOD = '''
 name = "mini"
@@ -82,7 +82,7 @@ def test_bad_toml(tmp_path):
 
 def test_hard_timeout_stays_within_what_the_executors_can_wait(tmp_path):
     """A budget's default limit (10 x seconds + 60) is capped at MAX_TIMEOUT; the largest accepted values load."""
-    from hpo_bench.suite import MAX_TIMEOUT, check_timeout
+    from hpo_bench.running.suite import MAX_TIMEOUT, check_timeout
 
     path = tmp_path / "big.toml"
     path.write_text(f"""seeds = [0]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from hpo_bench import data
-from hpo_bench.harness import run_suite
+from hpo_bench.running.harness import run_suite
 from hpo_bench.report.metrics import load_records
-from hpo_bench.suite import SuiteError, load_suite
+from hpo_bench.running.suite import SuiteError, load_suite
 
 SUITE = '''
 name = "fb"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from hpo_bench.summary import SUMMARY_TITLE, incumbent_rows, summarize, summary_frame
+from hpo_bench.analysis.summary import SUMMARY_TITLE, incumbent_rows, summarize, summary_frame
 
 
 def _records() -> pd.DataFrame:
@@ -94,8 +94,8 @@ class _Clock:
 
 def test_eta_waits_for_finished_cells_and_ignores_start_up():
     """A suite of 82 cells, 0.1 s each after 5 s of start-up: the old first ETA read 405 s."""
-    from hpo_bench.harness import RunProgress
-    from hpo_bench.progress import MIN_FINISHED, EtaEstimator
+    from hpo_bench.running.harness import RunProgress
+    from hpo_bench.running.progress import MIN_FINISHED, EtaEstimator
 
     clock = _Clock()
     eta = EtaEstimator(clock=clock)
@@ -117,8 +117,8 @@ def test_eta_waits_for_finished_cells_and_ignores_start_up():
 def test_plain_progress_lines_show_no_eta_before_enough_cells(monkeypatch):
     from types import SimpleNamespace
 
-    from hpo_bench.harness import RunProgress
-    from hpo_bench.progress import MIN_FINISHED, EtaEstimator, PlainReporter
+    from hpo_bench.running.harness import RunProgress
+    from hpo_bench.running.progress import MIN_FINISHED, EtaEstimator, PlainReporter
 
     clock = _Clock()
     buf = io.StringIO()

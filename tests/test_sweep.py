@@ -13,15 +13,15 @@ import torch
 
 from _runs import invoke
 from hpo_bench import get_task
-from hpo_bench.records import Budget
-from hpo_bench.registry import TUNERS
-from hpo_bench.oracle import compute_oracle
-from hpo_bench.sweep import (FIT_COLUMNS, FRONTIER_COLUMNS, SCALING_COLUMNS, SweepError, TunerConfig, default_grids,
+from hpo_bench.core.records import Budget
+from hpo_bench.core.registry import TUNERS
+from hpo_bench.analysis.oracle import compute_oracle
+from hpo_bench.analysis.sweep import (FIT_COLUMNS, FRONTIER_COLUMNS, SCALING_COLUMNS, SweepError, TunerConfig, default_grids,
                              fit_exponents, frontier, load_tuner_file, one_two_five, oracle_options,
                              parse_tuner_option, peak_memory, scaling, scaling_suite, select_tuners, suite_toml,
                              target_trace)
-from hpo_bench.suite import Suite, SuiteError, load_suite
-from hpo_bench.target import time_to_target
+from hpo_bench.running.suite import Suite, SuiteError, load_suite
+from hpo_bench.running.target import time_to_target
 
 CPU = torch.device("cpu")
 

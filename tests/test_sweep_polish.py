@@ -8,8 +8,8 @@ import math
 
 import pandas as pd
 
-from hpo_bench.oracle import RECORD_RTOL
-from hpo_bench.sweep import TunerConfig, scaling
+from hpo_bench.analysis.oracle import RECORD_RTOL
+from hpo_bench.analysis.sweep import TunerConfig, scaling
 
 
 def test_a_weak_oracle_is_polished_from_the_cells_incumbents(tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from _util import fd_grad, rel, theta_points
 from hpo_bench import TASKS, get_task
-from hpo_bench.task import Linearization, TaskParamError, implicit_reference
+from hpo_bench.core.task import Linearization, TaskParamError, implicit_reference
 
 CORE = ("ridge", "ridge_per_feature", "seed_toy")
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from hpo_bench import get_task
-from hpo_bench._threads import one_thread
-from hpo_bench.check import check_task, finite_difference
+from hpo_bench.core._threads import one_thread
+from hpo_bench.analysis.check import check_task, finite_difference
 from hpo_bench.hypergrad import cg, exact, identity
-from hpo_bench.records import rel_error
-from hpo_bench.suite import load_suite
-from hpo_bench.task import Linearization, TaskParamError
+from hpo_bench.core.records import rel_error
+from hpo_bench.running.suite import load_suite
+from hpo_bench.core.task import Linearization, TaskParamError
 
 from _util import fd_grad, rel, theta_points
 

@@ -10,10 +10,10 @@ import pytest
 from _runs import invoke, one_error_line, write_suite
 
 from hpo_bench import TUNERS
-from hpo_bench.executors import ChildExit, ProcessPool, run_in_child
-from hpo_bench.harness import child_death, run_suite
-from hpo_bench.records import Budget
-from hpo_bench.suite import Cell, Entry, Suite, load_suite
+from hpo_bench.running.executors import ChildExit, ProcessPool, run_in_child
+from hpo_bench.running.harness import child_death, run_suite
+from hpo_bench.core.records import Budget
+from hpo_bench.running.suite import Cell, Entry, Suite, load_suite
 
 # `slow` never ends by itself (a million steps of 500 inner steps each): only its 1.5 s timeout stops it.
 SLOW = '''
@@ -183,7 +183,7 @@ def test_child_death_statuses():
 
 @pytest.mark.parametrize("status", ["ok", "diverged", "timeout", "error", "oom"])
 def test_every_status_is_documented(status):
-    from hpo_bench import records
+    from hpo_bench.core import records
 
     assert status in records.STATUSES and f"``{status}``" in records.__doc__
 
@@ -202,10 +202,10 @@ class _Noisy(TUNERS.get("gradient")):
 
 
 def _noisy_cell(send, cell, threads):
-    from hpo_bench import harness
+    from hpo_bench.running import cell_process
 
     TUNERS.add("test_noisy", _Noisy)  # in the child only: the parent's registry stays clean
-    harness._cell_child(send, cell, threads)
+    cell_process._cell_child(send, cell, threads)
 
 
 def test_a_cells_output_goes_to_the_log_not_the_display(capfd):

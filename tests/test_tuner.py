@@ -10,12 +10,13 @@ import torch
 
 from _util import VirtualClock
 
-from hpo_bench import TUNERS, get_task, records
-from hpo_bench.harness import run_cell
-from hpo_bench.records import VOLATILE_COLUMNS, Budget, Recorder
-from hpo_bench.registry import UnknownNameError
-from hpo_bench.suite import Cell, Entry
-from hpo_bench.tuner import TunerParamError
+from hpo_bench import TUNERS, get_task
+from hpo_bench.core import records
+from hpo_bench.running.harness import run_cell
+from hpo_bench.core.records import VOLATILE_COLUMNS, Budget, Recorder
+from hpo_bench.core.registry import UnknownNameError
+from hpo_bench.running.suite import Cell, Entry
+from hpo_bench.core.tuner import TunerParamError
 
 TIME_COLS = tuple(VOLATILE_COLUMNS)  # clocks: everything else must reproduce
 
@@ -145,7 +146,7 @@ def test_failing_tuner_keeps_finished_rows(monkeypatch):
 
 # ------------------------------------------------------------------ outer = "lbfgs" (scipy L-BFGS-B)
 def test_lbfgs_reaches_the_oracle_on_a_small_per_feature_ridge(ridge_pf):
-    from hpo_bench.oracle import compute_oracle
+    from hpo_bench.analysis.oracle import compute_oracle
 
     orc = compute_oracle(ridge_pf, starts=4)
     rec = run(ridge_pf, Budget(steps=300), method="cg", inner="exact", outer="lbfgs")

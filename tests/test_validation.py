@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from _runs import invoke, one_error_line, write_suite
 
-from hpo_bench.suite import SuiteError, load_suite
+from hpo_bench.running.suite import SuiteError, load_suite
 
 GOOD = '''
 name = "mini"

@@ -10,7 +10,7 @@ Each function carries ``fn.info`` (:class:`MethodInfo`).
 
 from __future__ import annotations
 
-from ..registry import METHODS
+from ..core.registry import METHODS
 from ._base import Hypergradient, MethodInfo, hypergradient_method
 from ._implicit import conjugate_gradient, cg, exact, fixed_point, identity, neumann, power_step
 from ._nonsmooth import handles_nonsmooth, implicit_forward, implicit_support, prox_forward, prox_reverse

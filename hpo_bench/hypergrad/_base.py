@@ -8,8 +8,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..options import Option, check_options
-from ..registry import register_method
+from ..core.options import Option, check_options
+from ..core.registry import register_method
 
 __all__ = ["Hypergradient", "hypergradient_method", "MethodInfo"]
 
@@ -45,14 +45,14 @@ class MethodInfo:
         knob: the option that trades accuracy for cost (for sweeps), or ``None``.
         summary: one line for ``hpo-bench list``.
         options: the user-settable options (``method_opts``) and their rules
-            (:class:`~hpo_bench.options.Option`); checked by suite validation and on every call.
+            (:class:`~hpo_bench.core.options.Option`); checked by suite validation and on every call.
         requires: task tags the method needs whatever its options (see :attr:`requires_if`).
         requires_if: ``{(option, value): tags}``: tags needed when an option has that value
             (e.g. ``cg`` with ``precond = "jacobi"`` needs ``"hessian-diagonal"``).
         dense: the dense matrix the method forms, by shape: ``"p x p"`` (``n_params`` squared, e.g.
             the Hessian) or ``"p x m"`` (``n_params x n_hyper``), with what it is after a colon
             (``"p x p: the Hessian and its Cholesky factor"``); ``None`` for a matrix-free method.
-            Suite validation refuses it on tasks above :data:`hpo_bench.suite.DENSE_MAX_PARAMS`.
+            Suite validation refuses it on tasks above :data:`hpo_bench.running.suite.DENSE_MAX_PARAMS`.
     """
 
     kind: str
@@ -80,7 +80,7 @@ def hypergradient_method(name: str, *, kind: str, exact: bool, knob: str | None,
     """Register ``fn(task, w, theta, **opts) -> Hypergradient`` under ``name``.
 
     The registered function checks the declared ``options`` on every call (the same
-    :func:`~hpo_bench.options.check_options` that suite validation runs), so a bad value is
+    :func:`~hpo_bench.core.options.check_options` that suite validation runs), so a bad value is
     one clear error wherever it comes from. Keywords outside the schema (e.g. ``x0`` of
     ``cg``, or ``steps`` and ``lr`` that the gradient tuner passes to unrolled methods) are
     passed through unchecked: they are not user options.

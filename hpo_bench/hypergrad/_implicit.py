@@ -21,8 +21,8 @@ import math
 import numpy as np
 import torch
 
-from ..options import Option
-from ..task import Linearization, Task
+from ..core.options import Option
+from ..core.task import Linearization, Task
 from ._base import Hypergradient, hypergradient_method
 
 __all__ = ["exact", "cg", "neumann", "fixed_point", "identity", "conjugate_gradient", "power_step", "PRECONDITIONERS"]

@@ -35,8 +35,8 @@ import math
 import numpy as np
 import torch
 
-from ..options import Option
-from ..task import Task
+from ..core.options import Option
+from ..core.task import Task
 from ._base import Hypergradient, hypergradient_method
 
 __all__ = ["implicit_support", "implicit_forward", "prox_forward", "prox_reverse", "NONSMOOTH_REQUIRES",

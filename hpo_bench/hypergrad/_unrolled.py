@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from ..options import Option
-from ..task import Task
+from ..core.options import Option
+from ..core.task import Task
 from ._base import Hypergradient, hypergradient_method
 
 __all__ = ["reverse", "truncated", "forward", "default_inner_lr"]

@@ -69,8 +69,8 @@ def shared_oracle_cache() -> Path | None:
     if root is None:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = str(Path(xdg) / "hpo-bench")
-    from .. import oracle
-    from ..harness import code_version
+    from ..analysis import oracle
+    from ..running.provenance import code_version
 
     h = hashlib.sha256(code_version()["source_sha256"].encode())
     h.update(Path(oracle.__file__).read_bytes())
@@ -84,7 +84,7 @@ def _declared_tune(run: Path) -> dict[str, dict] | None:
         return None
     try:
         info = json.loads(prov.read_text())
-        from ..suite import load_suite
+        from ..running.suite import load_suite
 
         path = info.get("suite_path")
         if not path or not Path(path).is_file():
@@ -155,10 +155,10 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
         out_dir: where to write; created if needed.
         jobs: processes for the oracle computations not yet cached.
         oracle_seconds: the wall-clock *backstop* of one oracle computation (default
-            :data:`hpo_bench.oracle.BACKSTOP_SECONDS`), a safety against a runaway: an oracle it cuts
+            :data:`hpo_bench.analysis.oracle.BACKSTOP_SECONDS`), a safety against a runaway: an oracle it cuts
             short is marked incomplete, loudly (oracle table, summary.md, ``run.log``).
         oracle_evals: the oracle's count budget (evaluations per instance): an int, or
-            ``{task name or label: n, "*": default}``; default :func:`hpo_bench.oracle.default_budget`.
+            ``{task name or label: n, "*": default}``; default :func:`hpo_bench.analysis.oracle.default_budget`.
             Counts, never seconds, so ``F*`` is the same on every machine.
         oracle_polish_evals: evaluations of the polish from each cell's best point (same forms).
         progress: called with one line of text per step as it ends: each oracle (task instance,
@@ -175,7 +175,7 @@ def make_report(run_dir: str | Path, out_dir: str | Path | None = None, *, jobs:
     Raises:
         ReportError: ``run_dir`` is not a readable run folder.
     """
-    from ..tune import read_choices
+    from ..analysis.tune import read_choices
     from .figures import make_figures
     from .metrics import add_derived, cell_metrics, load_records, oracles_for_records, with_records
     from .summary_doc import write_summary

@@ -8,7 +8,7 @@ with scikit-learn) and on a task's own generator (``dataset = "synthetic"``) kee
 
 What an instance used is read from the run folder, never by building a task: the dataset name in the
 records' ``task_params``, and what ``provenance.json`` recorded about it (``datasets``, written by the
-harness from :meth:`hpo_bench.suite.Suite.datasets`); the data registry answers for runs written before
+harness from :meth:`hpo_bench.running.suite.Suite.datasets`); the data registry answers for runs written before
 provenance held it. The registry import is plain Python (no torch, no scipy), so ``hpo-bench plot`` stays light.
 """
 

@@ -13,7 +13,7 @@ and a y-range that fits the curves (target lines are drawn only inside it). Regr
 one arrow per cell in the (validation, test) loss plane.
 
 Runs with stochastic solvers (records with the ``samples`` column of
-:data:`hpo_bench.records.STOCHASTIC_COLUMNS`) also get :data:`STOCHASTIC_FIGURES`, each only when its
+:data:`hpo_bench.core.records.STOCHASTIC_COLUMNS`) also get :data:`STOCHASTIC_FIGURES`, each only when its
 columns have a finite value: regret against samples and epochs, ``‖∇F‖²`` against samples, epochs and
 time (``plot()``'s curves, as ``hpo-bench plot RUN --metric grad_norm_sq --x samples`` draws them), and
 ``estimator_errors``: one row of panels per task, the direction's relative error, ``‖w − w*‖/‖w*‖`` and
@@ -39,7 +39,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from ..registry import TUNERS  # noqa: E402
+from ..core.registry import TUNERS  # noqa: E402
 from .datasets import panel_title  # noqa: E402
 from .metrics import TARGETS, target_label  # noqa: E402
 from .plot import PlotError, plot, tuner_looks  # noqa: E402

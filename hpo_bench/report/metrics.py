@@ -19,7 +19,7 @@ Definitions (every figure and table of the report uses these):
   ``overfit`` when, from its first recorded point (first row with a finite ``val_loss``) to its
   final incumbent, the validation loss fell while the test loss rose: the tuner fitted the
   validation split at the test split's expense (see :func:`overfits`).
-* Oracle gap: ``F(init) - F*`` (see :class:`hpo_bench.oracle.OracleResult`). A cell reaches the
+* Oracle gap: ``F(init) - F*`` (see :class:`hpo_bench.analysis.oracle.OracleResult`). A cell reaches the
   target ``x%`` at the first row with ``incumbent_regret <= x/100 * gap``;
   time-to-target is that row's ``time_s`` (tuner seconds), cost-to-target its ``cost_units``.
   A cell that never gets there is *not reached* (NaN and ``reached = False``, never a number).
@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from ..oracle import OracleResult
-# hpo_bench.oracle and hpo_bench.records import torch: they are imported inside the functions that need them, so
+    from ..analysis.oracle import OracleResult
+# hpo_bench.analysis.oracle and hpo_bench.core.records import torch: they are imported inside the functions that need them, so
 # `hpo-bench plot` (load_records with columns, add_incumbent, add_derived) runs without torch
 
 __all__ = ["TARGETS", "target_label", "load_records", "objective", "add_incumbent", "overfits", "oracles_for_records",
@@ -102,7 +102,7 @@ def load_records(run_dir: str | Path, *, columns: Sequence[str] | None = None) -
     df = _read_columns(path, columns) if columns is not None and path.is_file() else None
     if df is not None:
         return _prepare_records(df, path)
-    from ..records import RecordsFileError, read_records_file
+    from ..core.records import RecordsFileError, read_records_file
 
     try:  # a damaged, truncated or foreign file is one line (ReportError), not a traceback
         if path.is_file():
@@ -205,7 +205,7 @@ class OracleProgress:
         seed: the task instance's seed.
         cached: read from a cache (``True``) or computed now.
         where: ``"run"`` (the run folder's cache), ``"shared"`` (the shared cache), ``"shipped"`` (shipped
-            with the package and verified, :data:`hpo_bench.oracle.SHIPPED_DIR`) or ``"computed"``.
+            with the package and verified, :data:`hpo_bench.analysis.oracle.SHIPPED_DIR`) or ``"computed"``.
         seconds: what this call spent on it (reading, or building the task and computing).
         result: the oracle.
         done, total: oracles ready so far, and in all.
@@ -236,11 +236,11 @@ class OracleProgress:
 
 def _incumbent_starts(df: pd.DataFrame) -> dict[tuple[str, int], list[tuple[str, list[float]]]]:
     """Per task instance, every cell's best point (lowest finite ``val_loss_ref``, its ``theta``), in
-    ``cell_id`` order, duplicates dropped: the starts :func:`hpo_bench.oracle.polish_oracle` polishes."""
+    ``cell_id`` order, duplicates dropped: the starts :func:`hpo_bench.analysis.oracle.polish_oracle` polishes."""
     if "val_loss_ref" not in df.columns or "theta" not in df.columns:
         return {}
     ref = pd.to_numeric(df["val_loss_ref"], errors="coerce")
-    from ..records import vector_of
+    from ..core.records import vector_of
 
     ok = df[np.isfinite(ref)].assign(_ref=ref[np.isfinite(ref)])
     out: dict[tuple[str, int], list[tuple[str, list[float]]]] = {}
@@ -256,9 +256,9 @@ def _incumbent_starts(df: pd.DataFrame) -> dict[tuple[str, int], list[tuple[str,
 def _oracle_job(args: tuple[dict[str, Any], int, str, OracleResult | None, dict[str, Any],
                             list[tuple[str, list[float]]]]) -> tuple[OracleResult, OracleResult, float]:
     """``(base, polished, seconds, where)``: the instance's oracle (``base`` if given; else the shipped
-    one where :func:`~hpo_bench.oracle.verify_oracle` passes, ``where = "shipped"``; else cached or
+    one where :func:`~hpo_bench.analysis.oracle.verify_oracle` passes, ``where = "shipped"``; else cached or
     computed in ``cache``) and its polish from the cells' incumbents (cached in ``cache`` too)."""
-    from ..oracle import _build, _split, cached_oracle, oracle_for, polished_oracle_for, store_oracle, verify_oracle
+    from ..analysis.oracle import _build, _split, cached_oracle, oracle_for, polished_oracle_for, store_oracle, verify_oracle
 
     params, seed, cache, base, budget, starts, shipped = args
     t0 = time.perf_counter()
@@ -309,24 +309,24 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
                         use_shipped: bool = True) -> dict[tuple[str, int], OracleResult]:
     """The oracle of every task instance (``task_params`` x ``seed``) in ``df``, cached in ``cache_dir``.
 
-    Budgets are counts (:func:`hpo_bench.oracle.compute_oracle`): ``max_evals`` and ``polish_evals``
+    Budgets are counts (:func:`hpo_bench.analysis.oracle.compute_oracle`): ``max_evals`` and ``polish_evals``
     are an int for every instance or a mapping ``{task name or label: n, "*": default}`` (missing:
-    :func:`hpo_bench.oracle.default_budget`); ``max_seconds`` is the wall-clock backstop only.
+    :func:`hpo_bench.analysis.oracle.default_budget`); ``max_seconds`` is the wall-clock backstop only.
     With ``polish``, each oracle is then polished from every cell's best point in ``df``
-    (:func:`hpo_bench.oracle.polish_oracle`, cached in ``cache_dir``), so ``F*`` is never above a
+    (:func:`hpo_bench.analysis.oracle.polish_oracle`, cached in ``cache_dir``), so ``F*`` is never above a
     point a tuner reached.
 
     Cached oracles are read first: from ``cache_dir``, else from ``shared_dir`` (a cache
     shared by run folders, see :func:`hpo_bench.report.shared_oracle_cache`; a hit is copied
     into ``cache_dir`` so the run folder stays self-contained), else, with ``use_shipped``, from the
-    oracles shipped with the package (:func:`hpo_bench.oracle.shipped_oracle`) once
-    :func:`hpo_bench.oracle.verify_oracle` has recomputed their two values with this code. The
+    oracles shipped with the package (:func:`hpo_bench.analysis.oracle.shipped_oracle`) once
+    :func:`hpo_bench.analysis.oracle.verify_oracle` has recomputed their two values with this code. The
     others are computed, written to both, in ``jobs`` processes when
     ``jobs > 1``, the most expensive first (by the run's measurement time per record, so the
     long ones do not start last). ``on_oracle`` is called once per instance, as each is ready.
     The results do not depend on ``jobs``, on the order or on the machine's load.
     """
-    from ..oracle import cached_oracle, default_budget, shipped_oracle, store_oracle
+    from ..analysis.oracle import cached_oracle, default_budget, shipped_oracle, store_oracle
 
     keys = sorted({_task_key(p, s) for p, s in zip(df["task_params"], df["seed"])})
     labels: dict[tuple[str, int], str] = {}
@@ -374,7 +374,7 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
                 None if bases[k][0] is not None or not use_shipped
                 else shipped_oracle(json.loads(k[0]), k[1], max_evals=budget(k)["max_evals"])) for k in todo}
     if jobs > 1 and sum(bases[k][0] is None or bool(starts.get(k)) for k in todo) > 1:
-        from ..executors import process_context  # never plain fork: see process_context
+        from ..running.executors import process_context  # never plain fork: see process_context
 
         with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=process_context()) as pool:
             futures = {pool.submit(_oracle_job, args[k]): k for k in todo}
@@ -391,7 +391,7 @@ def oracles_for_records(df: pd.DataFrame, cache_dir: str | Path, *, jobs: int = 
 
 def _store_quietly(res: OracleResult, shared_dir: str | Path) -> None:
     """Best effort: an unwritable shared cache costs a recomputation later, never a report."""
-    from ..oracle import store_oracle
+    from ..analysis.oracle import store_oracle
 
     try:
         store_oracle(res, shared_dir)
@@ -403,10 +403,10 @@ def with_records(oracles: dict[tuple[str, int], OracleResult], df: pd.DataFrame)
                                                                                        OracleResult]:
     """Best-known optima: each oracle, or the run's best reference-solve value if lower beyond rounding.
 
-    That is an *oracle failure* (:func:`hpo_bench.oracle.best_known`): the result's ``source`` names
+    That is an *oracle failure* (:func:`hpo_bench.analysis.oracle.best_known`): the result's ``source`` names
     the cell and step, and the report says so loudly (oracle table, summary, ``run.log``)."""
-    from ..oracle import best_known
-    from ..records import vector_of
+    from ..analysis.oracle import best_known
+    from ..core.records import vector_of
 
     out = dict(oracles)
     ref = pd.to_numeric(df["val_loss_ref"], errors="coerce")
@@ -462,7 +462,7 @@ def cell_metrics(df: pd.DataFrame, oracles: dict[tuple[str, int], OracleResult])
     ``wall_s`` the cell's wall clock (``tuner_s`` + measurements + harness; NaN for runs
     recorded without it). ``df`` comes from :func:`add_derived`.
     """
-    from ..records import vector_of
+    from ..core.records import vector_of
 
     rows = []
     for cell_id, g in df.groupby("cell_id", sort=False):

@@ -253,7 +253,7 @@ def load_report_oracles(oracle_dir: str | Path, records: pd.DataFrame) -> dict[t
     used = _read_used(oracle_dir, records)
     if used is None:
         return None
-    from ..oracle import OracleResult
+    from ..analysis.oracle import OracleResult
 
     fields = set(OracleResult.__dataclass_fields__)
     try:
@@ -299,7 +299,7 @@ def export_for_redraw(run_dir: str | Path, dest: str | Path, *, compact: bool = 
     """
     from .metrics import load_records
 
-    from ..records import read_records_file
+    from ..core.records import read_records_file
 
     run, out = Path(run_dir), Path(dest)
     loaded = load_records(run)  # checks the folder; the copy keeps the file's own row order (the suite's order)
@@ -320,7 +320,7 @@ def export_for_redraw(run_dir: str | Path, dest: str | Path, *, compact: bool = 
 
 def _thin_lambda_lists(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with ``hp``/``theta`` emptied except on each cell's first row, final incumbent and best point."""
-    from ..records import vector_of  # torch: not at module level (hpo-bench plot runs without it)
+    from ..core.records import vector_of  # torch: not at module level (hpo-bench plot runs without it)
 
     keep = np.zeros(len(df), dtype=bool)
     pos = pd.Series(np.arange(len(df)), index=df.index)

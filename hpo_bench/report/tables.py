@@ -323,12 +323,12 @@ _DERIVED = {"objective", "incumbent_objective", "incumbent_row", "first_row", "o
 
 
 def task_metric_columns(rows: pd.DataFrame) -> list[str]:
-    """The numeric columns of ``rows`` that tasks recorded (:meth:`hpo_bench.task.Task.extra_metrics`):
+    """The numeric columns of ``rows`` that tasks recorded (:meth:`hpo_bench.core.task.Task.extra_metrics`):
     neither record columns nor stochastic-tuner columns nor derived by the report."""
-    from ..records import COLUMNS
+    from ..core.records import COLUMNS
 
     try:
-        from ..records import STOCHASTIC_COLUMNS
+        from ..core.records import STOCHASTIC_COLUMNS
     except ImportError:  # an older records module
         STOCHASTIC_COLUMNS = ()
     known = set(COLUMNS) | set(STOCHASTIC_COLUMNS) | _DERIVED

@@ -13,7 +13,7 @@ Lifecycle of one cell (:meth:`StochasticTuner.run`)::
 A row therefore pairs the state ``(w_k, theta_k, v_k)`` with the direction ``d_theta`` the solver is
 about to follow from it, so ``hypergrad_rel_error`` / ``hypergrad_cosine`` compare that *stochastic*
 direction with the reference hypergradient at the same ``theta``; the recorder adds
-``inner_rel_distance``, ``v_rel_error`` and ``grad_norm_sq`` (:data:`hpo_bench.records.STOCHASTIC_COLUMNS`).
+``inner_rel_distance``, ``v_rel_error`` and ``grad_norm_sq`` (:data:`hpo_bench.core.records.STOCHASTIC_COLUMNS`).
 A budget of ``steps`` is a number of rows, so a cell runs ``steps * eval_every`` iterations at most.
 
 Conventions shared by every solver: ``v`` estimates ``H^{-1} grad_w outer`` at ``w*(theta)`` (so the
@@ -35,8 +35,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..options import Option, check_options
-from ..tuner import Tuner, TunerParamError
+from ..core.options import Option, check_options
+from ..core.tuner import Tuner, TunerParamError
 from ._oracle import MINIBATCH_TAG, SAMPLING_MODES, Sampler, generator, require_minibatch
 
 __all__ = ["StochasticTuner", "BASE_OPTIONS", "BASE_DEFAULTS"]

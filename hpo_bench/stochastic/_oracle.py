@@ -1,6 +1,6 @@
 """The minibatch contract helpers and the seeded sampler of the stochastic solvers.
 
-Oracles (tasks tagged :data:`MINIBATCH_TAG`, see :mod:`hpo_bench.task`): at a batch ``B`` of training
+Oracles (tasks tagged :data:`MINIBATCH_TAG`, see :mod:`hpo_bench.core.task`): at a batch ``B`` of training
 indices and a batch ``B'`` of validation indices, with ``f_B`` the inner loss averaged over ``B``
 (penalty included) and ``g_B'`` the outer loss averaged over ``B'``::
 

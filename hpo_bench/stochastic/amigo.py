@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..options import Option
-from ..registry import register_tuner
+from ..core.options import Option
+from ..core.registry import register_tuner
 from ._base import BASE_OPTIONS, StochasticTuner
 
 __all__ = ["AmIGO"]

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..options import Option
-from ..registry import register_tuner
+from ..core.options import Option
+from ..core.registry import register_tuner
 from ._base import BASE_OPTIONS, TRUNCATED_NEUMANN_OPTIONS, StochasticTuner, TruncatedNeumann
 
 __all__ = ["BSA"]

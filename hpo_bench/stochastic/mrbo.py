@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from ..options import Option
-from ..registry import register_tuner
+from ..core.options import Option
+from ..core.registry import register_tuner
 from ._base import BASE_OPTIONS, StochasticTuner
 
 __all__ = ["MRBO", "hypergradient_at"]

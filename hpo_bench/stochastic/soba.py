@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import register_tuner
+from ..core.registry import register_tuner
 from ._base import StochasticTuner
 
 __all__ = ["SOBA"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..registry import register_tuner
+from ..core.registry import register_tuner
 from ._base import BASE_OPTIONS, TRUNCATED_NEUMANN_OPTIONS, StochasticTuner, TruncatedNeumann
 
 __all__ = ["TTSA"]

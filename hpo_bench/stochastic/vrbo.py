@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ..options import Option
-from ..registry import register_tuner
+from ..core.options import Option
+from ..core.registry import register_tuner
 from ._base import BASE_OPTIONS, StochasticTuner
 from .mrbo import hypergradient_at
 

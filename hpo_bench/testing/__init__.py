@@ -21,7 +21,7 @@ shared sampler tests:
 
   Every task and tuner in the registries (tasks/, baselines/, entry-point plug-ins) is
   checked without editing a list. A plug-in that failed to import is listed too, as a
-  :class:`~hpo_bench.registry.BrokenPlugin` with one check, :func:`check_plugin_imports`,
+  :class:`~hpo_bench.core.registry.BrokenPlugin` with one check, :func:`check_plugin_imports`,
   which fails naming the file and the exception: one failing test, not a collection error.
 * :func:`check_tuner_requirements` runs a tuner on a task offering only the capabilities
   it declares (``Tuner.required_tags``): it must not fail for a missing one.
@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..registry import TASKS, TUNERS, BrokenPlugin, broken_plugins
-from ..task import Task
-from ..tuner import Tuner
+from ..core.registry import TASKS, TUNERS, BrokenPlugin, broken_plugins
+from ..core.task import Task
+from ..core.tuner import Tuner
 from ._common import DEFAULT_TOLERANCES, ConformanceError, label_of, task_factory, tuner_factory
 from ._gradcheck import HypergradientCheckError, HypergradientReport, PointResult, check_hypergradient
 from ._model_task import BoundModel, ModelTask
@@ -127,13 +127,13 @@ def check_object(obj: Any) -> list[tuple[str, str]]:
 
 def registered_tasks() -> list[Any]:
     """Every registered task class (built-ins, tasks/ files and entry-point plug-ins), then a
-    :class:`~hpo_bench.registry.BrokenPlugin` for each task plug-in that failed to import."""
+    :class:`~hpo_bench.core.registry.BrokenPlugin` for each task plug-in that failed to import."""
     return [cls for _, cls in TASKS.items()] + broken_plugins("task")
 
 
 def registered_tuners() -> list[Any]:
     """Every registered tuner class (built-ins, baselines/ files and entry-point plug-ins), then a
-    :class:`~hpo_bench.registry.BrokenPlugin` for each tuner or hypergradient-method plug-in that failed
+    :class:`~hpo_bench.core.registry.BrokenPlugin` for each tuner or hypergradient-method plug-in that failed
     to import (methods are exercised through the gradient tuner)."""
     return ([cls for _, cls in TUNERS.items()] + broken_plugins("tuner")
             + broken_plugins("hypergradient method"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from ..task import Task
-from ..tuner import Tuner
+from ..core.task import Task
+from ..core.tuner import Tuner
 
 __all__ = ["ConformanceError", "task_factory", "tuner_factory", "label_of", "tolerance", "DEFAULT_TOLERANCES"]
 
@@ -30,7 +30,7 @@ def label_of(obj: Any) -> str:
         obj = obj[0]
     if isinstance(obj, functools.partial):
         obj = obj.func
-    from ..registry import BrokenPlugin
+    from ..core.registry import BrokenPlugin
 
     if isinstance(obj, BrokenPlugin):  # a plug-in that failed to import: its file or entry point
         return f"broken:{obj.name or obj.source}"
@@ -40,7 +40,7 @@ def label_of(obj: Any) -> str:
 def task_factory(obj: Any) -> Callable[..., Task]:
     """``factory(seed=..., dtype=..., **overrides) -> Task`` from what the kit accepts.
 
-    * a :class:`~hpo_bench.task.Task` subclass: built with its ``check_params``;
+    * a :class:`~hpo_bench.core.task.Task` subclass: built with its ``check_params``;
     * ``(cls, params)``: built with ``{**cls.check_params, **params}``;
     * any callable taking ``seed`` and ``dtype`` keywords (e.g. a ``functools.partial``).
     """

@@ -15,10 +15,10 @@ from typing import Any, Callable
 
 import torch
 
-from ..check import check_points, finite_difference, sign_agreement
-from ..check import fd_directions as _fd_directions
-from ..records import cosine, rel_error
-from ..task import Task
+from ..analysis.check import check_points, finite_difference, sign_agreement
+from ..analysis.check import fd_directions as _fd_directions
+from ..core.records import cosine, rel_error
+from ..core.task import Task
 
 __all__ = ["check_hypergradient", "HypergradientReport", "PointResult", "HypergradientCheckError"]
 
@@ -146,7 +146,7 @@ def check_hypergradient(fn: Callable[[Task, torch.Tensor, torch.Tensor], Any], t
         task: any task (e.g. ``hpo_bench.get_task("ridge")`` or a
             :class:`hpo_bench.testing.ModelTask` around your own model). Use float64.
         points: hyperparameter points: the space's initial point and ``points - 1`` seeded
-            perturbations (:func:`hpo_bench.check.check_points`).
+            perturbations (:func:`hpo_bench.analysis.check.check_points`).
         at: ``"solution"``: ``w = task.solve(theta)`` (tests the formula, without inner-solve
             error; right for implicit methods); ``"init"``: ``w = task.init_params()`` (for
             unrolled methods, which run the inner steps themselves).

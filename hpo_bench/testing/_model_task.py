@@ -9,9 +9,9 @@ from typing import Any, Callable
 import torch
 from torch.func import functional_call
 
-from ..solvers import SolveCache, newton_or_raise
-from ..space import Space
-from ..task import Linearization, Task
+from ..core.solvers import SolveCache, newton_or_raise
+from ..core.space import Space
+from ..core.task import Linearization, Task
 
 __all__ = ["ModelTask", "BoundModel"]
 
@@ -71,10 +71,10 @@ class ModelTask(Task):
         gtol: the reference solve stops at ``||grad_w inner|| <= gtol`` (+ 2 polishing steps).
 
     The reference inner solve is damped Newton with the dense autograd Hessian from
-    ``init_params()`` (:func:`hpo_bench.solvers.newton`), so keep ``n_params`` to a few
+    ``init_params()`` (:func:`hpo_bench.core.solvers.newton`), so keep ``n_params`` to a few
     thousand; for a non-convex loss ``solve`` returns the minimum Newton reaches from there.
     The reference hypergradient is dense implicit differentiation at that solution
-    (:func:`hpo_bench.task.implicit_reference`).
+    (:func:`hpo_bench.core.task.implicit_reference`).
     """
 
     name = "model_task"
@@ -93,7 +93,7 @@ class ModelTask(Task):
             raise TypeError(f"ModelTask: `model` must be a torch.nn.Module or a callable returning one, "
                             f"but got {type(model).__name__}")
         if not isinstance(space, Space):
-            raise TypeError(f"ModelTask: `space` must be a hpo_bench.space.Space, but got {type(space).__name__}")
+            raise TypeError(f"ModelTask: `space` must be a hpo_bench.core.space.Space, but got {type(space).__name__}")
         for key, fn in (("inner_loss", inner_loss), ("outer_loss", outer_loss)):
             if not callable(fn):
                 raise TypeError(f"ModelTask: `{key}` must be callable, but got {fn!r}")

@@ -2,7 +2,7 @@
 
 Each ``check_task_*(obj)`` builds the task from ``obj`` (a Task subclass with its small
 ``check_params``, ``(cls, params)``, or a factory; see :func:`task_factory`), tests one rule
-of the task contract (:mod:`hpo_bench.task`) and raises :class:`ConformanceError` naming
+of the task contract (:mod:`hpo_bench.core.task`) and raises :class:`ConformanceError` naming
 the task, the check and the broken rule. They never modify the task's class.
 
 Non-smooth tasks (tag ``"non-smooth"``, the composite contract of
@@ -12,7 +12,7 @@ checks the prox fixed point (:func:`check_task_prox_fixed_point`), ``check_task_
 linearisation on the support (:func:`check_task_support_linearization`), ``check_task_exact_methods``
 runs the exact methods that declare ``"prox"`` (smooth-only ones are refused on such tasks), and
 ``check_task_reference_fd`` never differences across a support change
-(:func:`hpo_bench.check.support_aware_difference`).
+(:func:`hpo_bench.analysis.check.support_aware_difference`).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import math
 
 import torch
 
-from ..check import fd_directions, finite_difference, support_aware_difference
-from ..records import rel_error
-from ..registry import METHODS
-from ..task import Linearization, Task
+from ..analysis.check import fd_directions, finite_difference, support_aware_difference
+from ..core.records import rel_error
+from ..core.registry import METHODS
+from ..core.task import Linearization, Task
 from ._common import fail, label_of, task_factory, tolerance
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 Each ``check_tuner_*(obj)`` builds the tuner from ``obj`` (a Tuner subclass with its
 ``check_params`` class attribute if it has one, ``(cls, params)``, or a factory), runs it the
-way the harness does (a :class:`~hpo_bench.records.Recorder`, the clock started,
+way the harness does (a :class:`~hpo_bench.core.records.Recorder`, the clock started,
 ``torch.manual_seed(seed)``, ``tuner.run(task, recorder, seed=seed)``) on a small ridge task
 with tiny budgets, and raises :class:`ConformanceError` naming the tuner, the check and the
 broken rule. The tasks are scalar-penalty ridge problems (tags ``closed-form``,
@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from ..records import COLUMNS, STATUSES, Budget, Recorder
-from ..tuner import Tuner
+from ..core.records import COLUMNS, STATUSES, Budget, Recorder
+from ..core.tuner import Tuner
 from ._common import fail, label_of, tuner_factory
 
 __all__ = [
@@ -89,7 +89,7 @@ def check_tuner_declaration(obj) -> None:
     tuner = tuner_factory(obj)()
     what, check = _what(obj), "check_tuner_declaration"
     if not isinstance(tuner, Tuner):
-        fail(what, check, f"the factory must build a hpo_bench.tuner.Tuner, but built {type(tuner).__name__}")
+        fail(what, check, f"the factory must build a hpo_bench.core.tuner.Tuner, but built {type(tuner).__name__}")
     if not isinstance(tuner.name, str) or not tuner.name:
         fail(what, check, "`name` must be a non-empty string")
     if not isinstance(tuner.tags, frozenset) or not ({"gradient-based", "black-box"} & set(tuner.tags)):
@@ -155,10 +155,10 @@ def check_tuner_reproducible(obj) -> None:
 
 
 def check_tuner_records(obj) -> None:
-    """Rows carry every documented column (:data:`hpo_bench.records.COLUMNS`) with consistent values.
+    """Rows carry every documented column (:data:`hpo_bench.core.records.COLUMNS`) with consistent values.
 
     Every row has the columns the recorder writes (so it was made by ``recorder.record``); the
-    harness's table (:func:`hpo_bench.harness.records_frame`) starts with ``COLUMNS`` in order
+    harness's table (:func:`hpo_bench.running.run_folder.records_frame`) starts with ``COLUMNS`` in order
     (the harness fills its per-cell columns); steps count from 0; ``best_val_loss`` is the
     running minimum; costs and ``time_s`` never decrease; statuses are documented ones; a
     ``gradient-based`` tuner records its hypergradient (finite norm, error and cosine).
@@ -175,7 +175,7 @@ def check_tuner_records(obj) -> None:
     scratch.start()
     scratch.record(w=task.init_params(), theta=task.space.init_theta(dtype=task.dtype, device=task.device))
     expected = set(scratch.rows[0]) - {"extra"}
-    from ..harness import records_frame
+    from ..running.run_folder import records_frame
 
     cols = list(records_frame(rows).columns)
     if cols[:len(COLUMNS)] != list(COLUMNS):
@@ -238,7 +238,7 @@ def check_tuner_diverging(obj) -> None:
 
 
 #: Capabilities the conformance ridge task can withhold: a tuner declares which of them it needs
-#: (:meth:`~hpo_bench.tuner.Tuner.required_tags`); :func:`check_tuner_requirements` hides the others.
+#: (:meth:`~hpo_bench.core.tuner.Tuner.required_tags`); :func:`check_tuner_requirements` hides the others.
 CAPABILITY_TAGS = frozenset({"per-example", "hessian-diagonal", "gram-matrix", "scalar-hyperparameter", "quadratic"})
 
 

@@ -30,13 +30,13 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .._threads import blas_threads
+from ..core._threads import blas_threads
 from ..hypergrad import get_method
 from ..hypergrad._implicit import power_step
-from ..inner import INNER_SOLVERS, InnerState, run_inner
-from ..options import Option, OptionError, check_options
-from ..registry import register_tuner
-from ..tuner import Tuner, TunerParamError
+from .inner import INNER_SOLVERS, InnerState, run_inner
+from ..core.options import Option, OptionError, check_options
+from ..core.registry import register_tuner
+from ..core.tuner import Tuner, TunerParamError
 
 __all__ = ["GradientTuner", "SeedNotebookTuner", "OUTER_OPTIMIZERS"]
 
@@ -72,7 +72,7 @@ def _gradient_requirements(inner: Any, method: Any, method_opts: Any) -> frozens
     nothing here (the constructor refuses them)."""
     need = set(INNER_REQUIRES.get(inner, ())) if isinstance(inner, str) else set()
     if isinstance(method, str) and isinstance(method_opts, Mapping):
-        from ..registry import METHODS
+        from ..core.registry import METHODS
 
         if method in METHODS:
             need |= METHODS.get(method).info.required_tags(method_opts)
@@ -81,7 +81,7 @@ def _gradient_requirements(inner: Any, method: Any, method_opts: Any) -> frozens
 
 def _method_dense(method: Any) -> list[tuple[str, str]]:
     """``[(what, shape)]`` for a method declaring a dense matrix (``MethodInfo.dense``), else ``[]``."""
-    from ..registry import METHODS
+    from ..core.registry import METHODS
 
     if isinstance(method, str) and method in METHODS and METHODS.get(method).info.dense:
         return [(f"method = {method!r}", METHODS.get(method).info.dense)]
@@ -96,7 +96,7 @@ def _smooth_only_parts(inner: Any, method: Any, method_opts: Any) -> list[str]:
         parts.append(f"inner = {inner!r}")
     if isinstance(method, str) and isinstance(method_opts, Mapping):
         from ..hypergrad._nonsmooth import handles_nonsmooth
-        from ..registry import METHODS
+        from ..core.registry import METHODS
 
         if method in METHODS and not handles_nonsmooth(METHODS.get(method), method_opts):
             parts.append(f"method = {method!r}")
@@ -169,7 +169,7 @@ class GradientTuner(Tuner):
             self.method_opts)
         if prox_unrolled:
             from ..hypergrad._nonsmooth import UNROLLED_SOLVERS
-            from ..inner import PROX_SOLVERS
+            from .inner import PROX_SOLVERS
 
             allowed = UNROLLED_SOLVERS.get(method, PROX_SOLVERS)
             if inner not in allowed:

@@ -13,9 +13,9 @@ import math
 
 import torch
 
-from hpo_bench.space import Block, Space
-from hpo_bench.task import Task, require
-from hpo_bench.tuner import Tuner
+from hpo_bench.core.space import Block, Space
+from hpo_bench.core.task import Task, require
+from hpo_bench.core.tuner import Tuner
 
 __all__ = ["DemoQuadratic", "DemoGolden"]
 

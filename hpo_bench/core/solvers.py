@@ -36,7 +36,7 @@ __all__ = ["SolveInfo", "newton", "newton_or_raise", "newton_cg", "continuation"
 
 class SolveError(FloatingPointError):
     """A reference inner solve did not reach its tolerance (a ``FloatingPointError``, so
-    :class:`hpo_bench.records.Recorder` reports it instead of failing the cell)."""
+    :class:`hpo_bench.core.records.Recorder` reports it instead of failing the cell)."""
 
 
 @dataclass

@@ -19,9 +19,9 @@ import warnings
 import numpy as np
 import torch
 
-from .hypergrad import exact, identity
-from .inner import InnerState, run_inner
-from .records import cosine, rel_error
+from ..hypergrad import exact, identity
+from ..tuners.inner import InnerState, run_inner
+from ..core.records import cosine, rel_error
 
 __all__ = ["PRINTED", "replay", "diagnose", "render", "identity_stationary_point", "notebook_in101"]
 
@@ -48,7 +48,7 @@ TOL = 0.5e-4 + 1e-6  # printed to 4 decimals
 
 
 def _task(**kw):
-    from .registry import TASKS
+    from ..core.registry import TASKS
 
     return TASKS.get("seed_toy")(**kw)
 

@@ -7,7 +7,7 @@ A tuner searches the hyperparameters of a task within a budget::
 
 Lifecycle: the constructor validates and stores its keyword-only parameters (in
 ``self.params``, JSON-serialisable, recorded with every row; the rule of each parameter is
-declared in the class's ``options`` schema, :class:`~hpo_bench.options.Option`, and checked by
+declared in the class's ``options`` schema, :class:`~hpo_bench.core.options.Option`, and checked by
 :meth:`Tuner.__init__`, rules across parameters in the constructor); :meth:`run` loops until
 ``recorder.should_stop()``, reporting costs with ``recorder.add_cost`` and one row per outer
 step or evaluation with ``recorder.record``. Randomness comes only from ``recorder.seed``-
@@ -61,7 +61,7 @@ class Tuner(ABC):
         """The dense matrices a tuner built with ``params`` forms, as ``(what, shape)`` pairs, e.g.
         ``("method = 'exact'", "p x p: the Hessian")``; the shape starts with ``"p x p"`` (``n_params``
         squared) or ``"p x m"`` (``n_params x n_hyper``). Suite validation refuses a task where one
-        exceeds :data:`hpo_bench.suite.DENSE_MAX_PARAMS`. Like :meth:`required_tags`, must not build
+        exceeds :data:`hpo_bench.running.suite.DENSE_MAX_PARAMS`. Like :meth:`required_tags`, must not build
         the tuner. Default: none (matrix-free)."""
         return []
 

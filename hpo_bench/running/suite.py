@@ -34,7 +34,7 @@ Schema (every key but ``task``, ``tuner`` and ``seeds`` is optional)::
     tasks = ["ridge-small"]        # optional: only these task labels (default: all)
     tune = { outer_lr = [0.05, 0.2] }  # optional: knobs the tune step chooses (needs [tune])
 
-    [tune]                         # the tune step (``hpo-bench tune``, :mod:`hpo_bench.tune`)
+    [tune]                         # the tune step (``hpo-bench tune``, :mod:`hpo_bench.analysis.tune`)
     seeds = [100, 101]             # tuning seeds: distinct integers >= 0, none in `seeds`
     scope = "task"                 # "task": a choice per task; "suite": one per tuner for all its tasks
     budget = { steps = 30 }        # optional: the tuning budget (default: each tuner's budget)
@@ -62,12 +62,12 @@ from typing import Any
 import torch
 
 from . import _instances
-from .data import DatasetMissingError
-from .records import Budget
-from .registry import TASKS, TUNERS, UnknownNameError
-from .space import SpaceError
-from .task import TaskParamError, resolve_dtype
-from .tuner import missing_tags
+from ..data import DatasetMissingError
+from ..core.records import Budget
+from ..core.registry import TASKS, TUNERS, UnknownNameError
+from ..core.space import SpaceError
+from ..core.task import TaskParamError, resolve_dtype
+from ..core.tuner import missing_tags
 
 __all__ = ["Suite", "SuiteError", "Entry", "Cell", "TuneSpec", "FALLBACKS", "load_suite", "named_suites", "suite_path",
            "derive_seed", "DEFAULT_TIMEOUT", "MAX_TIMEOUT", "TIMEOUT_RULE", "check_timeout", "DENSE_MAX_PARAMS",
@@ -198,7 +198,7 @@ class Cell:
 class TuneSpec:
     """The declared tune step: knob grids per tuner label, tried on separate tuning seeds.
 
-    ``hpo-bench tune`` (:func:`hpo_bench.tune.tune_suite`) runs every combination on every
+    ``hpo-bench tune`` (:func:`hpo_bench.analysis.tune.tune_suite`) runs every combination on every
     tuning seed, picks the best per task (``scope = "task"``) or per tuner (``"suite"``) and
     runs the suite's own seeds with the choice; ``hpo-bench run`` uses the declared params.
     """
@@ -266,7 +266,7 @@ class Suite:
         (the name used), :func:`hpo_bench.data.describe`'s fields (``dataset_kind``: "download", "bundled" or
         "synthetic stand-in"; ``dataset_stand_in_for``; for downloaded sets ``dataset_verified`` and
         ``dataset_key``), and for tasks with ``fallback``: ``requested``, ``fallback``, ``substituted``."""
-        from . import data
+        from .. import data
 
         out = []
         for e in self.tasks:
@@ -289,7 +289,7 @@ class Suite:
 def _fallback(value: Any, params: dict[str, Any], where: str, ck: _Checker) -> tuple[dict[str, Any], dict[str, Any]]:
     """A task's ``fallback``: ``params`` with a missing downloaded ``dataset`` replaced by its stand-in, and the
     record of it (``{"requested", "fallback", "substituted"}``)."""
-    from . import data
+    from .. import data
 
     if value not in FALLBACKS:
         ck.fail(f"{where}.fallback", f"one of {list(FALLBACKS)} (what replaces a dataset missing from the data "
@@ -532,7 +532,7 @@ def _parse_tune(raw: dict, tuners: list[Entry], seeds: list[int], ck: _Checker) 
 
 def dense_refusal(tuner_cls: Any, params: dict[str, Any], n_params: int, n_hyper: int) -> str | None:
     """Why ``tuner_cls(**params)`` cannot run a task of ``n_params`` weights and ``n_hyper`` hyperparameters
-    (a dense matrix of its :meth:`~hpo_bench.tuner.Tuner.dense_needs` above :data:`DENSE_MAX_PARAMS`), or
+    (a dense matrix of its :meth:`~hpo_bench.core.tuner.Tuner.dense_needs` above :data:`DENSE_MAX_PARAMS`), or
     ``None``. Needs no built tuner and no task data: only the two sizes."""
     needs = getattr(tuner_cls, "dense_needs", None)
     for what, shape in (needs(params) if needs is not None else []):
@@ -544,7 +544,7 @@ def dense_refusal(tuner_cls: Any, params: dict[str, Any], n_params: int, n_hyper
                     f"n_params x n_hyper = {n_params} x {n_hyper} = {n_params * n_hyper:.3g} entries > "
                     f"{DENSE_MAX_PARAMS}^2")
             return (f"{what} forms a dense {kind} matrix ({desc.strip() or kind}), and {size} "
-                    "(the limit hpo_bench.suite.DENSE_MAX_PARAMS)")
+                    "(the limit hpo_bench.running.suite.DENSE_MAX_PARAMS)")
     return None
 
 

@@ -1,6 +1,7 @@
-"""Imported once by the fork server of :mod:`hpo_bench.executors`, so that every cell
-process starts with torch, the harness, the registries and the driver's third-party
-imports already loaded (a fork, not an interpreter start and seconds of imports per cell)."""
+"""Imported once by the fork server of :mod:`hpo_bench.running.executors`, so that every cell
+process starts with torch, the harness (cell process, run folder, provenance), the registries and
+the driver's third-party imports already loaded (a fork, not an interpreter start and seconds of
+imports per cell)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ import os
 
 import torch
 
-from . import _threads, harness, registry
+from ..core import _threads, registry
+from . import cell_process, harness, provenance, run_folder  # noqa: F401 - preloaded for every cell
 from .executors import PRELOAD_ENV
 
 # No thread team before fork: an OpenMP (or MKL) pool started here would be inherited by every
 # forked cell without its threads, and the cell's first parallel op would wait on them for ever
 # (a cell with >= 2 torch threads hung until its timeout). Everything here runs on one thread; each
-# cell sets its own count (hpo_bench.harness._execute) before its first op.
+# cell sets its own count (hpo_bench.running.cell_process._execute) before its first op.
 torch.set_num_threads(1)
-harness.warm_up()
-try:  # NumPy's / SciPy's BLAS pools: one thread in every cell (see hpo_bench._threads)
+cell_process.warm_up()
+try:  # NumPy's / SciPy's BLAS pools: one thread in every cell (see hpo_bench.core._threads)
     _threads.cap_blas_threads(1)
 except Exception:  # noqa: BLE001, S110 - no threadpoolctl support here: pools stay as they are
     pass

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from .report.metrics import add_incumbent, overfits
+from ..report.metrics import add_incumbent, overfits
 
 __all__ = ["final_rows", "incumbent_rows", "summary_frame", "summarize", "time_breakdown", "SUMMARY_TITLE"]
 
@@ -60,7 +60,7 @@ def incumbent_rows(df: pd.DataFrame) -> pd.DataFrame:
         last[col] = np.where(has_first, vals, np.nan)
     last["overfit"] = [overfits(*v) for v in zip(last["first_val_loss"], last["first_test_loss"],
                                                   last["inc_val_loss"], last["inc_test_loss"])]
-    from .records import vector_of  # torch: imported where needed, like the report's readers
+    from ..core.records import vector_of  # torch: imported where needed, like the report's readers
 
     hps = rows["hp"].to_numpy()
     last["inc_hp"] = [vector_of(hps[i]) if ok else [] for i, ok in zip(safe, has)]
@@ -110,7 +110,7 @@ def summary_frame(df: pd.DataFrame) -> pd.DataFrame:
 def summarize(df: pd.DataFrame) -> Table:
     """The console table of :func:`summary_frame` (its title says it shows incumbents; instances on synthetic
     stand-ins say so: :func:`hpo_bench.report.datasets.mark_instances`)."""
-    from .report.datasets import mark_instances
+    from ..report.datasets import mark_instances
 
     s = summary_frame(mark_instances(df))
     table = Table(title=SUMMARY_TITLE, title_justify="left")

@@ -1,6 +1,6 @@
 """Time-to-target: run a tuner until its incumbent is within a fraction of the oracle gap.
 
-The *oracle gap* of a task instance is ``F(init) - F*`` (:class:`hpo_bench.oracle.OracleResult`):
+The *oracle gap* of a task instance is ``F(init) - F*`` (:class:`hpo_bench.analysis.oracle.OracleResult`):
 how much there is to gain from where gradient tuners start. A tuner reaches the target
 ``frac`` when its incumbent (lowest observed validation loss) has ``F - F* <= frac * gap``,
 with ``F`` the incumbent's ``val_loss_ref`` (validation loss at the reference inner solve,
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .records import Budget, Recorder
+from ..core.records import Budget, Recorder
 
 __all__ = ["TargetRecorder", "time_to_target"]
 

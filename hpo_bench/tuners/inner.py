@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .task import Task
+from ..core.task import Task
 
 __all__ = ["InnerState", "INNER_SOLVERS", "PROX_SOLVERS", "run_inner", "run_prox_inner", "adam_step", "SCALAR_MAX_P"]
 

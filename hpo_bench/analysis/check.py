@@ -46,9 +46,9 @@ from typing import Any
 
 import torch
 
-from .records import cosine, rel_error
-from .registry import METHODS, TASKS
-from .task import Task
+from ..core.records import cosine, rel_error
+from ..core.registry import METHODS, TASKS
+from ..core.task import Task
 
 __all__ = ["CheckRow", "check_task", "fd_directions", "build_check_task", "check_points", "box_points",
            "finite_difference", "support_aware_difference", "sign_agreement", "reference_note", "worst_rows",
@@ -196,7 +196,7 @@ def _margin_note(task: Task, theta: torch.Tensor) -> str:
 
 def _applicable(task: Task, fn, opts: dict) -> str | None:
     """Why ``fn`` cannot run on ``task`` (a missing required tag; smooth-only on a non-smooth task), else None."""
-    from .hypergrad._nonsmooth import handles_nonsmooth
+    from ..hypergrad._nonsmooth import handles_nonsmooth
 
     missing = sorted(set(fn.info.required_tags(opts)) - set(task.tags))
     if missing:
@@ -234,7 +234,7 @@ def reference_note(task: Task) -> str:
 
 
 def _reference_bound(reference, tol: float) -> tuple[float, str]:
-    """``(relative bound, note)`` of a :class:`~hpo_bench.task.Reference`: its certified bound over ``||grad||``
+    """``(relative bound, note)`` of a :class:`~hpo_bench.core.task.Reference`: its certified bound over ``||grad||``
     and the route. A matrix-free reference (route ``"cg"``, ``"newton-cg"``) whose bound exceeds ``tol`` fails
     (the note starts with ``"; FAIL"``): the bound is its only guarantee, and the exact methods are judged
     against it at ``tol``. A dense factorisation above ``tol`` is noted, not failed: it is the suite's
@@ -393,7 +393,7 @@ def build_check_task(name: str, params: dict[str, Any] | None = None, *, dtype: 
     """
     import inspect
 
-    from .task import TaskParamError
+    from ..core.task import TaskParamError
 
     cls = TASKS.get(name)
     sig = inspect.signature(cls.__init__).parameters

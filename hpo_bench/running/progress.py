@@ -7,7 +7,7 @@ nothing with ``--quiet``. Tracebacks never go to the display: they are in the re
 (``message``) and in the run folder's ``run.log``.
 
 A reporter has five methods, each given the harness's
-:class:`~hpo_bench.harness.RunProgress`: ``start``, ``cell_started``, ``cell_finished``,
+:class:`~hpo_bench.running.harness.RunProgress`: ``start``, ``cell_started``, ``cell_finished``,
 ``tick`` (about twice a second) and ``close``.
 
 The ETA (:class:`EtaEstimator`) is blank until :data:`MIN_FINISHED` cells of this session have

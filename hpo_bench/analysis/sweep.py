@@ -23,11 +23,11 @@ Two pure functions return pandas DataFrames (usable from Python; ``hpo-bench swe
 * :func:`scaling` -- a suite generator: ``ridge_per_feature`` with ``p`` hyperparameters (one per feature)
   and ``n = n_factor * p`` training rows, one ``[[task]]`` per ``p`` and the tuner configurations as
   ``[[tuner]]`` tables (:func:`scaling_suite`), written to ``OUT/suite.toml`` and run by the harness
-  (:func:`hpo_bench.harness.run_suite`, into ``OUT/run``: the cells, statuses, timeouts, resume and records
-  of ``hpo-bench run``). Per ``p`` the oracle (:func:`hpo_bench.oracle.oracle_for`, cached); the time to
+  (:func:`hpo_bench.running.harness.run_suite`, into ``OUT/run``: the cells, statuses, timeouts, resume and records
+  of ``hpo-bench run``). Per ``p`` the oracle (:func:`hpo_bench.analysis.oracle.oracle_for`, cached); the time to
   ``target`` of the oracle gap is read from each cell's records by TargetRecorder's rule, and
   :func:`fit_exponents` fits its exponent in ``p``. Tuner configurations are suite ``[[tuner]]`` tables,
-  validated by :meth:`hpo_bench.suite.Suite.from_dict`.
+  validated by :meth:`hpo_bench.running.suite.Suite.from_dict`.
 
 Bad input raises :class:`SweepError` (the CLI prints it as one line, exit 2).
 """
@@ -51,9 +51,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._threads import one_thread
-from .records import Budget, cosine, rel_error
-from .registry import METHODS, TASKS
+from ..core._threads import one_thread
+from ..core.records import Budget, cosine, rel_error
+from ..core.registry import METHODS, TASKS
 
 __all__ = [
     "SweepError", "DENSE_L_MAX", "FORWARD_MAX_HYPER", "FORWARD_MAX_HVP", "one_two_five", "default_grids",
@@ -170,7 +170,7 @@ def peak_memory(call: Callable[[], Any], device: torch.device) -> tuple[Any, int
 
 def largest_eigenvalue(task, w: torch.Tensor, theta: torch.Tensor) -> tuple[float, str]:
     """``L``: the largest eigenvalue of the inner Hessian at ``(w, theta)`` and how it was found."""
-    from .hypergrad import power_step
+    from ..hypergrad import power_step
 
     lin = task.linearize(w.detach(), theta.detach())
     if w.shape[0] <= DENSE_L_MAX:
@@ -181,8 +181,8 @@ def largest_eigenvalue(task, w: torch.Tensor, theta: torch.Tensor) -> tuple[floa
 def build_task(name: str, params: dict[str, Any] | None = None, *, seed: int = 0, device: str = "cpu",
                dtype: str = "float64"):
     """The registered task ``name`` with ``params`` (its own defaults otherwise)."""
-    from .space import SpaceError
-    from .task import TaskParamError
+    from ..core.space import SpaceError
+    from ..core.task import TaskParamError
 
     cls = TASKS.get(name)
     try:
@@ -442,7 +442,7 @@ TUNER_EXAMPLE = '{label = "cg50", name = "gradient", params = {method = "cg"}}'
 
 def default_tuner_configs() -> list[TunerConfig]:
     """:data:`DEFAULT_TUNERS`, plus ``gradient-cg-lbfgs`` when the gradient tuner offers ``outer = "lbfgs"``."""
-    from .tuners.gradient import OUTER_OPTIMIZERS
+    from ..tuners.gradient import OUTER_OPTIMIZERS
 
     out = [TunerConfig(c.label, c.name, dict(c.params)) for c in DEFAULT_TUNERS]
     if "lbfgs" in OUTER_OPTIMIZERS:
@@ -460,9 +460,9 @@ def _probe_suite(tables: list[dict[str, Any]], task_params: dict[str, Any] | Non
 
 
 def tuner_configs(tables: Any, what: str, *, task_params: dict[str, Any] | None = None) -> list[TunerConfig]:
-    """Suite ``[[tuner]]`` tables as configurations, validated by :meth:`hpo_bench.suite.Suite.from_dict` (the
+    """Suite ``[[tuner]]`` tables as configurations, validated by :meth:`hpo_bench.running.suite.Suite.from_dict` (the
     suite file's checks; messages start with ``what``, e.g. ``option --tuners-file 'f.toml'``)."""
-    from .suite import Suite, SuiteError
+    from ..running.suite import Suite, SuiteError
 
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise SweepError(f"{what}: needs at least one [[tuner]] table (name, label, params), but got {tables!r}")
@@ -627,13 +627,13 @@ FIT_COLUMNS = ("label", "tuner", "exponent_time", "exponent_cost", "fit_p_min", 
 
 def oracle_options(p: int, max_seconds: float | None, max_evals: int | None = None) -> dict[str, Any]:
     """L-BFGS-B starts: 6 up to p = 100, 1 above (the init; the centre of the bounds is the init here);
-    ``max_evals`` the count budget (default :data:`hpo_bench.oracle.MAX_EVALS`), ``max_seconds`` only
+    ``max_evals`` the count budget (default :data:`hpo_bench.analysis.oracle.MAX_EVALS`), ``max_seconds`` only
     the wall-clock backstop (an oracle it cuts short says INCOMPLETE in its notes)."""
     return {"starts": 6 if p <= 100 else 1, "max_evals": max_evals, "max_seconds": max_seconds}
 
 
 def target_trace(rows: list[dict[str, Any]], f_star: float, threshold: float) -> dict[str, Any]:
-    """TargetRecorder's rule (:class:`hpo_bench.target.TargetRecorder`) replayed on a cell's recorded rows:
+    """TargetRecorder's rule (:class:`hpo_bench.running.target.TargetRecorder`) replayed on a cell's recorded rows:
     the first new incumbent (strictly lower finite ``val_loss``) whose ``val_loss_ref - f_star <= threshold``
     (``reached_at``, ``None`` if none), and the final incumbent's gap ``final_gap``."""
     inc = math.inf
@@ -668,11 +668,11 @@ def _stop_reason(last: dict[str, Any], budget) -> str:
 def polish_from_cells(frame: pd.DataFrame, suite, oracles: dict[tuple[str, int], Any], cache: Path, *,
                       max_seconds: float | None = None, progress: Callable[[str], None] | None = None
                       ) -> dict[tuple[str, int], Any]:
-    """Each oracle polished from every cell's best point (:func:`hpo_bench.oracle.polished_oracle_for`, cached in
+    """Each oracle polished from every cell's best point (:func:`hpo_bench.analysis.oracle.polished_oracle_for`, cached in
     ``cache/polish``), as ``hpo-bench report`` does: F* is then never above a point a tuner reached, and when a
     tuner's incumbent leads L-BFGS-B to a lower basin the oracle's ``notes``/``winner`` say so."""
     from .oracle import polished_oracle_for
-    from .report.metrics import _incumbent_starts
+    from ..report.metrics import _incumbent_starts
 
     label_col = "task_label" if "task_label" in frame.columns else "task"
     out = dict(oracles)
@@ -830,9 +830,9 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
     """Time-to-target of each configuration on ``ridge_per_feature`` for every ``p`` in ``ps``, run by the harness.
 
     The sweep is a suite (:func:`scaling_suite`), written to ``OUT/suite.toml`` (``hpo-bench run OUT/suite.toml``
-    runs the same cells) and run by :func:`hpo_bench.harness.run_suite` into ``OUT/run`` on ``workers`` cell
+    runs the same cells) and run by :func:`hpo_bench.running.harness.run_suite` into ``OUT/run`` on ``workers`` cell
     processes (the cells, statuses, hard timeouts, ``resume`` and records of ``hpo-bench run``). Per ``p`` and
-    seed the oracle (:func:`hpo_bench.oracle.oracle_for`, :func:`oracle_options`) is computed first, in this
+    seed the oracle (:func:`hpo_bench.analysis.oracle.oracle_for`, :func:`oracle_options`) is computed first, in this
     process, and cached in ``oracle_cache`` (default ``OUT/oracles``). Every cell runs its whole budget; the time
     to target is then read from its records by TargetRecorder's rule (:func:`target_trace`), and
     :func:`fit_exponents` fits the exponent in p. With ``sparse_above``, the sizes ``p > sparse_above`` run on
@@ -844,10 +844,10 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
     """
     from dataclasses import replace
 
-    from .executors import ProcessPool
-    from .harness import RunFolderError, check_run_folder, run_suite
+    from ..running.executors import ProcessPool
+    from ..running.harness import RunFolderError, check_run_folder, run_suite
     from .oracle import oracle_for
-    from .suite import Suite, SuiteError, load_suite
+    from ..running.suite import Suite, SuiteError, load_suite
 
     ps = list(ps)
     seeds = list(seeds)
@@ -861,7 +861,7 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
     suite_file = out / "suite.toml"
     d = scaling_suite(ps, configs, seconds=seconds, steps=steps, n_factor=n_factor, seeds=seeds, task_params=extra,
                       sparse_above=sparse_above, sparse_params=sparse_params)
-    text = suite_toml(d, header="Written by `hpo-bench sweep scaling` (hpo_bench.sweep.scaling_suite). From this "
+    text = suite_toml(d, header="Written by `hpo-bench sweep scaling` (hpo_bench.analysis.sweep.scaling_suite). From this "
                       "folder,\n  hpo-bench run suite.toml --out run --workers 1 --resume\nruns (or continues) "
                       "the same cells.")
     if tomllib.loads(text) != d:  # pragma: no cover - the writer's own guarantee
@@ -925,12 +925,12 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
 
 # --------------------------------------------------------------------------- output
 def sweep_provenance(argv: list[str] | None = None) -> dict[str, Any]:
-    """Versions, git state, host, CPU and threads (:func:`hpo_bench.harness.provenance`) plus the load average.
+    """Versions, git state, host, CPU and threads (:func:`hpo_bench.running.harness.provenance`) plus the load average.
 
     Used by the frontier, which times calls in this process and writes no run folder (so no run's
     ``provenance.json``), and whose times depend on the machine's load at the end; the scaling sweep uses
     its run folder's ``provenance.json`` (written by the harness) instead."""
-    from .harness import provenance
+    from ..running.harness import provenance
 
     info = provenance(argv=argv)
     try:
@@ -989,13 +989,13 @@ def _fig_style():
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from .report.figures import RC
+    from ..report.figures import RC
 
     return plt, sns, RC
 
 
 def save_figure(fig, out: Path, name: str) -> list[Path]:
-    from .report.figures import save_figure as save  # matplotlib is imported only when a figure is drawn
+    from ..report.figures import save_figure as save  # matplotlib is imported only when a figure is drawn
 
     return save(fig, out, name)
 
@@ -1015,7 +1015,7 @@ def frontier_figure(table: pd.DataFrame, out: Path, *, title: str = "", name: st
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    from .report.style import look_for
+    from ..report.style import look_for
 
     plt, sns, rc = _fig_style()
     d = table[table["status"] == "ok"].copy()
@@ -1070,7 +1070,7 @@ def scaling_figure(table: pd.DataFrame, out: Path, *, fits: pd.DataFrame | None 
     tuner time (cost) it spent, labelled with the gap fraction it left (``final_gap_frac``)."""
     from matplotlib.lines import Line2D
 
-    from .report.style import look_for, rc_for
+    from ..report.style import look_for, rc_for
 
     plt, sns, _ = _fig_style()
     labels = list(pd.unique(table["label"]))

@@ -33,10 +33,10 @@ found: ``method``, ``starts``, ``n_evals``, ``max_evals``, ``winner`` (which sta
 ground truth it stood on: ``reference_routes`` (how the task computed its references, e.g.
 ``"dense"`` or ``"cg"``) and ``reference_bound`` (the largest certified error bound of a gradient used).
 
-One evaluation of ``F`` and ``dF/dtheta`` is ONE :meth:`~hpo_bench.task.Task.reference` call (the
+One evaluation of ``F`` and ``dF/dtheta`` is ONE :meth:`~hpo_bench.core.task.Task.reference` call (the
 value and the gradient share one factorisation or one matrix-free solve), started from the previous
 evaluation's warm state (``Reference.warm``: the last point evaluated, usually the nearest one along
-L-BFGS-B's path); grid points need values only and cost one :meth:`~hpo_bench.task.Task.response`.
+L-BFGS-B's path); grid points need values only and cost one :meth:`~hpo_bench.core.task.Task.response`.
 The sequence of evaluations is fixed by the counts, so the warm starts are too: the result stays the
 same on every machine.
 All in float64 on the CPU with one torch thread (small dense factorisations are many times
@@ -58,8 +58,8 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 
-from ._threads import one_thread
-from .registry import TASKS
+from ..core._threads import one_thread
+from ..core.registry import TASKS
 
 __all__ = ["OracleResult", "compute_oracle", "polish_oracle", "oracle_for", "polished_oracle_for", "cached_oracle",
            "store_oracle", "oracle_key", "best_known", "default_starts", "default_budget", "ORACLE_VERSION",
@@ -567,7 +567,7 @@ def store_oracle(res: OracleResult, cache_dir: str | Path) -> Path:
 #: from a run folder's ``oracle/`` (the command and the run are in ``SHIPPED_DIR/README.md``). They
 #: spare a first report on a new machine the minutes of a cold oracle; each is re-checked against
 #: the current code before use (:func:`verify_oracle`), and a failed check means a fresh computation.
-SHIPPED_DIR = Path(__file__).with_name("oracles")
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "oracles"
 
 #: Relative agreement :func:`verify_oracle` asks of F at a shipped oracle's points: far above the
 #: rounding of a reference solve (~1e-13 relative; the MLP's path ~1e-11) and far below the report's

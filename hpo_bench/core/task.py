@@ -6,7 +6,7 @@ A task is the bilevel problem::
     s.t.       w*(theta) = argmin_w inner_loss(w, theta)
 
 with parameters ``w`` a flat 1-D tensor and hyperparameters ``theta`` a flat 1-D tensor
-in the *transformed* coordinates of :attr:`Task.space` (see :mod:`hpo_bench.space`).
+in the *transformed* coordinates of :attr:`Task.space` (see :mod:`hpo_bench.core.space`).
 
 Lifecycle: a task is built from keyword-only parameters and a ``seed``; the data are
 generated or loaded deterministically at construction and never change afterwards.
@@ -335,7 +335,7 @@ class Task(ABC):
 
         The recorder calls it with the clock paused, at every row with a finite ``w``, and stores
         each entry as a column of that name (NaN on rows without it); ``hpo-bench plot --metric
-        NAME`` and the report read them. Names must not be record columns (:data:`hpo_bench.records.COLUMNS`).
+        NAME`` and the report read them. Names must not be record columns (:data:`hpo_bench.core.records.COLUMNS`).
         Default: none.
         """
         return {}

@@ -1,6 +1,6 @@
 """The tune step: choose each tuner's own knobs on separate tuning seeds, then run the clean repetitions.
 
-A suite declares it (schema in :mod:`hpo_bench.suite`)::
+A suite declares it (schema in :mod:`hpo_bench.running.suite`)::
 
     [tune]
     seeds = [100, 101]            # tuning seeds, none of them in `seeds`
@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .report.metrics import add_incumbent
-from .suite import Entry, Suite
+from ..report.metrics import add_incumbent
+from ..running.suite import Entry, Suite
 
 __all__ = ["tuning_suite", "score_combinations", "choose", "apply_choices", "tune_suite", "read_choices",
            "CHOICES_FILE"]
@@ -151,11 +151,11 @@ def tune_suite(suite: Suite, tune_dir: str | Path, *, argv: list[str] | None = N
                **run_options: Any) -> tuple[Suite, dict[str, Any]]:
     """Run the tune step into the run folder ``tune_dir`` and return ``(suite to run, choices document)``.
 
-    ``run_options`` go to :func:`hpo_bench.harness.run_suite` (e.g. ``executor``, ``threads``).
+    ``run_options`` go to :func:`hpo_bench.running.harness.run_suite` (e.g. ``executor``, ``threads``).
     ``hpo-bench tune`` tunes into a sibling folder and moves it to ``RUN_DIR/tune`` once the
     clean run has finished (a run folder must be empty when its run starts).
     """
-    from .harness import run_suite
+    from ..running.harness import run_suite
 
     ts = tuning_suite(suite)
     if ts is None:

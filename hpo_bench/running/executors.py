@@ -7,8 +7,8 @@
 * Dask (``--dask local`` or ``--dask tcp://host:port``): :func:`dask_executor` returns the
   executor of a ``distributed.Client`` (optional extra ``hpo-bench[dist]``).
 
-The harness submits :class:`~hpo_bench.harness.CellJob` callables and gets their
-:class:`~hpo_bench.harness.CellResult` back in the driver, which alone writes the run
+The harness submits :class:`~hpo_bench.running.cell_process.CellJob` callables and gets their
+:class:`~hpo_bench.running.cell_process.CellResult` back in the driver, which alone writes the run
 folder. On the pool and on Dask a job runs its cell in a fresh child process started by
 :func:`run_in_child`: the child can be killed at the cell's hard timeout without taking a
 worker down, it frees all its memory when it ends, and its peak memory is the cell's own.
@@ -18,6 +18,12 @@ registries once, then never ran a torch op), so a child costs a fork, not an int
 start, and is safe to fork even when the parent is a multi-threaded Dask worker. A child
 dies with its fork server (``PR_SET_PDEATHSIG``), which dies with its parent: killing the
 driver (or a Dask worker) leaves no cell running.
+
+The fork server is the standard library's (``multiprocessing`` context ``"forkserver"`` with
+``set_forkserver_preload``); only the per-child supervision below is written here.
+Not pebble: its ``ProcessPool`` returns a result only when a task ends (a cell killed at its
+timeout would lose the rows it had streamed here) and tells a dead worker by its exit code alone
+(no peak RSS, no kernel OOM count: :func:`~hpo_bench.running.cell_process.child_death` needs both).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ __all__ = ["SerialExecutor", "ProcessPool", "DaskRun", "dask_executor", "run_in_
            "process_context", "imported_third_party_modules"]
 
 #: Modules the fork server imports once, so that every child starts with them loaded.
-_PRELOAD = ["__main__", "hpo_bench._worker_init"]
+_PRELOAD = ["__main__", "hpo_bench.running._worker_init"]
 _CTX: Any = None
 _CTX_LOCK = threading.RLock()
 _STARTED = False
@@ -281,7 +287,7 @@ def process_context() -> multiprocessing.context.BaseContext:
     Never plain ``fork`` from a process that may have run torch: a forked child inherits an
     OpenMP thread team without its threads, and its first parallel op waits forever (seen with
     two or more torch threads). The fork server is a fresh single-threaded process that sets one
-    torch thread before it imports and warms up torch (:mod:`hpo_bench._worker_init`).
+    torch thread before it imports and warms up torch (:mod:`hpo_bench.running._worker_init`).
     """
     return _context()
 
@@ -301,7 +307,7 @@ def start_fork_server(preload: Iterable[str] = ()) -> None:
     _context()
     from multiprocessing import forkserver
 
-    # read by hpo_bench._worker_init in the fork server, which inherits this environment; set only
+    # read by hpo_bench.running._worker_init in the fork server, which inherits this environment; set only
     # while the server starts, so that later subprocesses (a user's, a test's) do not inherit the list
     before = os.environ.get(PRELOAD_ENV)
     os.environ[PRELOAD_ENV] = ",".join(preload)
