@@ -4,6 +4,11 @@ A :class:`Table` holds display strings (unicode ``±``, ``→``, ``—``) plus t
 best, and a raw :class:`pandas.DataFrame` with full-precision numbers for the CSV.
 LaTeX output escapes ``& % $ # _ { } ~ ^ \\``, maps the unicode symbols to math mode and
 wraps the tabular in ``\\toprule``/``\\midrule``/``\\bottomrule`` (needs ``booktabs``).
+
+LaTeX goes through :meth:`pandas.io.formats.style.Styler.to_latex`; markdown (:meth:`Table.markdown`) and the
+HTML page's tables (:mod:`hpo_bench.report.html`) are written by hand because ``Styler.to_string`` writes no
+GitHub table (no rule row, alignment or ``|`` escaping), ``DataFrame.to_markdown`` needs ``tabulate``, and
+``Styler.to_html`` cannot give a cell the ``data-v`` sort key the page's sorting reads.
 """
 
 from __future__ import annotations
