@@ -1,7 +1,9 @@
 """Running: from a suite to a run folder of records.
 
-:mod:`.suite` (suite files, validation, cells), :mod:`.harness` (running cells and suites: the public entry
-point :func:`~.harness.run_suite`), :mod:`.executors` (serial, process pool, Dask), :mod:`.progress`
+:mod:`.suite` (suite files, validation, cells), :mod:`.harness` (scheduling a suite's cells: the public entry
+point :func:`~.harness.run_suite`), :mod:`.cell_process` (one cell, in this process or a child: timeouts,
+statuses), :mod:`.run_folder` (atomic writes, the lock, finished cells, the run log), :mod:`.provenance`
+(code fingerprint, versions, host), :mod:`.executors` (serial, process pool, Dask), :mod:`.progress`
 (displays), :mod:`.target` (time-to-target recording), and the per-process helpers ``_instances`` and
 ``_worker_init``.
 
