@@ -10,7 +10,7 @@ from optuna.exceptions import ExperimentalWarning
 from hpo_bench.core.options import Option
 from hpo_bench.core.registry import register_tuner
 
-from ._optuna import OptunaTuner
+from .ask_tell import OptunaTuner
 
 __all__ = ["CmaEsTuner"]
 
@@ -28,7 +28,7 @@ class CmaEsTuner(OptunaTuner):
         separable: diagonal covariance (sep-CMA-ES, Ros & Hansen 2008), cheaper for many
             axes; optuna marks it experimental (its ``ExperimentalWarning`` is silenced here).
         n_startup_trials: random proposals before CMA-ES starts (optuna's default 1).
-        inner, inner_steps, inner_lr: see :class:`~hpo_bench.baselines._optuna.OptunaTuner`.
+        inner, inner_steps, inner_lr: see :class:`~hpo_bench.baselines.ask_tell.OptunaTuner`.
     """
 
     name = "cmaes"
@@ -43,7 +43,7 @@ class CmaEsTuner(OptunaTuner):
         self.separable = separable
         self.n_startup_trials = n_startup_trials
 
-    def _sampler(self, task, recorder, seed: int) -> optuna.samplers.BaseSampler:
+    def make_sampler(self, task, recorder, seed: int) -> optuna.samplers.BaseSampler:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)  # use_separable_cma, a deliberate choice
             return optuna.samplers.CmaEsSampler(popsize=self.popsize, use_separable_cma=self.separable,

@@ -28,7 +28,7 @@ from hpo_bench.core.options import Option
 from hpo_bench.core.registry import register_tuner
 from hpo_bench.core.tuner import Tuner
 
-from ._optuna import OptunaTuner
+from .ask_tell import OptunaTuner
 
 __all__ = ["GridSearchTuner", "EigGridTuner", "grid_values", "points_per_axis", "ridge_eig_grid"]
 
@@ -71,7 +71,7 @@ class GridSearchTuner(OptunaTuner):
     Args:
         points: values per axis (>= 1); ``None``: as many as the step budget allows.
         space: ``"block"``, ``"shared"`` or ``"full"`` (see the module docstring).
-        inner, inner_steps, inner_lr: see :class:`~hpo_bench.baselines._optuna.OptunaTuner`.
+        inner, inner_steps, inner_lr: see :class:`~hpo_bench.baselines.ask_tell.OptunaTuner`.
     """
 
     name = "grid"
@@ -85,7 +85,7 @@ class GridSearchTuner(OptunaTuner):
         self._geo: dict[str, Any] = {}
 
     # ------------------------------------------------------------ geometry
-    def _prepare(self, task, recorder) -> None:
+    def prepare(self, task, recorder) -> None:
         sp = task.space
         if self.space == "full":
             lo, hi = sp.theta_bounds()
@@ -121,23 +121,23 @@ class GridSearchTuner(OptunaTuner):
                      "values": {name: grid_values(lo, hi, k) for name, lo, hi, _ in axes},
                      "complete": steps is None or size <= steps}
 
-    def _axes(self, task):
+    def search_axes(self, task):
         return [a[0] for a in self._geo["axes"]], [(a[1], a[2]) for a in self._geo["axes"]]
 
-    def _to_theta(self, task, values):
+    def to_theta(self, task, values):
         flat = [0.0] * task.space.dim
         for (_, _, _, idx), v in zip(self._geo["axes"], values):
             for i in idx:
                 flat[i] = v
-        return super()._to_theta(task, flat)
+        return super().to_theta(task, flat)
 
-    def _sampler(self, task, recorder, seed: int) -> optuna.samplers.BaseSampler:
+    def make_sampler(self, task, recorder, seed: int) -> optuna.samplers.BaseSampler:
         return _AskTellGridSampler(self._geo["values"], seed=seed)
 
-    def _max_trials(self, task, recorder) -> int | None:
+    def max_trials(self, task, recorder) -> int | None:
         return self._geo["size"]
 
-    def _row_info(self, task, recorder) -> dict[str, Any]:
+    def row_info(self, task, recorder) -> dict[str, Any]:
         g = self._geo
         return {"grid_space": self.space, "grid_axes": len(g["axes"]), "grid_points_per_axis": g["k"],
                 "grid_size": g["size"], "grid_complete": g["complete"]}

@@ -6,7 +6,7 @@ import optuna
 
 from hpo_bench.core.registry import register_tuner
 
-from ._optuna import OptunaTuner
+from .ask_tell import OptunaTuner
 
 __all__ = ["RandomSearchTuner"]
 
@@ -16,10 +16,10 @@ class RandomSearchTuner(OptunaTuner):
     """Random search (Bergstra & Bengio 2012): independent uniform proposals in theta.
 
     Args:
-        inner, inner_steps, inner_lr: see :class:`~hpo_bench.baselines._optuna.OptunaTuner`.
+        inner, inner_steps, inner_lr: see :class:`~hpo_bench.baselines.ask_tell.OptunaTuner`.
     """
 
     name = "random"
 
-    def _sampler(self, task, recorder, seed: int) -> optuna.samplers.BaseSampler:
+    def make_sampler(self, task, recorder, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)

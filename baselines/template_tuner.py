@@ -8,6 +8,11 @@ copy is, under the ``name`` you give it. Then::
     hpo-bench run my_suite.toml --out results/mine         # a suite naming it (see docs)
     hpo-bench show results/mine
 
+If an optuna sampler can do the searching, you need less: the ``optuna`` tuner takes any sampler class by
+import path from a suite file (``params = { sampler = "optuna.samplers.QMCSampler" }``), and a subclass of
+:class:`hpo_bench.OptunaTuner` that returns a sampler from ``make_sampler(task, recorder, seed)`` is a whole
+tuner (``baselines/random_search.py``; docs/extending.md, "A tuner from any Optuna sampler").
+
 The example is a complete black-box tuner, a (1+1) evolution strategy in the transformed
 coordinates ``theta`` (log-penalties), with the 1/5th success rule for its step size
 (Rechenberg 1973). What every tuner must do (checked by ``hpo_bench.testing``):

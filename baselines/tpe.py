@@ -7,7 +7,7 @@ import optuna
 from hpo_bench.core.options import Option
 from hpo_bench.core.registry import register_tuner
 
-from ._optuna import OptunaTuner
+from .ask_tell import OptunaTuner
 
 __all__ = ["TPETuner"]
 
@@ -21,7 +21,7 @@ class TPETuner(OptunaTuner):
         n_ei_candidates: candidates scored by expected improvement per proposal.
         multivariate: one joint density over all axes (Falkner et al. 2018) instead of
             one density per axis.
-        inner, inner_steps, inner_lr: see :class:`~hpo_bench.baselines._optuna.OptunaTuner`.
+        inner, inner_steps, inner_lr: see :class:`~hpo_bench.baselines.ask_tell.OptunaTuner`.
     """
 
     name = "tpe"
@@ -36,7 +36,7 @@ class TPETuner(OptunaTuner):
         self.n_ei_candidates = n_ei_candidates
         self.multivariate = multivariate
 
-    def _sampler(self, task, recorder, seed: int) -> optuna.samplers.BaseSampler:
+    def make_sampler(self, task, recorder, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(n_startup_trials=self.n_startup_trials,
                                           n_ei_candidates=self.n_ei_candidates,
                                           multivariate=self.multivariate, seed=seed)

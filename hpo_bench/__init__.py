@@ -24,13 +24,14 @@ _LAZY = {
     "Block": "core.space", "Space": "core.space", "SpaceError": "core.space",
     "Task": "core.task", "TaskParamError": "core.task",
     "Tuner": "core.tuner", "TunerParamError": "core.tuner",
+    "OptunaTuner": "baselines.ask_tell",
 }
 #: The layer sub-packages, importable as attributes after a bare ``import hpo_bench``.
 _SUBMODULES = ("core", "running", "analysis", "report", "hypergrad", "data", "testing")
 
 __all__ = [
     "__version__", "Block", "Space", "SpaceError", "Task", "TaskParamError", "Tuner", "TunerParamError",
-    "Budget", "Recorder", "TASKS", "TUNERS", "METHODS", "discover", "register_task", "register_tuner",
+    "Budget", "Recorder", "OptunaTuner", "TASKS", "TUNERS", "METHODS", "discover", "register_task", "register_tuner",
     "get_task",
 ]
 

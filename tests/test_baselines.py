@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hpo_bench import TUNERS, Budget, Recorder, TunerParamError, get_task
-from hpo_bench.baselines._optuna import sampler_seed
+from hpo_bench.baselines.ask_tell import sampler_seed
 from hpo_bench.baselines.grid import grid_values, points_per_axis, ridge_eig_grid
 from hpo_bench.running.suite import SuiteError, load_suite
 
@@ -33,6 +33,9 @@ OPTUNA_CONFIGS = [
     ("grid", {"space": "full"}),
     ("cmaes", {}),
     ("cmaes", {"popsize": 6, "separable": True}),
+    ("gp", {"n_startup_trials": 4}),
+    ("qmc", {}),
+    ("optuna", {"sampler": "optuna.samplers.QMCSampler", "sampler_kwargs": {"scramble": True}}),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in p.items()) or 'default'}" for n, p in OPTUNA_CONFIGS]
 
@@ -53,7 +56,7 @@ def extras(rec):
 
 
 def test_every_baseline_is_registered_black_box():
-    for name in ("tpe", "random", "grid", "grid_eig", "cmaes"):
+    for name in ("tpe", "random", "grid", "grid_eig", "cmaes", "gp", "qmc", "optuna"):
         cls = TUNERS.get(name)
         assert "black-box" in cls.tags and "gradient-based" not in cls.tags
 

@@ -1,16 +1,27 @@
-"""Shared machinery of the black-box baselines: optuna ask/tell over a task's ``theta``.
+"""The ask/tell base of the black-box tuners: any optuna sampler over a task's ``theta``.
+
+Subclass :class:`OptunaTuner` and return a sampler from :meth:`~OptunaTuner.make_sampler`: that is a whole
+tuner (``baselines/random_search.py`` is one in 25 lines). The generic ``optuna`` tuner
+(:mod:`hpo_bench.baselines.optuna_sampler`) takes any sampler class by import path, with no code at all.
 
 Lifecycle of one cell (:meth:`OptunaTuner.run`)::
 
-    study  <- optuna study with the tuner's sampler, seeded from ``run(..., seed=...)``
-    repeat until recorder.should_stop() (or the sampler has nothing left to propose):
-        trial  <- study.ask({name: FloatDistribution(low, high) per search axis})
-        theta  <- the trial's values mapped onto the task space (transformed coordinates)
+    prepare(task, recorder)                      per-cell set-up (e.g. the grid the budget allows)
+    study  <- optuna study with make_sampler(task, recorder, seed), seed from run(..., seed=...)
+    repeat until recorder.should_stop() (or max_trials(task, recorder) proposals were made):
+        trial  <- study.ask({name: FloatDistribution(low, high) per axis of search_axes(task)})
+        theta  <- to_theta(task, the trial's values)   (transformed coordinates, inside the bounds)
         w      <- task.solve(theta)            (reference inner solve: 1 inner solve)
                   or T steps of gradient descent from task.init_params()  (inner = "gd")
         val    <- task.outer_loss(w)           (tuner time: the sampler needs it)
-        recorder.record(w=w, theta=theta, val_loss=val)   (clock paused)
+        recorder.record(w=w, theta=theta, val_loss=val, **row_info(task, recorder))   (clock paused)
         study.tell(trial, val)
+
+Hooks a subclass may override: :meth:`~OptunaTuner.make_sampler` (required), and optionally
+:meth:`~OptunaTuner.search_axes`, :meth:`~OptunaTuner.to_theta`, :meth:`~OptunaTuner.max_trials`,
+:meth:`~OptunaTuner.row_info` and :meth:`~OptunaTuner.prepare`. A subclass with its own parameters declares
+them as keyword-only ``__init__`` arguments and in ``options`` (``{**OptunaTuner.options, ...}``); the base
+refuses any other keyword.
 
 Everything between ``ask`` and ``tell`` except the recorder's measurements is tuner time.
 Search axes are the entries of ``theta`` (``task.space.names``) with bounds
@@ -25,6 +36,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from abc import abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,11 +61,14 @@ INNER_MODES = ("exact", "gd")
 
 @contextmanager
 def quiet_optuna() -> Iterator[None]:
-    """Silence optuna's INFO logging (one line per trial) for the duration, then restore it."""
+    """Silence optuna's INFO logging (one line per trial) and its ``ExperimentalWarning`` (samplers such as
+    ``QMCSampler`` and ``GPSampler`` warn on every construction) for the duration, then restore both."""
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            yield
     finally:
         optuna.logging.set_verbosity(level)
 
@@ -107,7 +122,7 @@ def sampler_seed(seed: int) -> int:
 
 
 class OptunaTuner(Tuner):
-    """Base of the optuna-driven baselines; subclasses provide :meth:`_sampler`.
+    """Base of the optuna-driven tuners; a subclass provides :meth:`make_sampler` (module docstring).
 
     Args (shared by every subclass):
         inner: ``"exact"`` (reference inner solve per evaluation; default) or ``"gd"``
@@ -157,25 +172,28 @@ class OptunaTuner(Tuner):
             self._fail(key, "a finite number > 0" + (" or omitted" if optional else ""), value)
 
     # ------------------------------------------------------- search geometry
-    def _axes(self, task) -> tuple[list[str], list[tuple[float, float]]]:
-        """Names and ``(low, high)`` of the search axes: one per entry of ``theta`` by default."""
+    def search_axes(self, task) -> tuple[list[str], list[tuple[float, float]]]:
+        """Names and ``(low, high)`` of the search axes: one per entry of ``theta`` by default (override
+        with :meth:`to_theta` to search fewer axes, as the grid's shared mode does)."""
         lo, hi = task.space.theta_bounds()
         return list(task.space.names), [(float(a), float(b)) for a, b in zip(lo, hi)]
 
-    def _to_theta(self, task, values: list[float]) -> torch.Tensor:
+    def to_theta(self, task, values: list[float]) -> torch.Tensor:
         """Map one proposal (values of the search axes, in order) onto ``theta``."""
         theta = torch.tensor(values, dtype=task.dtype, device=task.device)
         return task.space.project(theta)  # a float32 task may round a bound outwards
 
     @abstractmethod
-    def _sampler(self, task, recorder, seed: int) -> optuna.samplers.BaseSampler:
-        """The optuna sampler for one cell, seeded from ``seed``."""
+    def make_sampler(self, task, recorder, seed: int) -> optuna.samplers.BaseSampler:
+        """The optuna sampler for one cell, seeded from ``seed`` (a 32-bit integer derived from the cell's seed).
 
-    def _max_trials(self, task, recorder) -> int | None:
+        Called once per cell, before the first proposal and after :meth:`prepare`."""
+
+    def max_trials(self, task, recorder) -> int | None:
         """How many proposals the sampler can make (``None``: unlimited)."""
         return None
 
-    def _row_info(self, task, recorder) -> dict[str, Any]:
+    def row_info(self, task, recorder) -> dict[str, Any]:
         """Constant facts recorded in every row's ``extra`` (e.g. the grid actually used)."""
         return {}
 
@@ -184,16 +202,16 @@ class OptunaTuner(Tuner):
         with quiet_optuna():
             self._run(task, recorder, seed)
 
-    def _prepare(self, task, recorder) -> None:
+    def prepare(self, task, recorder) -> None:
         """Per-cell set-up before the first proposal (e.g. the grid the budget allows)."""
 
     def _run(self, task, recorder, seed: int) -> None:
-        self._prepare(task, recorder)
-        names, bounds = self._axes(task)
+        self.prepare(task, recorder)
+        names, bounds = self.search_axes(task)
         dists = {n: FloatDistribution(lo, hi) for n, (lo, hi) in zip(names, bounds)}
-        study = optuna.create_study(direction="minimize", sampler=self._sampler(task, recorder, sampler_seed(seed)))
-        info = self._row_info(task, recorder)
-        max_trials = self._max_trials(task, recorder)
+        study = optuna.create_study(direction="minimize", sampler=self.make_sampler(task, recorder, sampler_seed(seed)))
+        info = self.row_info(task, recorder)
+        max_trials = self.max_trials(task, recorder)
         steps = recorder.budget.steps
         n_trials = 0
         infeasible: list[str] = []
@@ -206,7 +224,7 @@ class OptunaTuner(Tuner):
                 break
             trial = study.ask(dists)
             n_trials += 1
-            theta = self._to_theta(task, [trial.params[n] for n in names])
+            theta = self.to_theta(task, [trial.params[n] for n in names])
             ev = evaluate(task, theta, recorder, inner=self.inner, inner_steps=self.inner_steps,
                           inner_lr=self.inner_lr)
             if ev.w is None:
