@@ -25,6 +25,7 @@ _LAZY = {
     "Task": "core.task", "TaskParamError": "core.task",
     "Tuner": "core.tuner", "TunerParamError": "core.tuner",
     "OptunaTuner": "baselines.ask_tell",
+    "run": "api", "load_records": "api", "plot": "report.plot", "plot_records": "report.plot",
 }
 #: The layer sub-packages, importable as attributes after a bare ``import hpo_bench``.
 _SUBMODULES = ("core", "running", "analysis", "report", "hypergrad", "data", "testing")
@@ -32,7 +33,7 @@ _SUBMODULES = ("core", "running", "analysis", "report", "hypergrad", "data", "te
 __all__ = [
     "__version__", "Block", "Space", "SpaceError", "Task", "TaskParamError", "Tuner", "TunerParamError",
     "Budget", "Recorder", "OptunaTuner", "TASKS", "TUNERS", "METHODS", "discover", "register_task", "register_tuner",
-    "get_task",
+    "get_task", "run", "load_records", "plot", "plot_records",
 ]
 
 

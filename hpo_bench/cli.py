@@ -250,53 +250,19 @@ def check_cmd(
 
 
 # ------------------------------------------------------------------------ run
-_DASK_ADDRESS = re.compile(r"^([a-z0-9+]+://)?(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):[0-9]{1,5}$")
 
 
 def _run_options(workers: str | None, dask: str | None, threads: int | None, timeout: float | None, resume: bool,
                  force: bool, retry_failed: bool) -> int | None:
-    """Check the run options before anything starts; return the number of local workers (or ``None``)."""
-    n_workers = None
-    if workers is not None:
-        if workers.strip().lower() == "auto":
-            from .running.executors import usable_cpus
+    """Check the run options before anything starts (:func:`hpo_bench.running.harness.check_run_options`);
+    return the number of local workers (or ``None``)."""
+    from .running.harness import check_run_options
 
-            n_workers = usable_cpus()
-        else:
-            try:
-                n_workers = int(workers)
-            except ValueError:
-                n_workers = 0
-            if n_workers < 1:
-                raise BadInput(f"option --workers must be an integer >= 1 or 'auto', but got {workers!r}")
-    if dask is not None:
-        if dask != "local" and not _DASK_ADDRESS.match(dask):
-            raise BadInput(f"option --dask must be 'local' or a scheduler address like tcp://host:8786, "
-                           f"but got {dask!r}")
-        if dask != "local" and workers is not None:
-            raise BadInput(f"option --workers must be omitted with an existing Dask scheduler (its workers are "
-                           f"started where it runs), but got --workers {workers!r} with --dask {dask!r}")
-        try:
-            import distributed  # noqa: F401
-        except ImportError:
-            raise BadInput(f"option --dask {dask!r} needs Dask's distributed package: "
-                           "pip install 'hpo-bench[dist]'") from None
-    if threads is not None and threads < 1:
-        raise BadInput(f"option --threads must be an integer >= 1, but got {threads}")
-    if timeout is not None:
-        from .running.suite import check_timeout
-
-        try:  # the suite's `timeout` rule (hpo_bench.running.suite.check_timeout): one rule, one limit
-            check_timeout(timeout, "option --timeout")
-        except ValueError as exc:
-            raise BadInput(str(exc)) from None
-    if force and not resume:
-        raise BadInput("option --force must come with --resume (it accepts a changed suite file or code when "
-                       "resuming), but got --force alone")
-    if retry_failed and not resume:
-        raise BadInput("option --retry-failed must come with --resume (it reruns failed cells of a run), "
-                       "but got --retry-failed alone")
-    return n_workers
+    try:
+        return check_run_options(workers, dask, threads, timeout, resume, force, retry_failed,
+                                 spell=lambda name: "--" + name.replace("_", "-"))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 @app.command("run")

@@ -30,7 +30,7 @@ import torch
 
 __all__ = ["Budget", "Recorder", "COLUMNS", "VOLATILE_COLUMNS", "STATUSES", "StopRun", "rel_error", "cosine",
            "KEY_COLUMNS", "RecordsFileError", "read_records_file", "STOCHASTIC_COLUMNS", "COMPACT_MIN_HYPER",
-           "VECTOR_EVERY", "vector_of"]
+           "VECTOR_EVERY", "vector_of", "flat_param_columns", "PARAM_PREFIXES"]
 
 STATUSES = ("ok", "diverged", "timeout", "error", "oom")
 
@@ -72,6 +72,53 @@ VECTOR_EVERY = 50
 
 #: Columns without which a parquet file is not a records table (``show`` and ``report`` need them).
 KEY_COLUMNS = ("cell_id", "task", "tuner", "tuner_label", "seed", "step", "status")
+
+
+#: The JSON parameter columns of the records and the prefix of their flattened columns (benchopt's
+#: ``p_solver_*`` convention): ``task_params = '{"name": "ridge", "n": 30}'`` gives ``task.name``, ``task.n``.
+PARAM_PREFIXES = {"task_params": "task.", "tuner_params": "tuner."}
+
+
+def _flatten(d: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            _flatten(v, f"{prefix}{k}.", out)
+        elif isinstance(v, (list, tuple, dict)):
+            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True)
+        else:
+            out[f"{prefix}{k}"] = v
+
+
+def flat_param_columns(frame: Any) -> Any:
+    """``frame`` with every entry of its ``task_params`` and ``tuner_params`` JSON columns also as a column.
+
+    Keys become ``task.<key>`` and ``tuner.<key>`` (nested tables: ``tuner.sampler_kwargs.qmc_type``); scalar
+    values keep their type (pandas gives a column of numbers a numeric dtype, a mixed one ``object``); lists
+    stay JSON text; a key a row does not have is missing (``NaN``/``None``) there. Existing columns of those
+    names are replaced, so calling it twice changes nothing. Returns a new frame; the input is not modified.
+    """
+    import pandas as pd
+
+    new: dict[str, Any] = {}
+    for src, prefix in PARAM_PREFIXES.items():
+        if src not in frame.columns:
+            continue
+        parsed: dict[Any, dict[str, Any]] = {}
+        for text in frame[src].unique():
+            flat: dict[str, Any] = {}
+            try:
+                d = json.loads(text) if isinstance(text, str) else (text if isinstance(text, dict) else {})
+            except ValueError:
+                d = {}
+            _flatten(d if isinstance(d, dict) else {}, prefix, flat)
+            parsed[text] = flat
+        keys = sorted({k for flat in parsed.values() for k in flat})
+        for k in keys:
+            new[k] = frame[src].map(lambda text, k=k: parsed[text].get(k))
+    if not new:
+        return frame.copy()
+    rest = frame.drop(columns=[c for c in new if c in frame.columns])
+    return pd.concat([rest, pd.DataFrame(new, index=frame.index)], axis=1)
 
 
 class RecordsFileError(ValueError):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -57,7 +58,7 @@ from .suite import Cell, Suite
 
 __all__ = ["run_cell", "run_suite", "records_frame", "provenance", "code_version", "SuiteResult", "CellJob",
            "CellResult", "CellTimeout", "RunFolderError", "RunFolderIOError", "EXECUTOR_FAILURE", "RunProgress",
-           "FAILED_STATUSES", "DEFAULT_THREADS", "check_run_folder", "child_death"]
+           "FAILED_STATUSES", "DEFAULT_THREADS", "check_run_folder", "child_death", "check_run_options"]
 
 _NAN = float("nan")
 
@@ -123,6 +124,62 @@ def _executor_parts(executor: Any) -> tuple[Executor, int | None, Callable[[], d
     describe = getattr(executor, "describe", lambda: {"kind": type(executor).__name__})
     # the standard library's pools keep their size in _max_workers
     return executor, getattr(executor, "capacity", getattr(executor, "_max_workers", None)), describe, None
+
+
+#: A Dask scheduler address (``tcp://host:8786``, ``host:8786``, ``[::1]:8786``).
+_DASK_ADDRESS = re.compile(r"^([a-z0-9+]+://)?(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):[0-9]{1,5}$")
+
+
+def check_run_options(workers: str | int | None, dask: str | None, threads: int | None, timeout: float | None,
+                      resume: bool, force: bool, retry_failed: bool, *,
+                      spell: Callable[[str], str] = lambda name: "--" + name.replace("_", "-")) -> int | None:
+    """Check the options of a run before anything starts; return the number of local workers (or ``None``).
+
+    ``workers`` is an integer >= 1, ``"auto"`` (one per usable CPU) or ``None`` (serial); ``dask`` is ``"local"``
+    or a scheduler address. ``spell(name)`` writes an option's name in messages (the CLI's ``--workers``, the
+    Python API's ```workers```).
+
+    Raises:
+        ValueError: one line naming the option, the rule and the value.
+    """
+    n_workers = None
+    if workers is not None:
+        if isinstance(workers, str) and workers.strip().lower() == "auto":
+            from .executors import usable_cpus
+
+            n_workers = usable_cpus()
+        else:
+            try:
+                n_workers = int(workers) if not isinstance(workers, (bool, float)) else 0
+            except ValueError:
+                n_workers = 0
+            if n_workers < 1:
+                raise ValueError(f"option {spell('workers')} must be an integer >= 1 or 'auto', but got {workers!r}")
+    if dask is not None:
+        if dask != "local" and not _DASK_ADDRESS.match(dask):
+            raise ValueError(f"option {spell('dask')} must be 'local' or a scheduler address like tcp://host:8786, "
+                             f"but got {dask!r}")
+        if dask != "local" and workers is not None:
+            raise ValueError(f"option {spell('workers')} must be omitted with an existing Dask scheduler (its workers are "
+                             f"started where it runs), but got {spell('workers')} {workers!r} with {spell('dask')} {dask!r}")
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise ValueError(f"option {spell('dask')} {dask!r} needs Dask's distributed package: "
+                             "pip install 'hpo-bench[dist]'") from None
+    if threads is not None and threads < 1:
+        raise ValueError(f"option {spell('threads')} must be an integer >= 1, but got {threads}")
+    if timeout is not None:
+        from .suite import check_timeout
+
+        check_timeout(timeout, f"option {spell('timeout')}")  # the suite's `timeout` rule: one rule, one limit
+    if force and not resume:
+        raise ValueError(f"option {spell('force')} must come with {spell('resume')} (it accepts a changed suite file "
+                         f"or code when resuming), but got {spell('force')} alone")
+    if retry_failed and not resume:
+        raise ValueError(f"option {spell('retry_failed')} must come with {spell('resume')} (it reruns failed cells "
+                         f"of a run), but got {spell('retry_failed')} alone")
+    return n_workers
 
 
 def run_suite(suite: Suite, out_dir: str | Path, *, argv: list[str] | None = None,
