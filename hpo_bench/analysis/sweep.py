@@ -544,47 +544,17 @@ SCALING_TASK = "ridge_per_feature"
 SPARSE_PARAMS: dict[str, Any] = {"dataset": "text-like", "density": 1e-3}
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        text = repr(v)
-        return text if any(c in text for c in ".en") else text + ".0"
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a TOML basic string
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
-    raise SweepError(f"cannot write {v!r} ({type(v).__name__}) to a suite file")
-
-
-def _toml_key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-
-
 def suite_toml(d: dict[str, Any], header: str = "") -> str:
-    """``d`` (the suite file's schema) as a suite file: top-level keys, then ``[budget]``, ``[[task]]`` and
-    ``[[tuner]]`` tables with inline values. Own code because the project's dependencies hold no TOML writer
-    (``tomllib`` only reads); :func:`scaling` checks that ``tomllib`` reads the text back to ``d``."""
+    """``d`` (the suite file's schema) as suite-file text, written by ``tomli_w``, after ``header`` as ``#``
+    comment lines. :func:`scaling` checks that ``tomllib`` reads the text back to ``d``."""
+    import tomli_w
+
     lines = [f"# {ln}" if ln else "#" for ln in header.splitlines()]
-    tables = {k: v for k, v in d.items() if isinstance(v, dict) or (isinstance(v, list) and v
-                                                                     and all(isinstance(x, dict) for x in v))}
-    for k, v in d.items():
-        if k not in tables:
-            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-    for k, v in tables.items():
-        for t in (v if isinstance(v, list) else [v]):
-            lines.append("")
-            lines.append(f"[[{_toml_key(k)}]]" if isinstance(v, list) else f"[{_toml_key(k)}]")
-            lines.extend(f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in t.items())
-    return "\n".join(lines) + "\n"
+    try:
+        body = tomli_w.dumps(d)
+    except TypeError as exc:
+        raise SweepError(f"cannot write the suite to a suite file ({exc})") from None
+    return "\n".join(lines) + ("\n\n" if lines else "") + body
 
 
 def scaling_suite(ps: list[int], configs: list[TunerConfig], *, seconds: float | None = 20.0,
