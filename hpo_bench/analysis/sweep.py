@@ -39,7 +39,6 @@ import json
 import math
 import os
 import platform
-import re
 import time
 import tomllib
 from contextlib import contextmanager
