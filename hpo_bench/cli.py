@@ -711,7 +711,8 @@ def sweep_frontier_cmd(
     """Accuracy-cost frontier: every hypergradient method x its knob at fixed hyperparameters."""
     import torch
 
-    from .analysis.sweep import build_task, frontier, frontier_figure, frontier_theta, sweep_provenance, write_records
+    from .analysis.sweep import build_task, frontier, frontier_theta, sweep_provenance, write_records
+    from .report.sweep_figures import frontier_figure
 
     SweepError = _sweep_errors()
     from .analysis.sweep import check_out_folder
@@ -822,7 +823,8 @@ def sweep_scaling_cmd(
     """Time-to-target vs number of hyperparameters on ridge_per_feature, per tuner configuration: writes the
     sweep as a suite (OUT/suite.toml), runs it with the harness into OUT/run, fits the exponent in p."""
     from .running.progress import make_reporter
-    from .analysis.sweep import load_tuner_file, parse_tuner_option, scaling, scaling_figure, select_tuners, write_records
+    from .analysis.sweep import load_tuner_file, parse_tuner_option, scaling, select_tuners, write_records
+    from .report.sweep_figures import scaling_figure
 
     SweepError = _sweep_errors()
     ps = _int_list(p, "--p")
