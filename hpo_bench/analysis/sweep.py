@@ -29,6 +29,10 @@ Two pure functions return pandas DataFrames (usable from Python; ``hpo-bench swe
   :func:`fit_exponents` fits its exponent in ``p``. Tuner configurations are suite ``[[tuner]]`` tables,
   validated by :meth:`hpo_bench.running.suite.Suite.from_dict`.
 
+The frontier is not a harness run: it times single calls of each method at one ``theta`` in this process
+(minimum of repeats, one thread, a profiled call for memory), a micro-benchmark of the methods rather than
+tuner cells, so it writes a table and its provenance, not a run folder. Figures: :mod:`hpo_bench.report.sweep_figures`.
+
 Bad input raises :class:`SweepError` (the CLI prints it as one line, exit 2).
 """
 
