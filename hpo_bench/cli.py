@@ -39,7 +39,8 @@ console = Console(width=None if sys.stdout.isatty() else 180)
 #: commands that need no task (``plot``, ``--help``) do not import torch through ``space``, ``task`` or ``suite``.
 BAD_INPUT_NAMES = (("hpo_bench.core.registry", "UnknownNameError"), ("hpo_bench.running.suite", "SuiteError"),
                    ("hpo_bench.core.space", "SpaceError"), ("hpo_bench.core.task", "TaskParamError"),
-                   ("hpo_bench.core.tuner", "TunerParamError"), ("hpo_bench.core.registry", "RegistryError"))
+                   ("hpo_bench.core.tuner", "TunerParamError"), ("hpo_bench.core.registry", "RegistryError"),
+                   ("hpo_bench.core.plugins", "PluginFolderError"))
 
 
 def _bad_input_types() -> tuple[type, ...]:
@@ -140,9 +141,105 @@ def plain_summary(doc: str | None) -> str:
 
 
 # ----------------------------------------------------------------------- list
+def _use_plugins(folders: Optional[list[Path]]) -> None:
+    """Load ``--plugins`` folders (and pass them on to every process this command starts)."""
+    if folders:
+        from .core.plugins import use_folders
+
+        use_folders(folders)
+
+
+def _run_plugins(run_dir: Path) -> list[Path]:
+    """The plug-in folders a run folder's suite used (``provenance.json``), those that still exist."""
+    try:
+        prov = json.loads((run_dir / "provenance.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [Path(p) for p in prov.get("plugins") or [] if Path(p).is_dir()]
+
+
+_INIT_SUITE = """# A suite over this folder's plug-ins (plugins = ["."]) and two built-in tuners for comparison.
+name = "my_suite"
+plugins = ["."]
+seeds = [0, 1]
+
+[budget]
+steps = 20
+
+[[task]]
+name = "my_task"
+params = { n = 100, p = 5 }
+
+[[tuner]]
+name = "my_tuner"
+
+[[tuner]]
+name = "random"
+
+[[tuner]]
+name = "gradient"
+label = "cg"
+params = { method = "cg" }
+"""
+
+_INIT_README = """# My hpo-bench plug-ins
+
+`my_task.py` (a task: per-feature ridge with a certified reference) and `my_tuner.py` (a tuner: a (1+1)
+evolution strategy) are plain files that hpo-bench loads from this folder: rename the classes and their
+`name`, then replace the data, the losses or the search with yours. Every `.py` file here is loaded except
+`_*.py`, `test_*.py`, `template_*.py` and `conftest.py`. A name that a built-in or another plug-in already
+has is refused, naming both files.
+
+From this folder:
+
+```bash
+hpo-bench check --plugins . -t my_task       # 1. the task's reference vs finite differences, every method
+pytest --hpo-bench-plugins .                 # 2. the conformance kit on this folder's tasks and tuners
+hpo-bench run suite.toml --out run           # 3. the suite (its `plugins = ["."]` loads this folder)
+hpo-bench report run                         # 4. tables, figures, summary.md, report.html in run/report
+```
+
+A tuner that an Optuna sampler can drive needs less code: subclass `hpo_bench.OptunaTuner` and return the
+sampler from `make_sampler`, or name the sampler in the suite with the built-in `optuna` tuner
+(`params = { sampler = "optuna.samplers.QMCSampler" }`). Outside this folder, `--plugins DIR` or
+`HPO_BENCH_PLUGINS=DIR` loads it for any command.
+"""
+
+
+@app.command("init")
+def init_cmd(
+    folder: Path = typer.Argument(..., help="The folder to write (created; must be empty unless --force)."),
+    force: bool = typer.Option(False, "--force", help="Write into a folder that is not empty (files of the same "
+                               "names are replaced)."),
+) -> None:
+    """Write a plug-in folder: a template task, a template tuner, a suite that uses both, and a README."""
+    import importlib.util
+
+    if folder.exists() and not folder.is_dir():
+        raise BadInput(f"init: {str(folder)!r} must be a folder, but it is a file")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise BadInput(f"init: folder {str(folder)!r} must be empty (or pass --force to write into it)")
+    sources = {}
+    for module, target in (("hpo_bench.tasks.template_task", "my_task.py"),
+                           ("hpo_bench.baselines.template_tuner", "my_tuner.py")):
+        spec = importlib.util.find_spec(module)  # the shipped templates, not a copy of them
+        sources[target] = Path(spec.origin).read_text()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in {**sources, "suite.toml": _INIT_SUITE, "README.md": _INIT_README}.items():
+            (folder / name).write_text(text)
+    except OSError as exc:
+        raise _io_failure(exc, f"cannot write {str(folder)!r}", "choose another folder") from None
+    console.print(f"wrote {folder}: my_task.py, my_tuner.py, suite.toml, README.md (next: cd {folder}; see README.md)")
+
+
 @app.command("list")
-def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    plugins: Optional[list[Path]] = typer.Option(None, "--plugins", help="A folder of plug-in .py files (tasks, "
+                                                 "tuners); repeatable. Also: HPO_BENCH_PLUGINS, a suite's `plugins`."),
+) -> None:
     """Tasks, tuners, hypergradient methods and named suites."""
+    _use_plugins(plugins)
     from .running.suite import load_suite, named_suites
 
     tasks = [{"name": n, "tags": sorted(getattr(c, "tags", ())), "origin": TASKS.origin(n),
@@ -193,8 +290,11 @@ def check_cmd(
     fd_tol: float = typer.Option(1e-6, help="Max rel. error of the reference vs finite differences."),
     device: str = typer.Option("cpu", help="Torch device."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    plugins: Optional[list[Path]] = typer.Option(None, "--plugins", help="A folder of plug-in .py files (tasks, "
+                                                 "tuners); repeatable. Also: HPO_BENCH_PLUGINS, a suite's `plugins`."),
 ) -> None:
     """Gradient check: every method vs the reference vs central finite differences, across the box."""
+    _use_plugins(plugins)
     from .analysis.check import build_check_task, check_task, worst_rows
 
     if points < 1:
@@ -288,6 +388,8 @@ def run_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display; only print where results went."),
     allow_failures: bool = typer.Option(False, "--allow-failures", help="Exit 0 even if cells ended with error, "
                                         "timeout or oom (default: exit 3)."),
+    plugins: Optional[list[Path]] = typer.Option(None, "--plugins", help="A folder of plug-in .py files (tasks, "
+                                                 "tuners); repeatable. Also: HPO_BENCH_PLUGINS, a suite's `plugins`."),
 ) -> None:
     """Run a suite: every task x tuner x seed cell, serially, in worker processes, or on Dask.
 
@@ -302,6 +404,7 @@ def run_cmd(
     from .analysis.summary import summarize
 
     n_workers = _run_options(workers, dask, threads, timeout, resume, force, retry_failed)
+    _use_plugins(plugins)
     s = load_suite(suite)
     if dask is None:
         import torch
@@ -544,8 +647,11 @@ def report_cmd(
     table_env: Optional[str] = typer.Option(None, "--table-env", help="table or table* for every LaTeX table "
                                             "(default: table* for all but the ranks)."),
     html: bool = typer.Option(True, "--html/--no-html", help="Also write report.html (interactive, offline)."),
+    plugins: Optional[list[Path]] = typer.Option(None, "--plugins", help="A folder of plug-in .py files (tasks, "
+                                                 "tuners); repeatable. Also: HPO_BENCH_PLUGINS, a suite's `plugins`."),
 ) -> None:
     """Tables (markdown, LaTeX, CSV), figures (PNG, PDF), summary.md and report.html from a run folder."""
+    _use_plugins([*(plugins or []), *_run_plugins(run_dir)])
     from .report import ReportError, make_report, shared_oracle_cache
 
     if jobs is None:

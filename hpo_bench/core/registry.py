@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Callable, Generic, TypeVar
@@ -67,7 +68,7 @@ class BrokenPlugin:
 
     def could_provide(self, kind: str, name: str) -> bool:
         """Whether the missing ``kind`` name ``name`` might have come from this plug-in."""
-        return self.kind == kind and (self.name is None or self.name == name)
+        return kind in self.kind.split(" or ") and (self.name is None or self.name == name)
 
 
 class Registry(Generic[T]):
@@ -79,7 +80,9 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T) -> T:
         if not isinstance(name, str) or not name or not name.replace("_", "").replace("-", "").isalnum():
             raise RegistryError(f"{self.kind} names are non-empty [A-Za-z0-9_-] strings, but got {name!r}")
-        origin = f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+        module = getattr(obj, "__module__", "?")
+        where = getattr(sys.modules.get(module), "__hpo_bench_plugin_file__", None) or module  # plug-in file
+        origin = f"{where}{':' if where != module else '.'}{getattr(obj, '__qualname__', repr(obj))}"
         if name in self._items and self._origin[name] != origin:
             raise RegistryError(
                 f"{self.kind} name {name!r} is already registered by {self._origin[name]}; "
@@ -222,3 +225,7 @@ def discover(*, force: bool = False) -> None:
                                                   f"{type(obj).__name__}"))
                 continue
             reg.add(ep.name, obj)
+    from .plugins import ENV, folders_from_env, load_folders
+
+    if folders_from_env():  # plug-in folders named by the environment (also seen by cell processes)
+        load_folders(folders_from_env(), source=f"{ENV} folder")

@@ -38,6 +38,7 @@ from . import _instances
 from ..core.records import Recorder
 from ..core.registry import TASKS, TUNERS
 from .executors import ChildExit, peak_rss_mb, reset_peak_rss, run_in_child, start_fork_server
+from ..core.plugins import load_folders
 from .provenance import HOST, code_version
 from .suite import Cell
 
@@ -164,6 +165,8 @@ def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = No
     fired: list[str] = []
     try:
         with _alarm(alarm) as fired:
+            if cell.plugins:  # the suite's plug-in folders, in this (possibly fresh) process too
+                load_folders(cell.plugins)
             # suite validation's instance where it was built in this process and is still fresh (_instances)
             task = _instances.take(_instances.instance_key(cell.task.name, cell.task.params, cell.seed, cell.dtype,
                                                            cell.device))

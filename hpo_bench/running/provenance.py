@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.plugins import fingerprint_files
 from .executors import usable_cpus
 from .suite import Suite
 
@@ -53,8 +54,8 @@ def code_version() -> dict[str, Any]:
 
     ``source_sha256`` covers every ``.py`` file of ``hpo_bench`` (with ``hpo_bench.tasks``
     and ``hpo_bench.baselines``) except code that never runs inside a cell (reports, the
-    CLI and displays, the testing kit), so uncommitted edits count too. A resume compares
-    every key here.
+    CLI and displays, the testing kit), so uncommitted edits count too, and the files of the plug-in folders
+    loaded in this process. A resume compares every key here.
     """
     h = hashlib.sha256()
     for k, root in enumerate(_source_roots()):
@@ -64,6 +65,11 @@ def code_version() -> dict[str, Any]:
                 h.update(f"{k}/{p.relative_to(root).as_posix()}\0".encode())
                 h.update(p.read_bytes())
                 h.update(b"\0")
+    for p in fingerprint_files():  # the loaded plug-in folders' files (hpo_bench.core.plugins)
+        with contextlib.suppress(OSError):
+            h.update(f"plugin/{p.as_posix()}\0".encode())
+            h.update(p.read_bytes())
+            h.update(b"\0")
     return {"hpo_bench": _pkg_version("hpo-bench"), "source_sha256": h.hexdigest(), "torch": torch.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
 
@@ -130,7 +136,7 @@ def provenance(suite: Suite | None = None, argv: list[str] | None = None, *, exe
     if suite is not None:
         info.update(suite=suite.name, suite_path=suite.path, suite_sha256=suite.sha256, suite_seed=suite.seed,
                     dtype=suite.dtype, device=suite.device, seeds=suite.seeds, timeout=suite.timeout,
-                    n_cells=len(suite.cells()), datasets=suite.datasets())
+                    n_cells=len(suite.cells()), datasets=suite.datasets(), plugins=list(suite.plugins))
         dev = torch.device(suite.device)
         if dev.type == "cuda" and torch.cuda.is_available():
             info["device_name"] = torch.cuda.get_device_name(dev)

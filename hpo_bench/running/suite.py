@@ -119,7 +119,7 @@ def derive_seed(suite_seed: int, task_label: str, tuner_label: str, seed: int) -
 
 
 TOP_KEYS = {"name", "description", "seeds", "seed", "timeout", "dtype", "device", "reference", "budget", "task",
-            "tuner", "tune"}
+            "tuner", "tune", "plugins"}
 ENTRY_KEYS = {"task": {"name", "label", "params", "fallback"},
               "tuner": {"name", "label", "params", "budget", "tasks", "timeout", "tune"}}
 TUNE_KEYS = {"seeds", "scope", "budget"}
@@ -161,6 +161,9 @@ class Cell:
     reference: bool = True
     suite_seed: int = 0
     timeout: float | None = None  # from the suite file; ``None``: the default of :attr:`hard_timeout`
+    #: plug-in folders (absolute) the cell's process loads before building the task and the tuner; where the
+    #: code lives, not what it computes, so not part of :meth:`config` (the code fingerprint covers the files)
+    plugins: tuple[str, ...] = ()
 
     @property
     def cell_id(self) -> str:
@@ -234,6 +237,7 @@ class Suite:
     seed: int = 0
     timeout: float | None = None
     tune: TuneSpec | None = None  # the declared tune step, if any
+    plugins: tuple[str, ...] = ()  # plug-in folders (absolute): the file's `plugins`, then HPO_BENCH_PLUGINS
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>", *, validate: bool = True) -> Suite:
@@ -256,7 +260,8 @@ class Suite:
 
     def cells(self) -> list[Cell]:
         return [Cell(self.name, t, u, s, u.budget or self.budget, self.dtype, self.device, self.reference,
-                     suite_seed=self.seed, timeout=u.timeout if u.timeout is not None else self.timeout)
+                     suite_seed=self.seed, timeout=u.timeout if u.timeout is not None else self.timeout,
+                     plugins=self.plugins)
                 for t in self.tasks for u in self.tuners for s in self.seeds
                 if u.only_tasks is None or t.label in u.only_tasks]
 
@@ -384,6 +389,26 @@ def load_suite(name_or_path: str, *, validate: bool = True) -> Suite:
                            validate=validate)
 
 
+def _plugin_folders(value: Any, path: str, ck: _Checker) -> tuple[str, ...]:
+    """The suite's ``plugins`` (folders relative to the suite file; absolute ones as they are), then the folders of
+    ``HPO_BENCH_PLUGINS``, resolved and loaded (:func:`hpo_bench.core.plugins.load_folders`) so that the names
+    below resolve against them."""
+    from ..core.plugins import PluginFolderError, folders_from_env, load_folders
+
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        ck.fail("plugins", "a list of folder paths (strings, relative to the suite file)", value)
+    base = Path(path).parent if Path(path).is_file() else Path.cwd()
+    folders = [base / v for v in value]
+    for i, f in enumerate(folders):
+        if not f.is_dir():
+            ck.fail(f"plugins[{i}]", "an existing folder of .py files (relative to the suite file)", value[i])
+    try:
+        loaded = load_folders([*folders, *folders_from_env()])
+    except PluginFolderError as exc:
+        raise SuiteError(f"suite file {ck.path!r}: {exc}") from None
+    return tuple(dict.fromkeys(str(f) for f in loaded))
+
+
 def _suite_from_raw(raw: dict[str, Any], ck: _Checker, *, default_name: str, path: str, sha256: str,
                     validate: bool) -> Suite:
     """The checks and the build behind :func:`load_suite` and :meth:`Suite.from_dict`."""
@@ -417,6 +442,7 @@ def _suite_from_raw(raw: dict[str, Any], ck: _Checker, *, default_name: str, pat
     if not isinstance(reference, bool):
         ck.fail("reference", "true or false", reference)
     budget = ck.budget(raw.get("budget", {"steps": 50}), "budget")
+    plugins = _plugin_folders(raw.get("plugins", []), path, ck)
 
     entries: dict[str, list[Entry]] = {}
     for kind, registry in (("task", TASKS), ("tuner", TUNERS)):
@@ -480,7 +506,7 @@ def _suite_from_raw(raw: dict[str, Any], ck: _Checker, *, default_name: str, pat
     suite = Suite(name=name, path=path, description=desc, seeds=list(seeds), tasks=entries["task"],
                   tuners=entries["tuner"], budget=budget, dtype=dtype, device=device, reference=reference,
                   sha256=sha256, raw=raw, seed=suite_seed, timeout=timeout,
-                  tune=tune)
+                  tune=tune, plugins=plugins)
     if validate:
         _validate_params(suite, ck)
     return suite
