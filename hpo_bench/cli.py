@@ -190,9 +190,10 @@ evolution strategy) are plain files that hpo-bench loads from this folder: renam
 `_*.py`, `test_*.py`, `template_*.py` and `conftest.py`. A name that a built-in or another plug-in already
 has is refused, naming both files.
 
-From this folder:
+From this folder, in the environment that has hpo-bench installed:
 
 ```bash
+@ACTIVATE@
 hpo-bench check --plugins . -t my_task       # 1. the task's reference vs finite differences, every method
 pytest --hpo-bench-plugins .                 # 2. the conformance kit on this folder's tasks and tuners
 hpo-bench run suite.toml --out run           # 3. the suite (its `plugins = ["."]` loads this folder)
@@ -204,6 +205,13 @@ sampler from `make_sampler`, or name the sampler in the suite with the built-in 
 (`params = { sampler = "optuna.samplers.QMCSampler" }`). Outside this folder, `--plugins DIR` or
 `HPO_BENCH_PLUGINS=DIR` loads it for any command.
 """
+
+
+def _activate_line() -> str:
+    """The shell line that enters the environment running this command (its venv's activate script, if any)."""
+    if sys.prefix != sys.base_prefix:  # a virtual environment: name its activate script by absolute path
+        return f"source {Path(sys.prefix).resolve() / 'bin' / 'activate'}"
+    return "# (hpo-bench is installed in this Python; no environment to activate)"
 
 
 @app.command("init")
@@ -226,7 +234,8 @@ def init_cmd(
         sources[target] = Path(spec.origin).read_text()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for name, text in {**sources, "suite.toml": _INIT_SUITE, "README.md": _INIT_README}.items():
+        readme = _INIT_README.replace("@ACTIVATE@", _activate_line())
+        for name, text in {**sources, "suite.toml": _INIT_SUITE, "README.md": readme}.items():
             (folder / name).write_text(text)
     except OSError as exc:
         raise _io_failure(exc, f"cannot write {str(folder)!r}", "choose another folder") from None

@@ -111,7 +111,7 @@ def test_list_summaries_are_plain_text(monkeypatch, capsys):
 # ------------------------------------------------------------------ the docs' shell commands
 #: Programs that exist only inside the project's virtual environment (a new shell finds the system ones, or none).
 VENV_PROGRAMS = {"hpo-bench", "pytest", "python", "python3", "pip", "pip3"}
-ACTIVATE = re.compile(r"^\s*(source|\.)\s+\.venv/bin/activate\b")
+ACTIVATE = re.compile(r"^\s*(source|\.)\s+\S*bin/activate\b")  # .venv/bin/activate or an absolute path
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=\S*$")
 
 

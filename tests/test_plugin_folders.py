@@ -35,6 +35,11 @@ def test_init_to_a_report_outside_the_repository(tmp_path):
     r = _run([*HPO, "init", str(folder)], tmp_path)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "my_task.py", "my_tuner.py", "suite.toml"]
+    from test_cli_polish import bare_venv_calls  # the docs' rule: a new shell enters the environment first
+
+    readme = (folder / "README.md").read_text()
+    assert bare_venv_calls(readme) == [], readme
+    assert f"source {Path(sys.prefix).resolve() / 'bin' / 'activate'}" in readme or sys.prefix == sys.base_prefix
     again = _run([*HPO, "init", str(folder)], tmp_path)
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "must be empty" in again.stderr
 
