@@ -17,7 +17,7 @@ import threading
 import tomllib
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -141,6 +141,12 @@ def plain_summary(doc: str | None) -> str:
 
 
 # ----------------------------------------------------------------------- list
+#: ``--plugins DIR`` of every command that builds tasks or tuners: one definition, so the commands agree.
+PluginsOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--plugins", help="A folder of plug-in .py files (tasks, tuners); repeatable. Also: HPO_BENCH_PLUGINS, a "
+    "suite's `plugins`.")]
+
+
 def _use_plugins(folders: Optional[list[Path]]) -> None:
     """Load ``--plugins`` folders (and pass them on to every process this command starts)."""
     if folders:
@@ -244,8 +250,7 @@ def init_cmd(
 
 @app.command("list")
 def list_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    plugins: Optional[list[Path]] = typer.Option(None, "--plugins", help="A folder of plug-in .py files (tasks, "
-                                                 "tuners); repeatable. Also: HPO_BENCH_PLUGINS, a suite's `plugins`."),
+    plugins: PluginsOpt = None,
 ) -> None:
     """Tasks, tuners, hypergradient methods and named suites."""
     _use_plugins(plugins)
@@ -299,8 +304,7 @@ def check_cmd(
     fd_tol: float = typer.Option(1e-6, help="Max rel. error of the reference vs finite differences."),
     device: str = typer.Option("cpu", help="Torch device."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
-    plugins: Optional[list[Path]] = typer.Option(None, "--plugins", help="A folder of plug-in .py files (tasks, "
-                                                 "tuners); repeatable. Also: HPO_BENCH_PLUGINS, a suite's `plugins`."),
+    plugins: PluginsOpt = None,
 ) -> None:
     """Gradient check: every method vs the reference vs central finite differences, across the box."""
     _use_plugins(plugins)
@@ -374,31 +378,45 @@ def _run_options(workers: str | None, dask: str | None, threads: int | None, tim
         raise BadInput(str(exc)) from None
 
 
+# Options of every command that runs cells through the harness (`run`, `sweep frontier`, `sweep scaling`): one
+# definition each, so their names, rules and help cannot drift apart.
+WorkersOpt = Annotated[Optional[str], typer.Option(
+    "--workers", "-w", help="Run N cells at a time, each in its own process ('auto': one per usable CPU). Default: "
+    "`run` runs them one at a time in this process (for debugging), a sweep in one cell process at a time (cells "
+    "on a shared machine slow each other's clocks). With `run --dask local`: the number of Dask workers.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option(
+    "--threads", help="Torch threads per cell, on every executor (default 1: small cells run fastest on one "
+    "thread; run.log says why).")]
+TimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--timeout", help="Hard wall-clock seconds per cell; overrides the suite's `timeout` (default 10 x budget "
+    "seconds + 60, else 3600).")]
+ResumeOpt = Annotated[bool, typer.Option(
+    "--resume", help="Continue the run (in --out; a sweep's: its run folder): keep finished cells, run the rest. "
+    "Refuses if the suite file or the code changed (see --force).")]
+ForceOpt = Annotated[bool, typer.Option(
+    "--force", help="With --resume: resume although the suite file or the code changed (unchanged cells are "
+    "kept, changed ones run again).")]
+RetryFailedOpt = Annotated[bool, typer.Option(
+    "--retry-failed", help="With --resume: run cells that ended with error, timeout or oom again.")]
+
+
 @app.command("run")
 def run_cmd(
     suite: str = typer.Argument(..., help="A named suite (see `hpo-bench list`) or a path to a suite TOML."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (records.parquet, cells/, provenance.json, "
                              "run.log)."),
-    workers: Optional[str] = typer.Option(None, "--workers", "-w", help="Run N cells at a time, each in its own "
-                                          "process ('auto': one per usable CPU). Default: one at a time in this "
-                                          "process (for debugging). With --dask local: the number of Dask workers."),
+    workers: WorkersOpt = None,
     dask: Optional[str] = typer.Option(None, "--dask", help="Run on Dask: 'local' starts a LocalCluster here, "
                                        "tcp://host:port joins a running scheduler (pip install 'hpo-bench[dist]')."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per cell, on every executor "
-                                          "(default 1: small cells run fastest on one thread; run.log says why)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Hard wall-clock seconds per cell; overrides "
-                                            "the suite's `timeout` (default 10 x budget seconds + 60, else 3600)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: keep finished cells, run the "
-                                "rest. Refuses if the suite file or the code changed (see --force)."),
-    force: bool = typer.Option(False, "--force", help="With --resume: resume although the suite file or the code "
-                               "changed (unchanged cells are kept, changed ones run again)."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: run cells that ended with "
-                                      "error, timeout or oom again."),
+    threads: ThreadsOpt = None,
+    timeout: TimeoutOpt = None,
+    resume: ResumeOpt = False,
+    force: ForceOpt = False,
+    retry_failed: RetryFailedOpt = False,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display; only print where results went."),
     allow_failures: bool = typer.Option(False, "--allow-failures", help="Exit 0 even if cells ended with error, "
                                         "timeout or oom (default: exit 3)."),
-    plugins: Optional[list[Path]] = typer.Option(None, "--plugins", help="A folder of plug-in .py files (tasks, "
-                                                 "tuners); repeatable. Also: HPO_BENCH_PLUGINS, a suite's `plugins`."),
+    plugins: PluginsOpt = None,
 ) -> None:
     """Run a suite: every task x tuner x seed cell, serially, in worker processes, or on Dask.
 
@@ -553,6 +571,7 @@ def tune_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print where results went."),
     allow_failures: bool = typer.Option(False, "--allow-failures", help="Exit 0 even if cells of the clean run "
                                         "ended with error, timeout or oom (default: exit 3)."),
+    plugins: PluginsOpt = None,
 ) -> None:
     """Tune each tuner's declared knobs on the tuning seeds, then run the suite's seeds with the choice.
 
@@ -570,6 +589,7 @@ def tune_cmd(
         raise BadInput(f"option --workers must be an integer >= 1, but got {workers}")
     if threads is not None and threads < 1:
         raise BadInput(f"option --threads must be an integer >= 1, but got {threads}")
+    _use_plugins(plugins)
     s = load_suite(suite)
     ts = tuning_suite(s)
     if ts is None:
@@ -656,8 +676,7 @@ def report_cmd(
     table_env: Optional[str] = typer.Option(None, "--table-env", help="table or table* for every LaTeX table "
                                             "(default: table* for all but the ranks)."),
     html: bool = typer.Option(True, "--html/--no-html", help="Also write report.html (interactive, offline)."),
-    plugins: Optional[list[Path]] = typer.Option(None, "--plugins", help="A folder of plug-in .py files (tasks, "
-                                                 "tuners); repeatable. Also: HPO_BENCH_PLUGINS, a suite's `plugins`."),
+    plugins: PluginsOpt = None,
 ) -> None:
     """Tables (markdown, LaTeX, CSV), figures (PNG, PDF), summary.md and report.html from a run folder."""
     _use_plugins([*(plugins or []), *_run_plugins(run_dir)])
@@ -714,6 +733,7 @@ def plot_cmd(
     jobs: int = typer.Option(1, "--jobs", "-j", help="Processes for oracle computations not yet cached."),
     shared_cache: bool = typer.Option(True, "--shared-cache/--no-shared-cache", help="Also read oracles from the "
                                       "cache shared by run folders."),
+    plugins: PluginsOpt = None,
 ) -> None:
     """One figure (median and interquartile band over seeds per tuner, one panel per task) from run folders."""
     from .report import ReportError, shared_oracle_cache
@@ -721,6 +741,7 @@ def plot_cmd(
 
     if jobs < 1:
         raise BadInput(f"--jobs must be >= 1, but got {jobs}")
+    _use_plugins([*(plugins or []), *(f for d in run_dirs for f in _run_plugins(d))])  # an oracle builds the task
     try:
         names = dict(tasks=parse_list(tasks, "--tasks"), tuners=parse_list(tuners, "--tuners"),
                      order=parse_list(order, "--order"), rename=parse_rename(rename))
@@ -820,18 +841,30 @@ def sweep_frontier_cmd(
     forward_max_hvp: int = typer.Option(100_000, "--forward-max-hvp", help="Cap forward's T so T*m <= this."),
     repeats: int = typer.Option(3, "--repeats", help="Timed calls per point (time = their minimum)."),
     device: str = typer.Option("cpu", help="Torch device ('cuda': peak memory from torch.cuda)."),
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+    timeout: TimeoutOpt = None,
+    resume: ResumeOpt = False,
+    force: ForceOpt = False,
+    retry_failed: RetryFailedOpt = False,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     out: Path = typer.Option(Path("results/sweep/frontier"), "--out", "-o", help="Output folder."),
-    name: str = typer.Option("frontier", "--name", help="File stem of the outputs (<name>.csv/.json/.png/.pdf)."),
+    name: str = typer.Option("frontier", "--name", help="File stem of the outputs (<name>.csv/.json/.png/.pdf, "
+                             "<name>.suite.toml, the run folder <name>.run)."),
+    plugins: PluginsOpt = None,
 ) -> None:
-    """Accuracy-cost frontier: every hypergradient method x its knob at fixed hyperparameters."""
+    """Accuracy-cost frontier: every hypergradient method x its knob at fixed hyperparameters. Writes the sweep
+    as a suite (OUT/<name>.suite.toml, one probe cell per method) and runs it with the harness into
+    OUT/<name>.run."""
     import torch
 
-    from .analysis.sweep import build_task, frontier, frontier_theta, sweep_provenance, write_records
+    from .analysis.sweep import check_out_folder, frontier, write_records
     from .report.sweep_figures import frontier_figure
+    from .running.progress import make_reporter
 
     SweepError = _sweep_errors()
-    from .analysis.sweep import check_out_folder
-
+    n_workers = _run_options(workers, None, threads, timeout, resume, force, retry_failed) or 1
+    _use_plugins(plugins)
     try:
         check_out_folder(out)
     except SweepError as exc:
@@ -862,20 +895,24 @@ def sweep_frontier_cmd(
         raise BadInput(f"option --device {device!r} is not available on this machine (no CUDA)")
     params = _parse_params(param, "--param")
     try:
-        t = build_task(task, params, seed=seed, device=device)
-        th = frontier_theta(t, theta, seed)
-        table, info = frontier(t, theta=th, methods=method_list, grids=grids, repeats=repeats,
-                               truncated_steps=truncated_steps, max_iters=max_iters,
-                               forward_max_hyper=forward_max_hyper, forward_max_hvp=forward_max_hvp)
+        res = frontier(task, out, params=params, seed=seed, theta=theta, methods=method_list, grids=grids,
+                       repeats=repeats, truncated_steps=truncated_steps, max_iters=max_iters,
+                       forward_max_hyper=forward_max_hyper, forward_max_hvp=forward_max_hvp, device=device, name=name,
+                       workers=n_workers, threads=threads, timeout=timeout, resume=resume, force=force,
+                       retry_failed=retry_failed, argv=sys.argv, reporter=make_reporter(console, quiet=quiet),
+                       progress=None if quiet else (lambda s: console.print(f"[dim]{s}[/dim]")))
     except SweepError as exc:
         raise BadInput(str(exc)) from None
-    meta = {"kind": "frontier", "task": t.describe(), "task_params": params, "seed": seed, "theta_mode": theta,
-            **info, "provenance": sweep_provenance(sys.argv)}
-    files = write_records(out, name, table, meta)
+    except KeyboardInterrupt:
+        print(f"hpo-bench: stopped; finished cells are in {str(out / (name + '.run') / 'cells')!r}: run the same "
+              "command with --resume to continue", file=sys.stderr)
+        raise typer.Exit(130) from None
+    table, info = res.table, res.info
+    files = write_records(out, name, table, {"kind": "frontier", **info})
+    n_params, m = info["n_params"], info["n_hyper"]
     files += frontier_figure(table, out, name=name, title=f"{task} ({', '.join(f'{k}={v}' for k, v in params.items())}"
-                             f"{', ' if params else ''}seed {seed}), θ = {theta}; n_params = {t.n_params}, "
-                             f"m = {t.space.dim}")
-    tab = Table(title=f"Frontier: {task}, θ = {theta}, p = {t.n_params}, m = {t.space.dim}, "
+                             f"{', ' if params else ''}seed {seed}), θ = {theta}; n_params = {n_params}, m = {m}")
+    tab = Table(title=f"Frontier: {task}, θ = {theta}, p = {n_params}, m = {m}, "
                 f"lr = 1/L = {info['lr']:.3g}", title_justify="left")
     for c in ("method", "knob", "value", "rel. error", "cosine", "ms", "HVPs", "peak KiB", "status"):
         tab.add_column(c, justify="left" if c in ("method", "knob", "status") else "right")
@@ -888,7 +925,8 @@ def sweep_frontier_cmd(
     console.print(tab)
     for n in info["notes"]:
         console.print(f"note: {n}")
-    console.print(f"records: {files[0]}, {files[1]}; figure: {files[2]}, {files[3]}")
+    console.print(f"suite: {res.suite_path}; run: {res.run.out_dir}; records: {files[0]}, {files[1]}; "
+                  f"figure: {files[2]}, {files[3]}")
 
 
 @sweep_app.command("scaling")
@@ -919,21 +957,17 @@ def sweep_scaling_cmd(
                                          "cuts short says INCOMPLETE in its notes."),
     oracle_cache: Optional[Path] = typer.Option(None, "--oracle-cache", help="Oracle cache folder "
                                                 "(default: OUT/oracles)."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Cells at a time, each in its own process (default 1: "
-                                "cells on a shared machine would slow each other's clocks)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads per cell (default 1)."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", help="Hard wall-clock seconds per cell (default "
-                                            "10 x --seconds + 60)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT/run: keep finished cells, run the "
-                                "rest (refuses if the suite or the code changed; see --force)."),
-    force: bool = typer.Option(False, "--force", help="With --resume: resume although the suite or the code "
-                               "changed (unchanged cells are kept)."),
-    retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: run cells that ended with "
-                                      "error, timeout or oom again."),
+    workers: WorkersOpt = None,
+    threads: ThreadsOpt = None,
+    timeout: TimeoutOpt = None,
+    resume: ResumeOpt = False,
+    force: ForceOpt = False,
+    retry_failed: RetryFailedOpt = False,
     allow_failures: bool = typer.Option(False, "--allow-failures", help="Exit 0 even if cells ended with error, "
                                         "timeout or oom (default: exit 3, after writing the outputs)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     out: Path = typer.Option(Path("results/sweep/scaling"), "--out", "-o", help="Output folder."),
+    plugins: PluginsOpt = None,
 ) -> None:
     """Time-to-target vs number of hyperparameters on ridge_per_feature, per tuner configuration: writes the
     sweep as a suite (OUT/suite.toml), runs it with the harness into OUT/run, fits the exponent in p."""
@@ -951,21 +985,13 @@ def sweep_scaling_cmd(
         raise BadInput(f"option --target must be a fraction of the oracle gap in (0, 1), but got {target}")
     if not (0 < seconds < math.inf):
         raise BadInput(f"option --seconds must be > 0, but got {seconds}")
-    for opt, val in (("--steps", steps), ("--n-factor", n_factor), ("--oracle-evals", oracle_evals),
-                     ("--workers", workers), ("--threads", threads)):
+    for opt, val in (("--steps", steps), ("--n-factor", n_factor), ("--oracle-evals", oracle_evals)):
         if val is not None and val < 1:
             raise BadInput(f"option {opt} must be an integer >= 1, but got {val}")
     if not oracle_seconds > 0:
         raise BadInput(f"option --oracle-seconds must be > 0, but got {oracle_seconds}")
-    if timeout is not None:
-        from .running.suite import check_timeout
-
-        try:
-            check_timeout(timeout, "option --timeout")
-        except ValueError as exc:
-            raise BadInput(str(exc)) from None
-    if (force or retry_failed) and not resume:
-        raise BadInput("options --force and --retry-failed continue a run: they need --resume")
+    n_workers = _run_options(workers, None, threads, timeout, resume, force, retry_failed) or 1
+    _use_plugins(plugins)
     params = _parse_params(param, "--param")
     try:
         for k in ("n", "p", "seed", "dtype", "device"):
@@ -977,7 +1003,7 @@ def sweep_scaling_cmd(
         configs = select_tuners(_csv_list(tuners, "--tuners"), custom)
         res = scaling(ps, configs, out, target=target, seconds=seconds, steps=steps, n_factor=n_factor, seeds=seeds,
                       task_params=params, oracle_seconds=oracle_seconds, oracle_evals=oracle_evals,
-                      oracle_cache=oracle_cache, workers=workers, threads=threads, timeout=timeout, resume=resume,
+                      oracle_cache=oracle_cache, workers=n_workers, threads=threads, timeout=timeout, resume=resume,
                       force=force, retry_failed=retry_failed, sparse_above=sparse_above, argv=sys.argv,
                       reporter=make_reporter(console, quiet=quiet),
                       progress=None if quiet else (lambda s: console.print(f"[dim]{s}[/dim]")))

@@ -133,3 +133,38 @@ def test_the_suite_key_is_relative_to_the_file_and_checked(tmp_path):
         with pytest.raises(SuiteError) as err:
             load_suite(str(suite))
         assert str(suite) in str(err.value) and needle in str(err.value)
+
+
+def test_sweeps_take_plug_in_folders_and_their_suites_name_them(tmp_path):
+    """`sweep frontier --plugins DIR` on a plug-in task: the generated suite names the folder (so it reruns on
+    its own), its cells load it in their processes."""
+    folder = tmp_path / "mine"
+    assert _run([*HPO, "init", str(folder)], tmp_path).returncode == 0
+    out = tmp_path / "fr"
+    r = _run([*HPO, "sweep", "frontier", "--plugins", str(folder), "--task", "my_task", "--methods", "cg,exact",
+              "--grid", "cg=1,5", "--repeats", "1", "--quiet", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    suite = load_suite(str(out / "frontier.suite.toml"))
+    assert [Path(p) for p in suite.plugins] == [folder.resolve()]
+    import pandas as pd
+
+    table = pd.read_csv(out / "frontier.csv")
+    assert set(table["method"]) == {"cg", "exact"} and (table["status"] == "ok").all()
+    assert table.loc[table["method"] == "exact", "rel_error"].iloc[0] <= 1e-8
+    r = _run([*HPO, "sweep", "frontier", "--task", "my_task", "--out", str(tmp_path / "none")], tmp_path)
+    assert r.returncode == 2 and "my_task" in r.stderr and r.stderr.count("\n") == 1, r.stderr  # not loaded
+
+
+def test_a_run_records_its_plugins_option_so_report_needs_no_option(tmp_path):
+    folder = tmp_path / "mine"
+    assert _run([*HPO, "init", str(folder)], tmp_path).returncode == 0
+    suite = tmp_path / "s.toml"  # no `plugins` key: the folder comes from --plugins only
+    suite.write_text('name = "s"\nseeds = [0]\n[budget]\nsteps = 3\n[[task]]\nname = "my_task"\n'
+                     '[[tuner]]\nname = "my_tuner"\n')
+    r = _run([*HPO, "run", str(suite), "--out", "run", "--plugins", str(folder), "--quiet"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    assert json.loads((tmp_path / "run" / "provenance.json").read_text())["plugins"] == [str(folder.resolve())]
+    r = _run([*HPO, "report", "run", "--no-html", "--quiet", "--oracle-evals", "50", "--no-shared-cache"], tmp_path)
+    assert r.returncode == 0, r.stderr

@@ -7,10 +7,12 @@ import json
 import math
 import tomllib
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+import hpo_bench
 from _runs import invoke
 from hpo_bench import get_task
 from hpo_bench.core.records import Budget
@@ -31,11 +33,26 @@ def ridge20():
     return get_task("ridge_per_feature", n=100, p=20, rho=0.5, seed=1)
 
 
+RIDGE20 = dict(n=100, p=20, rho=0.5)  # the task of ``ridge20`` (seed 1)
+
+
+def _frontier(out, **kw):
+    """The frontier on ``ridge20``'s task, run by the harness into ``out``."""
+    return frontier("ridge_per_feature", out, params=RIDGE20, seed=1, **kw)
+
+
 @pytest.fixture(scope="module")
-def table20(ridge20):
+def frontier20(tmp_path_factory):
     grids = {"cg": [1, 2, 5, 10, 20, 50], "neumann": [1, 5, 20, 100, 500], "fixed_point": [1, 10, 100],
              "reverse": [10, 50, 200], "truncated": [5, 50], "forward": [5, 50]}
-    return frontier(ridge20, grids=grids, repeats=1, truncated_steps=200, stop_when_converged=False)
+    out = tmp_path_factory.mktemp("frontier")
+    return _frontier(out, grids=grids, repeats=1, truncated_steps=200, stop_when_converged=False, workers=2), out
+
+
+@pytest.fixture(scope="module")
+def table20(frontier20):
+    res, _ = frontier20
+    return res.table, res.info
 
 
 
@@ -117,7 +134,7 @@ def test_frontier_memory_reverse_grows_with_t_implicit_does_not(table20, ridge20
     assert (table["mem_measure"] == "profiler.cpu_memory").all() and (table["peak_mem_bytes"] > 0).all()
 
 
-def test_frontier_defaults_skip_and_cap_forward_and_stop_converged_cg(ridge20):
+def test_frontier_defaults_skip_and_cap_forward_and_stop_converged_cg(tmp_path):
     grids, notes = default_grids(["cg", "forward", "reverse", "exact"], n_params=20, n_hyper=20, max_iters=100)
     assert grids["cg"] == one_two_five(50) and grids["exact"] is None and grids["reverse"][-1] == 100
     assert grids["forward"] == grids["reverse"] and not notes
@@ -125,8 +142,9 @@ def test_frontier_defaults_skip_and_cap_forward_and_stop_converged_cg(ridge20):
     assert "forward" not in grids and "forward skipped: m = 500" in notes[0]
     grids, notes = default_grids(["forward"], n_params=20, n_hyper=150, forward_max_hvp=3000)
     assert max(grids["forward"]) <= 20 and "forward capped at T <= 20" in notes[0]
-    table, info = frontier(ridge20, methods=["cg"], grids={"cg": [1, 2, 5, 10, 20, 50, 100, 200]}, repeats=1,
-                           memory=False)
+    res = _frontier(tmp_path, methods=["cg"], grids={"cg": [1, 2, 5, 10, 20, 50, 100, 200]}, repeats=1,
+                    memory=False)
+    table, info = res.table, res.info
     cg = table.sort_values("knob_value")
     assert cg["converged"].iloc[-1] and cg["rel_error"].iloc[-1] <= 1e-8
     assert cg["iterations"].iloc[-1] < cg["knob_value"].iloc[-1]  # stopped at tol before max_iter
@@ -134,15 +152,39 @@ def test_frontier_defaults_skip_and_cap_forward_and_stop_converged_cg(ridge20):
     assert (table["mem_measure"] == "off").all()
 
 
-def test_frontier_bad_grids(ridge20):
+def test_frontier_bad_grids(tmp_path):
     with pytest.raises(SweepError, match="has no accuracy knob"):
-        frontier(ridge20, methods=["exact"], grids={"exact": [1]})
+        _frontier(tmp_path, methods=["exact"], grids={"exact": [1]})
     with pytest.raises(SweepError, match="not swept"):
-        frontier(ridge20, methods=["cg"], grids={"neumann": [1]})
+        _frontier(tmp_path, methods=["cg"], grids={"neumann": [1]})
     with pytest.raises(SweepError, match="integers >= 1"):
-        frontier(ridge20, methods=["cg"], grids={"cg": [0, 3]})
+        _frontier(tmp_path, methods=["cg"], grids={"cg": [0, 3]})
     with pytest.raises(SweepError, match="truncated K must be <= T = 10"):
-        frontier(ridge20, methods=["truncated"], grids={"truncated": [5, 20]}, truncated_steps=10)
+        _frontier(tmp_path, methods=["truncated"], grids={"truncated": [5, 20]}, truncated_steps=10)
+    assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_frontier_is_a_suite_the_harness_runs(frontier20):
+    """The sweep writes a suite of probe cells (one per method), runs it into a run folder, reads the table
+    from its records; the same suite file run by `hpo-bench run` gives the same errors and counts."""
+    res, out = frontier20
+    suite = load_suite(str(out / "frontier.suite.toml"))
+    assert {c.tuner.name for c in suite.cells()} == {"frontier_probe"}
+    assert sorted(c.tuner.label for c in suite.cells()) == sorted(set(res.table["method"]))
+    frame = pd.read_parquet(out / "frontier.run" / "records.parquet")
+    assert len(frame) == len(res.table) and set(frame["status"]) == {"ok"}
+    assert res.info["provenance"]["suite"] == "frontier" and res.info["statuses"] == {c.cell_id: "ok" for c in suite.cells()}
+    # resume: every cell is finished, nothing runs again, the table is the same
+    again = _frontier(out, grids={k: v for k, v in res.info["grids"].items() if v}, repeats=1, truncated_steps=200, stop_when_converged=False,
+                      resume=True)
+    pd.testing.assert_frame_equal(again.table, res.table)
+    rerun = out / "rerun"
+    mine = hpo_bench.run(str(out / "frontier.suite.toml"), rerun).sort_values(["cell_id", "step"]).reset_index(drop=True)
+    theirs = frame.sort_values(["cell_id", "step"]).reset_index(drop=True)
+    assert list(mine["cell_id"]) == list(theirs["cell_id"])
+    # the same computation rerun: errors agree to rounding, integer counts exactly
+    assert np.allclose(mine["hypergrad_rel_error"], theirs["hypergrad_rel_error"], rtol=1e-6, atol=1e-12)
+    assert (mine["hvps"] == theirs["hvps"]).all()
 
 
 # ------------------------------------------------------------------------------------ scaling
@@ -396,7 +438,10 @@ def test_cli_scaling_writes_suite_run_records_and_figure(monkeypatch, capsys, tm
     (["scaling", "--target", "2"], "option --target must be a fraction"),
     (["scaling", "--param", "p=3"], "`p` is set by the sweep"),
     (["scaling", "--seed", "0,x"], "option --seed must be a comma-separated list of integers >= 0"),
-    (["scaling", "--force"], "options --force and --retry-failed continue a run: they need --resume"),
+    (["scaling", "--force"], "option --force must come with --resume"),  # the rule and words of `run`
+    (["frontier", "--task", "ridge", "--retry-failed"], "option --retry-failed must come with --resume"),
+    (["frontier", "--task", "ridge", "--workers", "0"], "--workers"),
+    (["scaling", "--threads", "0"], "--threads"),
     (["scaling", "--timeout", "-1"], "option --timeout must be a number of seconds > 0"),
     (["scaling", "--tuners-file", "/nonexistent/t.toml"], "option --tuners-file '/nonexistent/t.toml': cannot read"),
     (["scaling", "--sparse-above", "-1"], "option --sparse-above must be an integer >= 0, but got -1"),

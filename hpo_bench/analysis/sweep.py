@@ -1,38 +1,38 @@
-"""Sweeps: the accuracy-cost frontier of hypergradient methods, and tuner scaling with the number of hyperparameters.
-
-Two pure functions return pandas DataFrames (usable from Python; ``hpo-bench sweep`` writes them out):
+"""Sweeps as suite generators: the accuracy-cost frontier of hypergradient methods, and tuner scaling with the
+number of hyperparameters. Each sweep writes a suite file and runs it with the harness
+(:func:`hpo_bench.running.harness.run_suite`: the cells, statuses, hard timeouts, resume, records and
+``provenance.json`` of ``hpo-bench run``), then reads its table from the run's records.
 
 * :func:`frontier` -- one task at fixed hyperparameters ``theta``; every registered hypergradient
   method x a grid of its accuracy knob (``fn.info.knob``: CG ``max_iter``, Neumann / fixed-point
-  ``iterations``, reverse / forward ``steps`` T, truncated ``truncate`` K at fixed T). Per point: the
-  relative error and cosine against ``task.reference_hypergradient(theta)``, the time of the call
-  (minimum over repeats, one thread), its HVP count (``stats["hvp"]``) and the **peak memory** of the
-  call: on CUDA ``torch.cuda.max_memory_allocated`` (reset before the call, minus what was allocated
-  before); on the CPU the running sum of the allocation and free events that ``torch.profiler``
-  records with ``profile_memory=True`` during the call (a separate, profiled call: the timed calls are
-  never profiled). Both are bytes held by torch's allocator beyond what existed before the call
-  (the returned result included), not the process RSS.
+  ``iterations``, reverse / forward ``steps`` T, truncated ``truncate`` K at fixed T). One cell per method
+  (:func:`frontier_suite`): the probe tuner :class:`hpo_bench.tuners.frontier_probe.FrontierProbe` with the
+  knob grid in its ``values`` (a cell process per method, not per point: each costs about a second to
+  start). Per point (:func:`frontier_table`): the recorder's relative error and cosine against the task's
+  reference hypergradient, the time of the call (minimum over repeats, one thread), its HVP count
+  (``stats["hvp"]``) and the **peak memory** of the call (:func:`peak_memory`): on CUDA
+  ``torch.cuda.max_memory_allocated`` (reset before the call, minus what was allocated before); on the CPU
+  the running sum of the allocation and free events that ``torch.profiler`` records with
+  ``profile_memory=True`` during the call (a separate, profiled call: the timed calls are never profiled).
+  Both are bytes held by torch's allocator beyond what existed before the call (the returned result
+  included), not the process RSS.
 
   Calls are made the way :mod:`benchmarks.bench_core` makes them: implicit methods at
   ``w = task.solve(theta)``, unrolled methods from ``task.init_params()`` with ``steps`` and
   ``lr = 1/L``. Here ``L`` is the largest eigenvalue of the inner Hessian (dense ``eigvalsh`` up to
   :data:`DENSE_L_MAX` parameters, else power iteration), the larger of its values at
-  ``task.init_params()`` and at ``w*``; the Neumann and fixed-point methods get the same step as
-  ``alpha``, so no method spends HVPs on its own step-size estimate and ``hvp`` is the knob's cost.
+  ``task.init_params()`` and at ``w*``, found once by the sweep; the Neumann and fixed-point methods get the
+  same step as ``alpha``, so no method spends HVPs on its own step-size estimate and ``hvp`` is the knob's cost.
 
-* :func:`scaling` -- a suite generator: ``ridge_per_feature`` with ``p`` hyperparameters (one per feature)
-  and ``n = n_factor * p`` training rows, one ``[[task]]`` per ``p`` and the tuner configurations as
-  ``[[tuner]]`` tables (:func:`scaling_suite`), written to ``OUT/suite.toml`` and run by the harness
-  (:func:`hpo_bench.running.harness.run_suite`, into ``OUT/run``: the cells, statuses, timeouts, resume and records
-  of ``hpo-bench run``). Per ``p`` the oracle (:func:`hpo_bench.analysis.oracle.oracle_for`, cached); the time to
-  ``target`` of the oracle gap is read from each cell's records by TargetRecorder's rule, and
-  :func:`fit_exponents` fits its exponent in ``p``. Tuner configurations are suite ``[[tuner]]`` tables,
-  validated by :meth:`hpo_bench.running.suite.Suite.from_dict`.
+* :func:`scaling` -- ``ridge_per_feature`` with ``p`` hyperparameters (one per feature) and
+  ``n = n_factor * p`` training rows, one ``[[task]]`` per ``p`` and the tuner configurations as
+  ``[[tuner]]`` tables (:func:`scaling_suite`), written to ``OUT/suite.toml`` and run into ``OUT/run``.
+  Per ``p`` the oracle (:func:`hpo_bench.analysis.oracle.oracle_for`, cached); the time to ``target`` of
+  the oracle gap is read from each cell's records by TargetRecorder's rule, and :func:`fit_exponents` fits
+  its exponent in ``p``. Tuner configurations are suite ``[[tuner]]`` tables, validated by
+  :meth:`hpo_bench.running.suite.Suite.from_dict`.
 
-The frontier is not a harness run: it times single calls of each method at one ``theta`` in this process
-(minimum of repeats, one thread, a profiled call for memory), a micro-benchmark of the methods rather than
-tuner cells, so it writes a table and its provenance, not a run folder. Figures: :mod:`hpo_bench.report.sweep_figures`.
-
+Suite files are written by ``tomli_w`` (:func:`suite_toml`). Figures: :mod:`hpo_bench.report.sweep_figures`.
 Bad input raises :class:`SweepError` (the CLI prints it as one line, exit 2).
 """
 
@@ -42,34 +42,30 @@ import hashlib
 import json
 import math
 import os
-import platform
-import time
 import tomllib
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
 from ..core._threads import one_thread
-from ..core.records import Budget, cosine, rel_error
+from ..core.records import Budget
 from ..core.registry import METHODS, TASKS
+from ..tuners.frontier_probe import DENSE_L_MAX, largest_eigenvalue, min_time, peak_memory
 
 __all__ = [
     "SweepError", "DENSE_L_MAX", "FORWARD_MAX_HYPER", "FORWARD_MAX_HVP", "one_two_five", "default_grids",
-    "peak_memory", "min_time", "largest_eigenvalue", "build_task", "frontier_theta", "frontier",
-    "FRONTIER_COLUMNS", "TunerConfig", "DEFAULT_TUNERS", "TUNER_TABLE_KEYS", "default_tuner_configs",
+    "peak_memory", "min_time", "largest_eigenvalue", "build_task", "frontier_theta", "frontier_suite",
+    "frontier_table", "frontier", "FrontierResult", "PROBE", "FRONTIER_COLUMNS", "TunerConfig", "DEFAULT_TUNERS", "TUNER_TABLE_KEYS", "default_tuner_configs",
     "tuner_configs", "parse_tuner_option", "load_tuner_file", "select_tuners", "SCALING_TASK", "SPARSE_PARAMS",
     "suite_toml",
     "scaling_suite", "scaling", "ScalingResult", "SCALING_COLUMNS", "FIT_COLUMNS", "oracle_options", "target_trace",
-    "scaling_table", "fit_exponents", "sweep_provenance", "write_records",
+    "scaling_table", "fit_exponents", "check_out_folder", "write_records",
 ]
 
-#: Up to this many inner parameters ``L`` comes from a dense ``eigvalsh``; above, from power iteration.
-DENSE_L_MAX = 3000
 #: Forward mode costs m HVPs per inner step and holds a p x m matrix: skipped above this many hyperparameters.
 FORWARD_MAX_HYPER = 200
 #: ... and its T grid is capped so that T * m stays at or below this many HVPs.
@@ -93,92 +89,6 @@ def one_two_five(hi: int, lo: int = 1) -> list[int]:
             if v >= hi:
                 return out
         base *= 10
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def min_time(call: Callable[[], Any], repeats: int, device: torch.device) -> tuple[float, list[float]]:
-    """Minimum and all wall-clock times of ``repeats`` calls (synchronised on CUDA)."""
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        call()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return min(times), times
-
-
-@contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the duration (C++ logging that Python cannot silence)."""
-    import sys
-
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (e.g. captured): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def peak_memory(call: Callable[[], Any], device: torch.device) -> tuple[Any, int, str]:
-    """Run ``call`` once; return its result, the peak bytes torch's allocator held beyond the start, and how.
-
-    CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus the bytes allocated
-    before the call. CPU: ``torch.profiler`` with ``profile_memory=True`` records every allocation (+bytes)
-    and free (-bytes) of the call; the peak is the maximum of their running sum in time order (0 if the call
-    only frees). The result stays alive until the measurement ends, so it counts.
-    """
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        out = call()
-        torch.cuda.synchronize(device)
-        return out, int(torch.cuda.max_memory_allocated(device) - base), "cuda.max_memory_allocated"
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-    with _quiet_stderr():  # kineto writes a line to fd 2 when it starts and stops
-        prof.start()
-    try:
-        out = call()
-    finally:
-        with _quiet_stderr():
-            prof.stop()
-    try:
-        events = prof.profiler.kineto_results.events()
-    except AttributeError as exc:  # pragma: no cover - a torch without kineto results
-        raise RuntimeError(f"torch {torch.__version__}: the profiler exposes no memory events ({exc})") from None
-    mem = sorted(((e.start_ns(), e.nbytes()) for e in events
-                  if e.name() == "[memory]" and e.device_type() == DeviceType.CPU), key=lambda t: t[0])
-    running = peak = 0
-    for _, nbytes in mem:
-        running += int(nbytes)
-        peak = max(peak, running)
-    return out, int(peak), "profiler.cpu_memory"
-
-
-def largest_eigenvalue(task, w: torch.Tensor, theta: torch.Tensor) -> tuple[float, str]:
-    """``L``: the largest eigenvalue of the inner Hessian at ``(w, theta)`` and how it was found."""
-    from ..hypergrad import power_step
-
-    lin = task.linearize(w.detach(), theta.detach())
-    if w.shape[0] <= DENSE_L_MAX:
-        return float(torch.linalg.eigvalsh(lin.hessian()).max()), "eigvalsh"
-    return 1.0 / (1.05 * power_step(lin, w.shape[0], iters=100)), "power_iteration(100)"
 
 
 def build_task(name: str, params: dict[str, Any] | None = None, *, seed: int = 0, device: str = "cpu",
@@ -217,6 +127,8 @@ FRONTIER_COLUMNS = (
     "time_s_all", "hvp", "grad_evals", "iterations", "converged", "peak_mem_bytes", "peak_mem_mb",
     "mem_measure", "lr", "n_params", "n_hyper", "device", "status", "note",
 )
+#: The tuner of every frontier cell (:class:`hpo_bench.tuners.frontier_probe.FrontierProbe`).
+PROBE = "frontier_probe"
 
 
 def default_grids(methods: list[str], n_params: int, n_hyper: int, *, max_iters: int = 1000,
@@ -265,143 +177,283 @@ def _check_grid(name: str, values: Any) -> list[int]:
     return sorted(set(out))
 
 
-def frontier(task, *, theta: torch.Tensor | None = None, methods: list[str] | None = None,
-             grids: dict[str, list[int]] | None = None, repeats: int = 3, truncated_steps: int | None = None,
-             max_iters: int = 1000, forward_max_hyper: int = FORWARD_MAX_HYPER, forward_max_hvp: int = FORWARD_MAX_HVP,
-             memory: bool = True, stop_when_converged: bool = True,
-             progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The accuracy-cost frontier of hypergradient methods on ``task`` at ``theta`` (default: the space's init).
+def frontier_suite(task, *, task_params: dict[str, Any] | None = None, theta: torch.Tensor | None = None,
+                   theta_mode: str = "init", methods: list[str] | None = None,
+                   grids: dict[str, list[int]] | None = None, repeats: int = 3, truncated_steps: int | None = None,
+                   max_iters: int = 1000, forward_max_hyper: int = FORWARD_MAX_HYPER,
+                   forward_max_hvp: int = FORWARD_MAX_HVP, memory: bool = True, stop_when_converged: bool = True,
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The frontier on the built ``task`` as a suite (a dict in the suite file's schema) and its information.
 
-    Args:
-        methods: registered method names (default: all).
-        grids: knob values per method, overriding :func:`default_grids`.
-        repeats: timed calls per point (the time is their minimum; one torch thread).
-        truncated_steps: T of ``truncated`` (default: the largest T of the ``reverse`` grid, else ``max_iters``).
-        memory: measure the peak memory (one extra, profiled call per point).
-        stop_when_converged: stop a method's grid once a point reports ``converged`` with fewer
-            iterations than its knob (larger values repeat the same computation, e.g. CG at ``tol``).
+    One ``[[task]]`` (``task.name`` with ``task_params``, the seed and device of ``task``) and one ``[[tuner]]``
+    per method: the probe (:class:`hpo_bench.tuners.frontier_probe.FrontierProbe`, label = the method) with
+    the method's knob grid in ``values``, ``theta`` (``"init"`` when ``theta_mode`` is ``"init"``, else the
+    point), ``lr = 1/L`` where the method takes a step, and a budget of one step per value. ``L`` is found
+    here once (at ``task.init_params()`` and ``w*``), so every cell gets the same step.
 
     Returns:
-        ``(table, info)``: one row per point (:data:`FRONTIER_COLUMNS`) and ``info`` (``theta``, ``lr``,
-        ``L``, the grids and ``notes`` on what was skipped or capped).
+        ``(suite, info)``: ``info`` holds ``theta``, ``hp``, ``L``, ``lr``, the grids, ``notes`` on what was
+        skipped or capped, and ``reference_norm``.
     """
-    if repeats < 1:
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise SweepError(f"option --repeats must be an integer >= 1, but got {repeats}")
     # by default the methods the task can run: declared tags it has (the non-smooth methods need "prox")
     methods = list(methods) if methods else [m for m in METHODS.names()
                                              if METHODS.get(m).info.required_tags({}) <= set(task.tags)]
     for m in methods:
         METHODS.get(m)
-    theta = frontier_theta(task) if theta is None else theta.detach().to(device=task.device, dtype=task.dtype)
+    if theta is None:
+        theta = frontier_theta(task, theta_mode)
+    theta = theta.detach().to(device=task.device, dtype=task.dtype)
     task.space.check_shape(theta)
-    dev = task.device
     n_params, n_hyper = int(task.n_params), int(task.space.dim)
     grids_used, notes = default_grids(methods, n_params, n_hyper, max_iters=max_iters,
                                       forward_max_hyper=forward_max_hyper, forward_max_hvp=forward_max_hvp)
     for name, vals in (grids or {}).items():
         if name not in methods:
             raise SweepError(f"option --grid: method {name!r} is not swept (swept: {', '.join(methods)})")
-        fn = METHODS.get(name)
-        if fn.info.knob is None:
+        if METHODS.get(name).info.knob is None:
             raise SweepError(f"option --grid: method {name!r} has no accuracy knob (one point); methods with a "
                              f"knob: {', '.join(m for m in methods if METHODS.get(m).info.knob)}")
         grids_used[name] = _check_grid(name, vals)
         notes[:] = [n for n in notes if not n.startswith(f"{name} ")]
-    if "reverse" in grids_used and grids_used["reverse"]:
+    if grids_used.get("reverse"):
         t_fixed = truncated_steps or max(grids_used["reverse"])
     else:
         t_fixed = truncated_steps or max_iters
-    if "truncated" in grids_used and grids_used["truncated"]:
+    if grids_used.get("truncated"):
         too_big = [k for k in grids_used["truncated"] if k > t_fixed]
         if too_big and grids and "truncated" in grids:
             raise SweepError(f"option --grid: truncated K must be <= T = {t_fixed} (--truncated-steps), "
                              f"but got {too_big}")
         grids_used["truncated"] = [k for k in grids_used["truncated"] if k <= t_fixed]
-
     with one_thread():
         ref = task.reference_hypergradient(theta).detach()
         w_star = task.solve(theta).detach()
         w0 = task.init_params().detach()
         l_star, how = largest_eigenvalue(task, w_star, theta)
         l_init, _ = largest_eigenvalue(task, w0, theta)
-        big_l = max(l_star, l_init)
-        lr = 1.0 / big_l
-        rows: list[dict[str, Any]] = []
-        for name in methods:
-            if name not in grids_used:
-                continue  # skipped (noted)
-            fn = METHODS.get(name)
-            kind, knob = fn.info.kind, fn.info.knob
-            values: list[int | None] = list(grids_used[name]) if grids_used[name] is not None else [None]
-            for v in values:
-                opts: dict[str, Any] = {}
-                steps = None
-                if kind == "unrolled":
-                    opts["lr"] = lr
-                    steps = v if knob == "steps" else t_fixed
-                    opts["steps"] = steps
-                    if knob is not None and knob != "steps":
-                        opts[knob] = v
-                    w_in = w0
-                else:
-                    w_in = w_star
-                    if knob is not None:
-                        opts[knob] = v
-                    if name in ("neumann", "fixed_point"):
-                        opts["alpha"] = lr
-                if progress is not None:
-                    progress(f"{name} {knob}={v}" if knob else name)
-
-                def call(fn=fn, w_in=w_in, opts=opts):
-                    return fn(task, w_in, theta, **opts)
-
-                row: dict[str, Any] = {
-                    "task": task.name, "method": name, "kind": kind, "exact": bool(fn.info.exact), "knob": knob or "",
-                    "knob_value": float(v) if v is not None else math.nan,
-                    "steps": float(steps) if steps is not None else math.nan, "lr": lr if kind == "unrolled" or
-                    name in ("neumann", "fixed_point") else math.nan, "n_params": n_params, "n_hyper": n_hyper,
-                    "device": str(dev), "status": "ok", "note": ""}
-                try:
-                    t_min, t_all = min_time(call, repeats, dev)
-                    if memory:
-                        hg, peak, how_mem = peak_memory(call, dev)
-                    else:
-                        hg, peak, how_mem = call(), -1, "off"
-                except (ValueError, FloatingPointError, RuntimeError) as exc:
-                    row.update(rel_error=math.nan, cosine=math.nan, time_s=math.nan, time_s_all="", hvp=math.nan,
-                               grad_evals=math.nan, iterations=math.nan, converged=None, peak_mem_bytes=math.nan,
-                               peak_mem_mb=math.nan, mem_measure="", status="error",
-                               note=str(exc).splitlines()[0][:200])
-                    rows.append(row)
-                    continue
-                g = hg.grad.detach()
-                finite = bool(torch.isfinite(g).all())
-                st = hg.stats
-                row.update(
-                    rel_error=rel_error(g, ref) if finite else math.nan, cosine=cosine(g, ref) if finite else math.nan,
-                    time_s=t_min, time_s_all=" ".join(f"{t:.6g}" for t in t_all),
-                    hvp=float(st.get("hvp", math.nan)), grad_evals=float(st.get("grad_evals", math.nan)),
-                    iterations=float(st["iterations"]) if "iterations" in st else math.nan,
-                    converged=st.get("converged"), peak_mem_bytes=float(peak),
-                    peak_mem_mb=peak / 2 ** 20 if peak >= 0 else math.nan, mem_measure=how_mem)
-                if not finite:
-                    row.update(status="non-finite", note="the estimate has non-finite entries")
-                if st.get("cg_status") not in (None, "converged", "max_iter"):
-                    row["note"] = f"cg stopped: {st['cg_status']}"
-                rows.append(row)
-                if (stop_when_converged and v is not None and st.get("converged") is True
-                        and "iterations" in st and int(st["iterations"]) < v and v != values[-1]):
-                    notes.append(f"{name} converged at {knob}={v} ({int(st['iterations'])} iterations, "
-                                 f"residual {st.get('residual', float('nan')):.1e}): larger {knob} values repeat "
-                                 "the same computation and are not run")
-                    break
-    table = pd.DataFrame(rows, columns=list(FRONTIER_COLUMNS))
-    info = {"theta": [float(x) for x in theta.cpu()], "hp": [float(x) for x in task.space.to_natural(theta).cpu()],
+    big_l = max(l_star, l_init)
+    lr = 1.0 / big_l
+    theta_param: Any = "init" if theta_mode == "init" else [float(x) for x in theta.cpu()]
+    tables = []
+    for name in methods:
+        if name not in grids_used:
+            continue  # skipped (noted)
+        info = METHODS.get(name).info
+        values = list(grids_used[name] or [])
+        params: dict[str, Any] = {"method": name, "values": values, "repeats": int(repeats), "theta": theta_param,
+                                  "memory": bool(memory), "stop_when_converged": bool(stop_when_converged)}
+        if info.kind == "unrolled" or "alpha" in info.options:
+            params["lr"] = lr
+        if info.kind == "unrolled" and info.knob != "steps":
+            params["steps"] = int(t_fixed)
+        tables.append({"name": PROBE, "label": name, "params": params, "budget": {"steps": max(1, len(values))}})
+    if not tables:
+        raise SweepError("no method to sweep: every method was skipped (see the notes: " + "; ".join(notes) + ")")
+    suite = {"name": "frontier", "description": f"sweep frontier: {task.name}, every method x its knob at one theta",
+             "seeds": [int(task.seed)], "device": str(task.device), "budget": {"steps": 1},
+             "task": [{"name": task.name, "label": task.name, "params": dict(task_params or {})}], "tuner": tables}
+    info = {"theta_mode": theta_mode, "theta": [float(x) for x in theta.cpu()],
+            "hp": [float(x) for x in task.space.to_natural(theta).cpu()],
             "L": big_l, "L_at_w_star": l_star, "L_at_init": l_init, "L_method": how, "lr": lr,
             "truncated_steps": t_fixed if "truncated" in grids_used else None,
             "grids": {k: v for k, v in grids_used.items()}, "repeats": repeats, "notes": notes,
-            "reference_norm": float(torch.linalg.vector_norm(ref))}
-    return table, info
+            "reference_norm": float(torch.linalg.vector_norm(ref)), "n_params": n_params, "n_hyper": n_hyper}
+    return suite, info
+
+
+def _extra_of(row: dict[str, Any]) -> dict[str, Any]:
+    text = row.get("extra")
+    return json.loads(text) if isinstance(text, str) and text else {}
+
+
+def _num(x: Any) -> float:
+    return math.nan if x is None else float(x)
+
+
+def frontier_table(frame: pd.DataFrame, suite, *, n_params: int, n_hyper: int) -> tuple[pd.DataFrame, list[str]]:
+    """One row per recorded point of the probe cells of ``suite`` (:data:`FRONTIER_COLUMNS`), from the run's
+    records ``frame``, and notes on methods whose grid ended early (converged, or a point not ``ok``).
+
+    The error and cosine are the recorder's (``hypergrad_rel_error`` / ``hypergrad_cosine`` against the
+    task's reference); time, per-call counts and peak memory come from the row's ``extra``; a row the harness
+    wrote for a failed cell (``error``, ``timeout``, ``oom``) gets the knob value of the point that failed."""
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    by_cell = {cid: g.sort_values("step") for cid, g in frame.groupby("cell_id", sort=False)}
+    for cell in suite.cells():
+        if cell.tuner.name != PROBE:
+            continue
+        name = cell.tuner.params["method"]
+        info = METHODS.get(name).info
+        values = list(cell.tuner.params.get("values") or [])
+        g = by_cell.get(cell.cell_id)
+        recs = g.to_dict("records") if g is not None else []
+        for r in recs:
+            ex = _extra_of(r)
+            step = int(r["step"])
+            v = ex.get("knob_value", values[step] if step < len(values) else None)
+            ok_row = bool(ex)
+            status = str(r["status"])
+            note = str(r.get("message") or "").splitlines()[0][:200] if status != "ok" and r.get("message") else ""
+            if ex.get("cg_status") not in (None, "converged", "max_iter"):
+                note = f"cg stopped: {ex['cg_status']}"
+            peak = _num(ex.get("peak_mem_bytes")) if ok_row else math.nan
+            rows.append({
+                "task": cell.task.name, "method": name, "kind": info.kind, "exact": bool(info.exact),
+                "knob": info.knob or "", "knob_value": _num(v), "steps": _num(ex.get("steps")),
+                "rel_error": float(r["hypergrad_rel_error"]), "cosine": float(r["hypergrad_cosine"]),
+                "time_s": _num(ex.get("time_s_min")),
+                "time_s_all": " ".join(f"{t:.6g}" for t in ex.get("time_s_all", [])),
+                "hvp": _num(ex.get("hvp")), "grad_evals": _num(ex.get("grad_evals")),
+                "iterations": _num(ex.get("iterations")), "converged": ex.get("converged"),
+                "peak_mem_bytes": peak if ok_row and peak >= 0 else math.nan,
+                "peak_mem_mb": peak / 2 ** 20 if ok_row and peak >= 0 else math.nan,
+                "mem_measure": ex.get("mem_measure", ""), "lr": _num(ex.get("lr")), "n_params": n_params,
+                "n_hyper": n_hyper, "device": cell.device, "status": status, "note": note})
+        if not recs or len(recs) >= len(values):
+            continue
+        last, ex = recs[-1], _extra_of(recs[-1])
+        v = ex.get("knob_value", values[len(recs) - 1] if len(recs) <= len(values) else None)
+        if last["status"] == "ok" and ex.get("converged") is True:
+            res = ex.get("residual")
+            notes.append(f"{name} converged at {info.knob}={v} ({int(ex['iterations'])} iterations, residual "
+                         f"{float('nan') if res is None else res:.1e}): larger {info.knob} values repeat the same "
+                         "computation and are not run")
+        elif last["status"] != "ok":
+            notes.append(f"{name} ended with status {last['status']!r} at {info.knob}={v}: larger {info.knob} "
+                         "values are not run")
+    return pd.DataFrame(rows, columns=list(FRONTIER_COLUMNS)), notes
+
+
+@dataclass
+class FrontierResult:
+    """What :func:`frontier` returns: the table (one row per point), ``info`` (the task, theta, L, lr, grids,
+    notes, the run's provenance), the generated suite file and the harness's result."""
+
+    table: pd.DataFrame
+    info: dict[str, Any]
+    suite_path: Path
+    run: Any
+
+
+def frontier(task: str, out: str | Path, *, params: dict[str, Any] | None = None, seed: int = 0,
+             theta: str | torch.Tensor = "init", methods: list[str] | None = None,
+             grids: dict[str, list[int]] | None = None, repeats: int = 3, truncated_steps: int | None = None,
+             max_iters: int = 1000, forward_max_hyper: int = FORWARD_MAX_HYPER, forward_max_hvp: int = FORWARD_MAX_HVP,
+             memory: bool = True, stop_when_converged: bool = True, device: str = "cpu", name: str = "frontier",
+             workers: int = 1, threads: int | None = None, timeout: float | None = None, resume: bool = False,
+             force: bool = False, retry_failed: bool = False, argv: list[str] | None = None, reporter: Any = None,
+             progress: Callable[[str], None] | None = None) -> FrontierResult:
+    """The accuracy-cost frontier of hypergradient methods on the registered ``task`` at one ``theta``, run by
+    the harness.
+
+    The task (``params``, ``seed``, ``device``) is built here once, for the grids (its sizes), ``L`` and the
+    point (``theta``: ``"init"``, ``"random"`` from ``seed``, or a tensor). The sweep is a suite
+    (:func:`frontier_suite`: one probe cell per method), written to ``OUT/<name>.suite.toml`` and run by
+    :func:`hpo_bench.running.harness.run_suite` into ``OUT/<name>.run`` on ``workers`` cell processes (the
+    statuses, hard timeouts, ``resume`` and ``provenance.json`` of ``hpo-bench run``); the table is read from
+    its records (:func:`frontier_table`).
+
+    Args:
+        methods: registered method names (default: every method the task's tags allow).
+        grids: knob values per method, overriding :func:`default_grids`.
+        repeats: timed calls per point (the time is their minimum; the cell's torch threads, default one).
+        truncated_steps: T of ``truncated`` (default: the largest T of the ``reverse`` grid, else ``max_iters``).
+        memory: measure the peak memory (one extra, profiled call per point).
+        stop_when_converged: end a method's grid once a point reports ``converged`` with fewer
+            iterations than its knob (larger values repeat the same computation, e.g. CG at ``tol``).
+
+    Raises:
+        SweepError: bad input, or a run folder that cannot take this run (the message says why).
+    """
+    out = Path(out)
+    check_out_folder(out)
+    t = build_task(task, params, seed=seed, device=device)
+    if isinstance(theta, str):
+        mode, th = theta, frontier_theta(t, theta, seed)
+    else:
+        mode, th = "given", theta
+    d, info = frontier_suite(t, task_params=params, theta=th, theta_mode=mode, methods=methods, grids=grids,
+                             repeats=repeats, truncated_steps=truncated_steps, max_iters=max_iters,
+                             forward_max_hyper=forward_max_hyper, forward_max_hvp=forward_max_hvp, memory=memory,
+                             stop_when_converged=stop_when_converged)
+    suite_file, run_dir = out / f"{name}.suite.toml", out / f"{name}.run"
+    header = (f"Written by `hpo-bench sweep frontier` (hpo_bench.analysis.sweep.frontier_suite). From this folder,\n"
+              f"  hpo-bench run {suite_file.name} --out {run_dir.name} --workers 1 --resume\n"
+              "runs (or continues) the same cells.")
+    suite = _write_suite(d, suite_file, run_dir, header, resume=resume, force=force, progress=progress)
+    res = _run_cells(suite, run_dir, workers=workers, threads=threads, timeout=timeout, resume=resume, force=force,
+                     retry_failed=retry_failed, argv=argv, reporter=reporter)
+    table, run_notes = frontier_table(res.frame, suite, n_params=info["n_params"], n_hyper=info["n_hyper"])
+    info = {"task": t.describe(), "task_params": dict(params or {}), "seed": seed, **info,
+            "notes": info["notes"] + run_notes, "suite": suite_file.name, "run": run_dir.name,
+            "statuses": res.statuses, "provenance": _run_provenance(res)}
+    return FrontierResult(table, info, suite_file, res)
+
+
+# --------------------------------------------------------------------------- generated suites
+def _write_suite(d: dict[str, Any], suite_file: Path, run_dir: Path, header: str, *, resume: bool, force: bool,
+                 progress: Callable[[str], None] | None = None):
+    """Validate the suite ``d``, check that ``run_dir`` can take its run, write it to ``suite_file`` (with
+    ``header`` as comments; unchanged text is not rewritten) and return the suite read back from that file
+    (what runs is what the file says). The plug-in folders loaded in this process become its ``plugins``."""
+    from dataclasses import replace
+
+    from ..running.harness import RunFolderError, check_run_folder
+    from ..running.suite import Suite, SuiteError, load_suite
+
+    from ..core.plugins import loaded_folders
+
+    if loaded_folders() and "plugins" not in d:  # --plugins folders: the suite file names them, so it reruns alone
+        d = {**d, "plugins": [str(f) for f in loaded_folders()]}
+    text = suite_toml(d, header=header)
+    if tomllib.loads(text) != d:  # pragma: no cover - the writer's own guarantee
+        raise RuntimeError("suite_toml wrote a file that does not read back to the suite")
+    if progress is not None:
+        progress("validating the suite (builds each task once)")
+    try:
+        checked = Suite.from_dict(d, source=str(suite_file))
+    except SuiteError as exc:
+        raise SweepError(str(exc)) from None
+    checked = replace(checked, path=str(suite_file), sha256=hashlib.sha256(text.encode()).hexdigest())
+    try:
+        check_run_folder(run_dir, checked, resume=resume, force=force)
+    except RunFolderError as exc:
+        raise SweepError(str(exc).replace("--out", f"--out (its {run_dir.name}/ folder)")) from None
+    suite_file.parent.mkdir(parents=True, exist_ok=True)
+    old = suite_file.read_text() if suite_file.is_file() else None
+    if old != text:
+        suite_file.write_text(text)
+    suite = load_suite(str(suite_file), validate=False)
+    if [c.config_hash() for c in suite.cells()] != [c.config_hash() for c in checked.cells()]:  # pragma: no cover
+        raise RuntimeError(f"{suite_file} does not reproduce the sweep's cells")
+    return suite
+
+
+def _run_cells(suite, run_dir: Path, *, workers: int, threads: int | None, timeout: float | None, resume: bool,
+               force: bool, retry_failed: bool, argv: list[str] | None, reporter: Any):
+    """:func:`hpo_bench.running.harness.run_suite` on ``workers`` cell processes."""
+    from ..running.executors import ProcessPool
+    from ..running.harness import run_suite
+
+    executor = ProcessPool(int(workers))
+    try:
+        return run_suite(suite, run_dir, argv=argv, executor=executor, resume=resume, force=force,
+                         retry_failed=retry_failed, timeout=timeout, threads=threads, reporter=reporter)
+    finally:
+        executor.shutdown(wait=True)
+
+
+def _run_provenance(res) -> dict[str, Any]:
+    """The run folder's ``provenance.json`` plus the load average when the sweep ended (times depend on it)."""
+    prov = json.loads(Path(res.provenance_path).read_text())
+    try:
+        prov["loadavg_1_5_15_end"] = list(os.getloadavg())
+    except OSError:
+        prov["loadavg_1_5_15_end"] = None
+    return prov
 
 
 # --------------------------------------------------------------------------- scaling: tuner configurations
@@ -815,12 +867,7 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
     Raises:
         SweepError: bad input, or a folder ``OUT/run`` that cannot take this run (the message says why).
     """
-    from dataclasses import replace
-
-    from ..running.executors import ProcessPool
-    from ..running.harness import RunFolderError, check_run_folder, run_suite
     from .oracle import oracle_for
-    from ..running.suite import Suite, SuiteError, load_suite
 
     ps = list(ps)
     seeds = list(seeds)
@@ -834,30 +881,10 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
     suite_file = out / "suite.toml"
     d = scaling_suite(ps, configs, seconds=seconds, steps=steps, n_factor=n_factor, seeds=seeds, task_params=extra,
                       sparse_above=sparse_above, sparse_params=sparse_params)
-    text = suite_toml(d, header="Written by `hpo-bench sweep scaling` (hpo_bench.analysis.sweep.scaling_suite). From this "
-                      "folder,\n  hpo-bench run suite.toml --out run --workers 1 --resume\nruns (or continues) "
-                      "the same cells.")
-    if tomllib.loads(text) != d:  # pragma: no cover - the writer's own guarantee
-        raise RuntimeError("suite_toml wrote a file that does not read back to the suite")
-    if progress is not None:
-        progress("validating the suite (builds each task once)")
-    try:
-        checked = Suite.from_dict(d, source=str(suite_file))
-    except SuiteError as exc:
-        raise SweepError(str(exc)) from None
-    checked = replace(checked, path=str(suite_file), sha256=hashlib.sha256(text.encode()).hexdigest())
+    header = ("Written by `hpo-bench sweep scaling` (hpo_bench.analysis.sweep.scaling_suite). From this folder,\n"
+              "  hpo-bench run suite.toml --out run --workers 1 --resume\nruns (or continues) the same cells.")
     run_dir = out / "run"
-    try:
-        check_run_folder(run_dir, checked, resume=resume, force=force)
-    except RunFolderError as exc:
-        raise SweepError(str(exc).replace("--out", "--out (its run/ folder)")) from None
-    out.mkdir(parents=True, exist_ok=True)
-    old = suite_file.read_text() if suite_file.is_file() else None
-    if old != text:
-        suite_file.write_text(text)
-    suite = load_suite(str(suite_file), validate=False)  # what runs is what the file says
-    if [c.config_hash() for c in suite.cells()] != [c.config_hash() for c in checked.cells()]:  # pragma: no cover
-        raise RuntimeError(f"{suite_file} does not reproduce the sweep's cells")
+    suite = _write_suite(d, suite_file, run_dir, header, resume=resume, force=force, progress=progress)
 
     cache = Path(oracle_cache) if oracle_cache is not None else out / "oracles"
     oracles: dict[tuple[str, int], Any] = {}
@@ -870,20 +897,12 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
             with one_thread():
                 oracles[(t.label, s)] = oracle_for({"name": t.name, **t.params}, s, cache, **opts)
 
-    executor = ProcessPool(int(workers))
-    try:
-        res = run_suite(suite, run_dir, argv=argv, executor=executor, resume=resume, force=force,
-                        retry_failed=retry_failed, timeout=timeout, threads=threads, reporter=reporter)
-    finally:
-        executor.shutdown(wait=True)
+    res = _run_cells(suite, run_dir, workers=workers, threads=threads, timeout=timeout, resume=resume, force=force,
+                     retry_failed=retry_failed, argv=argv, reporter=reporter)
     oracles = polish_from_cells(res.frame, suite, oracles, cache, max_seconds=oracle_seconds, progress=progress)
     table, notes = scaling_table(res.frame, suite, oracles, target)
     fits = fit_exponents(table)
-    prov = json.loads(Path(res.provenance_path).read_text())
-    try:
-        prov["loadavg_1_5_15_end"] = list(os.getloadavg())
-    except OSError:
-        prov["loadavg_1_5_15_end"] = None
+    prov = _run_provenance(res)
     info = {"task": SCALING_TASK, "task_params": extra, "ps": ps, "n_factor": n_factor, "seeds": seeds,
             "target": target, "budget": {"steps": steps, "seconds": seconds}, "sparse_above": sparse_above,
             "sparse_params": (SPARSE_PARAMS if sparse_params is None else sparse_params)
@@ -897,24 +916,6 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
 
 
 # --------------------------------------------------------------------------- output
-def sweep_provenance(argv: list[str] | None = None) -> dict[str, Any]:
-    """Versions, git state, host, CPU and threads (:func:`hpo_bench.running.harness.provenance`) plus the load average.
-
-    Used by the frontier, which times calls in this process and writes no run folder (so no run's
-    ``provenance.json``), and whose times depend on the machine's load at the end; the scaling sweep uses
-    its run folder's ``provenance.json`` (written by the harness) instead."""
-    from ..running.harness import provenance
-
-    info = provenance(argv=argv)
-    try:
-        info["loadavg_1_5_15"] = list(os.getloadavg())
-    except OSError:
-        info["loadavg_1_5_15"] = None
-    info["machine"] = platform.machine()
-    info["torch"] = torch.__version__
-    return info
-
-
 def _jsonable(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
