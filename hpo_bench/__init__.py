@@ -23,7 +23,7 @@ _LAZY = {
     "register_task": "core.registry", "register_tuner": "core.registry",
     "Block": "core.space", "Space": "core.space", "SpaceError": "core.space",
     "Task": "core.task", "TaskParamError": "core.task",
-    "Tuner": "core.tuner", "TunerParamError": "core.tuner",
+    "Tuner": "core.tuner", "TunerParamError": "core.tuner", "Option": "core.options",
     "OptunaTuner": "baselines.ask_tell",
     "run": "api", "load_records": "api", "plot": "report.plot", "plot_records": "report.plot",
 }
@@ -32,7 +32,7 @@ _SUBMODULES = ("core", "running", "analysis", "report", "hypergrad", "data", "te
 
 __all__ = [
     "__version__", "Block", "Space", "SpaceError", "Task", "TaskParamError", "Tuner", "TunerParamError",
-    "Budget", "Recorder", "OptunaTuner", "TASKS", "TUNERS", "METHODS", "discover", "register_task", "register_tuner",
+    "Budget", "Recorder", "Option", "OptunaTuner", "TASKS", "TUNERS", "METHODS", "discover", "register_task", "register_tuner",
     "get_task", "run", "load_records", "plot", "plot_records",
 ]
 

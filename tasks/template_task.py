@@ -1,11 +1,15 @@
-"""Template of a task: copy this file to ``tasks/<your_task>.py`` and edit it.
+"""Template of a task: rename the class and its ``name``, then replace the data and the losses.
 
-Files named ``template_*`` are skipped by discovery, so this one is never registered; your
-copy is, under the ``name`` you give it. Then::
+``hpo-bench init DIR`` copies this file to ``DIR/my_task.py`` in a folder of your own (a plug-in
+folder); inside the repository, copy it to ``tasks/<your_task>.py``. Files named ``template_*`` are
+skipped by discovery, so this one is never registered; your copy is, under the ``name`` you give
+it. Then, in a plug-in folder::
 
-    hpo-bench list                                   # your task appears
-    hpo-bench check -t my_task                       # reference vs finite differences, exact methods
-    pytest tests/test_conformance.py -k my_task      # the conformance kit (hpo_bench.testing)
+    hpo-bench list --plugins .                       # your task appears
+    hpo-bench check --plugins . -t my_task           # reference vs finite differences, exact methods
+    pytest --hpo-bench-plugins .                     # the conformance kit (hpo_bench.testing)
+
+(in the repository: ``hpo-bench check -t my_task`` and ``pytest tests/test_conformance.py -k my_task``).
 
 The example is a complete task: least squares with one L2 penalty per feature on seeded
 synthetic data, ``inner(w, theta) = 1/(2n) ||X w - y||^2 + 1/2 sum_j lam_j w_j^2`` with
@@ -29,9 +33,8 @@ from __future__ import annotations
 
 import torch
 
-from hpo_bench.core.registry import register_task
-from hpo_bench.core.space import Block, Space
-from hpo_bench.core.task import Task, require
+from hpo_bench import Block, Space, Task, register_task
+from hpo_bench.core.task import require
 
 __all__ = ["MyTask"]
 

@@ -334,3 +334,33 @@ def test_registry_collision_in_process():
     with pytest.raises(RegistryError, match="already registered by hpo_bench.tasks.ridge.Ridge"):
         TASKS.add("ridge", Impostor)
     assert TASKS.get("ridge").__name__ == "Ridge"
+
+
+def test_the_template_tuner_spends_its_step_budget_on_infeasible_proposals():
+    """Proposals without an inner solution are not records but count against the step budget, so the
+    template ends where every proposal but the first is infeasible, having solved exactly ``steps`` times
+    (a template that skips them halves its step until a proposal rounds back to the incumbent and records
+    that point again: 6 rows here)."""
+    import torch
+
+    from hpo_bench.core.records import Budget
+    from hpo_bench.testing import conformance_task, run_tuner
+
+    text = (ROOT / "baselines" / "template_tuner.py").read_text().replace("@register_tuner\n", "")
+    namespace: dict = {"__name__": "template_copy"}
+    exec(compile(text, "template_tuner.py", "exec"), namespace)  # not registered: this process's TUNERS stay
+    task = conformance_task()
+    init = task.space.init_theta(dtype=task.dtype)
+    solve = task.solve
+    calls = []
+
+    def infeasible_but_init(theta):
+        calls.append(theta)
+        if not torch.equal(theta, init):
+            raise FloatingPointError("no inner minimiser here")
+        return solve(theta)
+
+    task.solve = infeasible_but_init
+    rec = run_tuner(namespace["MyTuner"](), task, Budget(steps=6, seconds=60.0), reference=False)
+    assert len(rec.rows) == 1 and rec.stop_reason == "budget_steps"
+    assert len(calls) == 6 and rec.costs["inner_solves"] == 6

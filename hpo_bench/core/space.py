@@ -137,6 +137,8 @@ class Space:
         return torch.tensor(vals, dtype=dtype, device=device)
 
     def theta_bounds(self, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
+        """The box of ``theta``: tensors ``(lo, hi)`` of length :attr:`dim`, one entry per coordinate, in
+        the transformed coordinates (log of a ``log`` block's bounds). :meth:`project` clips into it."""
         lo, hi = [], []
         for b in self.blocks:
             tlo, thi = b.theta_bounds
