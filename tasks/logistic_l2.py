@@ -617,7 +617,8 @@ class LogisticL2(DescribesDataset, Task):
         nt = self._norms
         dh = _S3 * e_w * nt["train_rowmax"] * nt["train_sq"] / dt.n
         lip_v = nt["val_sq"] / (4 * dv.n)
-        e_q = (rq + dh * float(nrm(q)) + lip_v * e_w) * (1 + 4 * eps) / mu
+        rho_q = rq + dh * float(nrm(q)) + lip_v * e_w  # bounds ||H(w*) (q - q*)||
+        e_q = rho_q * (1 + 4 * eps) / mu
         lam = pen[:-1]
         wb, qb = w[:-1], q[:-1]
         terms = lam * wb * qb
@@ -627,7 +628,7 @@ class LogisticL2(DescribesDataset, Task):
         beta = math.sqrt(nt["train_sq"] / dt.n) / 4 * (1 + 4 * eps)
         sc = math.sqrt(c_min) * (1 - 4 * eps) if c_min > 0 else 0.0
         big_w = (gn + beta * e_w) * (1 + 4 * eps) / sc if sc > 0 else math.inf
-        big_q = (rq + dh * float(nrm(q)) + lip_v * e_w + beta * e_q) * (1 + 4 * eps) / sc if sc > 0 else math.inf
+        big_q = (rho_q + beta * e_q) * (1 + 4 * eps) / sc if sc > 0 else math.inf
         if self.space.dim > 1:
             err = (float((lam * wb).abs().max()) * e_q + float((lam * qb).abs().max()) * e_w
                    + float(lam.abs().max()) * e_w * e_q)
