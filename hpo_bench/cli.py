@@ -948,6 +948,9 @@ def sweep_scaling_cmd(
     sparse_above: Optional[int] = typer.Option(None, "--sparse-above", help="Sizes p above this run on sparse "
                                                "text-like data (CSR, density 1e-3, n = n_factor * p; matrix-free "
                                                "certified references). Default: every size dense."),
+    row_nnz: Optional[float] = typer.Option(None, "--row-nnz", help="With --sparse-above: the sparse sizes get "
+                                            "density ROW_NNZ / p (ROW_NNZ expected non-zeros per row, so the data "
+                                            "grow like p) instead of 1e-3."),
     seed: str = typer.Option("0", "--seed", help="Repetition seed(s) of the suite, comma-separated (data, oracle)."),
     oracle_evals: Optional[int] = typer.Option(None, "--oracle-evals", help="Count budget (evaluations) of one "
                                                "oracle computation (default 50000): counts, never seconds, so F* "
@@ -1004,7 +1007,7 @@ def sweep_scaling_cmd(
         res = scaling(ps, configs, out, target=target, seconds=seconds, steps=steps, n_factor=n_factor, seeds=seeds,
                       task_params=params, oracle_seconds=oracle_seconds, oracle_evals=oracle_evals,
                       oracle_cache=oracle_cache, workers=n_workers, threads=threads, timeout=timeout, resume=resume,
-                      force=force, retry_failed=retry_failed, sparse_above=sparse_above, argv=sys.argv,
+                      force=force, retry_failed=retry_failed, sparse_above=sparse_above, row_nnz=row_nnz, argv=sys.argv,
                       reporter=make_reporter(console, quiet=quiet),
                       progress=None if quiet else (lambda s: console.print(f"[dim]{s}[/dim]")))
     except SweepError as exc:
@@ -1018,7 +1021,8 @@ def sweep_scaling_cmd(
     fits_path = out / "scaling_fits.csv"
     fits.to_csv(fits_path, index=False, float_format="%.6g")
     budget = f"budget {seconds:g} tuner s" + (f" / {steps} steps" if steps else "")
-    data_note = "" if sparse_above is None else f" (text-like CSR above p = {sparse_above})"
+    data_note = "" if sparse_above is None else f" (text-like CSR above p = {sparse_above}" + (
+        f", {row_nnz:g} non-zeros per row)" if row_nnz is not None else ")")
     files += scaling_figure(table, out, fits=fits, title=f"ridge_per_feature{data_note}, n = {n_factor} p, target {target:g} "
                             f"of the oracle gap, {budget}")
     tab = Table(title=f"Scaling: time to {target:g} of the oracle gap (ridge_per_feature{data_note}, n = {n_factor} p, "

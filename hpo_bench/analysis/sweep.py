@@ -615,11 +615,15 @@ def suite_toml(d: dict[str, Any], header: str = "") -> str:
 def scaling_suite(ps: list[int], configs: list[TunerConfig], *, seconds: float | None = 20.0,
                   steps: int | None = None, n_factor: int = 5, seeds: list[int] | tuple[int, ...] = (0,),
                   task_params: dict[str, Any] | None = None, sparse_above: int | None = None,
-                  sparse_params: dict[str, Any] | None = None) -> dict[str, Any]:
+                  sparse_params: dict[str, Any] | None = None, row_nnz: float | None = None) -> dict[str, Any]:
     """The scaling sweep as a suite (a dict with the suite file's schema): one ``[[task]]`` per ``p``
     (label ``p<p>``: ``ridge_per_feature`` with ``n = n_factor * p``, ``p`` and ``task_params``; above
     ``sparse_above``, also ``sparse_params``, default :data:`SPARSE_PARAMS`), the configurations as
-    ``[[tuner]]`` tables, the budget (``seconds``, ``steps``) and the ``seeds``."""
+    ``[[tuner]]`` tables, the budget (``seconds``, ``steps``) and the ``seeds``.
+
+    With ``row_nnz``, a sparse size's density is ``row_nnz / p`` instead (rows keep ``row_nnz`` expected
+    non-zeros at every size, so the data, and one matrix-vector product, grow like ``p``; at a fixed density
+    they grow like ``n p ~ p^2``)."""
     budget: dict[str, Any] = {}
     if steps is not None:
         budget["steps"] = int(steps)
@@ -630,6 +634,8 @@ def scaling_suite(ps: list[int], configs: list[TunerConfig], *, seconds: float |
         params = {"n": n_factor * p, "p": p, **(task_params or {})}
         if sparse_above is not None and p > sparse_above:
             params.update(SPARSE_PARAMS if sparse_params is None else sparse_params)
+            if row_nnz is not None:
+                params["density"] = row_nnz / p
         tasks.append({"name": SCALING_TASK, "label": f"p{p}", "params": params})
     return {"name": "scaling", "description": f"sweep scaling: {SCALING_TASK}, n = {n_factor} p, "
             f"p = {', '.join(map(str, ps))}", "seeds": list(seeds), "budget": budget, "task": tasks,
@@ -814,7 +820,8 @@ class ScalingResult:
     run: Any
 
 
-def _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_above, task_params=None) -> None:
+def _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_above, task_params=None,
+                        row_nnz=None) -> None:
     if not ps:
         raise SweepError("option --p needs at least one size")
     for p in ps:
@@ -841,6 +848,16 @@ def _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_abov
             if k in (task_params or {}):
                 raise SweepError(f"option --param: `{k}` is set by --sparse-above for p > {sparse_above} "
                                  f"({k} = {SPARSE_PARAMS[k]!r}), not by --param; drop one of them")
+    if row_nnz is not None:
+        if sparse_above is None:
+            raise SweepError("option --row-nnz sets the density of the sparse sizes: it needs --sparse-above")
+        if isinstance(row_nnz, bool) or not isinstance(row_nnz, (int, float)) or not math.isfinite(row_nnz) \
+                or row_nnz <= 0:
+            raise SweepError(f"option --row-nnz must be a number > 0, but got {row_nnz!r}")
+        dense_ps = [p for p in ps if p > sparse_above and row_nnz > p]
+        if dense_ps:
+            raise SweepError(f"option --row-nnz: {row_nnz:g} non-zeros per row needs p >= {row_nnz:g}, but the "
+                             f"sparse sizes include p = {', '.join(map(str, dense_ps))}")
 
 
 def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, target: float = 1e-3,
@@ -850,7 +867,7 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
             oracle_cache: str | Path | None = None, workers: int = 1, threads: int | None = None,
             timeout: float | None = None, resume: bool = False, force: bool = False, retry_failed: bool = False,
             sparse_above: int | None = None, sparse_params: dict[str, Any] | None = None,
-            argv: list[str] | None = None, reporter: Any = None,
+            row_nnz: float | None = None, argv: list[str] | None = None, reporter: Any = None,
             progress: Callable[[str], None] | None = None) -> ScalingResult:
     """Time-to-target of each configuration on ``ridge_per_feature`` for every ``p`` in ``ps``, run by the harness.
 
@@ -862,7 +879,8 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
     to target is then read from its records by TargetRecorder's rule (:func:`target_trace`), and
     :func:`fit_exponents` fits the exponent in p. With ``sparse_above``, the sizes ``p > sparse_above`` run on
     sparse data (``sparse_params``, default :data:`SPARSE_PARAMS`: text-like CSR rows, density 1e-3; same
-    ``n = n_factor * p``), where the references are matrix-free and certified.
+    ``n = n_factor * p``), where the references are matrix-free and certified; ``row_nnz`` sets their density to
+    ``row_nnz / p`` (:func:`scaling_suite`).
 
     Raises:
         SweepError: bad input, or a folder ``OUT/run`` that cannot take this run (the message says why).
@@ -871,7 +889,7 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
 
     ps = list(ps)
     seeds = list(seeds)
-    _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_above, task_params)
+    _check_scaling_args(ps, target, n_factor, seeds, seconds, steps, sparse_above, task_params, row_nnz)
     extra = dict(task_params or {})
     for k in ("n", "p", "seed", "dtype", "device"):
         if k in extra:
@@ -880,7 +898,7 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
     check_out_folder(out)
     suite_file = out / "suite.toml"
     d = scaling_suite(ps, configs, seconds=seconds, steps=steps, n_factor=n_factor, seeds=seeds, task_params=extra,
-                      sparse_above=sparse_above, sparse_params=sparse_params)
+                      sparse_above=sparse_above, sparse_params=sparse_params, row_nnz=row_nnz)
     header = ("Written by `hpo-bench sweep scaling` (hpo_bench.analysis.sweep.scaling_suite). From this folder,\n"
               "  hpo-bench run suite.toml --out run --workers 1 --resume\nruns (or continues) the same cells.")
     run_dir = out / "run"
@@ -906,7 +924,7 @@ def scaling(ps: list[int], configs: list[TunerConfig], out: str | Path, *, targe
     info = {"task": SCALING_TASK, "task_params": extra, "ps": ps, "n_factor": n_factor, "seeds": seeds,
             "target": target, "budget": {"steps": steps, "seconds": seconds}, "sparse_above": sparse_above,
             "sparse_params": (SPARSE_PARAMS if sparse_params is None else sparse_params)
-            if sparse_above is not None else None,
+            if sparse_above is not None else None, "row_nnz": row_nnz,
             "configs": [c.table() for c in configs], "suite": suite_file.name, "run": run_dir.name,
             "oracle_cache": str(cache),
             "oracles": {f"{lab}/seed{s}": asdict(o) for (lab, s), o in oracles.items()},

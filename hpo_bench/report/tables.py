@@ -642,6 +642,7 @@ def oracle_table(oracles: list[tuple[str, Any]]) -> Table:
                           "so this F* depends on the machine")
         budget = getattr(o, "max_evals", 0)
         polished = getattr(o, "polished", 0)
+        stat = getattr(o, "stationarity", None)
         rows.append({"_group": label, "task": label, "seed": str(o.seed), "f": fmt(o.val_loss, 8),
                      "init": fmt(o.init_val_loss, 6),
                      "hp": hp_text,
@@ -652,12 +653,15 @@ def oracle_table(oracles: list[tuple[str, Any]]) -> Table:
                      "_bold": ("source",) if failed or not complete else (),
                      "winner": getattr(o, "winner", ""),
                      "evals": str(o.n_evals) + (f" / {budget}" if budget else "")
-                     + (f" (+{polished} polished)" if polished else ""), "s": fmt(o.seconds, 3)})
+                     + (f" (+{polished} polished)" if polished else ""),
+                     "stat": "–" if stat is None else fmt(float(stat), 2), "s": fmt(o.seconds, 3)})
         raw.append({"task": label, "name": o.task, "params": json.dumps(o.params, sort_keys=True), "seed": o.seed,
                     "oracle_val_loss": o.val_loss, "init_val_loss": o.init_val_loss, "gap": o.gap,
                     "method": o.method, "n_evals": o.n_evals, "max_evals": budget, "starts": o.starts,
                     "polished": polished, "winner": getattr(o, "winner", ""), "source": source,
                     "complete": complete, "seconds": o.seconds, "hp": json.dumps(o.hp),
+                    "stationarity": stat, "best_bound": getattr(o, "best_bound", None),
+                    "reference_bound": getattr(o, "reference_bound", None),
                     "key": o.key, "notes": "; ".join(o.notes)})
     notes = alarms + [
         "≤ 2 hyperparameters: dense grid of the reference solve + L-BFGS-B polish (grid cells, then the whole box); "
@@ -666,11 +670,14 @@ def oracle_table(oracles: list[tuple[str, Any]]) -> Table:
         "feasible set. Budgets are counts of evaluations (evaluations: spent / budget), never seconds, so F* is "
         "the same on every machine; computed after the run, never in tuner time; found by: the start that won; "
         "source: the oracle, or a tuner's record that was below it beyond rounding (an oracle failure, the "
-        "method column then ends in +records); seconds: wall time of the computation"]
+        "method column then ends in +records); max |P∇F|: the largest entry of the projected gradient of F at λ* "
+        "(in the tuned coordinates, entries at a bound pointing out of the box count 0; 0 at an exact stationary "
+        "point; – where λ* was reached without a gradient); seconds: wall time of the computation"]
     return Table("oracle", "Oracle (best-known optimum) per task instance.",
                  [("task", "task"), ("seed", "seed"), ("f", "F*"), ("init", "F(init)"), ("hp", "λ*"),
                   ("source", "F* source"), ("winner", "found by"), ("method", "method"), ("evals", "evaluations"),
-                  ("s", "seconds")], rows, pd.DataFrame(raw),
+                  ("stat", "max |P∇F|"), ("s", "seconds")], rows, pd.DataFrame(raw),
                  align={"task": "l", "hp": "l", "method": "l", "source": "l", "winner": "l"}, notes=notes,
-                 latex_columns=["task", "seed", "f", "init", "winner", "evals", "s"], digits={"f": 8, "init": 6},
+                 latex_columns=["task", "seed", "f", "init", "winner", "evals", "stat", "s"],
+                 digits={"f": 8, "init": 6},
                  widths={"winner": "0.26\\linewidth", "evals": "0.13\\linewidth"})
