@@ -446,6 +446,10 @@ def test_cli_scaling_writes_suite_run_records_and_figure(monkeypatch, capsys, tm
     (["scaling", "--tuners-file", "/nonexistent/t.toml"], "option --tuners-file '/nonexistent/t.toml': cannot read"),
     (["scaling", "--sparse-above", "-1"], "option --sparse-above must be an integer >= 0, but got -1"),
     (["scaling", "--sparse-above", "10", "--param", 'dataset="diabetes"'], "`dataset` is set by --sparse-above"),
+    (["scaling", "--row-nnz", "5"], "option --row-nnz sets the density of the sparse sizes: it needs --sparse-above"),
+    (["scaling", "--sparse-above", "10", "--row-nnz", "0"], "option --row-nnz must be a number > 0, but got 0"),
+    (["scaling", "--p", "20,40", "--sparse-above", "10", "--row-nnz", "30"],
+     "option --row-nnz: 30 non-zeros per row needs p >= 30, but the sparse sizes include p = 20"),
 ])
 def test_cli_sweep_bad_input_is_one_line_exit_2(monkeypatch, capsys, tmp_path, args, needle):
     code, out, err = invoke(monkeypatch, capsys, "sweep", *args, "--out", str(tmp_path / "o"))
@@ -461,6 +465,11 @@ def test_scaling_suite_puts_sizes_above_sparse_above_on_text_like_data():
     assert params["p5"] == {"n": 25, "p": 5, "noise": 0.5} and params["p10"] == {"n": 50, "p": 10, "noise": 0.5}
     assert params["p20"] == {"n": 100, "p": 20, "noise": 0.5, "dataset": "text-like", "density": 1e-3}
     assert [t["params"] for t in scaling_suite([20], CFGS[:1])["task"]] == [{"n": 100, "p": 20}]  # default: dense
+    # --row-nnz: the same expected non-zeros per row at every sparse size (density K / p)
+    d = scaling_suite([5, 20, 40], CFGS[:1], sparse_above=10, row_nnz=4)
+    assert [t["params"].get("density") for t in d["task"]] == [None, 0.2, 0.1]
+    rows = get_task("ridge_per_feature", **d["task"][2]["params"]).x_train
+    assert 2 < rows._nnz() / rows.shape[0] < 8  # about 4 per row
 
 
 def test_cli_scaling_sparse_above_runs_the_large_sizes_on_sparse_data(monkeypatch, capsys, tmp_path):
