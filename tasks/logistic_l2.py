@@ -530,7 +530,8 @@ class LogisticL2(DescribesDataset, Task):
         gtol = self.REFERENCE_GTOL * max(scale, 1e-300)
         w, info = newton_cg(lambda v: self.inner_loss(v, theta), lambda v: self.inner_grad(v, theta),
                             lambda v: (lambda u, c=self.curvature(v): self.hvp_at(c, pen, u)), start, gtol=gtol,
-                            polish=self.REFERENCE_POLISH)
+                            polish=self.REFERENCE_POLISH,
+                            precond_at=lambda v: 1.0 / self.hessian_diagonal(self.curvature(v), pen))
         if not info.converged:
             raise SolveError(f"{self.name}: Newton-CG stopped at ||grad|| = {info.grad_norm:.2e} after "
                              f"{info.iterations} iterations (target {gtol:.1e})")
