@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,10 @@ def scaling_figure(table: pd.DataFrame, out: Path, *, fits: pd.DataFrame | None 
     fit_by = {r["label"]: r for r in fits.to_dict("records")} if fits is not None else {}
     with sns.axes_style("whitegrid"), plt.rc_context(rc_for("paper")):
         fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.4))
-        fig.subplots_adjust(left=0.1, right=0.99, top=0.9 if title else 0.95, bottom=0.34, wspace=0.27)
+        # a long title (sparse sizes, rows of fixed size, budgets) wraps instead of running off the figure
+        title = "\n".join(textwrap.wrap(title, 110)) if title else ""
+        fig.subplots_adjust(left=0.1, right=0.99, top=(0.9 if "\n" not in title else 0.86) if title else 0.95,
+                            bottom=0.34, wspace=0.27)
         n_miss: dict[tuple[Any, int], int] = {}
         for ax, y, spent, ylabel in ((axes[0], "time_to_target_s", "tuner_seconds", "tuner time to target (s)"),
                                      (axes[1], "cost_to_target", "cost", "cost units to target")):
