@@ -28,8 +28,9 @@ stay sparse (torch CSR, never densified, not standardised: centring would densif
 References (:meth:`LogisticL2.reference`). Route ``"dense"`` (damped Newton with the dense Hessian,
 one solve for ``q``) for dense data with ``p <= REFERENCE_DENSE_MAX``; route ``"newton-cg"``
 otherwise (or with ``reference = "matrix_free"``): Newton-CG to ``||grad_w|| <= REFERENCE_GTOL *
-||grad_w(0)||`` plus ``REFERENCE_POLISH`` (one) polishing step, then Jacobi-preconditioned CG on
-``H q = grad outer(w)`` to ``REFERENCE_RTOL``. Both report a certified bound on ``||g - dF/dtheta||_2``:
+||grad_w(0)||`` (Jacobi-preconditioned directions) plus ``REFERENCE_POLISH`` (one) polishing step, then
+Jacobi-preconditioned CG on ``H q = grad outer(w)`` to ``REFERENCE_RTOL``. Both report a certified bound
+on ``||g - dF/dtheta||_2``:
 
 * ``mu``: ``H(w') >= mu I`` on a ball ``B(w, R)``. With ``z_i = x1_i . w`` and ``s(z) = sigma(z)(1 - sigma(z))``
   (even, decreasing in ``|z|``), every ``w'`` in the ball has curvature ``s_i(w') >= s(|z_i| + ||x1_i|| R)

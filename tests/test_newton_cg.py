@@ -7,7 +7,7 @@ import torch
 
 from hpo_bench.core.solvers import _cg_direction, newton_cg
 
-torch.set_default_dtype(torch.float64)
+F64 = torch.float64
 
 
 def _spd(p: int, seed: int = 0, low: float = -13.8, k: int = 20) -> torch.Tensor:
@@ -15,15 +15,15 @@ def _spd(p: int, seed: int = 0, low: float = -13.8, k: int = 20) -> torch.Tensor
     features occur in the ``n = 3k`` rows (the rest are rare words: empty columns), ``lam`` log-uniform over
     ``[exp(low), 1]``, so ``H`` has about ``p`` distinct eigenvalues."""
     g = torch.Generator().manual_seed(seed)
-    lam = torch.exp(torch.empty(p).uniform_(low, 0.0, generator=g))
-    a = torch.zeros(3 * k, p)
-    a[:, :k] = torch.randn(3 * k, k, generator=g)
+    lam = torch.exp(torch.empty(p, dtype=F64).uniform_(low, 0.0, generator=g))
+    a = torch.zeros(3 * k, p, dtype=F64)
+    a[:, :k] = torch.randn(3 * k, k, generator=g, dtype=F64)
     return torch.diag(lam) + a.T @ a / (3 * k)
 
 
 def test_jacobi_preconditioning_removes_an_iteration_per_distinct_small_eigenvalue():
     h = _spd(400)
-    g = torch.randn(400, generator=torch.Generator().manual_seed(1))
+    g = torch.randn(400, generator=torch.Generator().manual_seed(1), dtype=F64)
     exact = -torch.linalg.solve(h, g)
     tol = 1e-8 * float(g.norm())  # well above the drift of CG's recursive residual (~eps kappa ||g||)
     plain, k_plain, neg_plain = _cg_direction(lambda v: h @ v, g, tol, 4000)
@@ -41,7 +41,7 @@ def test_an_unreachable_tolerance_stops_on_the_stall_not_at_max_iter():
     """A polishing step may ask for more than rounding allows (here: a zero residual): the loop stops once
     its residual is at rounding level instead of running max_iter HVPs, and returns the solution."""
     h = _spd(200, low=-9.2)
-    g = torch.randn(200, generator=torch.Generator().manual_seed(2))
+    g = torch.randn(200, generator=torch.Generator().manual_seed(2), dtype=F64)
     for precond in (None, 1.0 / torch.diagonal(h)):
         d, k, neg = _cg_direction(lambda v: h @ v, g, 0.0, 100_000, precond=precond)
         assert not neg and k < 2000  # the tolerance 0 is never met
@@ -51,7 +51,7 @@ def test_an_unreachable_tolerance_stops_on_the_stall_not_at_max_iter():
 
 def test_newton_cg_with_jacobi_reaches_the_closed_form_minimiser():
     h = _spd(300, seed=3, low=-9.2)
-    b = torch.randn(300, generator=torch.Generator().manual_seed(4))
+    b = torch.randn(300, generator=torch.Generator().manual_seed(4), dtype=F64)
     w_star = torch.linalg.solve(h, b)
 
     def loss(w):
@@ -62,7 +62,7 @@ def test_newton_cg_with_jacobi_reaches_the_closed_form_minimiser():
 
     hvps = []
     for precond_at in (None, lambda w: 1.0 / torch.diagonal(h)):
-        w, info = newton_cg(loss, grad, lambda w: (lambda v: h @ v), torch.zeros(300), gtol=1e-10 * float(b.norm()),
+        w, info = newton_cg(loss, grad, lambda w: (lambda v: h @ v), torch.zeros(300, dtype=F64), gtol=1e-10 * float(b.norm()),
                             precond_at=precond_at, polish=1)
         assert info.converged
         lam_min = float(torch.linalg.eigvalsh(h)[0])
