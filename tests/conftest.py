@@ -24,6 +24,29 @@ def pytest_unconfigure(config):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def pytest_collection_finish(session):
+    """A test module that sets torch's default dtype at import changes it for every later test of its
+    process (an xdist worker runs hundreds): refuse the run, naming the rule."""
+    import torch
+
+    if torch.get_default_dtype() != torch.float32:
+        raise pytest.UsageError(f"a test module set torch's default dtype to {torch.get_default_dtype()} at "
+                                "import; pass dtype= to the tensors it builds instead")
+
+
+@pytest.fixture(autouse=True)
+def _default_dtype_unchanged():
+    """A test that changes torch's default dtype fails (and the dtype is restored for the next one)."""
+    import torch
+
+    before = torch.get_default_dtype()
+    yield
+    after = torch.get_default_dtype()
+    if after != before:
+        torch.set_default_dtype(before)
+        pytest.fail(f"the test changed torch's default dtype from {before} to {after}; pass dtype= instead")
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread for the test (restored after): the non-smooth tests time nothing, but their
