@@ -117,7 +117,8 @@ _TEX_SPECIAL = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "$": "\\$", "
                 "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}"}
 _TEX_UNICODE = {"±": "$\\pm$", "→": "$\\to$", "—": "---", "≥": "$\\geq$", "≤": "$\\leq$", "λ": "$\\lambda$",
                 "×": "$\\times$", "·": "$\\cdot$", "✓": "yes", "✗": "no", "†": "$^\\dagger$",
-               "∞": "$\\infty$", "∈": "$\\in$", "−": "$-$", "↑": "$\\uparrow$", "–": "--"}
+               "∞": "$\\infty$", "∈": "$\\in$", "−": "$-$", "↑": "$\\uparrow$", "–": "--",
+                "‖": "$\\|$", "∇": "$\\nabla$"}
 
 
 def tex_escape(text: str) -> str:
@@ -670,13 +671,13 @@ def oracle_table(oracles: list[tuple[str, Any]]) -> Table:
         "feasible set. Budgets are counts of evaluations (evaluations: spent / budget), never seconds, so F* is "
         "the same on every machine; computed after the run, never in tuner time; found by: the start that won; "
         "source: the oracle, or a tuner's record that was below it beyond rounding (an oracle failure, the "
-        "method column then ends in +records); max |P∇F|: the largest entry of the projected gradient of F at λ* "
+        "method column then ends in +records); ‖P∇F‖∞: the largest entry of the projected gradient of F at λ* "
         "(in the tuned coordinates, entries at a bound pointing out of the box count 0; 0 at an exact stationary "
         "point; – where λ* was reached without a gradient); seconds: wall time of the computation"]
     return Table("oracle", "Oracle (best-known optimum) per task instance.",
                  [("task", "task"), ("seed", "seed"), ("f", "F*"), ("init", "F(init)"), ("hp", "λ*"),
                   ("source", "F* source"), ("winner", "found by"), ("method", "method"), ("evals", "evaluations"),
-                  ("stat", "max |P∇F|"), ("s", "seconds")], rows, pd.DataFrame(raw),
+                  ("stat", "‖P∇F‖∞"), ("s", "seconds")], rows, pd.DataFrame(raw),
                  align={"task": "l", "hp": "l", "method": "l", "source": "l", "winner": "l"}, notes=notes,
                  latex_columns=["task", "seed", "f", "init", "winner", "evals", "stat", "s"],
                  digits={"f": 8, "init": 6},
