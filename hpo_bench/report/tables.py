@@ -679,6 +679,6 @@ def oracle_table(oracles: list[tuple[str, Any]]) -> Table:
                   ("source", "F* source"), ("winner", "found by"), ("method", "method"), ("evals", "evaluations"),
                   ("stat", "‖P∇F‖∞"), ("s", "seconds")], rows, pd.DataFrame(raw),
                  align={"task": "l", "hp": "l", "method": "l", "source": "l", "winner": "l"}, notes=notes,
-                 latex_columns=["task", "seed", "f", "init", "winner", "evals", "stat", "s"],
+                 latex_columns=["task", "seed", "f", "init", "winner", "evals", "s"],
                  digits={"f": 8, "init": 6},
                  widths={"winner": "0.26\\linewidth", "evals": "0.13\\linewidth"})
