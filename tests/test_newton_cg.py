@@ -62,8 +62,8 @@ def test_newton_cg_with_jacobi_reaches_the_closed_form_minimiser():
 
     hvps = []
     for precond_at in (None, lambda w: 1.0 / torch.diagonal(h)):
-        w, info = newton_cg(loss, grad, lambda w: (lambda v: h @ v), torch.zeros(300, dtype=F64), gtol=1e-10 * float(b.norm()),
-                            precond_at=precond_at, polish=1)
+        w, info = newton_cg(loss, grad, lambda w: (lambda v: h @ v), torch.zeros(300, dtype=F64),
+                            gtol=1e-10 * float(b.norm()), precond_at=precond_at, polish=1)
         assert info.converged
         lam_min = float(torch.linalg.eigvalsh(h)[0])
         assert float((w - w_star).norm()) <= float(grad(w).norm()) / lam_min * (1 + 1e-6) + 1e-15

@@ -208,7 +208,6 @@ class _Objective:
         self.wall_deadline = wall_deadline
         self.wall_timed_out = False
         self.capped = 0  # L-BFGS-B runs stopped on their evaluation cap
-        self.restarts = 0  # L-BFGS-B restarts from a run's best point (_lbfgsb)
         self.anchor: tuple[np.ndarray, float, np.ndarray] | None = None
         self.warm: Any = None  # the last reference's warm-start state (Task.reference)
         self.routes: set[str] = set()  # routes of the references used (Reference.route)
@@ -359,7 +358,6 @@ def _lbfgsb(obj: _Objective, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray, eva
                 break  # converged, or no feasible point to restart from
             if math.isfinite(before) and not before - run_best[0] > RESTART_RTOL * max(abs(before), 1e-300):
                 break  # the restart found nothing lower: a stationary point to the precision of F
-            obj.restarts += 1
             x = run_best[1]
     except _OutOfBudget:
         obj.capped += 1  # the best point seen is kept by the objective

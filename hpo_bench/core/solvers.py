@@ -146,7 +146,8 @@ def _cg_direction(hvp: Callable[[torch.Tensor], torch.Tensor], g: torch.Tensor, 
     ``precond``: the inverse of a positive diagonal preconditioner (``1 / diag(H)``, Jacobi), or ``None``.
     Per-feature penalties on sparse data give ``H`` thousands of distinct tiny eigenvalues on the rare
     features (each ``lam_j`` plus little data); Jacobi maps each such isolated diagonal entry to one, so
-    plain CG's iteration per distinct eigenvalue goes away. ``tol`` bounds the true residual ``||H d + g||``.
+    plain CG's iteration per distinct eigenvalue goes away. ``tol`` bounds CG's recursive residual, which
+    drifts from the true ``||H d + g||`` by about ``eps cond(H) ||g||``.
     ``p^T H p <= 0`` once the residual is already below ``1e-3 ||g||`` is rounding in a
     direction of tiny curvature, not evidence of a saddle: the iterate is returned as is. A residual
     at rounding level (:data:`CG_FLOOR`) ends the loop as if ``tol`` were met.
