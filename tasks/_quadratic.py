@@ -371,6 +371,13 @@ class QuadraticTask(Task):
         chol = self._factor(theta)
         return torch.cholesky_solve((2 * self.a * self.xty).unsqueeze(1), chol).squeeze(1)
 
+    def solve_from(self, theta: torch.Tensor, w0: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`solve`, with the CG route's solve started from ``w0`` (the same ``REFERENCE_RTOL``; the dense
+        route factorises and ignores it)."""
+        if self.reference_route() != "cg" or w0 is None:
+            return self.solve(theta)
+        return self._mf_cache.get(theta, lambda th: self._cg_solve(th, 2 * self.a * self.xty, w0.detach())[0])
+
     def _cg_solve(self, theta: torch.Tensor, rhs: torch.Tensor, x0: torch.Tensor | None, tol: float | None = None):
         """Jacobi-preconditioned CG on ``H x = rhs`` to relative residual ``tol`` (default ``REFERENCE_RTOL``)."""
         d2 = 2 * self.b * self.penalty_vector(theta.detach())

@@ -543,6 +543,13 @@ class LogisticL2(DescribesDataset, Task):
         ``REFERENCE_GTOL`` relative to ``||grad(0)||``, + ``REFERENCE_POLISH``), memoised on ``theta``."""
         return self._cache.get(theta, self._solve)
 
+    def solve_from(self, theta: torch.Tensor, w0: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`solve`, with the matrix-free route's Newton-CG started from ``w0`` (the same tolerance; the dense
+        route's Newton starts at the init)."""
+        if self.reference_route() == "dense" or w0 is None:
+            return self.solve(theta)
+        return self._cache.get(theta, lambda th: self._solve(th, w0))
+
     def reference_hypergradient(self, theta: torch.Tensor) -> torch.Tensor:
         """Dense implicit differentiation at the Newton solution: ``-lam . beta* . H^{-1} grad outer``."""
         return self.reference(theta).grad

@@ -344,6 +344,15 @@ class Task(ABC):
     def solve(self, theta: torch.Tensor) -> torch.Tensor:
         """Reference inner solution ``w*(theta)`` (closed form, or converged to ~1e-12)."""
 
+    def solve_from(self, theta: torch.Tensor, w0: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`solve`'s ``w*(theta)``, with the iterative solve started from ``w0`` where the task has one.
+
+        The same accuracy as :meth:`solve` (a warm start changes the work, never the stopping rule);
+        ``w0 = None`` starts cold. The gradient tuner's ``inner = "exact"`` calls it with the previous outer
+        step's solution. Default: :meth:`solve` (``w0`` unused), right for closed forms and factorisations.
+        """
+        return self.solve(theta)
+
     def reference_hypergradient(self, theta: torch.Tensor) -> torch.Tensor:
         """Ground-truth ``dF/dtheta``; default: dense implicit differentiation at :meth:`solve`."""
         return implicit_reference(self, theta)

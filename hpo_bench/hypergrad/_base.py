@@ -26,11 +26,15 @@ class Hypergradient:
             products of the inner gradient), ``grad_evals`` (inner-gradient evaluations),
             ``outer_grad_evals``, and method specifics (``iterations``, ``residual``,
             ``converged``).
+        adjoint: the solution ``q`` of the implicit methods' linear system ``H q = grad outer`` (detached),
+            ``None`` where a method forms none; a method with :attr:`MethodInfo.warm_adjoint` takes it back
+            as ``x0`` at the next call.
     """
 
     grad: torch.Tensor
     w: torch.Tensor
     stats: dict[str, Any] = field(default_factory=dict)
+    adjoint: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class MethodInfo:
             the Hessian) or ``"p x m"`` (``n_params x n_hyper``), with what it is after a colon
             (``"p x p: the Hessian and its Cholesky factor"``); ``None`` for a matrix-free method.
             Suite validation refuses it on tasks above :data:`hpo_bench.running.suite.DENSE_MAX_PARAMS`.
+        warm_adjoint: the method takes ``x0=``, a starting point for its iterative solve of ``H q = v``
+            (e.g. the previous outer step's :attr:`Hypergradient.adjoint`), and its stopping rule does not
+            depend on it: a warm start changes the work, never the accuracy.
     """
 
     kind: str
@@ -63,6 +70,7 @@ class MethodInfo:
     requires: frozenset[str] = frozenset()
     requires_if: Mapping[tuple[str, Any], frozenset[str]] = field(default_factory=dict)
     dense: str | None = None
+    warm_adjoint: bool = False
 
     def required_tags(self, opts: Mapping[str, Any]) -> frozenset[str]:
         """The task tags this method needs with options ``opts``."""
@@ -76,7 +84,7 @@ class MethodInfo:
 def hypergradient_method(name: str, *, kind: str, exact: bool, knob: str | None, summary: str,
                          options: Mapping[str, Option] | None = None, requires: frozenset[str] = frozenset(),
                          requires_if: Mapping[tuple[str, Any], frozenset[str]] | None = None,
-                         dense: str | None = None) -> Callable:
+                         dense: str | None = None, warm_adjoint: bool = False) -> Callable:
     """Register ``fn(task, w, theta, **opts) -> Hypergradient`` under ``name``.
 
     The registered function checks the declared ``options`` on every call (the same
@@ -99,7 +107,8 @@ def hypergradient_method(name: str, *, kind: str, exact: bool, knob: str | None,
             return fn(task, w, theta, **opts)
 
         checked.info = MethodInfo(kind=kind, exact=exact, knob=knob, summary=summary, options=schema,
-                                  requires=frozenset(requires), requires_if=dict(requires_if or {}), dense=dense)
+                                  requires=frozenset(requires), requires_if=dict(requires_if or {}), dense=dense,
+                                  warm_adjoint=warm_adjoint)
         checked.method_name = name
         register_method(checked, name=name)
         return checked

@@ -38,7 +38,7 @@ def _finish(task: Task, w: torch.Tensor, lin: Linearization, q: torch.Tensor, st
             grad: torch.Tensor | None = None) -> Hypergradient:
     grad = -lin.cross_vjp(q) if grad is None else grad
     stats = {"hvp": lin.n_hvp, "grad_evals": 1, "outer_grad_evals": 1, **stats}
-    return Hypergradient(grad=grad.detach(), w=w.detach(), stats=stats)
+    return Hypergradient(grad=grad.detach(), w=w.detach(), stats=stats, adjoint=q.detach())
 
 
 def _error_bound(lin: Linearization, v: torch.Tensor, q: torch.Tensor, mu: float, jn: float, hq: torch.Tensor
@@ -257,7 +257,8 @@ def _jacobi(lin: Linearization, precond: str, task: Task) -> torch.Tensor | None
 @hypergradient_method("cg", kind="implicit", exact=True, knob="max_iter",
                       summary="conjugate gradients on H q = grad outer (Jacobi-preconditioned where cheap); stops on a "
                               "certified bound of its hypergradient error (tol, relative)",
-                      options=CG_OPTIONS, requires_if={("precond", "jacobi"): frozenset({"hessian-diagonal"})})
+                      options=CG_OPTIONS, requires_if={("precond", "jacobi"): frozenset({"hessian-diagonal"})},
+                      warm_adjoint=True)
 def cg(task: Task, w: torch.Tensor, theta: torch.Tensor, *, tol: float = 1e-10, max_iter: int | None = None,
        x0: torch.Tensor | None = None, precond: str = "auto") -> Hypergradient:
     """CG on ``H q = v`` until a certified bound of the hypergradient error is at most ``tol`` (relative).
@@ -282,8 +283,16 @@ def cg(task: Task, w: torch.Tensor, theta: torch.Tensor, *, tol: float = 1e-10, 
     task's linearization has it for free (e.g. ridge: ``2a diag(G) + 2b d``), ``"jacobi"``
     insists on it (an error where the task has none), ``"none"`` is textbook CG.
     Preconditioning changes the path, never the answer or the stopping rule.
+
+    ``x0``: a start for ``q`` (e.g. the previous outer step's :attr:`Hypergradient.adjoint`: the gradient
+    tuner passes it with ``warm_start``). The stopping rule is the same from any start; an ``x0`` of the wrong
+    shape or with non-finite entries is ignored (a cold start).
     """
     w, theta, lin, v = _start(task, w, theta)
+    if x0 is not None:
+        x0 = x0.detach().to(dtype=v.dtype, device=v.device)
+        if x0.shape != v.shape or not bool(torch.isfinite(x0).all()):
+            x0 = None
     max_iter = 2 * v.shape[0] + 10 if max_iter is None else int(max_iter)
     minv = _jacobi(lin, precond, task)
     dense = lin.dense()

@@ -3,7 +3,8 @@
 One outer step::
 
     w      <- inner solver from w (warm start) or from task.init_params(), T steps at theta
-    g      <- hypergradient method at (w, theta)         # unrolled methods run the T steps themselves
+    g      <- hypergradient method at (w, theta)         # unrolled methods run the T steps themselves;
+                                                         # cg starts from the previous step's adjoint q
     record    (clock paused: losses, reference hypergradient, errors)
     theta  <- project(outer optimiser step on theta with gradient g)
 
@@ -138,7 +139,9 @@ class GradientTuner(Tuner):
         inner_steps: T, gradient steps (epochs for ``adam_per_example``) per outer step.
         inner_lr: inner step size; ``None`` for ``gd`` means ``1/L`` by power iteration at
             every outer step (its HVPs are counted).
-        warm_start: start each inner solve from the previous one (optimiser moments too).
+        warm_start: start each inner solve from the previous one (optimiser moments too; ``inner = "exact"``:
+            :meth:`Task.solve_from` the previous solution), and the adjoint solve of a method with
+            ``warm_adjoint`` (``cg``) from the previous step's adjoint. Either start changes the work only.
         outer: ``sgd``, ``adam`` or ``rmsprop`` on theta (``outer_lr``, ``outer_momentum``), or
             ``lbfgs``: scipy's L-BFGS-B with its default settings, bounds handled by L-BFGS-B, one
             row per function evaluation, restarted from the incumbent while that helps (module
@@ -242,9 +245,12 @@ class GradientTuner(Tuner):
             recorder.add_cost(inner_steps=self.inner_steps if self.inner != "exact" else 0, grad_evals=n_grad,
                               inner_solves=1 if self.inner == "exact" else 0)
             opts = dict(self.method_opts)
+            if self.warm_start and self.method.info.warm_adjoint and state.q is not None:
+                opts["x0"] = state.q  # the previous step's adjoint: less work, the same stopping rule
             if self.method.method_name in ("neumann", "fixed_point") and "alpha" not in opts and self.inner == "gd":
                 opts["alpha"] = lr  # the inner step size is the natural Neumann step (Lorraine et al. 2020)
             hg = self.method(task, state.w, theta, **opts)
+            state.q = hg.adjoint
         recorder.add_cost(hvps=hg.stats.get("hvp", 0), grad_evals=hg.stats.get("grad_evals", 0))
         return hg, state
 

@@ -32,6 +32,8 @@ class InnerState:
     v: torch.Tensor | None = None
     t: int = 0
     trace: list[float] | None = field(default=None)  # per-example losses, when asked for
+    solved: bool = False  # w is an exact inner solution (of the previous theta): a warm start for the next
+    q: torch.Tensor | None = None  # the previous step's adjoint solution, for methods that take a start (x0)
 
     @classmethod
     def fresh(cls, w: torch.Tensor) -> InnerState:
@@ -59,11 +61,15 @@ def run_inner(task: Task, theta: torch.Tensor, state: InnerState, *, solver: str
 
     ``steps`` counts gradient steps for ``gd``/``adam`` and *epochs* (passes over the
     training examples in order, one Adam step per example) for ``adam_per_example``.
-    ``exact`` calls :meth:`Task.solve` and uses no gradients.
+    ``exact`` calls :meth:`Task.solve_from` (from ``state.w`` once it is a previous exact solution) and uses
+    no gradients.
     """
     theta = theta.detach()
     if solver == "exact":
-        state.w = task.solve(theta).detach()
+        # from the previous exact solution (never from the init, which a task may solve better cold, e.g. by
+        # homotopy): a warm start changes the work, never the accuracy
+        state.w = task.solve_from(theta, state.w if state.solved else None).detach()
+        state.solved = True
         return 0
     if solver == "gd":
         for _ in range(steps):
