@@ -934,7 +934,7 @@ def sweep_scaling_cmd(
     p: str = typer.Option("1,10,100,1000", "--p", help="Comma-separated numbers of hyperparameters (= features)."),
     tuners: Optional[str] = typer.Option(None, "--tuners", help="Comma-separated default configurations "
                                          "(gradient-cg, [gradient-cg-lbfgs,] gradient-exact, gradient-cg-gd, tpe, "
-                                         "random); default: all of them unless --tuner/--tuners-file is given."),
+                                         "random, grid); default: all of them unless --tuner/--tuners-file is given."),
     tuner: Optional[list[str]] = typer.Option(None, "--tuner", help="Extra configuration: one TOML inline table "
                                               "with the keys of a suite [[tuner]] table, e.g. '{label = \"cg50\", "
                                               "name = \"gradient\", params = {method = \"cg\"}}' (repeatable)."),

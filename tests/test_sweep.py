@@ -18,7 +18,7 @@ from hpo_bench import get_task
 from hpo_bench.core.records import Budget
 from hpo_bench.core.registry import TUNERS
 from hpo_bench.analysis.oracle import compute_oracle
-from hpo_bench.analysis.sweep import (FIT_COLUMNS, FRONTIER_COLUMNS, SCALING_COLUMNS, SweepError, TunerConfig, default_grids,
+from hpo_bench.analysis.sweep import (FIT_COLUMNS, default_tuner_configs, FRONTIER_COLUMNS, SCALING_COLUMNS, SweepError, TunerConfig, default_grids,
                              fit_exponents, frontier, load_tuner_file, one_two_five, oracle_options,
                              parse_tuner_option, peak_memory, scaling, scaling_suite, select_tuners, suite_toml,
                              target_trace)
@@ -236,6 +236,18 @@ def test_scaling_runs_a_suite_through_the_harness(scaled):
     fits = res.fits.set_index("label")
     assert list(fits.columns) == list(FIT_COLUMNS)[1:] and fits.loc["stuck", "stops_from_p"] == 1
     assert fits.loc["stuck", "fit_points"] == 0 and math.isnan(fits.loc["stuck", "exponent_time"])
+
+
+def test_the_default_grid_is_a_shared_lambda_grid_of_50_points(tmp_path):
+    grid = [c for c in default_tuner_configs() if c.label == "grid"]
+    assert [(c.name, c.params) for c in grid] == [("grid", {"space": "block", "points": 50})]
+    res = scaling([1, 3], grid, tmp_path, target=1e-2, seconds=20.0, steps=60, seeds=[0], oracle_seconds=30.0)
+    assert (res.table["status"] == "ok").all() and list(res.table["evals"]) == [50, 50]  # the grid, then done
+    frame = pd.read_parquet(tmp_path / "run" / "records.parquet")
+    rows = frame[frame["cell_id"] == "p3__grid__seed0"]
+    thetas = np.array([list(t) for t in rows["theta"]])
+    assert thetas.shape == (50, 3) and np.all(thetas == thetas[:, :1])  # one λ shared by the 3 features
+    assert len(np.unique(thetas[:, 0])) == 50
 
 
 def test_replayed_rule_matches_target_recorder():

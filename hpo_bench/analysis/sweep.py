@@ -476,7 +476,9 @@ class TunerConfig:
 #: Default configurations. The gradient tuner with CG or exact hypergradients at the exact inner solve
 #: (so they differ only in the hypergradient's cost), and with CG after 100 warm-started gradient-descent
 #: inner steps (matrix-free throughout: the paper suite's tuned setting), all with Adam on log λ at lr 0.05;
-#: TPE and random search with a reference inner solve per evaluation.
+#: TPE, random search and grid search with a reference inner solve per evaluation; the grid has 50 points per
+#: block (``space = "block"``), so on the one per-feature block it is the shared-λ grid practitioners run (a
+#: full factorial grid has 50^p points).
 DEFAULT_TUNERS: tuple[TunerConfig, ...] = (
     TunerConfig("gradient-cg", "gradient", {"method": "cg", "inner": "exact", "outer": "adam", "outer_lr": 0.05}),
     TunerConfig("gradient-exact", "gradient", {"method": "exact", "inner": "exact", "outer": "adam",
@@ -485,6 +487,7 @@ DEFAULT_TUNERS: tuple[TunerConfig, ...] = (
                                                "outer_lr": 0.05}),
     TunerConfig("tpe", "tpe", {}),
     TunerConfig("random", "random", {}),
+    TunerConfig("grid", "grid", {"space": "block", "points": 50}),
 )
 #: Added to the defaults when the gradient tuner offers ``outer = "lbfgs"``.
 LBFGS_CONFIG = TunerConfig("gradient-cg-lbfgs", "gradient", {"method": "cg", "inner": "exact", "outer": "lbfgs"})
