@@ -27,22 +27,23 @@ def _cell(tuner: str, params: dict, steps: int, task: dict | None = None, seed: 
 
 
 def _expected_keep(rows: list[dict], every: int) -> list[bool]:
-    """The documented rule (records.VECTOR_EVERY), recomputed from the rows' own values."""
-    keep, best, best_ref = [], math.inf, math.inf
-    for i, r in enumerate(rows):
-        v, ref = r["val_loss"], r["val_loss_ref"]
-        k = (i == 0 or i == len(rows) - 1 or r["status"] != "ok" or (math.isfinite(v) and v < best)
-             or (math.isfinite(ref) and ref < best_ref) or r["step"] % every == 0)
-        best = min(best, v) if math.isfinite(v) else best
-        best_ref = min(best_ref, ref) if math.isfinite(ref) else best_ref
-        keep.append(k)
-    return keep
+    """The documented rule (records.VECTOR_EVERY), recomputed from the rows' own values: the first row, every
+    ``every``-th step, rows not ``ok``, the last row, the final incumbent and the lowest ``val_loss_ref``."""
+    def first_min(col: str) -> int:
+        vals = [r[col] if math.isfinite(r[col]) else math.inf for r in rows]
+        return vals.index(min(vals))
+
+    special = {0, len(rows) - 1, first_min("val_loss"), first_min("val_loss_ref")}
+    return [i in special or r["status"] != "ok" or r["step"] % every == 0 for i, r in enumerate(rows)]
 
 
 # ----------------------------------------------------------------------------- compact rows
-def test_compact_rows_keep_vectors_on_first_last_incumbent_and_every_kth_row(monkeypatch):
+@pytest.mark.parametrize("tuner, params", [("random", {}), ("gradient", GRADIENT)])
+def test_compact_rows_keep_vectors_on_first_last_incumbent_and_every_kth_row(monkeypatch, tuner, params):
     monkeypatch.setattr(records, "VECTOR_EVERY", 5)
-    rows = run_cell(_cell("random", {}, 17))
+    streamed, patches = [], []
+    rows = run_cell(_cell(tuner, params, 17), on_row=lambda r: streamed.append(copy.deepcopy(r)),
+                    on_patch=lambda i, cols: patches.append((i, cols)))
     assert [r["status"] for r in rows] == ["ok"] * 17
     keep = _expected_keep(rows, 5)
     assert not all(keep), "the test needs rows that drop their vectors"
@@ -52,6 +53,17 @@ def test_compact_rows_keep_vectors_on_first_last_incumbent_and_every_kth_row(mon
             np.testing.assert_allclose(np.log(r["hp"]), r["theta"], rtol=1e-12)
         else:
             assert r["hp"] is None and r["theta"] is None, r["step"]
+    # the incumbent and best-reference rows got their vectors at the cell's end: the driver's streamed copy
+    # matches once the patches are applied, and the stored points are the points those rows measured
+    for i, cols in patches:
+        streamed[i].update(cols)
+    assert streamed == rows and [i for i, _ in patches] == sorted({i for i, _ in patches})
+    from hpo_bench import get_task
+
+    task = get_task("ridge_per_feature", **BIG, seed=0)
+    for i in {int(np.argmin([r["val_loss"] for r in rows])), int(np.argmin([r["val_loss_ref"] for r in rows]))}:
+        theta = torch.tensor(rows[i]["theta"], dtype=torch.float64)
+        assert float(task.response(theta)) == pytest.approx(rows[i]["val_loss_ref"], rel=1e-10)
 
 
 def test_small_tasks_keep_every_vector():
@@ -87,12 +99,6 @@ def test_a_tuner_that_stops_early_gets_its_last_row_filled_in_and_streamed(monke
     for i, cols in patches:  # what CellJob does with a "patch" message
         streamed[i].update(cols)
     assert len(rows[-1]["theta"]) == BIG["p"] and streamed == rows
-
-
-def _needs_patch(k: int) -> bool:
-    patches = []
-    run_cell(_cell("grid", {"points": k}, 50), on_patch=lambda i, cols: patches.append(i))
-    return bool(patches)
 
 
 def test_readers_cope_with_null_vectors(tmp_path, monkeypatch):
@@ -289,8 +295,9 @@ def test_an_isolated_run_streams_the_recorder_patch_and_drops_the_validated_inst
     from hpo_bench.core.records import read_records_file
     from hpo_bench.running.suite import load_suite
 
-    # grid search stops after its grid; a grid whose last point is no new best needs the patch
-    points = next(k for k in range(3, 12) if _needs_patch(k))
+    # grid search stops after its grid (10 points, before its 50-step budget): its last row gets its vectors
+    # by a patch, and at least 6 of its rows (not first, last, incumbent or best reference) keep nulls
+    points = 10
     path = tmp_path / "s.toml"
     path.write_text(f'seeds = [0]\n[budget]\nsteps = 50\n[[task]]\nname = "ridge_per_feature"\n'
                     f'params = {{ n = {BIG["n"]}, p = {BIG["p"]}, rho = {BIG["rho"]} }}\n'

@@ -63,11 +63,13 @@ VOLATILE_COLUMNS = ("time_s", "measure_s", "wall_s", "peak_rss_mb", "peak_cuda_m
 #: 2.4 GB for 10^4 hyperparameters x 3000 rows) only on the rows :data:`VECTOR_EVERY` names; other rows
 #: get null (``None``) there. At or below it every row has them.
 COMPACT_MIN_HYPER = 100
-#: With compact rows, the rows that keep ``hp`` and ``theta``: the first row; every row where the incumbent
-#: improves (a ``val_loss`` below every earlier one, what the report's incumbent is) or where
-#: ``val_loss_ref`` falls below every earlier one (the points the report's oracle polishes from); every
-#: ``VECTOR_EVERY``-th step (``step % VECTOR_EVERY == 0``); a row that is not ``ok``; and the cell's last
-#: row (known when the budget is reached, else filled in when the cell ends: :meth:`Recorder.finish`).
+#: With compact rows, the rows that keep ``hp`` and ``theta``: the first row; every ``VECTOR_EVERY``-th step
+#: (``step % VECTOR_EVERY == 0``); a row that is not ``ok``; and, filled in when the cell ends
+#: (:meth:`Recorder.finish`), the cell's last row, its final incumbent (the row of lowest ``val_loss``, the
+#: report's incumbent) and its row of lowest ``val_loss_ref`` (the point the report's oracle polishes from).
+#: The recorder holds those three points until then (three vectors, not one per improving row: a descent
+#: improves on almost every row). A cell killed from outside keeps the vectors of every ``VECTOR_EVERY``-th
+#: row, so its best stored point is at most ``VECTOR_EVERY`` steps behind its best row.
 VECTOR_EVERY = 50
 
 #: Columns without which a parquet file is not a records table (``show`` and ``report`` need them).
@@ -220,7 +222,7 @@ class Recorder:
 
     Compact rows: with more than :data:`COMPACT_MIN_HYPER` hyperparameters, ``hp`` and ``theta`` are
     stored only on the rows :data:`VECTOR_EVERY` describes (null elsewhere); :meth:`finish` fills in
-    the last recorded row when the cell ends.
+    the last row, the final incumbent and the lowest ``val_loss_ref`` row when the cell ends.
     """
 
     def __init__(self, task, budget: Budget, *, meta: dict[str, Any] | None = None, reference: bool = True,
@@ -244,7 +246,8 @@ class Recorder:
         self._first_val: float | None = None
         self.compact = int(task.space.dim) > COMPACT_MIN_HYPER
         self._best_ref = math.inf
-        self._pending: tuple[int, torch.Tensor] | None = None  # (row index, theta) of a row stored without vectors
+        # rows stored without vectors that finish() fills in: "last", "incumbent", "best_ref" -> (row index, theta)
+        self._pending: dict[str, tuple[int, torch.Tensor]] = {}
         self._warm: Any = None  # the previous row's Reference.warm (Task.reference)
 
     # ----------------------------------------------------------------- clock
@@ -393,8 +396,8 @@ class Recorder:
             self.best = min(self.best, val_loss)
         if ref_improved:
             self._best_ref = val_ref
-        keep = (not self.compact or not self.rows or status != "ok" or improved or ref_improved
-                or len(self.rows) % VECTOR_EVERY == 0 or self._last_by_budget())
+        keep = (not self.compact or not self.rows or status != "ok" or len(self.rows) % VECTOR_EVERY == 0
+                or self._last_by_budget())
         row.update(
             val_loss=val_loss, val_loss_ref=val_ref, test_loss=test_loss, best_val_loss=self.best,
             hypergrad_rel_error=rel, hypergrad_cosine=cos,
@@ -405,7 +408,19 @@ class Recorder:
             theta=theta.cpu().tolist() if keep else None,
             status=status, message=message,
         )
-        self._pending = None if keep else (len(self.rows), theta.clone())
+        if keep:  # this row has its vectors: it needs no filling in, and earlier bests it replaces none either
+            self._pending.pop("last", None)
+            if improved:
+                self._pending.pop("incumbent", None)
+            if ref_improved:
+                self._pending.pop("best_ref", None)
+        else:
+            point = (len(self.rows), theta.clone())
+            self._pending["last"] = point
+            if improved:
+                self._pending["incumbent"] = point
+            if ref_improved:
+                self._pending["best_ref"] = point
         if extra:
             row["extra"] = json.dumps(extra, sort_keys=True, default=str)
         row["measure_s"] = self.measure_s  # this row's measurements included
@@ -422,20 +437,23 @@ class Recorder:
         return (self._stop_requested or (b.steps is not None and len(self.rows) + 1 >= b.steps)
                 or (b.seconds is not None and self.time_s >= b.seconds))
 
-    def finish(self) -> tuple[int, dict[str, Any]] | None:
-        """At the cell's end: store ``hp`` and ``theta`` on the last recorded row if compact rows left
-        them null (a tuner that stopped on its own, before its budget).
+    def finish(self) -> list[tuple[int, dict[str, Any]]]:
+        """At the cell's end: store ``hp`` and ``theta`` on the rows compact rows left null that must have them:
+        the last recorded row (a tuner that stopped on its own, before its budget), the final incumbent and
+        the row of lowest ``val_loss_ref`` (:data:`VECTOR_EVERY`).
 
-        Returns ``(row index, {"hp": ..., "theta": ...})`` when it filled a row (the harness sends it
-        to the driver, which holds the streamed copy of the row), else ``None``.
+        Returns ``[(row index, {"hp": ..., "theta": ...}), ...]``, one per row it filled, in row order (the
+        harness sends each to the driver, which holds the streamed copy of the row).
         """
-        if self._pending is None:
-            return None
-        idx, theta = self._pending
-        self._pending = None
-        patch = {"hp": self.task.space.to_natural(theta).cpu().tolist(), "theta": theta.cpu().tolist()}
-        self.rows[idx].update(patch)
-        return idx, patch
+        points = {i: th for i, th in self._pending.values()}
+        self._pending = {}
+        patches = []
+        for idx in sorted(points):
+            theta = points[idx]
+            patch = {"hp": self.task.space.to_natural(theta).cpu().tolist(), "theta": theta.cpu().tolist()}
+            self.rows[idx].update(patch)
+            patches.append((idx, patch))
+        return patches
 
     def _append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)

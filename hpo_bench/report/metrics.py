@@ -242,11 +242,14 @@ def _incumbent_starts(df: pd.DataFrame) -> dict[tuple[str, int], list[tuple[str,
     ref = pd.to_numeric(df["val_loss_ref"], errors="coerce")
     from ..core.records import vector_of
 
-    ok = df[np.isfinite(ref)].assign(_ref=ref[np.isfinite(ref)])
+    has_theta = np.array([len(vector_of(v)) > 0 for v in df["theta"]], dtype=bool)
+    ok = df[np.isfinite(ref).to_numpy() & has_theta].assign(_ref=ref[np.isfinite(ref).to_numpy() & has_theta])
     out: dict[tuple[str, int], list[tuple[str, list[float]]]] = {}
     for cell_id, g in sorted(ok.groupby("cell_id", sort=False), key=lambda kv: str(kv[0])):
+        # compact rows keep theta on the lowest val_loss_ref row of a finished cell; of a cell killed from
+        # outside, the lowest row that kept it (records.VECTOR_EVERY)
         r = g.loc[g["_ref"].idxmin()]
-        theta = vector_of(r["theta"])  # compact rows keep theta on every new best val_loss_ref
+        theta = vector_of(r["theta"])
         starts = out.setdefault(_task_key(r["task_params"], r["seed"]), [])
         if theta and all(theta != th for _, th in starts):
             starts.append((f"cell {cell_id}'s incumbent (step {int(r['step'])})", theta))

@@ -156,8 +156,8 @@ def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = No
         alarm: stop the cell with status ``timeout`` after this many wall-clock seconds
             (``SIGALRM``; only in the main thread).
         on_patch: called with ``(row index, columns)`` when the recorder fills in columns of a row
-            already passed to ``on_row`` (compact rows: the last row's ``hp`` and ``theta``,
-            :meth:`hpo_bench.core.records.Recorder.finish`).
+            already passed to ``on_row`` (compact rows: ``hp`` and ``theta`` of the last row, the final
+            incumbent and the best ``val_loss_ref`` row, :meth:`hpo_bench.core.records.Recorder.finish`).
     """
     meta = _meta(cell)
     meta.update(extra_meta or {})
@@ -201,9 +201,9 @@ def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = No
 
 
 def _finish_rows(recorder: Recorder, on_patch: Callable[[int, dict[str, Any]], None] | None) -> None:
-    patch = recorder.finish()
-    if patch is not None and on_patch is not None:
-        on_patch(*patch)
+    for patch in recorder.finish():
+        if on_patch is not None:
+            on_patch(*patch)
 
 
 @dataclass
