@@ -157,11 +157,32 @@ class Design:
                 self._ext = (lambda v: m @ v, lambda u: mt @ u, float(np.finfo(EXT).eps), EXT)
             elif self.n * self.p <= EXT_MAX_DENSE:
                 m = self.mat.detach().cpu().numpy().astype(EXT)
-                self._ext = (lambda v: m @ v, lambda u: u @ m, float(np.finfo(EXT).eps), EXT)
+                # numpy has no BLAS for long double: np.dot's row loop and einsum's column sums run about 2x
+                # faster than `@` on it (5000 x 1000: 18 and 26 ms against 34 and 55 ms); any summation order
+                # is within the rounding margin the bounds add (gamma with the extended eps)
+                self._ext = (lambda v: np.dot(m, v), lambda u: np.einsum("ij,i->j", m, u), float(np.finfo(EXT).eps),
+                             EXT)
             else:
                 m = self.mat.detach().cpu().double().numpy()
                 self._ext = (lambda v: m @ v, lambda u: u @ m, float(np.finfo(np.float64).eps), np.float64)
         return self._ext
+
+    def ext_gram(self, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(X^T X, X^T y)`` in extended precision for a dense design that keeps an extended copy (:meth:`ext`),
+        computed once (``n p^2`` long-double operations, about 25 s at 5000 x 1000) and cached; ``None`` for sparse
+        data or without an extended copy. A product with ``X^T X`` then costs ``p^2`` instead of ``2 n p``.
+
+        Rounding: each entry of either is an ``n``-term sum, so a product ``(X^T X) x`` is within
+        ``gamma_{n+p} (|X|^T |X|) |x|`` of the exact one: the margin the certified bounds already add for
+        ``X^T (X x)`` (``gamma`` of ``max_row_nnz + max_col_nnz`` with the extended eps).
+        """
+        if self.sparse or self.n * self.p > EXT_MAX_DENSE:
+            return None
+        if getattr(self, "_ext_gram", None) is None:
+            m = self.mat.detach().cpu().numpy().astype(EXT)
+            mt = np.ascontiguousarray(m.T)
+            self._ext_gram = (np.dot(mt, m), np.dot(mt, y.detach().cpu().double().numpy().astype(EXT)))
+        return self._ext_gram
 
     def dense(self) -> torch.Tensor:
         """``X`` as a dense tensor; refused for sparse data (it would densify ``n x p``)."""

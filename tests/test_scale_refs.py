@@ -118,3 +118,33 @@ def test_sparse_reference_matches_finite_differences():
         e[j] = 1e-5
         fd = (float(task.response(th + e)) - float(task.response(th - e))) / 2e-5
         assert abs(fd - float(ref.grad[j])) <= 1e-6 * max(float(ref.grad.abs().max()), 1e-12) + 1e-9
+
+
+def test_the_gram_route_of_the_dense_bound_is_the_same_certified_bound():
+    """After many bounds on one dense instance, ``reference_bound`` switches to extended-precision Gram matrices
+    (``Design.ext_gram``). At a perturbed (w, q), whose error is the perturbation's and far above rounding, both
+    routes bound the true error and agree (they evaluate the same residuals in extended precision, which differ
+    by rounding at ~1e-19 of terms ~1e-7; a random perturbation's residual over mu overstates its error by up to
+    cond(H), so no 100x check here: test_matrix_free_bound_holds... makes it on a solver's error)."""
+    task = TASKS.get("ridge_per_feature")(n=60, p=30, rho=0.6, seed=2)
+    assert task.reference_route() == "dense"
+    gen = torch.Generator().manual_seed(0)
+    th = task.space.init_theta(dtype=torch.float64) + 0.5 * torch.randn(30, generator=gen, dtype=torch.float64)
+    ref = task.reference(th)
+    w = ref.w + 1e-7 * torch.randn(30, generator=gen, dtype=torch.float64)
+    r = task.design_val.mv(w) - task.y_val
+    v = task.design_val.rmv(r * (2.0 / r.shape[0]))
+    q = torch.cholesky_solve(v.unsqueeze(1), task._factor(th)).squeeze(1)
+    q = q + 1e-7 * torch.randn(30, generator=gen, dtype=torch.float64)
+    g = task.chain_to_theta(th, -2 * task.b * w * q)
+    err = float(torch.linalg.vector_norm(g - ref.grad))
+    direct = task.reference_bound(th, w, q, v)
+    assert task.design_train.ext_gram(task.y_train) is not None
+    task._gram_bound_after = lambda: 0
+    gram = task.reference_bound(th, w, q, v)
+    assert err <= direct and err <= gram, (err, direct, gram)
+    assert gram == pytest.approx(direct, rel=1e-9)
+    # and the exact reference's own bound, on the Gram route, still bounds its (rounding-level) distance from
+    # the autograd path
+    assert float(torch.linalg.vector_norm(task.reference(th).grad - implicit_reference(task, th))) <= \
+        task.reference(th).bound + 64 * 30 * _cond(task, th) * EPS * float(torch.linalg.vector_norm(ref.grad))
