@@ -169,8 +169,8 @@ class Design:
 
     def ext_gram(self, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | None:
         """``(X^T X, X^T y)`` in extended precision for a dense design that keeps an extended copy (:meth:`ext`),
-        computed once (``n p^2`` long-double operations, about 25 s at 5000 x 1000) and cached; ``None`` for sparse
-        data or without an extended copy. A product with ``X^T X`` then costs ``p^2`` instead of ``2 n p``.
+        computed once (``n p^2`` long-double operations, 25-50 s at 5000 x 1000 on 2 cores) and cached; ``None``
+        for sparse data or without an extended copy. A product with ``X^T X`` then costs ``p^2`` instead of ``2 n p``.
 
         Rounding: each entry of either is an ``n``-term sum, so a product ``(X^T X) x`` is within
         ``gamma_{n+p} (|X|^T |X|) |x|`` of the exact one: the margin the certified bounds already add for
