@@ -180,9 +180,12 @@ class Design:
             return None
         if getattr(self, "_ext_gram", None) is None:
             m = self.mat.detach().cpu().numpy().astype(EXT)
-            mt = np.ascontiguousarray(m.T)
-            self._ext_gram = (np.dot(mt, m), np.dot(mt, y.detach().cpu().double().numpy().astype(EXT)))
-        return self._ext_gram
+            self._ext_gram = (np.dot(np.ascontiguousarray(m.T), m), {})
+        gram, xty = self._ext_gram
+        key = y.detach().cpu().double().numpy().tobytes()  # X^T y per right-hand side (one per design in practice)
+        if key not in xty:
+            xty[key] = self.ext()[1](y.detach().cpu().double().numpy().astype(EXT))
+        return gram, xty[key]
 
     def dense(self) -> torch.Tensor:
         """``X`` as a dense tensor; refused for sparse data (it would densify ``n x p``)."""

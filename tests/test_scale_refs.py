@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,7 +140,9 @@ def test_the_gram_route_of_the_dense_bound_is_the_same_certified_bound():
     g = task.chain_to_theta(th, -2 * task.b * w * q)
     err = float(torch.linalg.vector_norm(g - ref.grad))
     direct = task.reference_bound(th, w, q, v)
-    assert task.design_train.ext_gram(task.y_train) is not None
+    g1, c1 = task.design_train.ext_gram(task.y_train)
+    g2, c2 = task.design_train.ext_gram(2 * task.y_train)  # X^T y per right-hand side, one X^T X
+    assert g1 is g2 and np.array_equal(c2, 2 * c1)
     task._gram_bound_after = lambda: 0
     gram = task.reference_bound(th, w, q, v)
     assert err <= direct and err <= gram, (err, direct, gram)
