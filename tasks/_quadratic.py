@@ -233,6 +233,7 @@ class QuadraticTask(Task):
             self.tags = frozenset(tags)
         self._w0 = torch.zeros(p, dtype=self.dtype, device=self.device) if w0 is None else t(w0).reshape(-1)
         self._mf_cache = SolveCache()
+        self._bound_calls = 0  # reference_bound calls on this instance (its Gram route starts after enough)
 
     @cached_property
     def gram_eig_low(self) -> float:
@@ -431,7 +432,7 @@ class QuadraticTask(Task):
         d_x = np.full(xt.p, lam_x[0], dtype=ext) if lam_x.shape[0] == 1 else lam_x
         w_x, q_x, y_x, yv_x = npx(w), npx(q), npx(self.y_train), npx(self.y_val)
         a2, b2 = ext(2 * self.a), ext(2 * self.b)
-        self._bound_calls = getattr(self, "_bound_calls", 0) + 1
+        self._bound_calls += 1
         grams = None
         if self._bound_calls > self._gram_bound_after() and xt.n >= xt.p and xv.n >= xv.p:
             # many bounds on one dense instance (an oracle, a long cell): the extended Gram matrices, once, make

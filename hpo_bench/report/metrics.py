@@ -242,8 +242,8 @@ def _incumbent_starts(df: pd.DataFrame) -> dict[tuple[str, int], list[tuple[str,
     ref = pd.to_numeric(df["val_loss_ref"], errors="coerce")
     from ..core.records import vector_of
 
-    has_theta = np.array([len(vector_of(v)) > 0 for v in df["theta"]], dtype=bool)
-    ok = df[np.isfinite(ref).to_numpy() & has_theta].assign(_ref=ref[np.isfinite(ref).to_numpy() & has_theta])
+    usable = np.isfinite(ref).to_numpy() & np.array([len(vector_of(v)) > 0 for v in df["theta"]], dtype=bool)
+    ok = df[usable].assign(_ref=ref[usable])
     out: dict[tuple[str, int], list[tuple[str, list[float]]]] = {}
     for cell_id, g in sorted(ok.groupby("cell_id", sort=False), key=lambda kv: str(kv[0])):
         # compact rows keep theta on the lowest val_loss_ref row of a finished cell; of a cell killed from
