@@ -224,6 +224,34 @@ class DaskRun:
                 self.cluster.close()
 
 
+class _SyncCancelRaceFilter:
+    """Drop the one log record of a known race in ``distributed.utils.sync`` (distributed <= 2026.8 at least).
+
+    ``sync`` runs a coroutine on the client's loop thread and waits for it in the calling thread. A
+    KeyboardInterrupt there (Ctrl-C, or the CLI's SIGTERM/SIGHUP handler) schedules a ``cancel`` callback
+    that reads the coroutine's future; when the signal comes before the loop thread has created that
+    future, ``cancel`` raises ``NameError`` and tornado logs it, traceback and all, on the
+    ``tornado.application`` logger, after or before the driver's own last line. The interrupt itself is
+    unaffected (it propagates, and the client is closed right after), so only the record is noise. The
+    filter matches that record alone: an error logged from a callback whose exception is a ``NameError``
+    raised in ``distributed/utils.py``'s ``cancel``. Every other record passes.
+    """
+
+    def filter(self, record: Any) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, NameError):
+            return True
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        code = tb.tb_frame.f_code if tb is not None else None
+        return not (code is not None and code.co_name == "cancel"
+                    and code.co_filename.replace(os.sep, "/").endswith("distributed/utils.py"))
+
+
+_SYNC_CANCEL_FILTER = _SyncCancelRaceFilter()
+
+
 @contextlib.contextmanager
 def _sigint_ignored() -> Iterator[None]:
     """Ignore SIGINT in this process while the block runs (main thread only; elsewhere a no-op)."""
@@ -252,8 +280,12 @@ def dask_executor(address: str, *, n_workers: int | None = None, processes: bool
     on 127.0.0.1. Raises ``ImportError`` if ``distributed`` is not installed and
     ``OSError`` if the scheduler cannot be reached.
     """
+    import logging
+
     from distributed import Client, LocalCluster
 
+    # for the life of the process: the race can fire until the interpreter exits (adding it twice is a no-op)
+    logging.getLogger("tornado.application").addFilter(_SYNC_CANCEL_FILTER)
     cluster = None
     if address == "local":
         # The worker processes start with SIGINT ignored (they inherit it): Ctrl-C is the driver's, which stops
