@@ -29,6 +29,7 @@ benchmark's ``extra_info`` (``ratio_cg_over_hvps``).
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -120,12 +121,13 @@ WARM_CASES = {
 }
 
 
-def _tuner_run(task, steps: int, warm: bool) -> tuple[float, int, list[float]]:
+def _tuner_run(task, steps: int, warm: bool, **params) -> tuple[float, int, list[float]]:
     """(tuner seconds, HVPs, final theta) of a gradient-cg run of ``steps`` outer steps, without the recorder's
     reference measurements (paused time: they would only lengthen the benchmark)."""
     rec = Recorder(task, Budget(steps=steps), reference=False)
     rec.start()
-    TUNERS.get("gradient")(method="cg", inner="exact", outer="adam", outer_lr=0.05, warm_start=warm).run(task, rec)
+    params = {"outer_lr": 0.05, **params}
+    TUNERS.get("gradient")(method="cg", inner="exact", outer="adam", warm_start=warm, **params).run(task, rec)
     last = rec.rows[-1]
     return float(last["time_s"]), int(last["hvps"]), list(last["theta"])
 
@@ -151,3 +153,30 @@ def test_gradient_tuner_warm_vs_cold_starts(benchmark, request, case):
     benchmark.extra_info.update({"task": name, "n": params["n"], "p": params["p"], "steps": steps,
                                  "tuner_s_warm": t_warm, "tuner_s_cold": t_cold, "ratio_cold_over_warm":
                                  t_cold / t_warm, "hvps_warm": h_warm, "hvps_cold": h_cold})
+
+
+@pytest.mark.parametrize("case", sorted(WARM_CASES))
+def test_gradient_tuner_inexact_schedule_vs_exact_solves(benchmark, request, case):
+    """HOAG's ``tol_schedule = "quadratic"`` against exact solves (both warm-started, Adam lr 0.2, the sweeps'
+    fastest rate), tuner time over the same steps; ``extra_info`` also has F at both final points (a reference
+    solve outside both timings), so the time saved is read beside where each run got to."""
+    name, big, small, big_steps = WARM_CASES[case]
+    enabled = _enabled(request.config)
+    params, steps = (big, big_steps) if enabled else (small, 5)
+    extra = {"per_feature": True} if name == "logistic_l2" else {}
+
+    def fresh():
+        return get_task(name, dataset="text-like", seed=0, **params, **extra)
+
+    _tuner_run(get_task(name, dataset="text-like", seed=0, **small, **extra), 2, True)  # one-time costs, untimed
+    benchmark.group = f"scale-inexact-{case}"
+    t_hoag, h_hoag, th_hoag = benchmark.pedantic(
+        lambda: _tuner_run(fresh(), steps, True, outer_lr=0.2, tol_schedule="quadratic"), rounds=1, iterations=1)
+    t_exact, h_exact, th_exact = _tuner_run(fresh(), steps, True, outer_lr=0.2)
+    task = fresh()
+    f_hoag, f_exact = (float(task.reference(torch.tensor(th, dtype=task.dtype)).value) for th in (th_hoag, th_exact))
+    assert math.isfinite(f_hoag) and math.isfinite(f_exact)
+    benchmark.extra_info.update({"task": name, "n": params["n"], "p": params["p"], "steps": steps,
+                                 "tuner_s_inexact": t_hoag, "tuner_s_exact": t_exact,
+                                 "ratio_exact_over_inexact": t_exact / t_hoag, "hvps_inexact": h_hoag,
+                                 "hvps_exact": h_exact, "final_F_inexact": f_hoag, "final_F_exact": f_exact})

@@ -382,6 +382,13 @@ class QuadraticTask(Task):
             return self.solve(theta)
         return self._mf_cache.get(theta, lambda th: self._cg_solve(th, 2 * self.a * self.xty, w0.detach())[0])
 
+    def solve_to(self, theta: torch.Tensor, w0: torch.Tensor | None, tol: float) -> torch.Tensor:
+        """CG on ``H w = 2a X^T y`` (``= -grad_w h(0)``) to relative residual ``tol``, from ``w0``, uncached; at
+        ``tol <= REFERENCE_RTOL``, or on the dense route (a factorisation has no tolerance), :meth:`solve_from`."""
+        if self.reference_route() != "cg" or not tol > self.REFERENCE_RTOL:
+            return self.solve_from(theta, w0)
+        return self._cg_solve(theta.detach(), 2 * self.a * self.xty, None if w0 is None else w0.detach(), tol=tol)[0]
+
     def _cg_solve(self, theta: torch.Tensor, rhs: torch.Tensor, x0: torch.Tensor | None, tol: float | None = None):
         """Jacobi-preconditioned CG on ``H x = rhs`` to relative residual ``tol`` (default ``REFERENCE_RTOL``)."""
         d2 = 2 * self.b * self.penalty_vector(theta.detach())

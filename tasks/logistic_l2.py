@@ -520,7 +520,9 @@ class LogisticL2(DescribesDataset, Task):
     def linearize(self, w: torch.Tensor, theta: torch.Tensor) -> Linearization:
         return LogisticLinearization(self, w, theta)
 
-    def _solve(self, theta: torch.Tensor, w0: torch.Tensor | None = None) -> torch.Tensor:
+    def _solve(self, theta: torch.Tensor, w0: torch.Tensor | None = None, rel_tol: float | None = None) -> torch.Tensor:
+        """Newton (dense route) or Newton-CG from ``w0`` to ``||grad|| <= rel_tol ||grad(0)||`` (default
+        ``REFERENCE_GTOL`` and ``REFERENCE_POLISH`` polishing steps; a looser ``rel_tol`` polishes none)."""
         pen = self.penalty_vector(theta)
         if self.reference_route() == "dense":
             return newton_or_raise(self.name, lambda v: self.inner_loss(v, theta),
@@ -528,10 +530,10 @@ class LogisticL2(DescribesDataset, Task):
                                    self.init_params())
         start = self.init_params() if w0 is None or w0.shape != (self.n_params,) else w0.detach()
         scale = float(torch.linalg.vector_norm(self.inner_grad(self.init_params(), theta)))
-        gtol = self.REFERENCE_GTOL * max(scale, 1e-300)
+        gtol = (self.REFERENCE_GTOL if rel_tol is None else rel_tol) * max(scale, 1e-300)
         w, info = newton_cg(lambda v: self.inner_loss(v, theta), lambda v: self.inner_grad(v, theta),
                             lambda v: (lambda u, c=self.curvature(v): self.hvp_at(c, pen, u)), start, gtol=gtol,
-                            polish=self.REFERENCE_POLISH,
+                            polish=self.REFERENCE_POLISH if rel_tol is None else 0,
                             precond_at=lambda v: 1.0 / self.hessian_diagonal(self.curvature(v), pen))
         if not info.converged:
             raise SolveError(f"{self.name}: Newton-CG stopped at ||grad|| = {info.grad_norm:.2e} after "
@@ -549,6 +551,13 @@ class LogisticL2(DescribesDataset, Task):
         if self.reference_route() == "dense" or w0 is None:
             return self.solve(theta)
         return self._cache.get(theta, lambda th: self._solve(th, w0))
+
+    def solve_to(self, theta: torch.Tensor, w0: torch.Tensor | None, tol: float) -> torch.Tensor:
+        """Newton-CG from ``w0`` to ``||grad|| <= tol ||grad(0)||``, no polishing, uncached (matrix-free route);
+        at ``tol <= REFERENCE_GTOL``, or on the dense route, :meth:`solve_from`."""
+        if self.reference_route() == "dense" or not tol > self.REFERENCE_GTOL:
+            return self.solve_from(theta, w0)
+        return self._solve(theta.detach(), None if w0 is None else w0.detach(), rel_tol=tol)
 
     def reference_hypergradient(self, theta: torch.Tensor) -> torch.Tensor:
         """Dense implicit differentiation at the Newton solution: ``-lam . beta* . H^{-1} grad outer``."""

@@ -353,6 +353,17 @@ class Task(ABC):
         """
         return self.solve(theta)
 
+    def solve_to(self, theta: torch.Tensor, w0: torch.Tensor | None, tol: float) -> torch.Tensor:
+        """An inner solution to relative tolerance ``tol``: ``||grad_w h(w, theta)|| <= tol ||grad_w h(0, theta)||``.
+
+        What an inexact-solve schedule (the gradient tuner's ``tol_schedule``, HOAG) asks for: a loose
+        ``tol`` costs less than :meth:`solve`. Started from ``w0`` where the task has an iterative solve
+        (``None``: cold). An inexact solution is never cached as the reference (:meth:`reference` still
+        solves to its own accuracy at the same ``theta``). Default: :meth:`solve_from`, the reference solve,
+        which meets any ``tol`` (no saving); tasks with an iterative route override it.
+        """
+        return self.solve_from(theta, w0)
+
     def reference_hypergradient(self, theta: torch.Tensor) -> torch.Tensor:
         """Ground-truth ``dF/dtheta``; default: dense implicit differentiation at :meth:`solve`."""
         return implicit_reference(self, theta)

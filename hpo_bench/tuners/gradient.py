@@ -8,6 +8,10 @@ One outer step::
     record    (clock paused: losses, reference hypergradient, errors)
     theta  <- project(outer optimiser step on theta with gradient g)
 
+With ``tol_schedule`` (HOAG, Pedregosa 2016) step ``k``'s inner solve and ``cg`` stop at a tolerance
+``eps_k`` (``0.1 / k^2`` by default) instead of the reference accuracy: early steps, where the direction
+matters less than its cost, take a few iterations; the error of step ``k`` is ``O(eps_k)``, summable.
+
 ``theta`` are the space's transformed coordinates (log λ for penalties), so the outer
 optimiser never leaves the positive orthant; bounds are enforced by projection.
 
@@ -53,7 +57,26 @@ GRADIENT_OPTIONS = {
     "inner_lr": Option(float, low=0, low_open=True, optional=True), "warm_start": Option(bool),
     "outer": Option(str, choices=OUTER_OPTIMIZERS), "outer_lr": Option(float, low=0, low_open=True),
     "outer_momentum": Option(float, low=0, high=1, high_open=True),
+    "tol_schedule": Option(str, choices=("none", "quadratic", "cubic", "exponential")),
+    "tol_start": Option(float, low=0, high=1, low_open=True, high_open=True),
+    "tol_min": Option(float, low=0, high=1, low_open=True, high_open=True),
 }
+#: HOAG's tolerance sequences (Pedregosa 2016, section 4): ``eps_k`` at outer step ``k = 1, 2, ...``, from
+#: ``eps_1 = tol_start``; all summable, the condition of its convergence theorem.
+TOL_SCHEDULES = {"quadratic": lambda start, k: start / k ** 2, "cubic": lambda start, k: start / k ** 3,
+                 "exponential": lambda start, k: start * 0.9 ** (k - 1)}
+
+
+#: a scheduled tolerance above this leaves the inner solve short of a reference solve (whose accuracy is
+#: ~1e-12 relative on the tasks with an iterative route): the method's error bound then covers only its part
+INEXACT_ABOVE = 1e-12
+
+
+def scheduled_tolerance(schedule: str, start: float, floor: float, k: int) -> float:
+    """The tolerance of outer step ``k`` (1-based): ``max(floor, TOL_SCHEDULES[schedule](start, k))``."""
+    return max(floor, TOL_SCHEDULES[schedule](start, k))
+
+
 #: Task tags each inner solver needs: per-example Adam draws single training examples; the proximal
 #: solvers need a composite task's prox (tag ``"prox"``).
 INNER_REQUIRES = {"adam_per_example": frozenset({"per-example"}), "ista": frozenset({"prox"}),
@@ -142,6 +165,16 @@ class GradientTuner(Tuner):
         warm_start: start each inner solve from the previous one (optimiser moments too; ``inner = "exact"``:
             :meth:`Task.solve_from` the previous solution), and the adjoint solve of a method with
             ``warm_adjoint`` (``cg``) from the previous step's adjoint. Either start changes the work only.
+        tol_schedule: ``"none"`` (default), or HOAG's inexact solves (Pedregosa 2016): at outer step ``k`` the
+            inner solve stops at ``||grad_w h|| <= eps_k ||grad_w h(0)||`` (:meth:`Task.solve_to`) and the method
+            at ``tol = eps_k``, with ``eps_k = max(tol_min, s(k))`` and ``s(k)`` = ``tol_start / k^2``
+            (``"quadratic"``), ``tol_start / k^3`` (``"cubic"``) or ``tol_start 0.9^(k-1)`` (``"exponential"``).
+            Needs ``inner = "exact"`` and a method with a ``tol`` option (``cg``), which ``method_opts`` then
+            leaves unset. The row's ``hypergrad_error_bound`` is NaN while ``eps_k`` is above the inner
+            solve's reference accuracy (the method's bound covers its linear solve only); the recorded error
+            against the reference is the whole error. With ``outer = "lbfgs"`` the line search sees ``F`` at
+            the inexact ``w``. Tasks whose inner solve is a factorisation (dense routes) solve exactly anyway.
+        tol_start, tol_min: ``eps_1`` (default 0.1, HOAG's) and the floor (default 1e-10).
         outer: ``sgd``, ``adam`` or ``rmsprop`` on theta (``outer_lr``, ``outer_momentum``), or
             ``lbfgs``: scipy's L-BFGS-B with its default settings, bounds handled by L-BFGS-B, one
             row per function evaluation, restarted from the incumbent while that helps (module
@@ -154,12 +187,14 @@ class GradientTuner(Tuner):
 
     def __init__(self, *, method: str = "cg", method_opts: dict[str, Any] | None = None, inner: str = "gd",
                  inner_steps: int = 100, inner_lr: float | None = None, warm_start: bool = True,
-                 outer: str = "adam", outer_lr: float = DEFAULT_OUTER_LR, outer_momentum: float = 0.0) -> None:
+                 outer: str = "adam", outer_lr: float = DEFAULT_OUTER_LR, outer_momentum: float = 0.0,
+                 tol_schedule: str = "none", tol_start: float = 0.1, tol_min: float = 1e-10) -> None:
         if method_opts is not None and not isinstance(method_opts, dict):
             self._fail("method_opts", "a table of options (e.g. { tol = 1e-8 })", method_opts)
         super().__init__(method=method, method_opts=dict(method_opts or {}), inner=inner, inner_steps=inner_steps,
                          inner_lr=inner_lr, warm_start=warm_start, outer=outer, outer_lr=outer_lr,
-                         outer_momentum=outer_momentum)  # checks GRADIENT_OPTIONS
+                         outer_momentum=outer_momentum, tol_schedule=tol_schedule, tol_start=tol_start,
+                         tol_min=tol_min)  # checks GRADIENT_OPTIONS
         self.method = get_method(method)
         self.method_opts = dict(method_opts or {})
         if outer == "lbfgs":
@@ -193,6 +228,22 @@ class GradientTuner(Tuner):
             check_options(f"method {method!r}", self.method.info.options, self.method_opts)
         except OptionError as exc:
             raise TunerParamError(f"tuner {self.name!r}: parameter `method_opts`: {exc}") from None
+        if tol_schedule != "none":
+            if inner != "exact":
+                self._fail("inner", f"'exact' with tol_schedule={tol_schedule!r} (the schedule sets the tolerance "
+                           "of the inner solve)", inner)
+            if "tol" not in self.method.info.options:
+                self._fail("method", f"a method with a `tol` option (e.g. 'cg') with tol_schedule={tol_schedule!r}",
+                           method)
+            if "tol" in self.method_opts:
+                self._fail("method_opts", f"free of 'tol' with tol_schedule={tol_schedule!r} (the schedule sets it)",
+                           self.method_opts)
+            if tol_min > tol_start:
+                self._fail("tol_min", f"at most tol_start ({tol_start:g})", tol_min)
+        self.tol_schedule = tol_schedule
+        self.tol_start = tol_start
+        self.tol_min = tol_min
+        self._k = 0  # outer steps taken (hypergradients computed): the schedule's k
         self.inner = inner
         self.inner_steps = inner_steps
         self.inner_lr = inner_lr
@@ -240,17 +291,28 @@ class GradientTuner(Tuner):
             state.w = hg.w
             recorder.add_cost(inner_steps=self.inner_steps)
         else:
+            eps = None
+            if self.tol_schedule != "none":
+                self._k += 1
+                eps = scheduled_tolerance(self.tol_schedule, self.tol_start, self.tol_min, self._k)
             n_grad = run_inner(task, theta, state, solver=self.inner, steps=self.inner_steps,
-                               lr=self.inner_lr if self.inner != "gd" else lr)
+                               lr=self.inner_lr if self.inner != "gd" else lr, tol=eps)
             recorder.add_cost(inner_steps=self.inner_steps if self.inner != "exact" else 0, grad_evals=n_grad,
                               inner_solves=1 if self.inner == "exact" else 0)
             opts = dict(self.method_opts)
+            if eps is not None:
+                opts["tol"] = eps
             if self.warm_start and self.method.info.warm_adjoint and state.q is not None:
                 opts["x0"] = state.q  # the previous step's adjoint: less work, the same stopping rule
             if self.method.method_name in ("neumann", "fixed_point") and "alpha" not in opts and self.inner == "gd":
                 opts["alpha"] = lr  # the inner step size is the natural Neumann step (Lorraine et al. 2020)
             hg = self.method(task, state.w, theta, **opts)
             state.q = hg.adjoint
+            if eps is not None:
+                hg.stats["inner_tol"] = eps
+                if eps > INEXACT_ABOVE and "error_bound" in hg.stats:
+                    # the method's bound is of its linear solve at w; w itself is off by up to eps here
+                    hg.stats["linear_error_bound"] = hg.stats.pop("error_bound")
         recorder.add_cost(hvps=hg.stats.get("hvp", 0), grad_evals=hg.stats.get("grad_evals", 0))
         return hg, state
 
@@ -258,6 +320,7 @@ class GradientTuner(Tuner):
         space = task.space
         theta = space.init_theta(dtype=task.dtype, device=task.device)
         state = InnerState.fresh(task.init_params())
+        self._k = 0
         if self.outer == "lbfgs":
             self._run_lbfgs(task, recorder, theta, state)
             return

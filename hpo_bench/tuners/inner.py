@@ -56,19 +56,20 @@ def adam_step(state: InnerState, g: torch.Tensor, lr: float, betas=(0.9, 0.999),
 
 
 def run_inner(task: Task, theta: torch.Tensor, state: InnerState, *, solver: str, steps: int,
-              lr: float | None) -> int:
+              lr: float | None, tol: float | None = None) -> int:
     """Advance ``state`` in place; return the number of inner gradient evaluations.
 
     ``steps`` counts gradient steps for ``gd``/``adam`` and *epochs* (passes over the
     training examples in order, one Adam step per example) for ``adam_per_example``.
     ``exact`` calls :meth:`Task.solve_from` (from ``state.w`` once it is a previous exact solution) and uses
-    no gradients.
+    no gradients; with ``tol`` (an inexact-solve schedule) :meth:`Task.solve_to` to that relative tolerance.
     """
     theta = theta.detach()
     if solver == "exact":
         # from the previous exact solution (never from the init, which a task may solve better cold, e.g. by
         # homotopy): a warm start changes the work, never the accuracy
-        state.w = task.solve_from(theta, state.w if state.solved else None).detach()
+        w0 = state.w if state.solved else None
+        state.w = (task.solve_from(theta, w0) if tol is None else task.solve_to(theta, w0, tol)).detach()
         state.solved = True
         return 0
     if solver == "gd":
