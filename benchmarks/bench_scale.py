@@ -20,6 +20,10 @@ the HVP counts (of the hypergradients; the inner solves' products are not counte
 ``logistic_l2`` per feature (n = 5000, p = 10000, density 1e-3, 20 steps); disabled: p = 300
 and 500, 5 steps.
 
+A third benchmark times the same tuner at Adam lr 0.2 with HOAG's ``tol_schedule = "quadratic"`` against
+exact solves, on the same two cases and step counts; ``extra_info`` has both tuner times, their ratio and F at
+both final points. Run and save with ``-k inexact --benchmark-json results/benchmarks/scale_inexact.json``.
+
 Enabled: n = 20000, p = 100000 (the size of the scale targets; about 30 s with the setup). With
 ``--benchmark-disable`` (CI): n = 400, p = 2000, each body once, still checking the result (the cg
 hypergradient within its and the reference's certified bounds of the reference) and that the HVP count is
