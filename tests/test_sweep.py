@@ -223,6 +223,7 @@ def test_scaling_runs_a_suite_through_the_harness(scaled):
     for r in table.itertuples():
         rows = frame[frame["cell_id"] == r.cell_id].sort_values("step")
         assert len(rows) == r.evals == 60 and r.stop_reason == "budget_steps"  # every cell runs its whole budget
+        assert list(rows["stop_reason"]) == [""] * 59 + ["budget_steps"]  # the recorder's, read back from the run
         assert r.threshold == pytest.approx(r.target * r.oracle_gap)
         hit = _first_reached(rows, r.oracle_val_loss, r.threshold)
         assert (hit is not None) == r.reached

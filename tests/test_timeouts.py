@@ -215,7 +215,8 @@ def test_a_cells_output_goes_to_the_log_not_the_display(capfd):
     ex = run_in_child(_noisy_cell, (cell, 1), timeout=60, on_message=got.append)
     assert ex.exitcode == 0
     kinds = [k for k, _ in got]
-    assert kinds == ["row", "row", "end"]
+    assert kinds == ["row", "row", "patch", "end"]  # the patch: the last row's stop_reason
+    assert got[2][1] == (1, {"stop_reason": "budget_steps"})
     output = got[-1][1]["output"]
     assert "hello from the tuner" in output and "a warning from the tuner" in output
     seen = capfd.readouterr()

@@ -258,3 +258,79 @@ def test_required_tags_match_what_the_tasks_declare():
     assert "scalar-hyperparameter" not in get_task("ridge_per_feature", n=20, p=3).tags
     assert "scalar-hyperparameter" not in get_task("seed_toy", per_weight=True).tags
     assert "scalar-hyperparameter" in get_task("seed_toy").tags
+
+
+# ------------------------------------------------------------------ stop_reason on the cell's last row
+def _finished(rec):
+    rec.finish()
+    return [r["stop_reason"] for r in rec.rows]
+
+
+def test_last_row_says_the_step_budget_ended_the_cell(ridge):
+    reasons = _finished(run(ridge, Budget(steps=5), method="exact", inner="exact"))
+    assert reasons == [""] * 4 + ["budget_steps"]
+
+
+class _OverrunsAfterRow(TUNERS.get("gradient")):
+    """Records one row, then works past the seconds budget before checking it (a step's tail)."""
+
+    name = "test_overruns_after_row"
+    clock = None
+
+    def run(self, task, recorder, *, seed=0):
+        theta = task.space.init_theta()
+        while not recorder.should_stop():
+            recorder.record(w=task.solve(theta), theta=theta)
+            self.clock.sleep(100.0)  # the optimiser step that follows the row, on the tuner's clock
+
+
+def test_last_row_says_time_ran_out_when_its_own_time_is_under_the_budget(ridge, monkeypatch):
+    """The case inference from the last row's ``time_s`` gets wrong: the row was recorded at 0 s of a
+    50 s budget, the tuner's next step took it past 50 s. The stored reason says budget_seconds."""
+    from hpo_bench.analysis.sweep import _stop_reason
+
+    clock = VirtualClock()
+    monkeypatch.setattr(records, "time", clock)
+    monkeypatch.setattr(_OverrunsAfterRow, "clock", clock)
+    budget = Budget(steps=None, seconds=50.0)
+    rec = Recorder(ridge, budget)
+    rec.start()
+    _OverrunsAfterRow().run(ridge, rec)
+    assert _finished(rec) == ["budget_seconds"]
+    last = rec.rows[-1]
+    assert last["time_s"] < 50.0
+    assert _stop_reason(last, budget) == "budget_seconds"
+    assert _stop_reason({**last, "stop_reason": None}, budget) == "tuner"  # what old records infer
+
+
+def test_last_row_says_the_tuner_ended_on_its_own_or_why_it_stopped(ridge_pf):
+    class _TwoRows(TUNERS.get("gradient")):
+        def run(self, task, recorder, *, seed=0):
+            theta = task.space.init_theta()
+            for _ in range(2):
+                recorder.record(w=task.solve(theta), theta=theta)
+
+    rec = Recorder(ridge_pf, Budget(steps=10))
+    rec.start()
+    _TwoRows().run(ridge_pf, rec)
+    assert _finished(rec) == ["", "tuner"]
+    rec = run(ridge_pf, Budget(steps=300), method="cg", inner="exact", outer="lbfgs")
+    reasons = _finished(rec)
+    assert reasons[-1].startswith("lbfgs converged: ") and set(reasons[:-1]) == {""}
+
+
+def test_a_failed_cell_ends_on_its_status(ridge):
+    rec = run(ridge, Budget(steps=20), method="cg", inner="gd", inner_steps=200, inner_lr=50.0)
+    reasons = _finished(rec)
+    assert reasons[-1] == "diverged" and all(r == "" for r in reasons[:-1])
+    cell = Cell("t", Entry("ridge", "r", {"p": -3}), Entry("gradient", "g", {}), 0, Budget(steps=2))
+    assert [r["stop_reason"] for r in run_cell(cell)] == ["error"]
+
+
+def test_a_cell_that_raises_midway_ends_on_error_not_on_its_last_good_row(monkeypatch):
+    monkeypatch.setitem(TUNERS._items, "test_explodes_after_two", _ExplodesAfterTwo)
+    cell = Cell("t", Entry("ridge", "r", {"n": 40, "p": 4}), Entry("test_explodes_after_two", "x", {}), 0,
+                Budget(steps=10))
+    rows = run_cell(cell)
+    assert [r["status"] for r in rows] == ["ok", "ok", "error"]
+    assert [r["stop_reason"] for r in rows] == ["", "", "error"]

@@ -687,9 +687,14 @@ def _cost(row: dict[str, Any], n_params: int) -> float:
 
 
 def _stop_reason(last: dict[str, Any], budget) -> str:
-    """Why a cell ended, from its last row: its status if not ``ok``, else the recorder's budget rule
-    (``budget_steps`` before ``budget_seconds``, as :meth:`Recorder.should_stop` checks them), else the
-    tuner ended on its own (``tuner``: e.g. L-BFGS-B converged)."""
+    """Why a cell ended: its last row's ``stop_reason`` (the recorder's own, :meth:`Recorder.finish`).
+    Records written before that column existed get it inferred from the last row: its status if not
+    ``ok``, else the recorder's budget rule (``budget_steps`` before ``budget_seconds``, as
+    :meth:`Recorder.should_stop` checks them), else the tuner ended on its own (``tuner``: e.g. L-BFGS-B
+    converged). The inference can say ``tuner`` for a cell whose time ran out after its last row."""
+    stored = last.get("stop_reason")
+    if isinstance(stored, str) and stored:
+        return stored
     if last["status"] != "ok":
         return str(last["status"])
     if budget.steps is not None and int(last["step"]) + 1 >= budget.steps:

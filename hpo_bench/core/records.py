@@ -40,7 +40,7 @@ COLUMNS = (
     "budget_steps", "budget_seconds", "step", "time_s", "measure_s", "inner_steps", "grad_evals", "hvps", "inner_solves",
     "val_loss", "val_loss_ref", "test_loss", "best_val_loss", "hypergrad_rel_error", "hypergrad_cosine",
     "hypergrad_norm", "hypergrad_error_bound", "reference_error_bound", "reference_route", "hp", "theta", "status",
-    "message",
+    "message", "stop_reason",
     # per-cell columns (the same on every row of a cell), filled by the harness
     "cell_seed", "torch_threads", "wall_s", "peak_rss_mb", "peak_cuda_mb", "worker",
 )
@@ -406,7 +406,7 @@ class Recorder:
             reference_route=route,
             hp=task.space.to_natural(theta).cpu().tolist() if keep else None,
             theta=theta.cpu().tolist() if keep else None,
-            status=status, message=message,
+            status=status, message=message, stop_reason="",
         )
         if keep:  # this row has its vectors: it needs no filling in, and earlier bests it replaces none either
             self._pending.pop("last", None)
@@ -437,23 +437,30 @@ class Recorder:
         return (self._stop_requested or (b.steps is not None and len(self.rows) + 1 >= b.steps)
                 or (b.seconds is not None and self.time_s >= b.seconds))
 
-    def finish(self) -> list[tuple[int, dict[str, Any]]]:
+    def finish(self, *, ended: bool = True) -> list[tuple[int, dict[str, Any]]]:
         """At the cell's end: store ``hp`` and ``theta`` on the rows compact rows left null that must have them:
         the last recorded row (a tuner that stopped on its own, before its budget), the final incumbent and
         the row of lowest ``val_loss_ref`` (:data:`VECTOR_EVERY`).
 
-        Returns ``[(row index, {"hp": ..., "theta": ...}), ...]``, one per row it filled, in row order (the
+        ``ended`` (the tuner returned; ``False`` when a terminal :meth:`fail` row follows): the last row's
+        ``stop_reason`` becomes why the cell ended, :attr:`stop_reason` as the budget checks, a stop request
+        or a non-``ok`` row set it, else ``"tuner"`` (the tuner ended on its own: grid exhausted, L-BFGS-B
+        converged). Every other row keeps ``""``.
+
+        Returns ``[(row index, {column: value, ...}), ...]``, one per row it filled, in row order (the
         harness sends each to the driver, which holds the streamed copy of the row).
         """
         points = {i: th for i, th in self._pending.values()}
         self._pending = {}
-        patches = []
+        patches: dict[int, dict[str, Any]] = {}
         for idx in sorted(points):
             theta = points[idx]
-            patch = {"hp": self.task.space.to_natural(theta).cpu().tolist(), "theta": theta.cpu().tolist()}
+            patches[idx] = {"hp": self.task.space.to_natural(theta).cpu().tolist(), "theta": theta.cpu().tolist()}
+        if ended and self.rows and not self.rows[-1].get("stop_reason"):
+            patches.setdefault(len(self.rows) - 1, {})["stop_reason"] = self.stop_reason or "tuner"
+        for idx, patch in patches.items():
             self.rows[idx].update(patch)
-            patches.append((idx, patch))
-        return patches
+        return sorted(patches.items())
 
     def _append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -472,6 +479,7 @@ class Recorder:
                    reference_route="",
                    hp=[] if theta is None else self.task.space.to_natural(theta).cpu().tolist(),
                    theta=[] if theta is None else theta.cpu().tolist(),
-                   status=status, message=message)
+                   status=status, message=message, stop_reason=status)
         self._append(row)
         self.status = status
+        self.stop_reason = status

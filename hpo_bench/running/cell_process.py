@@ -81,7 +81,7 @@ def _terminal_row(meta: dict[str, Any], before: list[dict[str, Any]], status: st
                val_loss=_NAN, val_loss_ref=_NAN, test_loss=_NAN, best_val_loss=last.get("best_val_loss", _NAN),
                hypergrad_rel_error=_NAN, hypergrad_cosine=_NAN, hypergrad_norm=_NAN,
                hypergrad_error_bound=_NAN, reference_error_bound=_NAN, reference_route="", hp=[], theta=[],
-               status=status, message=message)
+               status=status, message=message, stop_reason=status)
     return row
 
 
@@ -178,8 +178,8 @@ def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = No
             _seed_everything(cell.cell_seed)
             recorder.start()
             tuner.run(task, recorder, seed=cell.cell_seed)
-        _finish_rows(recorder, on_patch)
         if not fired:
+            _finish_rows(recorder, on_patch)
             return recorder.rows
         status, message = "timeout", fired[0]  # the alarm's exception was swallowed, yet the cell ran over time
     except CellTimeout as exc:
@@ -195,13 +195,14 @@ def run_cell(cell: Cell, *, on_row: Callable[[dict[str, Any]], None] | None = No
         if on_row is not None:
             on_row(row)
         return [row]
-    _finish_rows(recorder, on_patch)
+    _finish_rows(recorder, on_patch, ended=False)
     recorder.fail(status, message)
     return recorder.rows
 
 
-def _finish_rows(recorder: Recorder, on_patch: Callable[[int, dict[str, Any]], None] | None) -> None:
-    for patch in recorder.finish():
+def _finish_rows(recorder: Recorder, on_patch: Callable[[int, dict[str, Any]], None] | None, *,
+                 ended: bool = True) -> None:
+    for patch in recorder.finish(ended=ended):
         if on_patch is not None:
             on_patch(*patch)
 
